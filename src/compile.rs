@@ -1,0 +1,459 @@
+//! The compiler: a snapshot and a node name in, the node's desired nftables state out.
+//!
+//! Deterministic and pure: the same snapshot gives a byte-identical ruleset whatever order the
+//! objects arrived in. The layout (one `inet` table, see [`ruleset::TABLE_NAME`]):
+//!
+//! - Base chain `postrouting` (priority srcnat - 5: after Service DNAT, before SNAT) accepts
+//!   established and related packets, neighbour discovery, and packets from the node itself
+//!   (kubelet probes); then dispatches on the source address through the `egress4`/`egress6`
+//!   verdict maps and on the destination through `ingress4`/`ingress6`. Base chain `input`
+//!   does the egress dispatch for packets from pods to the node's own addresses.
+//! - One chain per isolated pod and direction (`in_<ns>_<pod>`, `eg_<ns>_<pod>`) on this node:
+//!   traffic to itself first, then one rule per policy rule and address set (counted, commented
+//!   with the policy), then a rate-limited NFLOG rule and a counted drop. Egress chains `return`
+//!   on allow so the destination's ingress chain still runs; ingress chains `accept`.
+//! - Peers live in named sets shared by every pod a policy rule applies to:
+//!   `np_<ns>_<policy>_<dir><rule>_pods4` (pod IPs), `..._cidr4` (ipBlocks, interval set) and
+//!   `..._named4` (`address . protocol . port` for egress named ports, resolved per destination
+//!   pod), with `6` twins. Port lists are anonymous `protocol . port` sets in the rule.
+//!
+//! Per packet: one verdict-map lookup per direction, then only the rules of the policies that
+//! select that pod, each one set lookup. Nothing walks the cluster's pods or policies.
+
+mod ranges;
+pub mod render_json;
+pub mod render_text;
+pub mod ruleset;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::model::{Pod, Protocol, Snapshot};
+use crate::policy::{Direction, PeerKind, Policy, PortSpec, Rule as PolicyRule};
+
+pub use ruleset::{
+    AddrField, Chain, Expr, Family, Hook, MapVerdict, ProtocolPorts, Rule, Ruleset, Set,
+    SetElement, SetKind, TABLE_FAMILY, TABLE_NAME, VerdictMap,
+};
+
+/// Knobs that change the emitted ruleset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// NFLOG group the default-deny rules log to.
+    pub nflog_group: u16,
+    /// Logged denied packets per second, per pod and direction (the kernel drops the rest from
+    /// the log, never from the drop counter).
+    pub log_rate_per_second: u32,
+    /// Burst allowed above the rate, in packets.
+    pub log_burst_packets: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { nflog_group: 100, log_rate_per_second: 10, log_burst_packets: 20 }
+    }
+}
+
+/// The NFLOG prefix of default-deny drops: `knp:deny:<direction>:<namespace>/<pod>`.
+pub const LOG_PREFIX: &str = "knp:deny:";
+/// nftables caps log prefixes at 127 bytes.
+const MAX_LOG_PREFIX: usize = 127;
+/// Chain and set names are capped well below the kernel's 256 bytes.
+const MAX_NAME: usize = 200;
+/// nftables caps rule comments at 128 bytes.
+const MAX_COMMENT: usize = 128;
+
+/// The verdict-map name for a direction and family (`ingress4`, `egress6`, ...).
+pub fn dispatch_map_name(direction: Direction, family: Family) -> String {
+    format!("{}{}", direction.as_str(), family.suffix())
+}
+
+/// The chain name of a pod's direction (`in_<ns>_<pod>`, `eg_<ns>_<pod>`).
+pub fn pod_chain_name(pod: &Pod, direction: Direction) -> String {
+    let dir = match direction {
+        Direction::Ingress => "in",
+        Direction::Egress => "eg",
+    };
+    bounded_name(format!("{dir}_{}_{}", pod.key.namespace, pod.key.name))
+}
+
+/// Compiles the desired ruleset of `node`.
+pub fn compile(snapshot: &Snapshot, node: &str, options: &Options) -> Ruleset {
+    let mut sets = BTreeMap::new();
+    let mut maps: BTreeMap<String, Vec<(IpAddr, MapVerdict)>> = BTreeMap::new();
+    for direction in [Direction::Ingress, Direction::Egress] {
+        for family in Family::ALL {
+            maps.insert(dispatch_map_name(direction, family), Vec::new());
+        }
+    }
+    let mut pod_chains = Vec::new();
+
+    let local_pods = snapshot
+        .pods()
+        .filter(|p| p.node.as_deref() == Some(node) && p.is_policy_endpoint());
+    for pod in local_pods {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            let isolating: Vec<&Policy> = snapshot
+                .policies_in(&pod.key.namespace)
+                .filter(|p| p.rules(direction).is_some() && p.selects(pod))
+                .collect();
+            if isolating.is_empty() {
+                continue;
+            }
+            let chain = pod_chain(snapshot, pod, direction, &isolating, options, &mut sets);
+            for ip in &pod.ips {
+                let verdict = match direction {
+                    Direction::Ingress => MapVerdict::Goto(chain.name.clone()),
+                    Direction::Egress => MapVerdict::Jump(chain.name.clone()),
+                };
+                if let Some(map) = maps.get_mut(&dispatch_map_name(direction, Family::of(*ip))) {
+                    map.push((*ip, verdict));
+                }
+            }
+            pod_chains.push(chain);
+        }
+    }
+
+    pod_chains.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut chains = base_chains();
+    chains.extend(pod_chains);
+    let maps = maps
+        .into_iter()
+        .map(|(name, mut elements)| {
+            elements.sort_by(|a, b| a.0.cmp(&b.0));
+            // Two pods claiming one IP: keep the first by key (already first in the list).
+            elements.dedup_by(|a, b| a.0 == b.0);
+            let family = if name.ends_with('4') { Family::V4 } else { Family::V6 };
+            VerdictMap { name, family, elements }
+        })
+        .collect();
+    Ruleset { maps, sets: sets.into_values().collect(), chains }
+}
+
+fn base_chains() -> Vec<Chain> {
+    let dispatch = |field, direction| {
+        Family::ALL.map(|family| Rule {
+            exprs: vec![Expr::DispatchBy(field, family, dispatch_map_name(direction, family))],
+            comment: None,
+        })
+    };
+    let always = |comment: &str, exprs: Vec<Expr>| Rule { exprs, comment: Some(comment.into()) };
+    let established = always("replies", vec![Expr::CtEstablishedOrRelated, Expr::Accept]);
+    let nd = always("neighbour discovery", vec![Expr::Icmpv6NeighborDiscovery, Expr::Accept]);
+    let from_node = always("from this node", vec![Expr::SourceIsLocal, Expr::Accept]);
+
+    let mut postrouting = vec![established.clone(), nd.clone(), from_node];
+    postrouting.extend(dispatch(AddrField::Source, Direction::Egress));
+    postrouting.extend(dispatch(AddrField::Destination, Direction::Ingress));
+    let mut input = vec![established, nd];
+    input.extend(dispatch(AddrField::Source, Direction::Egress));
+    vec![
+        Chain { name: "postrouting".into(), hook: Some(Hook::Postrouting), rules: postrouting },
+        Chain { name: "input".into(), hook: Some(Hook::Input), rules: input },
+    ]
+}
+
+fn pod_chain(
+    snapshot: &Snapshot,
+    pod: &Pod,
+    direction: Direction,
+    isolating: &[&Policy],
+    options: &Options,
+    sets: &mut BTreeMap<String, Set>,
+) -> Chain {
+    let (peer_field, allow) = match direction {
+        Direction::Ingress => (AddrField::Source, Expr::Accept),
+        Direction::Egress => (AddrField::Destination, Expr::Return),
+    };
+    let mut rules: Vec<Rule> = pod
+        .ips
+        .iter()
+        .map(|ip| Rule {
+            exprs: vec![Expr::AddressIs(peer_field, *ip), allow.clone()],
+            comment: Some("to itself".into()),
+        })
+        .collect();
+
+    for policy in isolating {
+        for rule in policy.rules(direction).unwrap_or_default() {
+            let comment = truncate(format!("{} {}[{}]", policy.key, direction, rule.index), MAX_COMMENT);
+            let compiled = RuleCompiler { snapshot, policy, rule, direction, target: pod, sets: &mut *sets };
+            for exprs in compiled.matchers() {
+                let mut exprs = exprs;
+                exprs.push(Expr::Counter);
+                exprs.push(allow.clone());
+                rules.push(Rule { exprs, comment: Some(comment.clone()) });
+            }
+        }
+    }
+
+    let prefix = truncate(
+        format!("{LOG_PREFIX}{}:{}/{}", direction, pod.key.namespace, pod.key.name),
+        MAX_LOG_PREFIX,
+    );
+    rules.push(Rule {
+        exprs: vec![
+            Expr::Limit {
+                rate_per_second: options.log_rate_per_second,
+                burst_packets: options.log_burst_packets,
+            },
+            Expr::Log { prefix, group: options.nflog_group },
+        ],
+        comment: Some("log default deny".into()),
+    });
+    rules.push(Rule {
+        exprs: vec![Expr::Counter, Expr::Drop],
+        comment: Some(truncate(format!("default deny {direction} {}", pod.key), MAX_COMMENT)),
+    });
+    Chain { name: pod_chain_name(pod, direction), hook: None, rules }
+}
+
+/// Compiles one policy rule for one target pod into match lists (one per emitted rule).
+struct RuleCompiler<'a> {
+    snapshot: &'a Snapshot,
+    policy: &'a Policy,
+    rule: &'a PolicyRule,
+    direction: Direction,
+    /// The pod whose chain this is.
+    target: &'a Pod,
+    sets: &'a mut BTreeMap<String, Set>,
+}
+
+impl RuleCompiler<'_> {
+    fn matchers(mut self) -> Vec<Vec<Expr>> {
+        let peer_field = match self.direction {
+            Direction::Ingress => AddrField::Source,
+            Direction::Egress => AddrField::Destination,
+        };
+        // Ports: `None` means any protocol and port.
+        let (numbered, named) = self.ports();
+        let mut out = Vec::new();
+
+        let port_match = match (&self.rule.ports, numbered.is_empty()) {
+            (None, _) => Some(None),
+            (Some(_), false) => Some(Some(Expr::ProtocolPortIn(numbered))),
+            (Some(_), true) => None,
+        };
+        if let Some(port_match) = port_match {
+            let with_ports = |mut exprs: Vec<Expr>| {
+                exprs.extend(port_match.clone());
+                exprs
+            };
+            match &self.rule.peers {
+                None => out.push(with_ports(Vec::new())),
+                Some(peers) => {
+                    let has_pods = peers.iter().any(|p| matches!(p.kind, PeerKind::Pods { .. }));
+                    if has_pods {
+                        for family in Family::ALL {
+                            let set = self.pod_set(family);
+                            out.push(with_ports(vec![Expr::AddressInSet(peer_field, family, set)]));
+                        }
+                    }
+                    for family in Family::ALL {
+                        if let Some(set) = self.cidr_set(family) {
+                            out.push(with_ports(vec![Expr::AddressInSet(peer_field, family, set)]));
+                        }
+                    }
+                }
+            }
+        }
+        if !named.is_empty() {
+            for family in Family::ALL {
+                let set = self.named_port_set(family, &named);
+                out.push(vec![Expr::DestinationProtocolPortInSet(family, set)]);
+            }
+        }
+        out
+    }
+
+    /// Numbered ports (merged per protocol), plus named ports resolved on the target for
+    /// ingress; and the named ports left to resolve per destination pod (egress).
+    fn ports(&self) -> (Vec<ProtocolPorts>, Vec<(String, Protocol)>) {
+        let mut numbered = Vec::new();
+        let mut named = Vec::new();
+        for port in self.rule.ports.iter().flatten() {
+            match &port.port {
+                None => numbered.push(ProtocolPorts { protocol: port.protocol, start: 0, end: u16::MAX }),
+                Some(PortSpec::Range { start, end }) => {
+                    numbered.push(ProtocolPorts { protocol: port.protocol, start: *start, end: *end })
+                }
+                Some(PortSpec::Named(name)) => match self.direction {
+                    Direction::Ingress => {
+                        if let Some(p) = self.target.named_port(name, port.protocol) {
+                            numbered.push(ProtocolPorts { protocol: port.protocol, start: p, end: p });
+                        }
+                    }
+                    Direction::Egress => named.push((name.clone(), port.protocol)),
+                },
+            }
+        }
+        (merge_ports(numbered), named)
+    }
+
+    fn set_name(&self, what: &str, family: Family) -> String {
+        let dir = match self.direction {
+            Direction::Ingress => "in",
+            Direction::Egress => "eg",
+        };
+        bounded_name(format!(
+            "np_{}_{}_{dir}{}_{what}{}",
+            self.policy.key.namespace,
+            self.policy.key.name,
+            self.rule.index,
+            family.suffix()
+        ))
+    }
+
+    fn comment(&self, what: &str) -> String {
+        truncate(format!("{} {}[{}] {what}", self.policy.key, self.direction, self.rule.index), MAX_COMMENT)
+    }
+
+    /// Pods selected by any pod peer of the rule, anywhere in the cluster.
+    fn peer_pods(&self) -> impl Iterator<Item = &Pod> + '_ {
+        let peers = self.rule.peers.as_deref().unwrap_or_default();
+        self.snapshot.pods().filter(move |pod| {
+            peers.iter().any(|p| {
+                matches!(p.kind, PeerKind::Pods { .. })
+                    && p.selects_pod(self.snapshot, &self.policy.key.namespace, pod)
+            })
+        })
+    }
+
+    fn pod_set(&mut self, family: Family) -> String {
+        let name = self.set_name("pods", family);
+        if !self.sets.contains_key(&name) {
+            let mut elements: Vec<SetElement> = self
+                .peer_pods()
+                .flat_map(|pod| pod.ips.iter().copied())
+                .filter(|ip| Family::of(*ip) == family)
+                .map(SetElement::Address)
+                .collect();
+            elements.sort();
+            elements.dedup();
+            let comment = self.comment("pod peers");
+            self.sets.insert(
+                name.clone(),
+                Set { name: name.clone(), family, kind: SetKind::Addresses, elements, comment },
+            );
+        }
+        name
+    }
+
+    /// The rule's ipBlocks of one family, `None` when it has none.
+    fn cidr_set(&mut self, family: Family) -> Option<String> {
+        let mut ranges = Vec::new();
+        for peer in self.rule.peers.iter().flatten() {
+            if let PeerKind::IpBlock { cidr, except } = &peer.kind
+                && Family::of(cidr.addr()) == family
+            {
+                ranges.extend(ranges::subtract(cidr, except));
+            }
+        }
+        if ranges.is_empty() {
+            return None;
+        }
+        let name = self.set_name("cidr", family);
+        if !self.sets.contains_key(&name) {
+            let elements = ranges::merge(ranges)
+                .into_iter()
+                .map(|r| {
+                    let (start, end) = r.bounds(family);
+                    SetElement::Range(start, end)
+                })
+                .collect();
+            let comment = self.comment("ipBlocks");
+            self.sets.insert(
+                name.clone(),
+                Set { name: name.clone(), family, kind: SetKind::AddressRanges, elements, comment },
+            );
+        }
+        Some(name)
+    }
+
+    /// `address . protocol . port` of every destination pod the rule's peers select (any pod
+    /// when the rule has no peers) that defines one of the named ports.
+    fn named_port_set(&mut self, family: Family, named: &[(String, Protocol)]) -> String {
+        let name = self.set_name("named", family);
+        if !self.sets.contains_key(&name) {
+            let peers = self.rule.peers.as_deref();
+            let mut elements = Vec::new();
+            for pod in self.snapshot.pods().filter(|p| p.is_policy_endpoint()) {
+                // Addresses of this pod the rule's peers cover: all of them for a selector
+                // match, only the contained ones for an ipBlock.
+                let ips: Vec<IpAddr> = match peers {
+                    None => pod.ips.clone(),
+                    Some(peers) => {
+                        let by_selector = peers.iter().any(|p| {
+                            matches!(p.kind, PeerKind::Pods { .. })
+                                && p.selects_pod(self.snapshot, &self.policy.key.namespace, pod)
+                        });
+                        if by_selector {
+                            pod.ips.clone()
+                        } else {
+                            pod.ips.iter().copied().filter(|ip| peers.iter().any(|p| p.contains_ip(*ip))).collect()
+                        }
+                    }
+                };
+                for (port_name, protocol) in named {
+                    let Some(port) = pod.named_port(port_name, *protocol) else { continue };
+                    for ip in ips.iter().filter(|ip| Family::of(**ip) == family) {
+                        elements.push(SetElement::AddressProtocolPort(*ip, *protocol, port));
+                    }
+                }
+            }
+            elements.sort();
+            elements.dedup();
+            let comment = self.comment("named ports");
+            self.sets.insert(
+                name.clone(),
+                Set { name: name.clone(), family, kind: SetKind::AddressProtocolPort, elements, comment },
+            );
+        }
+        name
+    }
+}
+
+/// Sorts port ranges and merges overlapping or adjacent ones of the same protocol.
+fn merge_ports(mut ports: Vec<ProtocolPorts>) -> Vec<ProtocolPorts> {
+    ports.sort();
+    let mut out: Vec<ProtocolPorts> = Vec::with_capacity(ports.len());
+    for p in ports {
+        match out.last_mut() {
+            Some(last) if last.protocol == p.protocol && u32::from(p.start) <= u32::from(last.end) + 1 => {
+                last.end = last.end.max(p.end);
+            }
+            _ => out.push(p),
+        }
+    }
+    out
+}
+
+/// Keeps a name under [`MAX_NAME`] bytes; longer names keep a readable head and a hash of the
+/// whole name, so they stay unique and stable.
+fn bounded_name(name: String) -> String {
+    if name.len() <= MAX_NAME {
+        return name;
+    }
+    let head = truncate(name.clone(), MAX_NAME - 17);
+    format!("{head}_{:016x}", fnv1a(name.as_bytes()))
+}
+
+/// Truncates at a char boundary to at most `max` bytes.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+/// FNV-1a, 64 bit: a stable hash for long names (std's hasher is not stable across releases).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,193 @@
+//! Renders a [`Ruleset`] as an `nft -f` script: one `table inet kube-nftpol { ... }` block in
+//! the syntax of `nft(8)`, byte-identical for equal rulesets.
+//!
+//! The script declares the table's full content. Loaded with `nft -f` into a network namespace
+//! that does not have the table yet, it creates it in one transaction; replacing an existing
+//! table's content is the dataplane's job.
+
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use super::ranges::{AddrRange, addr_to_int, as_prefix};
+use super::ruleset::{
+    AddrField, Chain, Expr, Family, LOG_QUEUE_THRESHOLD, LOG_SNAPLEN, MapVerdict, ProtocolPorts,
+    Rule, Ruleset, Set, SetElement, SetKind, TABLE_FAMILY, TABLE_NAME, VerdictMap,
+};
+
+/// Renders the whole table.
+pub fn render(ruleset: &Ruleset) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "table {TABLE_FAMILY} {TABLE_NAME} {{");
+    for map in &ruleset.maps {
+        render_map(&mut out, map);
+    }
+    for set in &ruleset.sets {
+        render_set(&mut out, set);
+    }
+    for chain in &ruleset.chains {
+        render_chain(&mut out, chain);
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn render_map(out: &mut String, map: &VerdictMap) {
+    let _ = writeln!(out, "\tmap {} {{", map.name);
+    let _ = writeln!(out, "\t\ttype {} : verdict", addr_type(map.family));
+    let elements: Vec<String> = map
+        .elements
+        .iter()
+        .map(|(ip, verdict)| match verdict {
+            MapVerdict::Jump(chain) => format!("{ip} : jump {chain}"),
+            MapVerdict::Goto(chain) => format!("{ip} : goto {chain}"),
+        })
+        .collect();
+    render_elements(out, &elements);
+    out.push_str("\t}\n\n");
+}
+
+fn render_set(out: &mut String, set: &Set) {
+    let _ = writeln!(out, "\tset {} {{", set.name);
+    let key = match set.kind {
+        SetKind::Addresses | SetKind::AddressRanges => addr_type(set.family).to_owned(),
+        SetKind::AddressProtocolPort => {
+            format!("{} . inet_proto . inet_service", addr_type(set.family))
+        }
+    };
+    let _ = writeln!(out, "\t\ttype {key}");
+    if set.kind == SetKind::AddressRanges {
+        out.push_str("\t\tflags interval\n");
+    }
+    let _ = writeln!(out, "\t\tcomment {}", quote(&set.comment));
+    let elements: Vec<String> = set.elements.iter().map(|e| element(e, set.family)).collect();
+    render_elements(out, &elements);
+    out.push_str("\t}\n\n");
+}
+
+fn render_elements(out: &mut String, elements: &[String]) {
+    if elements.is_empty() {
+        return;
+    }
+    out.push_str("\t\telements = {\n");
+    for (i, e) in elements.iter().enumerate() {
+        let sep = if i + 1 == elements.len() { "" } else { "," };
+        let _ = writeln!(out, "\t\t\t{e}{sep}");
+    }
+    out.push_str("\t\t}\n");
+}
+
+fn render_chain(out: &mut String, chain: &Chain) {
+    let _ = writeln!(out, "\tchain {} {{", chain.name);
+    if let Some(hook) = chain.hook {
+        let _ = writeln!(
+            out,
+            "\t\ttype filter hook {} priority {}; policy accept;",
+            hook.name(),
+            hook.priority_text()
+        );
+    }
+    for rule in &chain.rules {
+        let _ = writeln!(out, "\t\t{}", rule_text(rule));
+    }
+    out.push_str("\t}\n");
+    out.push('\n');
+}
+
+/// One rule as `nft` syntax (without indentation).
+pub fn rule_text(rule: &Rule) -> String {
+    let mut parts: Vec<String> = rule.exprs.iter().map(expr).collect();
+    if let Some(comment) = &rule.comment {
+        parts.push(format!("comment {}", quote(comment)));
+    }
+    parts.join(" ")
+}
+
+fn expr(e: &Expr) -> String {
+    match e {
+        Expr::CtEstablishedOrRelated => "ct state established,related".into(),
+        Expr::Icmpv6NeighborDiscovery => "icmpv6 type { nd-router-solicit, nd-router-advert, \
+                                          nd-neighbor-solicit, nd-neighbor-advert }"
+            .into(),
+        Expr::SourceIsLocal => "fib saddr type local".into(),
+        Expr::AddressIs(field, ip) => format!("{} {ip}", addr_field(*field, Family::of(*ip))),
+        Expr::AddressInSet(field, family, set) => format!("{} @{set}", addr_field(*field, *family)),
+        Expr::DestinationProtocolPortInSet(family, set) => format!(
+            "{} . meta l4proto . th dport @{set}",
+            addr_field(AddrField::Destination, *family)
+        ),
+        Expr::ProtocolPortIn(ports) => {
+            let items: Vec<String> = ports.iter().map(protocol_ports).collect();
+            format!("meta l4proto . th dport {{ {} }}", items.join(", "))
+        }
+        Expr::Counter => "counter".into(),
+        Expr::Limit { rate_per_second, burst_packets } => {
+            format!("limit rate {rate_per_second}/second burst {burst_packets} packets")
+        }
+        Expr::Log { prefix, group } => format!(
+            "log prefix {} group {group} snaplen {LOG_SNAPLEN} queue-threshold {LOG_QUEUE_THRESHOLD}",
+            quote(prefix)
+        ),
+        Expr::DispatchBy(field, family, map) => format!("{} vmap @{map}", addr_field(*field, *family)),
+        Expr::Accept => "accept".into(),
+        Expr::Drop => "drop".into(),
+        Expr::Return => "return".into(),
+    }
+}
+
+fn protocol_ports(p: &ProtocolPorts) -> String {
+    if p.start == p.end {
+        format!("{} . {}", p.protocol, p.start)
+    } else {
+        format!("{} . {}-{}", p.protocol, p.start, p.end)
+    }
+}
+
+fn element(e: &SetElement, family: Family) -> String {
+    match e {
+        SetElement::Address(ip) => ip.to_string(),
+        SetElement::Range(start, end) => range(*start, *end, family),
+        SetElement::AddressProtocolPort(ip, protocol, port) => format!("{ip} . {protocol} . {port}"),
+    }
+}
+
+/// A range as nft writes it: an address, a prefix, or `first-last`.
+fn range(start: IpAddr, end: IpAddr, family: Family) -> String {
+    let bits = match family {
+        Family::V4 => 32,
+        Family::V6 => 128,
+    };
+    let r = AddrRange { start: addr_to_int(start), end: addr_to_int(end) };
+    if r.start == r.end {
+        return start.to_string();
+    }
+    match as_prefix(r, bits) {
+        Some(len) => format!("{start}/{len}"),
+        None => format!("{start}-{end}"),
+    }
+}
+
+fn addr_type(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ipv4_addr",
+        Family::V6 => "ipv6_addr",
+    }
+}
+
+fn addr_field(field: AddrField, family: Family) -> String {
+    let proto = match family {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    };
+    let f = match field {
+        AddrField::Source => "saddr",
+        AddrField::Destination => "daddr",
+    };
+    format!("{proto} {f}")
+}
+
+/// A double-quoted nft string. Names in comments and prefixes come from Kubernetes object
+/// names (DNS labels and subdomains), but quotes and backslashes are dropped defensively.
+fn quote(text: &str) -> String {
+    let clean: String = text.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+    format!("\"{clean}\"")
+}

@@ -1,0 +1,25 @@
+//! kube-nftpol: Kubernetes NetworkPolicy enforcement with nftables.
+//!
+//! A pure core and thin adapters around it. Data flows one way:
+//!
+//! ```text
+//! source (manifests, API) -> model::Snapshot -> compile::compile -> dataplane (nft)
+//!                                          \-> policy::evaluate (explain)
+//! ```
+//!
+//! - [`model`]: the cluster snapshot built from k8s-openapi objects.
+//! - [`policy`]: NetworkPolicy in validated form, and [`policy::evaluate`] with reasons.
+//! - [`compile`]: a snapshot and a node to the node's desired nftables ruleset, rendered as
+//!   `nft` text or libnftables JSON.
+//! - [`source`]: where snapshots come from (a directory of manifests).
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod compile;
+pub mod model;
+pub mod policy;
+pub mod source;
+
+pub use compile::{Options as CompileOptions, Ruleset, compile};
+pub use model::Snapshot;
+pub use policy::{Flow, Verdict, evaluate};

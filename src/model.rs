@@ -1,0 +1,388 @@
+//! The cluster snapshot: namespaces, pods and NetworkPolicies as the policy engine sees them.
+//!
+//! A [`Snapshot`] is plain data built from k8s-openapi objects, so the manifest directory and the
+//! API watch fill it the same way. It owns the conversion from Kubernetes objects (labels, IPs,
+//! phases, container ports) and the indexes the compiler and the evaluator need; it does not
+//! decide what a policy means (that is [`crate::policy`]) and does no I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1 as networking;
+use serde::Serialize;
+
+use crate::policy::Policy;
+
+/// Object labels, ordered so everything derived from them is deterministic.
+pub type Labels = BTreeMap<String, String>;
+
+/// The label every namespace carries with its own name (API servers 1.21+ add it; the snapshot
+/// adds it when an older server or a manifest leaves it out).
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The namespace objects without one are placed in, as `kubectl` does.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// A namespaced object's identity: `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectKey {
+    /// The namespace.
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// Builds a key from its two parts.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A transport protocol a NetworkPolicy port can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    /// TCP, IP protocol 6 (the default wherever Kubernetes omits the protocol).
+    Tcp,
+    /// UDP, IP protocol 17.
+    Udp,
+    /// SCTP, IP protocol 132.
+    Sctp,
+}
+
+impl Protocol {
+    /// Parses the Kubernetes spelling (`TCP`, `UDP`, `SCTP`); `None` for anything else.
+    pub fn from_k8s(value: &str) -> Option<Self> {
+        match value {
+            "TCP" => Some(Self::Tcp),
+            "UDP" => Some(Self::Udp),
+            "SCTP" => Some(Self::Sctp),
+            _ => None,
+        }
+    }
+
+    /// The lowercase name nftables and users write (`tcp`, `udp`, `sctp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Sctp => "sctp",
+        }
+    }
+
+    /// Parses a protocol in either case (`tcp`, `TCP`).
+    pub fn parse_any_case(value: &str) -> Option<Self> {
+        Self::from_k8s(&value.to_ascii_uppercase())
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A namespace: its name and labels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Namespace {
+    /// The namespace name.
+    pub name: String,
+    /// Labels, always including [`NAMESPACE_NAME_LABEL`].
+    pub labels: Labels,
+}
+
+impl Namespace {
+    /// A namespace with only its name label, for pods whose namespace object is not known.
+    pub fn implicit(name: &str) -> Self {
+        Self::new(name, Labels::new())
+    }
+
+    /// A namespace with the given labels plus the name label.
+    pub fn new(name: &str, mut labels: Labels) -> Self {
+        labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned());
+        Self { name: name.to_owned(), labels }
+    }
+
+    /// Converts a Kubernetes Namespace; `None` when it has no name.
+    pub fn from_k8s(namespace: &core::Namespace) -> Option<Self> {
+        let name = namespace.metadata.name.as_deref()?;
+        Some(Self::new(name, namespace.metadata.labels.clone().unwrap_or_default()))
+    }
+}
+
+/// The pod phase, as far as policy cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PodPhase {
+    /// Pending, Running, Unknown or absent: the pod may use its IPs.
+    Active,
+    /// Succeeded or Failed: the pod is done and its IPs may already belong to another pod, so
+    /// it is ignored everywhere (kube-router #1056, Antrea #6507).
+    Finished,
+}
+
+/// A container port, used to resolve named ports.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ContainerPort {
+    /// The port name, when the container names it.
+    pub name: Option<String>,
+    /// The port number.
+    pub port: u16,
+    /// The protocol (TCP when the manifest omits it).
+    pub protocol: Protocol,
+}
+
+/// The controller that owns a pod, for grouping pods into workloads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    /// The owner's kind (`ReplicaSet`, `StatefulSet`, `DaemonSet`, `Job`, ...).
+    pub kind: String,
+    /// The owner's name.
+    pub name: String,
+}
+
+/// A pod: identity, labels, placement, addresses and ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pod {
+    /// `namespace/name`.
+    pub key: ObjectKey,
+    /// Pod labels.
+    pub labels: Labels,
+    /// The node the pod is scheduled on (`spec.nodeName`).
+    pub node: Option<String>,
+    /// The pod's IPs from `status.podIPs` (or `status.podIP`), without duplicates.
+    pub ips: Vec<IpAddr>,
+    /// Whether the pod is running or done.
+    pub phase: PodPhase,
+    /// A hostNetwork pod shares its node's addresses and is treated as node traffic.
+    pub host_network: bool,
+    /// Set once the pod has a deletion timestamp; such pods stay policed until they are gone.
+    pub terminating: bool,
+    /// Ports declared by the pod's containers (init containers included, as the API does).
+    pub ports: Vec<ContainerPort>,
+    /// The controlling owner, if any.
+    pub owner: Option<Owner>,
+}
+
+/// Why a Kubernetes object could not become part of the snapshot.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// The object has no `metadata.name`.
+    #[error("{kind} without metadata.name")]
+    MissingName {
+        /// The object's kind.
+        kind: &'static str,
+    },
+}
+
+impl Pod {
+    /// Converts a Kubernetes Pod. IP strings that do not parse are left out (and reported in the
+    /// returned list of problems) rather than failing the whole pod.
+    pub fn from_k8s(pod: &core::Pod) -> Result<(Self, Vec<String>), Error> {
+        let name = pod.metadata.name.clone().ok_or(Error::MissingName { kind: "Pod" })?;
+        let namespace =
+            pod.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let spec = pod.spec.as_ref();
+        let status = pod.status.as_ref();
+        let mut problems = Vec::new();
+
+        let mut ip_strings: Vec<&str> = status
+            .and_then(|s| s.pod_ips.as_ref())
+            .map(|ips| ips.iter().map(|ip| ip.ip.as_str()).collect())
+            .unwrap_or_default();
+        if let Some(ip) = status.and_then(|s| s.pod_ip.as_deref()) {
+            ip_strings.push(ip);
+        }
+        let mut ips = Vec::new();
+        for text in ip_strings {
+            match text.parse::<IpAddr>() {
+                Ok(ip) if !ips.contains(&ip) => ips.push(ip),
+                Ok(_) => {}
+                Err(_) => problems.push(format!("pod {namespace}/{name}: ignoring bad IP {text:?}")),
+            }
+        }
+
+        let phase = match status.and_then(|s| s.phase.as_deref()) {
+            Some("Succeeded" | "Failed") => PodPhase::Finished,
+            _ => PodPhase::Active,
+        };
+        let mut ports = Vec::new();
+        if let Some(spec) = spec {
+            let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+            for port in containers.flat_map(|c| c.ports.iter().flatten()) {
+                let protocol = port.protocol.as_deref().unwrap_or("TCP");
+                let (Some(protocol), Ok(number)) =
+                    (Protocol::from_k8s(protocol), u16::try_from(port.container_port))
+                else {
+                    problems.push(format!(
+                        "pod {namespace}/{name}: ignoring container port {} {protocol}",
+                        port.container_port
+                    ));
+                    continue;
+                };
+                ports.push(ContainerPort { name: port.name.clone(), port: number, protocol });
+            }
+        }
+        ports.sort();
+        ports.dedup();
+        let owner = pod.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true));
+        let pod = Pod {
+            key: ObjectKey::new(namespace, name),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            node: spec.and_then(|s| s.node_name.clone()),
+            ips,
+            phase,
+            host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+            ports,
+            owner: owner.map(|o| Owner { kind: o.kind.clone(), name: o.name.clone() }),
+        };
+        Ok((pod, problems))
+    }
+
+    /// Whether the pod's traffic is pod traffic that policy governs: active, not hostNetwork,
+    /// and addressed. Finished pods and hostNetwork pods are never policed and never peers.
+    pub fn is_policy_endpoint(&self) -> bool {
+        self.phase == PodPhase::Active && !self.host_network && !self.ips.is_empty()
+    }
+
+    /// Resolves a named port on this pod for a protocol (name and protocol must both match).
+    pub fn named_port(&self, name: &str, protocol: Protocol) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.protocol == protocol && p.name.as_deref() == Some(name))
+            .map(|p| p.port)
+    }
+}
+
+/// The cluster as the agent knows it at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    namespaces: BTreeMap<String, Namespace>,
+    pods: BTreeMap<ObjectKey, Pod>,
+    policies: BTreeMap<ObjectKey, Policy>,
+}
+
+impl Snapshot {
+    /// An empty snapshot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a namespace.
+    pub fn upsert_namespace(&mut self, namespace: Namespace) {
+        self.namespaces.insert(namespace.name.clone(), namespace);
+    }
+
+    /// Adds or replaces a pod. Its namespace is created implicitly when unknown.
+    pub fn upsert_pod(&mut self, pod: Pod) {
+        self.namespaces
+            .entry(pod.key.namespace.clone())
+            .or_insert_with(|| Namespace::implicit(&pod.key.namespace));
+        self.pods.insert(pod.key.clone(), pod);
+    }
+
+    /// Adds or replaces a policy (already validated into its enforceable form).
+    pub fn upsert_policy(&mut self, policy: Policy) {
+        self.namespaces
+            .entry(policy.key.namespace.clone())
+            .or_insert_with(|| Namespace::implicit(&policy.key.namespace));
+        self.policies.insert(policy.key.clone(), policy);
+    }
+
+    /// Adds or replaces a Kubernetes NetworkPolicy, validating it. Invalid policies are kept in
+    /// their fail-closed form; their errors are in [`Policy::errors`].
+    pub fn upsert_network_policy(&mut self, policy: &networking::NetworkPolicy) -> Result<(), Error> {
+        let policy = Policy::from_k8s(policy).ok_or(Error::MissingName { kind: "NetworkPolicy" })?;
+        self.upsert_policy(policy);
+        Ok(())
+    }
+
+    /// Removes a namespace.
+    pub fn remove_namespace(&mut self, name: &str) -> Option<Namespace> {
+        self.namespaces.remove(name)
+    }
+
+    /// Removes a pod.
+    pub fn remove_pod(&mut self, key: &ObjectKey) -> Option<Pod> {
+        self.pods.remove(key)
+    }
+
+    /// Removes a policy.
+    pub fn remove_policy(&mut self, key: &ObjectKey) -> Option<Policy> {
+        self.policies.remove(key)
+    }
+
+    /// A namespace by name.
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.get(name)
+    }
+
+    /// All namespaces, by name.
+    pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
+        self.namespaces.values()
+    }
+
+    /// A pod by key.
+    pub fn pod(&self, key: &ObjectKey) -> Option<&Pod> {
+        self.pods.get(key)
+    }
+
+    /// All pods, ordered by namespace then name.
+    pub fn pods(&self) -> impl Iterator<Item = &Pod> {
+        self.pods.values()
+    }
+
+    /// The pods of one namespace, ordered by name.
+    pub fn pods_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Pod> + 'a {
+        self.pods
+            .range(ObjectKey::new(namespace, "")..)
+            .take_while(move |(key, _)| key.namespace == namespace)
+            .map(|(_, pod)| pod)
+    }
+
+    /// All policies, ordered by namespace then name.
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.values()
+    }
+
+    /// A policy by key.
+    pub fn policy(&self, key: &ObjectKey) -> Option<&Policy> {
+        self.policies.get(key)
+    }
+
+    /// The policies of one namespace, ordered by name.
+    pub fn policies_in<'a>(&'a self, namespace: &'a str) -> impl Iterator<Item = &'a Policy> + 'a {
+        self.policies
+            .range(ObjectKey::new(namespace, "")..)
+            .take_while(move |(key, _)| key.namespace == namespace)
+            .map(|(_, policy)| policy)
+    }
+
+    /// The policy endpoint (active, non-hostNetwork pod) that owns an IP, if any. When a reused
+    /// IP is claimed by several pods (a finished one is never an endpoint), the first by key wins.
+    pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
+        self.pods.values().find(|pod| pod.is_policy_endpoint() && pod.ips.contains(&ip))
+    }
+
+    /// Labels of a namespace; the name label alone when the namespace is unknown.
+    pub fn namespace_labels(&self, name: &str) -> Labels {
+        self.namespaces
+            .get(name)
+            .map(|ns| ns.labels.clone())
+            .unwrap_or_else(|| Namespace::implicit(name).labels)
+    }
+
+    /// Names of all namespaces, including those only implied by pods and policies.
+    pub fn namespace_names(&self) -> BTreeSet<&str> {
+        self.namespaces.keys().map(String::as_str).collect()
+    }
+}

@@ -1,0 +1,3 @@
+//! Where snapshots come from. Today: a directory of manifests ([`manifests`]).
+
+pub mod manifests;
