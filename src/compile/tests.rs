@@ -1,0 +1,299 @@
+use std::net::IpAddr;
+
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde_json::json;
+
+use super::*;
+use crate::model::{Namespace, ObjectKey, PodPhase};
+
+fn pod(ns: &str, name: &str, app: &str, node: &str, ip: &str) -> Pod {
+    Pod {
+        key: ObjectKey::new(ns, name),
+        labels: [("app".to_string(), app.to_string())].into(),
+        node: Some(node.into()),
+        ips: vec![ip.parse().unwrap()],
+        phase: PodPhase::Active,
+        host_network: false,
+        terminating: false,
+        ports: Vec::new(),
+        owner: None,
+    }
+}
+
+fn policy(ns: &str, name: &str, spec: serde_json::Value) -> NetworkPolicy {
+    serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}))
+        .unwrap()
+}
+
+fn allow_from_app_b() -> NetworkPolicy {
+    policy(
+        "web",
+        "from-b",
+        json!({"podSelector": {"matchLabels": {"app": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]}),
+    )
+}
+
+fn elements(ruleset: &Ruleset, set: &str) -> Vec<SetElement> {
+    ruleset.set(set).unwrap().elements.clone()
+}
+
+fn addr(ip: &str) -> SetElement {
+    SetElement::Address(ip.parse::<IpAddr>().unwrap())
+}
+
+#[test]
+fn output_does_not_depend_on_the_order_objects_arrive_in() {
+    let pods = [
+        pod("web", "a1", "a", "n1", "10.0.0.1"),
+        pod("web", "a2", "a", "n1", "10.0.0.2"),
+        pod("web", "b1", "b", "n2", "10.0.0.3"),
+        pod("api", "b2", "b", "n1", "10.0.0.4"),
+    ];
+    let policies = [
+        allow_from_app_b(),
+        policy(
+            "web",
+            "deny",
+            json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        ),
+        policy(
+            "api",
+            "x",
+            json!({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]}),
+        ),
+    ];
+    let build = |order: &[usize]| {
+        let mut s = Snapshot::new();
+        for &i in order {
+            s.upsert_pod(pods[i].clone());
+        }
+        for &i in order.iter().rev().filter(|i| **i < policies.len()) {
+            s.upsert_network_policy(&policies[i]).unwrap();
+        }
+        s.upsert_namespace(Namespace::new("web", Default::default()));
+        render_text::render(&compile(&s, "n1", &Options::default()))
+    };
+    let first = build(&[0, 1, 2, 3]);
+    assert_eq!(first, build(&[3, 2, 1, 0]));
+    assert_eq!(first, build(&[2, 0, 3, 1]));
+    assert_eq!(
+        first,
+        build(&[0, 1, 2, 3]),
+        "same input, byte-identical output"
+    );
+}
+
+#[test]
+fn only_this_nodes_isolated_pods_get_chains_but_peers_come_from_every_node() {
+    let mut s = Snapshot::new();
+    s.upsert_pod(pod("web", "a1", "a", "n1", "10.0.0.1"));
+    s.upsert_pod(pod("web", "a2", "a", "n2", "10.0.0.2"));
+    s.upsert_pod(pod("web", "b1", "b", "n2", "10.0.0.3"));
+    s.upsert_pod(pod("web", "c1", "c", "n1", "10.0.0.5"));
+    s.upsert_network_policy(&allow_from_app_b()).unwrap();
+    let r = compile(&s, "n1", &Options::default());
+    let pod_chains: Vec<&str> = r
+        .chains
+        .iter()
+        .filter(|c| c.hook.is_none())
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(pod_chains, ["in_web_a1"]);
+    assert_eq!(elements(&r, "np_web_from-b_in0_pods4"), [addr("10.0.0.3")]);
+    let ingress = r.map("ingress4").unwrap();
+    assert_eq!(
+        ingress.elements,
+        [(
+            "10.0.0.1".parse().unwrap(),
+            MapVerdict::Goto("in_web_a1".into())
+        )]
+    );
+    assert!(r.map("egress4").unwrap().elements.is_empty());
+}
+
+#[test]
+fn policies_selecting_no_local_pod_add_nothing_to_the_node() {
+    let mut s = Snapshot::new();
+    s.upsert_pod(pod("web", "a1", "a", "n2", "10.0.0.1"));
+    s.upsert_pod(pod("web", "b1", "b", "n1", "10.0.0.3"));
+    s.upsert_network_policy(&allow_from_app_b()).unwrap();
+    let r = compile(&s, "n1", &Options::default());
+    assert!(r.sets.is_empty());
+    assert_eq!(r.chains.len(), 2, "only the base chains");
+}
+
+#[test]
+fn terminating_pods_stay_while_finished_and_host_network_pods_are_left_out() {
+    let mut s = Snapshot::new();
+    let mut terminating = pod("web", "b-old", "b", "n2", "10.0.0.7");
+    terminating.terminating = true;
+    let mut finished = pod("web", "b-done", "b", "n2", "10.0.0.8");
+    finished.phase = PodPhase::Finished;
+    let mut host = pod("web", "b-host", "b", "n2", "172.18.0.3");
+    host.host_network = true;
+    let mut local_finished = pod("web", "a-done", "a", "n1", "10.0.0.9");
+    local_finished.phase = PodPhase::Finished;
+    for p in [
+        pod("web", "a1", "a", "n1", "10.0.0.1"),
+        terminating,
+        finished,
+        host,
+        local_finished,
+    ] {
+        s.upsert_pod(p);
+    }
+    s.upsert_network_policy(&allow_from_app_b()).unwrap();
+    let r = compile(&s, "n1", &Options::default());
+    assert_eq!(elements(&r, "np_web_from-b_in0_pods4"), [addr("10.0.0.7")]);
+    assert!(
+        r.chain("in_web_a-done").is_none(),
+        "a finished pod is not policed"
+    );
+}
+
+#[test]
+fn an_ip_claimed_by_two_pods_is_dispatched_once() {
+    let mut s = Snapshot::new();
+    s.upsert_pod(pod("web", "a1", "a", "n1", "10.0.0.1"));
+    s.upsert_pod(pod("web", "a2", "a", "n1", "10.0.0.1"));
+    s.upsert_network_policy(&policy("web", "deny", json!({"podSelector": {}})))
+        .unwrap();
+    let r = compile(&s, "n1", &Options::default());
+    assert_eq!(r.map("ingress4").unwrap().elements.len(), 1);
+}
+
+#[test]
+fn long_names_are_bounded_stable_and_unique() {
+    let long = "p".repeat(253);
+    let mut s = Snapshot::new();
+    s.upsert_pod(pod(&"n".repeat(63), &long, "a", "n1", "10.0.0.1"));
+    s.upsert_pod(pod(
+        &"n".repeat(63),
+        &format!("{}q", &long[..252]),
+        "a",
+        "n1",
+        "10.0.0.2",
+    ));
+    s.upsert_network_policy(&policy(
+        &"n".repeat(63),
+        &long,
+        json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+    ))
+    .unwrap();
+    let r = compile(&s, "n1", &Options::default());
+    let names: Vec<&str> = r
+        .chains
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(r.sets.iter().map(|s| s.name.as_str()))
+        .collect();
+    assert!(names.iter().all(|n| n.len() <= MAX_NAME), "{names:?}");
+    let pod_chains: Vec<&&str> = names.iter().filter(|n| n.starts_with("in_")).collect();
+    assert_eq!(pod_chains.len(), 2);
+    assert_ne!(pod_chains[0], pod_chains[1]);
+    assert_eq!(r, compile(&s, "n1", &Options::default()));
+    for chain in &r.chains {
+        for rule in &chain.rules {
+            assert!(rule.comment.as_ref().is_none_or(|c| c.len() <= MAX_COMMENT));
+            for e in &rule.exprs {
+                if let Expr::Log { prefix, .. } = e {
+                    assert!(prefix.len() <= MAX_LOG_PREFIX);
+                    assert!(prefix.starts_with("knp:deny:ingress:nnn"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_log_rule_uses_the_configured_group_and_rate() {
+    let mut s = Snapshot::new();
+    s.upsert_pod(pod("web", "a1", "a", "n1", "10.0.0.1"));
+    s.upsert_network_policy(&policy("web", "deny", json!({"podSelector": {}})))
+        .unwrap();
+    let options = Options {
+        nflog_group: 7,
+        log_rate_per_second: 3,
+        log_burst_packets: 4,
+    };
+    let r = compile(&s, "n1", &options);
+    let chain = r.chain("in_web_a1").unwrap();
+    let log_rule = &chain.rules[chain.rules.len() - 2].exprs;
+    assert_eq!(
+        log_rule[0],
+        Expr::Limit {
+            rate_per_second: 3,
+            burst_packets: 4
+        }
+    );
+    assert_eq!(
+        log_rule[1],
+        Expr::Log {
+            prefix: "knp:deny:ingress:web/a1".into(),
+            group: 7
+        }
+    );
+    assert_eq!(
+        chain.rules.last().unwrap().exprs,
+        [Expr::Counter, Expr::Drop]
+    );
+}
+
+#[test]
+fn port_lists_are_sorted_and_merged_per_protocol() {
+    let p = |protocol, start, end| ProtocolPorts {
+        protocol,
+        start,
+        end,
+    };
+    let merged = merge_ports(vec![
+        p(Protocol::Udp, 53, 53),
+        p(Protocol::Tcp, 90, 100),
+        p(Protocol::Tcp, 80, 90),
+        p(Protocol::Tcp, 101, 101),
+        p(Protocol::Tcp, 200, 300),
+        p(Protocol::Udp, 54, 60),
+    ]);
+    assert_eq!(
+        merged,
+        [
+            p(Protocol::Tcp, 80, 101),
+            p(Protocol::Tcp, 200, 300),
+            p(Protocol::Udp, 53, 60)
+        ]
+    );
+}
+
+#[test]
+fn rule_cost_depends_on_the_pods_own_policies_not_the_cluster() {
+    // 200 policies in other namespaces and 2,000 pods elsewhere do not change a pod's chain.
+    let mut small = Snapshot::new();
+    small.upsert_pod(pod("web", "a1", "a", "n1", "10.0.0.1"));
+    small.upsert_network_policy(&allow_from_app_b()).unwrap();
+    let mut big = small.clone();
+    for i in 0..2000u32 {
+        big.upsert_pod(pod(
+            &format!("ns{}", i % 100),
+            &format!("p{i}"),
+            "z",
+            "n2",
+            &format!("10.{}.{}.{}", 1 + i / 65536, (i / 256) % 256, i % 256),
+        ));
+    }
+    for i in 0..200 {
+        big.upsert_network_policy(&policy(
+            &format!("ns{}", i % 100),
+            &format!("pol{i}"),
+            json!({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}),
+        ))
+        .unwrap();
+    }
+    let chain = |s: &Snapshot| {
+        compile(s, "n1", &Options::default())
+            .chain("in_web_a1")
+            .unwrap()
+            .rules
+            .len()
+    };
+    assert_eq!(chain(&small), chain(&big));
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs every test of kube-nftpol on a fresh Debian 12 machine, as root:
+#   sudo integration/test-all.sh
+# It installs what it needs (Debian packages; crates come through cargo), then runs, in order:
+# formatting, clippy, the cargo tests (no root needed), the root suites (real nftables inside
+# network namespaces the tests create and delete), and a one-iteration run of the benchmark.
+# Any suite that cannot run fails loudly; nothing is skipped silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Every cargo test run is teed here so the end can print one total for all suites.
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+run_tests() { "$@" 2>&1 | tee -a "$results"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "integration/test-all.sh: the root suites need root (network namespaces, nftables); run it with sudo" >&2
+  exit 2
+fi
+
+step "installing Debian packages"
+need=()
+command -v nft >/dev/null || need+=(nftables)
+command -v ip >/dev/null || need+=(iproute2)
+command -v cc >/dev/null || need+=(build-essential)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}"
+fi
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
+if [ ! -f ../shared/conformance/upstream.json ]; then
+  echo "../shared/conformance/upstream.json is missing: the conformance suites need it beside the repository" >&2
+  exit 2
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "cargo tests (no root)"
+run_tests cargo test --quiet
+
+step "root suite: nft accepts the compiled rulesets"
+run_tests cargo test --quiet --test nft_accepts
+
+step "benchmark smoke run (one iteration each; full run: cargo bench --bench compile)"
+cargo bench --quiet --bench compile -- --test
+
+step "all suites passed"
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$results"

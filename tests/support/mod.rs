@@ -1,0 +1,4 @@
+//! Shared test helpers.
+pub mod cluster;
+pub mod conformance;
+pub mod interpret;
