@@ -50,7 +50,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { nflog_group: 100, log_rate_per_second: 10, log_burst_packets: 20 }
+        Self {
+            nflog_group: 100,
+            log_rate_per_second: 10,
+            log_burst_packets: 20,
+        }
     }
 }
 
@@ -123,23 +127,45 @@ pub fn compile(snapshot: &Snapshot, node: &str, options: &Options) -> Ruleset {
             elements.sort_by(|a, b| a.0.cmp(&b.0));
             // Two pods claiming one IP: keep the first by key (already first in the list).
             elements.dedup_by(|a, b| a.0 == b.0);
-            let family = if name.ends_with('4') { Family::V4 } else { Family::V6 };
-            VerdictMap { name, family, elements }
+            let family = if name.ends_with('4') {
+                Family::V4
+            } else {
+                Family::V6
+            };
+            VerdictMap {
+                name,
+                family,
+                elements,
+            }
         })
         .collect();
-    Ruleset { maps, sets: sets.into_values().collect(), chains }
+    Ruleset {
+        maps,
+        sets: sets.into_values().collect(),
+        chains,
+    }
 }
 
 fn base_chains() -> Vec<Chain> {
     let dispatch = |field, direction| {
         Family::ALL.map(|family| Rule {
-            exprs: vec![Expr::DispatchBy(field, family, dispatch_map_name(direction, family))],
+            exprs: vec![Expr::DispatchBy(
+                field,
+                family,
+                dispatch_map_name(direction, family),
+            )],
             comment: None,
         })
     };
-    let always = |comment: &str, exprs: Vec<Expr>| Rule { exprs, comment: Some(comment.into()) };
+    let always = |comment: &str, exprs: Vec<Expr>| Rule {
+        exprs,
+        comment: Some(comment.into()),
+    };
     let established = always("replies", vec![Expr::CtEstablishedOrRelated, Expr::Accept]);
-    let nd = always("neighbour discovery", vec![Expr::Icmpv6NeighborDiscovery, Expr::Accept]);
+    let nd = always(
+        "neighbour discovery",
+        vec![Expr::Icmpv6NeighborDiscovery, Expr::Accept],
+    );
     let from_node = always("from this node", vec![Expr::SourceIsLocal, Expr::Accept]);
 
     let mut postrouting = vec![established.clone(), nd.clone(), from_node];
@@ -148,8 +174,16 @@ fn base_chains() -> Vec<Chain> {
     let mut input = vec![established, nd];
     input.extend(dispatch(AddrField::Source, Direction::Egress));
     vec![
-        Chain { name: "postrouting".into(), hook: Some(Hook::Postrouting), rules: postrouting },
-        Chain { name: "input".into(), hook: Some(Hook::Input), rules: input },
+        Chain {
+            name: "postrouting".into(),
+            hook: Some(Hook::Postrouting),
+            rules: postrouting,
+        },
+        Chain {
+            name: "input".into(),
+            hook: Some(Hook::Input),
+            rules: input,
+        },
     ]
 }
 
@@ -176,19 +210,35 @@ fn pod_chain(
 
     for policy in isolating {
         for rule in policy.rules(direction).unwrap_or_default() {
-            let comment = truncate(format!("{} {}[{}]", policy.key, direction, rule.index), MAX_COMMENT);
-            let compiled = RuleCompiler { snapshot, policy, rule, direction, target: pod, sets: &mut *sets };
+            let comment = truncate(
+                format!("{} {}[{}]", policy.key, direction, rule.index),
+                MAX_COMMENT,
+            );
+            let compiled = RuleCompiler {
+                snapshot,
+                policy,
+                rule,
+                direction,
+                target: pod,
+                sets: &mut *sets,
+            };
             for exprs in compiled.matchers() {
                 let mut exprs = exprs;
                 exprs.push(Expr::Counter);
                 exprs.push(allow.clone());
-                rules.push(Rule { exprs, comment: Some(comment.clone()) });
+                rules.push(Rule {
+                    exprs,
+                    comment: Some(comment.clone()),
+                });
             }
         }
     }
 
     let prefix = truncate(
-        format!("{LOG_PREFIX}{}:{}/{}", direction, pod.key.namespace, pod.key.name),
+        format!(
+            "{LOG_PREFIX}{}:{}/{}",
+            direction, pod.key.namespace, pod.key.name
+        ),
         MAX_LOG_PREFIX,
     );
     rules.push(Rule {
@@ -197,15 +247,25 @@ fn pod_chain(
                 rate_per_second: options.log_rate_per_second,
                 burst_packets: options.log_burst_packets,
             },
-            Expr::Log { prefix, group: options.nflog_group },
+            Expr::Log {
+                prefix,
+                group: options.nflog_group,
+            },
         ],
         comment: Some("log default deny".into()),
     });
     rules.push(Rule {
         exprs: vec![Expr::Counter, Expr::Drop],
-        comment: Some(truncate(format!("default deny {direction} {}", pod.key), MAX_COMMENT)),
+        comment: Some(truncate(
+            format!("default deny {direction} {}", pod.key),
+            MAX_COMMENT,
+        )),
     });
-    Chain { name: pod_chain_name(pod, direction), hook: None, rules }
+    Chain {
+        name: pod_chain_name(pod, direction),
+        hook: None,
+        rules,
+    }
 }
 
 /// Compiles one policy rule for one target pod into match lists (one per emitted rule).
@@ -242,16 +302,22 @@ impl RuleCompiler<'_> {
             match &self.rule.peers {
                 None => out.push(with_ports(Vec::new())),
                 Some(peers) => {
-                    let has_pods = peers.iter().any(|p| matches!(p.kind, PeerKind::Pods { .. }));
+                    let has_pods = peers
+                        .iter()
+                        .any(|p| matches!(p.kind, PeerKind::Pods { .. }));
                     if has_pods {
                         for family in Family::ALL {
                             let set = self.pod_set(family);
-                            out.push(with_ports(vec![Expr::AddressInSet(peer_field, family, set)]));
+                            out.push(with_ports(vec![Expr::AddressInSet(
+                                peer_field, family, set,
+                            )]));
                         }
                     }
                     for family in Family::ALL {
                         if let Some(set) = self.cidr_set(family) {
-                            out.push(with_ports(vec![Expr::AddressInSet(peer_field, family, set)]));
+                            out.push(with_ports(vec![Expr::AddressInSet(
+                                peer_field, family, set,
+                            )]));
                         }
                     }
                 }
@@ -273,14 +339,24 @@ impl RuleCompiler<'_> {
         let mut named = Vec::new();
         for port in self.rule.ports.iter().flatten() {
             match &port.port {
-                None => numbered.push(ProtocolPorts { protocol: port.protocol, start: 0, end: u16::MAX }),
-                Some(PortSpec::Range { start, end }) => {
-                    numbered.push(ProtocolPorts { protocol: port.protocol, start: *start, end: *end })
-                }
+                None => numbered.push(ProtocolPorts {
+                    protocol: port.protocol,
+                    start: 0,
+                    end: u16::MAX,
+                }),
+                Some(PortSpec::Range { start, end }) => numbered.push(ProtocolPorts {
+                    protocol: port.protocol,
+                    start: *start,
+                    end: *end,
+                }),
                 Some(PortSpec::Named(name)) => match self.direction {
                     Direction::Ingress => {
                         if let Some(p) = self.target.named_port(name, port.protocol) {
-                            numbered.push(ProtocolPorts { protocol: port.protocol, start: p, end: p });
+                            numbered.push(ProtocolPorts {
+                                protocol: port.protocol,
+                                start: p,
+                                end: p,
+                            });
                         }
                     }
                     Direction::Egress => named.push((name.clone(), port.protocol)),
@@ -305,7 +381,13 @@ impl RuleCompiler<'_> {
     }
 
     fn comment(&self, what: &str) -> String {
-        truncate(format!("{} {}[{}] {what}", self.policy.key, self.direction, self.rule.index), MAX_COMMENT)
+        truncate(
+            format!(
+                "{} {}[{}] {what}",
+                self.policy.key, self.direction, self.rule.index
+            ),
+            MAX_COMMENT,
+        )
     }
 
     /// Pods selected by any pod peer of the rule, anywhere in the cluster.
@@ -333,7 +415,13 @@ impl RuleCompiler<'_> {
             let comment = self.comment("pod peers");
             self.sets.insert(
                 name.clone(),
-                Set { name: name.clone(), family, kind: SetKind::Addresses, elements, comment },
+                Set {
+                    name: name.clone(),
+                    family,
+                    kind: SetKind::Addresses,
+                    elements,
+                    comment,
+                },
             );
         }
         name
@@ -364,7 +452,13 @@ impl RuleCompiler<'_> {
             let comment = self.comment("ipBlocks");
             self.sets.insert(
                 name.clone(),
-                Set { name: name.clone(), family, kind: SetKind::AddressRanges, elements, comment },
+                Set {
+                    name: name.clone(),
+                    family,
+                    kind: SetKind::AddressRanges,
+                    elements,
+                    comment,
+                },
             );
         }
         Some(name)
@@ -390,12 +484,18 @@ impl RuleCompiler<'_> {
                         if by_selector {
                             pod.ips.clone()
                         } else {
-                            pod.ips.iter().copied().filter(|ip| peers.iter().any(|p| p.contains_ip(*ip))).collect()
+                            pod.ips
+                                .iter()
+                                .copied()
+                                .filter(|ip| peers.iter().any(|p| p.contains_ip(*ip)))
+                                .collect()
                         }
                     }
                 };
                 for (port_name, protocol) in named {
-                    let Some(port) = pod.named_port(port_name, *protocol) else { continue };
+                    let Some(port) = pod.named_port(port_name, *protocol) else {
+                        continue;
+                    };
                     for ip in ips.iter().filter(|ip| Family::of(**ip) == family) {
                         elements.push(SetElement::AddressProtocolPort(*ip, *protocol, port));
                     }
@@ -406,7 +506,13 @@ impl RuleCompiler<'_> {
             let comment = self.comment("named ports");
             self.sets.insert(
                 name.clone(),
-                Set { name: name.clone(), family, kind: SetKind::AddressProtocolPort, elements, comment },
+                Set {
+                    name: name.clone(),
+                    family,
+                    kind: SetKind::AddressProtocolPort,
+                    elements,
+                    comment,
+                },
             );
         }
         name
@@ -419,7 +525,9 @@ fn merge_ports(mut ports: Vec<ProtocolPorts>) -> Vec<ProtocolPorts> {
     let mut out: Vec<ProtocolPorts> = Vec::with_capacity(ports.len());
     for p in ports {
         match out.last_mut() {
-            Some(last) if last.protocol == p.protocol && u32::from(p.start) <= u32::from(last.end) + 1 => {
+            Some(last)
+                if last.protocol == p.protocol && u32::from(p.start) <= u32::from(last.end) + 1 =>
+            {
                 last.end = last.end.max(p.end);
             }
             _ => out.push(p),
@@ -452,7 +560,9 @@ fn truncate(mut text: String, max: usize) -> String {
 
 /// FNV-1a, 64 bit: a stable hash for long names (std's hasher is not stable across releases).
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

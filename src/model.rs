@@ -37,7 +37,10 @@ pub struct ObjectKey {
 impl ObjectKey {
     /// Builds a key from its two parts.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -109,13 +112,19 @@ impl Namespace {
     /// A namespace with the given labels plus the name label.
     pub fn new(name: &str, mut labels: Labels) -> Self {
         labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.to_owned());
-        Self { name: name.to_owned(), labels }
+        Self {
+            name: name.to_owned(),
+            labels,
+        }
     }
 
     /// Converts a Kubernetes Namespace; `None` when it has no name.
     pub fn from_k8s(namespace: &core::Namespace) -> Option<Self> {
         let name = namespace.metadata.name.as_deref()?;
-        Some(Self::new(name, namespace.metadata.labels.clone().unwrap_or_default()))
+        Some(Self::new(
+            name,
+            namespace.metadata.labels.clone().unwrap_or_default(),
+        ))
     }
 }
 
@@ -187,9 +196,16 @@ impl Pod {
     /// Converts a Kubernetes Pod. IP strings that do not parse are left out (and reported in the
     /// returned list of problems) rather than failing the whole pod.
     pub fn from_k8s(pod: &core::Pod) -> Result<(Self, Vec<String>), Error> {
-        let name = pod.metadata.name.clone().ok_or(Error::MissingName { kind: "Pod" })?;
-        let namespace =
-            pod.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let name = pod
+            .metadata
+            .name
+            .clone()
+            .ok_or(Error::MissingName { kind: "Pod" })?;
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
         let spec = pod.spec.as_ref();
         let status = pod.status.as_ref();
         let mut problems = Vec::new();
@@ -206,7 +222,9 @@ impl Pod {
             match text.parse::<IpAddr>() {
                 Ok(ip) if !ips.contains(&ip) => ips.push(ip),
                 Ok(_) => {}
-                Err(_) => problems.push(format!("pod {namespace}/{name}: ignoring bad IP {text:?}")),
+                Err(_) => {
+                    problems.push(format!("pod {namespace}/{name}: ignoring bad IP {text:?}"))
+                }
             }
         }
 
@@ -216,24 +234,37 @@ impl Pod {
         };
         let mut ports = Vec::new();
         if let Some(spec) = spec {
-            let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+            let containers = spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten());
             for port in containers.flat_map(|c| c.ports.iter().flatten()) {
                 let protocol = port.protocol.as_deref().unwrap_or("TCP");
-                let (Some(protocol), Ok(number)) =
-                    (Protocol::from_k8s(protocol), u16::try_from(port.container_port))
-                else {
+                let (Some(protocol), Ok(number)) = (
+                    Protocol::from_k8s(protocol),
+                    u16::try_from(port.container_port),
+                ) else {
                     problems.push(format!(
                         "pod {namespace}/{name}: ignoring container port {} {protocol}",
                         port.container_port
                     ));
                     continue;
                 };
-                ports.push(ContainerPort { name: port.name.clone(), port: number, protocol });
+                ports.push(ContainerPort {
+                    name: port.name.clone(),
+                    port: number,
+                    protocol,
+                });
             }
         }
         ports.sort();
         ports.dedup();
-        let owner = pod.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true));
+        let owner = pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true));
         let pod = Pod {
             key: ObjectKey::new(namespace, name),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
@@ -243,7 +274,10 @@ impl Pod {
             host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
             terminating: pod.metadata.deletion_timestamp.is_some(),
             ports,
-            owner: owner.map(|o| Owner { kind: o.kind.clone(), name: o.name.clone() }),
+            owner: owner.map(|o| Owner {
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+            }),
         };
         Ok((pod, problems))
     }
@@ -300,8 +334,13 @@ impl Snapshot {
 
     /// Adds or replaces a Kubernetes NetworkPolicy, validating it. Invalid policies are kept in
     /// their fail-closed form; their errors are in [`Policy::errors`].
-    pub fn upsert_network_policy(&mut self, policy: &networking::NetworkPolicy) -> Result<(), Error> {
-        let policy = Policy::from_k8s(policy).ok_or(Error::MissingName { kind: "NetworkPolicy" })?;
+    pub fn upsert_network_policy(
+        &mut self,
+        policy: &networking::NetworkPolicy,
+    ) -> Result<(), Error> {
+        let policy = Policy::from_k8s(policy).ok_or(Error::MissingName {
+            kind: "NetworkPolicy",
+        })?;
         self.upsert_policy(policy);
         Ok(())
     }
@@ -370,7 +409,9 @@ impl Snapshot {
     /// The policy endpoint (active, non-hostNetwork pod) that owns an IP, if any. When a reused
     /// IP is claimed by several pods (a finished one is never an endpoint), the first by key wins.
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
-        self.pods.values().find(|pod| pod.is_policy_endpoint() && pod.ips.contains(&ip))
+        self.pods
+            .values()
+            .find(|pod| pod.is_policy_endpoint() && pod.ips.contains(&ip))
     }
 
     /// Labels of a namespace; the name label alone when the namespace is unknown.

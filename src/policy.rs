@@ -54,7 +54,10 @@ pub struct FieldError {
 impl FieldError {
     /// Builds an error for a field.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -234,10 +237,16 @@ impl fmt::Display for PortMatch {
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            PeerKind::Pods { namespaces: NamespaceScope::PolicyNamespace, pods } => {
+            PeerKind::Pods {
+                namespaces: NamespaceScope::PolicyNamespace,
+                pods,
+            } => {
                 write!(f, "pods {pods} in the policy's namespace")
             }
-            PeerKind::Pods { namespaces: NamespaceScope::Matching(ns), pods } => {
+            PeerKind::Pods {
+                namespaces: NamespaceScope::Matching(ns),
+                pods,
+            } => {
                 write!(f, "pods {pods} in namespaces {ns}")
             }
             PeerKind::IpBlock { cidr, except } if except.is_empty() => write!(f, "ipBlock {cidr}"),

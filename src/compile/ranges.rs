@@ -20,7 +20,10 @@ impl AddrRange {
     /// The range a prefix covers.
     pub fn of_net(net: &IpNet) -> Self {
         let (start, end) = match net {
-            IpNet::V4(n) => (u32::from(n.network()) as u128, u32::from(n.broadcast()) as u128),
+            IpNet::V4(n) => (
+                u32::from(n.network()) as u128,
+                u32::from(n.broadcast()) as u128,
+            ),
             IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
         };
         Self { start, end }
@@ -65,7 +68,10 @@ pub fn subtract(cidr: &IpNet, except: &[IpNet]) -> Vec<AddrRange> {
             continue;
         }
         if hole.start > next {
-            out.push(AddrRange { start: next, end: hole.start - 1 });
+            out.push(AddrRange {
+                start: next,
+                end: hole.start - 1,
+            });
         }
         match hole.end.checked_add(1) {
             Some(n) if hole.end < whole.end => next = n,
@@ -76,7 +82,10 @@ pub fn subtract(cidr: &IpNet, except: &[IpNet]) -> Vec<AddrRange> {
         }
     }
     if !done && next <= whole.end {
-        out.push(AddrRange { start: next, end: whole.end });
+        out.push(AddrRange {
+            start: next,
+            end: whole.end,
+        });
     }
     out
 }
@@ -130,22 +139,40 @@ mod tests {
 
     #[test]
     fn except_cuts_holes_in_its_own_block() {
-        let ranges = subtract(&net("10.0.0.0/24"), &[net("10.0.0.16/28"), net("10.0.0.128/25")]);
-        assert_eq!(show(&ranges, Family::V4), ["10.0.0.0-10.0.0.15", "10.0.0.32-10.0.0.127"]);
+        let ranges = subtract(
+            &net("10.0.0.0/24"),
+            &[net("10.0.0.16/28"), net("10.0.0.128/25")],
+        );
+        assert_eq!(
+            show(&ranges, Family::V4),
+            ["10.0.0.0-10.0.0.15", "10.0.0.32-10.0.0.127"]
+        );
     }
 
     #[test]
     fn except_at_the_edges_and_nested_excepts() {
-        let ranges = subtract(&net("10.0.0.0/24"), &[net("10.0.0.0/25"), net("10.0.0.0/26")]);
+        let ranges = subtract(
+            &net("10.0.0.0/24"),
+            &[net("10.0.0.0/25"), net("10.0.0.0/26")],
+        );
         assert_eq!(show(&ranges, Family::V4), ["10.0.0.128-10.0.0.255"]);
         let ranges = subtract(&net("0.0.0.0/0"), &[net("169.254.169.254/32")]);
-        assert_eq!(show(&ranges, Family::V4), ["0.0.0.0-169.254.169.253", "169.254.169.255-255.255.255.255"]);
+        assert_eq!(
+            show(&ranges, Family::V4),
+            ["0.0.0.0-169.254.169.253", "169.254.169.255-255.255.255.255"]
+        );
     }
 
     #[test]
     fn whole_ipv6_space_minus_nothing() {
         let ranges = subtract(&net("::/0"), &[]);
-        assert_eq!(ranges, [AddrRange { start: 0, end: u128::MAX }]);
+        assert_eq!(
+            ranges,
+            [AddrRange {
+                start: 0,
+                end: u128::MAX
+            }]
+        );
         assert_eq!(as_prefix(ranges[0], 128), Some(0));
     }
 
@@ -157,7 +184,13 @@ mod tests {
             AddrRange { start: 6, end: 8 },
             AddrRange { start: 15, end: 30 },
         ]);
-        assert_eq!(merged, [AddrRange { start: 0, end: 8 }, AddrRange { start: 10, end: 30 }]);
+        assert_eq!(
+            merged,
+            [
+                AddrRange { start: 0, end: 8 },
+                AddrRange { start: 10, end: 30 }
+            ]
+        );
     }
 
     #[test]

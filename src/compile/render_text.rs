@@ -59,7 +59,11 @@ fn render_set(out: &mut String, set: &Set) {
         out.push_str("\t\tflags interval\n");
     }
     let _ = writeln!(out, "\t\tcomment {}", quote(&set.comment));
-    let elements: Vec<String> = set.elements.iter().map(|e| element(e, set.family)).collect();
+    let elements: Vec<String> = set
+        .elements
+        .iter()
+        .map(|e| element(e, set.family))
+        .collect();
     render_elements(out, &elements);
     out.push_str("\t}\n\n");
 }
@@ -120,14 +124,19 @@ fn expr(e: &Expr) -> String {
             format!("meta l4proto . th dport {{ {} }}", items.join(", "))
         }
         Expr::Counter => "counter".into(),
-        Expr::Limit { rate_per_second, burst_packets } => {
+        Expr::Limit {
+            rate_per_second,
+            burst_packets,
+        } => {
             format!("limit rate {rate_per_second}/second burst {burst_packets} packets")
         }
         Expr::Log { prefix, group } => format!(
             "log prefix {} group {group} snaplen {LOG_SNAPLEN} queue-threshold {LOG_QUEUE_THRESHOLD}",
             quote(prefix)
         ),
-        Expr::DispatchBy(field, family, map) => format!("{} vmap @{map}", addr_field(*field, *family)),
+        Expr::DispatchBy(field, family, map) => {
+            format!("{} vmap @{map}", addr_field(*field, *family))
+        }
         Expr::Accept => "accept".into(),
         Expr::Drop => "drop".into(),
         Expr::Return => "return".into(),
@@ -146,7 +155,9 @@ fn element(e: &SetElement, family: Family) -> String {
     match e {
         SetElement::Address(ip) => ip.to_string(),
         SetElement::Range(start, end) => range(*start, *end, family),
-        SetElement::AddressProtocolPort(ip, protocol, port) => format!("{ip} . {protocol} . {port}"),
+        SetElement::AddressProtocolPort(ip, protocol, port) => {
+            format!("{ip} . {protocol} . {port}")
+        }
     }
 }
 
@@ -156,7 +167,10 @@ fn range(start: IpAddr, end: IpAddr, family: Family) -> String {
         Family::V4 => 32,
         Family::V6 => 128,
     };
-    let r = AddrRange { start: addr_to_int(start), end: addr_to_int(end) };
+    let r = AddrRange {
+        start: addr_to_int(start),
+        end: addr_to_int(end),
+    };
     if r.start == r.end {
         return start.to_string();
     }
@@ -195,5 +209,7 @@ fn quote(text: &str) -> String {
 /// characters are dropped defensively; the JSON renderer drops them too so both describe the
 /// same table.
 pub(super) fn sanitize(text: &str) -> String {
-    text.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+    text.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
 }

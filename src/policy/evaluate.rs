@@ -201,7 +201,11 @@ enum Resolved<'a> {
     /// A pod that policy governs.
     Pod(&'a Pod),
     /// Anything else, with what it is and its address when known.
-    Other { reason: String, ip: Option<IpAddr>, host_pod: Option<&'a Pod> },
+    Other {
+        reason: String,
+        ip: Option<IpAddr>,
+        host_pod: Option<&'a Pod>,
+    },
 }
 
 impl<'a> Resolved<'a> {
@@ -219,21 +223,33 @@ pub fn evaluate(snapshot: &Snapshot, flow: &Flow) -> Result<Verdict, Error> {
     let destination = resolve(snapshot, &flow.destination)?;
     let egress = side(snapshot, flow, Direction::Egress, &source, &destination);
     let ingress = side(snapshot, flow, Direction::Ingress, &destination, &source);
-    Ok(Verdict { allowed: egress.allows() && ingress.allows(), egress, ingress })
+    Ok(Verdict {
+        allowed: egress.allows() && ingress.allows(),
+        egress,
+        ingress,
+    })
 }
 
 fn resolve<'a>(snapshot: &'a Snapshot, endpoint: &Endpoint) -> Result<Resolved<'a>, Error> {
     let pod = match endpoint {
-        Endpoint::Pod(key) => snapshot.pod(key).ok_or_else(|| Error::UnknownPod(key.clone()))?,
+        Endpoint::Pod(key) => snapshot
+            .pod(key)
+            .ok_or_else(|| Error::UnknownPod(key.clone()))?,
         Endpoint::Ip(ip) => match snapshot.pod_by_ip(*ip) {
             Some(pod) => pod,
             None => {
-                let host_pod = snapshot.pods().find(|p| p.host_network && p.ips.contains(ip));
+                let host_pod = snapshot
+                    .pods()
+                    .find(|p| p.host_network && p.ips.contains(ip));
                 let reason = match host_pod {
                     Some(p) => format!("{ip} is the node address of hostNetwork pod {}", p.key),
                     None => format!("{ip} is not a pod address"),
                 };
-                return Ok(Resolved::Other { reason, ip: Some(*ip), host_pod });
+                return Ok(Resolved::Other {
+                    reason,
+                    ip: Some(*ip),
+                    host_pod,
+                });
             }
         },
     };
@@ -247,7 +263,11 @@ fn resolve<'a>(snapshot: &'a Snapshot, endpoint: &Endpoint) -> Result<Resolved<'
     } else {
         format!("{} has finished (Succeeded or Failed)", pod.key)
     };
-    Ok(Resolved::Other { reason, ip: pod.ips.first().copied(), host_pod: Some(pod).filter(|p| p.host_network) })
+    Ok(Resolved::Other {
+        reason,
+        ip: pod.ips.first().copied(),
+        host_pod: Some(pod).filter(|p| p.host_network),
+    })
 }
 
 /// The decision of `this` end for `direction`; `other` is the far end.
@@ -260,13 +280,22 @@ fn side(
 ) -> DirectionVerdict {
     let pod = match this {
         Resolved::Pod(pod) => *pod,
-        Resolved::Other { reason, .. } => return DirectionVerdict::NotPoliced { reason: reason.clone() },
+        Resolved::Other { reason, .. } => {
+            return DirectionVerdict::NotPoliced {
+                reason: reason.clone(),
+            };
+        }
     };
     if other.pod().is_some_and(|o| o.key == pod.key) {
-        return DirectionVerdict::Exempt { reason: format!("{} talking to itself", pod.key) };
+        return DirectionVerdict::Exempt {
+            reason: format!("{} talking to itself", pod.key),
+        };
     }
     if direction == Direction::Ingress
-        && let Resolved::Other { host_pod: Some(host), .. } = other
+        && let Resolved::Other {
+            host_pod: Some(host),
+            ..
+        } = other
         && host.node.is_some()
         && host.node == pod.node
     {
@@ -280,7 +309,9 @@ fn side(
         .filter(|p| p.rules(direction).is_some() && p.selects(pod))
         .collect();
     if isolating.is_empty() {
-        return DirectionVerdict::NotIsolated { pod: pod.key.clone() };
+        return DirectionVerdict::NotIsolated {
+            pod: pod.key.clone(),
+        };
     }
     let isolated_by: Vec<ObjectKey> = isolating.iter().map(|p| p.key.clone()).collect();
     let destination = match direction {
@@ -294,12 +325,18 @@ fn side(
             misses.push(RuleMiss {
                 policy: policy.key.clone(),
                 rule: None,
-                reason: MissReason::Invalid { errors: policy.errors.clone() },
+                reason: MissReason::Invalid {
+                    errors: policy.errors.clone(),
+                },
             });
             continue;
         }
         if rules.is_empty() {
-            misses.push(RuleMiss { policy: policy.key.clone(), rule: None, reason: MissReason::NoRules });
+            misses.push(RuleMiss {
+                policy: policy.key.clone(),
+                rule: None,
+                reason: MissReason::NoRules,
+            });
         }
         for rule in rules {
             match rule_miss(snapshot, policy, rule, flow, other, destination) {
@@ -307,7 +344,11 @@ fn side(
                     return DirectionVerdict::Allowed {
                         pod: pod.key.clone(),
                         isolated_by,
-                        rule: RuleRef { policy: policy.key.clone(), direction, index: rule.index },
+                        rule: RuleRef {
+                            policy: policy.key.clone(),
+                            direction,
+                            index: rule.index,
+                        },
                     };
                 }
                 Some(reason) => misses.push(RuleMiss {
@@ -318,7 +359,11 @@ fn side(
             }
         }
     }
-    DirectionVerdict::Denied { pod: pod.key.clone(), isolated_by, misses }
+    DirectionVerdict::Denied {
+        pod: pod.key.clone(),
+        isolated_by,
+        misses,
+    }
 }
 
 /// `None` when the rule matches; otherwise what missed (peer is checked first).
@@ -336,11 +381,16 @@ fn rule_miss(
             Resolved::Other { ip, .. } => ip.is_some_and(|ip| p.contains_ip(ip)),
         });
         if !matched {
-            return Some(MissReason::Peer { peers: peers.iter().map(ToString::to_string).collect() });
+            return Some(MissReason::Peer {
+                peers: peers.iter().map(ToString::to_string).collect(),
+            });
         }
     }
     let ports = rule.ports.as_ref()?;
-    if ports.iter().any(|p| p.matches(flow.protocol, flow.port, destination)) {
+    if ports
+        .iter()
+        .any(|p| p.matches(flow.protocol, flow.port, destination))
+    {
         return None;
     }
     let listed = ports.iter().map(PortMatch::to_string).collect();

@@ -19,8 +19,11 @@ impl Policy {
     /// Validates a Kubernetes NetworkPolicy. `None` only when it has no name.
     pub fn from_k8s(policy: &networking::NetworkPolicy) -> Option<Self> {
         let name = policy.metadata.name.clone()?;
-        let namespace =
-            policy.metadata.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let namespace = policy
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
         let key = ObjectKey::new(namespace, name);
         let mut errors = Vec::new();
         let Some(spec) = policy.spec.as_ref() else {
@@ -50,20 +53,47 @@ impl Policy {
         let ingress = isolates_ingress.then(|| {
             let rules = spec.ingress.iter().flatten().enumerate();
             rules
-                .map(|(i, r)| rule(i, "ingress", "from", r.from.as_deref(), r.ports.as_deref(), &mut errors))
+                .map(|(i, r)| {
+                    rule(
+                        i,
+                        "ingress",
+                        "from",
+                        r.from.as_deref(),
+                        r.ports.as_deref(),
+                        &mut errors,
+                    )
+                })
                 .collect::<Vec<_>>()
         });
         let egress = isolates_egress.then(|| {
             let rules = spec.egress.iter().flatten().enumerate();
             rules
-                .map(|(i, r)| rule(i, "egress", "to", r.to.as_deref(), r.ports.as_deref(), &mut errors))
+                .map(|(i, r)| {
+                    rule(
+                        i,
+                        "egress",
+                        "to",
+                        r.to.as_deref(),
+                        r.ports.as_deref(),
+                        &mut errors,
+                    )
+                })
                 .collect::<Vec<_>>()
         });
 
-        let mut policy = Self { key, pod_selector, ingress, egress, errors };
+        let mut policy = Self {
+            key,
+            pod_selector,
+            ingress,
+            egress,
+            errors,
+        };
         if policy.is_invalid() {
             // Not half-installed: nothing this policy meant to allow is allowed.
-            for rules in [&mut policy.ingress, &mut policy.egress].into_iter().flatten() {
+            for rules in [&mut policy.ingress, &mut policy.egress]
+                .into_iter()
+                .flatten()
+            {
                 rules.clear();
             }
         }
@@ -73,7 +103,10 @@ impl Policy {
 
 /// Which directions the policy isolates, with the API's defaulting. Unknown entries are errors
 /// and make the policy isolate both directions (fail closed).
-fn policy_types(spec: &networking::NetworkPolicySpec, errors: &mut Vec<FieldError>) -> (bool, bool) {
+fn policy_types(
+    spec: &networking::NetworkPolicySpec,
+    errors: &mut Vec<FieldError>,
+) -> (bool, bool) {
     let Some(types) = spec.policy_types.as_ref().filter(|t| !t.is_empty()) else {
         let has_egress = spec.egress.as_ref().is_some_and(|e| !e.is_empty());
         return (true, has_egress);
@@ -118,7 +151,11 @@ fn rule(
             .filter_map(|(i, p)| port(p, &format!("{base}.ports[{i}]"), errors))
             .collect()
     });
-    Rule { index, peers, ports }
+    Rule {
+        index,
+        peers,
+        ports,
+    }
 }
 
 fn peer(
@@ -174,7 +211,9 @@ fn ip_block(
     let mut except = Vec::new();
     for (i, text) in block.except.iter().flatten().enumerate() {
         let path = format!("{field}.except[{i}]");
-        let Some(net) = parse_cidr(text, &path, errors) else { continue };
+        let Some(net) = parse_cidr(text, &path, errors) else {
+            continue;
+        };
         // The API server requires each except to lie strictly inside the cidr.
         if !cidr.contains(&net) || net == cidr {
             errors.push(FieldError::new(
@@ -220,7 +259,10 @@ fn port(
     let spec = match (&port.port, port.end_port) {
         (None, None) => None,
         (None, Some(_)) => {
-            errors.push(FieldError::new(format!("{field}.endPort"), "endPort needs a numeric port"));
+            errors.push(FieldError::new(
+                format!("{field}.endPort"),
+                "endPort needs a numeric port",
+            ));
             return None;
         }
         (Some(IntOrString::String(name)), end) => {
@@ -264,14 +306,20 @@ fn port(
             Some(PortSpec::Range { start, end })
         }
     };
-    Some(PortMatch { protocol, port: spec })
+    Some(PortMatch {
+        protocol,
+        port: spec,
+    })
 }
 
 fn port_number(value: i32, field: &str, errors: &mut Vec<FieldError>) -> Option<u16> {
     match u16::try_from(value) {
         Ok(port) if port >= 1 => Some(port),
         _ => {
-            errors.push(FieldError::new(field, format!("{value} is outside 1-65535")));
+            errors.push(FieldError::new(
+                field,
+                format!("{value} is outside 1-65535"),
+            ));
             None
         }
     }
@@ -282,7 +330,9 @@ fn port_number(value: i32, field: &str, errors: &mut Vec<FieldError>) -> Option<
 fn is_port_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 15
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && name.bytes().any(|b| b.is_ascii_lowercase())
         && !name.starts_with('-')
         && !name.ends_with('-')

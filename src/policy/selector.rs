@@ -53,7 +53,9 @@ impl Selector {
 
     /// Whether the labels satisfy the selector.
     pub fn matches(&self, labels: &Labels) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.expressions.iter().all(|r| r.matches(labels))
     }
 
@@ -105,14 +107,26 @@ impl Selector {
                 other => {
                     errors.push(FieldError::new(
                         format!("{path}.operator"),
-                        format!("unknown operator {other:?} (use In, NotIn, Exists or DoesNotExist)"),
+                        format!(
+                            "unknown operator {other:?} (use In, NotIn, Exists or DoesNotExist)"
+                        ),
                     ));
                     continue;
                 }
             };
-            expressions.push(Requirement { key: expr.key.clone(), operator });
+            expressions.push(Requirement {
+                key: expr.key.clone(),
+                operator,
+            });
         }
-        if errors.is_empty() { Ok(Self { match_labels, expressions }) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Self {
+                match_labels,
+                expressions,
+            })
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -134,8 +148,11 @@ impl fmt::Display for Selector {
         if self.is_everything() {
             return f.write_str("{}");
         }
-        let mut parts: Vec<String> =
-            self.match_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut parts: Vec<String> = self
+            .match_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         for r in &self.expressions {
             let join = |v: &BTreeSet<String>| v.iter().cloned().collect::<Vec<_>>().join(",");
             parts.push(match &r.operator {
@@ -162,12 +179,16 @@ fn check_label_key(key: &str) -> Result<(), String> {
             && prefix.split('.').all(|part| {
                 !part.is_empty()
                     && part.len() <= 63
-                    && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                     && !part.starts_with('-')
                     && !part.ends_with('-')
             });
         if !dns_ok {
-            return Err(format!("label key {key:?} has an invalid prefix (must be a DNS subdomain)"));
+            return Err(format!(
+                "label key {key:?} has an invalid prefix (must be a DNS subdomain)"
+            ));
         }
     }
     if name.is_empty() {
@@ -187,7 +208,9 @@ fn check_label_value(value: &str) -> Result<(), String> {
     let bytes = value.as_bytes();
     let ok = value.is_empty()
         || (value.len() <= 63
-            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
             && bytes.last().is_some_and(u8::is_ascii_alphanumeric));
     if ok {
@@ -206,7 +229,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
@@ -223,7 +249,10 @@ mod tests {
 
     fn selector(exprs: Vec<LabelSelectorRequirement>) -> Result<Selector, Vec<FieldError>> {
         Selector::from_k8s(
-            &LabelSelector { match_expressions: Some(exprs), match_labels: None },
+            &LabelSelector {
+                match_expressions: Some(exprs),
+                match_labels: None,
+            },
             "spec.podSelector",
         )
     }
@@ -243,7 +272,10 @@ mod tests {
 
         let s = selector(vec![expr("tier", "NotIn", &["db"])]).unwrap();
         assert!(s.matches(&labels(&[("tier", "web")])));
-        assert!(s.matches(&labels(&[])), "NotIn matches objects without the key");
+        assert!(
+            s.matches(&labels(&[])),
+            "NotIn matches objects without the key"
+        );
         assert!(!s.matches(&labels(&[("tier", "db")])));
 
         let s = selector(vec![expr("tier", "Exists", &[])]).unwrap();
@@ -273,14 +305,23 @@ mod tests {
     #[test]
     fn bad_operators_and_values_are_errors_naming_the_field() {
         let errors = selector(vec![expr("tier", "Equals", &["x"])]).unwrap_err();
-        assert_eq!(errors[0].field, "spec.podSelector.matchExpressions[0].operator");
+        assert_eq!(
+            errors[0].field,
+            "spec.podSelector.matchExpressions[0].operator"
+        );
         assert!(errors[0].message.contains("Equals"));
 
         let errors = selector(vec![expr("tier", "In", &[])]).unwrap_err();
-        assert_eq!(errors[0].field, "spec.podSelector.matchExpressions[0].values");
+        assert_eq!(
+            errors[0].field,
+            "spec.podSelector.matchExpressions[0].values"
+        );
 
         let errors = selector(vec![expr("tier", "Exists", &["x"])]).unwrap_err();
-        assert_eq!(errors[0].field, "spec.podSelector.matchExpressions[0].values");
+        assert_eq!(
+            errors[0].field,
+            "spec.podSelector.matchExpressions[0].values"
+        );
 
         let errors = selector(vec![expr("bad key!", "Exists", &[])]).unwrap_err();
         assert_eq!(errors[0].field, "spec.podSelector.matchExpressions[0].key");
