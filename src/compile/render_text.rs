@@ -199,12 +199,17 @@ fn addr_field(field: AddrField, family: Family) -> String {
     format!("{proto} {f}")
 }
 
-/// A double-quoted nft string. Names in comments and prefixes come from Kubernetes object
-/// names (DNS labels and subdomains), but quotes and backslashes are dropped defensively.
+/// A double-quoted nft string (see [`sanitize`]).
 fn quote(text: &str) -> String {
-    let clean: String = text
-        .chars()
+    format!("\"{}\"", sanitize(text))
+}
+
+/// Comment and log prefix text as both renderers write it. Names in comments and prefixes come
+/// from Kubernetes object names (DNS labels and subdomains), but quotes, backslashes and control
+/// characters are dropped defensively; the JSON renderer drops them too so both describe the
+/// same table.
+pub(super) fn sanitize(text: &str) -> String {
+    text.chars()
         .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-        .collect();
-    format!("\"{clean}\"")
+        .collect()
 }
