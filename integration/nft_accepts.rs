@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +25,10 @@ use kube_nftpol::model::{
     ContainerPort, Labels, Namespace, ObjectKey, Pod, PodPhase, Protocol, Snapshot,
 };
 use serde_json::{Value, json};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::conformance;
 
 /// The node every local pod runs on.
 const NODE: &str = "node-1";
@@ -656,67 +660,16 @@ fn kitchen_sink_cluster_exercises_every_set_and_expression_kind() {
 
 // --- Upstream conformance data ------------------------------------------------------------
 
-fn conformance_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/upstream.json")
-}
-
-/// One conformance case as a snapshot with every pod on [`NODE`].
-fn case_snapshot(case: &Value) -> Snapshot {
-    let mut s = Snapshot::new();
-    for (name, ns_labels) in case["namespaces"].as_object().unwrap() {
-        let ns_labels: Labels = serde_json::from_value(ns_labels.clone()).unwrap();
-        s.upsert_namespace(Namespace::new(name, ns_labels));
-    }
-    for p in case["pods"].as_array().unwrap() {
-        let ports = p["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|cp| ContainerPort {
-                name: cp["name"].as_str().map(str::to_owned),
-                port: u16::try_from(cp["port"].as_u64().unwrap()).unwrap(),
-                protocol: Protocol::from_k8s(cp["protocol"].as_str().unwrap()).unwrap(),
-            })
-            .collect();
-        s.upsert_pod(Pod {
-            key: ObjectKey::new(p["ns"].as_str().unwrap(), p["name"].as_str().unwrap()),
-            labels: serde_json::from_value(p["labels"].clone()).unwrap(),
-            node: Some(NODE.to_owned()),
-            ips: vec![p["ip"].as_str().unwrap().parse().unwrap()],
-            phase: PodPhase::Active,
-            host_network: false,
-            terminating: false,
-            ports,
-            owner: None,
-        });
-    }
-    for policy in case["policies"].as_array().unwrap() {
-        add_policy(&mut s, policy.clone());
-    }
-    s
-}
-
 #[test]
 fn nft_check_accepts_both_renderings_of_every_upstream_conformance_case() {
     let ns = Netns::new();
-    let file = conformance_path();
-    let data: Value = serde_json::from_str(
-        &std::fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display())),
-    )
-    .unwrap();
-    let cases = data["cases"].as_array().unwrap();
-    assert_eq!(
-        cases.len(),
-        58,
-        "expected the 58 upstream cases in {}",
-        file.display()
-    );
+    let file = conformance::load();
+    assert_eq!(file.cases.len(), 58, "expected the 58 upstream cases");
 
     let mut failures = Vec::new();
-    for case in cases {
-        let name = case["name"].as_str().unwrap();
-        let ruleset = compile::compile(&case_snapshot(case), NODE, &Options::default());
+    for case in &file.cases {
+        let name = &case.name;
+        let ruleset = compile::compile(&case.snapshot(), conformance::NODE, &Options::default());
         assert!(!ruleset.chains.is_empty(), "{name}: no chains");
         for (json, content) in [
             (false, render_text::render(&ruleset)),
@@ -744,11 +697,9 @@ fn nft_check_accepts_both_renderings_of_every_upstream_conformance_case() {
 
 #[test]
 fn upstream_conformance_cases_load_identically_from_text_and_json() {
-    let file = conformance_path();
-    let data: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    for case in data["cases"].as_array().unwrap() {
-        let name = case["name"].as_str().unwrap();
-        let ruleset = compile::compile(&case_snapshot(case), NODE, &Options::default());
+    for case in &conformance::load().cases {
+        let name = &case.name;
+        let ruleset = compile::compile(&case.snapshot(), conformance::NODE, &Options::default());
         let (text, json) = load_both(&ruleset, name);
         assert_eq!(
             text, json,

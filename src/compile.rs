@@ -25,11 +25,14 @@ pub mod render_json;
 pub mod render_text;
 pub mod ruleset;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::model::{Pod, Protocol, Snapshot};
-use crate::policy::{Direction, PeerKind, Policy, PortSpec, Rule as PolicyRule};
+use crate::model::{ObjectKey, Pod, Protocol, Snapshot};
+use crate::policy::{
+    Direction, NamespaceScope, PeerKind, Policy, PortSpec, Rule as PolicyRule, Selector,
+    namespace_in_scope,
+};
 
 pub use ruleset::{
     AddrField, Chain, Expr, Family, Hook, MapVerdict, ProtocolPorts, Rule, Ruleset, Set,
@@ -279,7 +282,7 @@ struct RuleCompiler<'a> {
     sets: &'a mut BTreeMap<String, Set>,
 }
 
-impl RuleCompiler<'_> {
+impl<'a> RuleCompiler<'a> {
     fn matchers(mut self) -> Vec<Vec<Expr>> {
         let peer_field = match self.direction {
             Direction::Ingress => AddrField::Source,
@@ -390,15 +393,44 @@ impl RuleCompiler<'_> {
         )
     }
 
-    /// Pods selected by any pod peer of the rule, anywhere in the cluster.
-    fn peer_pods(&self) -> impl Iterator<Item = &Pod> + '_ {
-        let peers = self.rule.peers.as_deref().unwrap_or_default();
-        self.snapshot.pods().filter(move |pod| {
-            peers.iter().any(|p| {
-                matches!(p.kind, PeerKind::Pods { .. })
-                    && p.selects_pod(self.snapshot, &self.policy.key.namespace, pod)
+    /// Pods selected by any pod peer of the rule, anywhere in the cluster. Namespace scopes
+    /// are decided once per namespace (pods come ordered by namespace), then pod selectors per
+    /// pod: the same test as [`crate::policy::Peer::selects_pod`], without repeating the
+    /// namespace part for every pod.
+    fn peer_pods(&self) -> Vec<&'a Pod> {
+        let snapshot = self.snapshot;
+        let policy_namespace = self.policy.key.namespace.as_str();
+        let peers: Vec<(&NamespaceScope, &Selector)> = self
+            .rule
+            .peers
+            .iter()
+            .flatten()
+            .filter_map(|p| match &p.kind {
+                PeerKind::Pods { namespaces, pods } => Some((namespaces, pods)),
+                PeerKind::IpBlock { .. } => None,
             })
-        })
+            .collect();
+        let mut selected = Vec::new();
+        let mut current: Option<(&str, Vec<&Selector>)> = None;
+        for pod in snapshot.pods().filter(|p| p.is_policy_endpoint()) {
+            let namespace = pod.key.namespace.as_str();
+            if current.as_ref().is_none_or(|(ns, _)| *ns != namespace) {
+                let in_scope = peers
+                    .iter()
+                    .filter(|(scope, _)| {
+                        namespace_in_scope(snapshot, scope, policy_namespace, namespace)
+                    })
+                    .map(|(_, pods)| *pods)
+                    .collect();
+                current = Some((namespace, in_scope));
+            }
+            if let Some((_, selectors)) = &current
+                && selectors.iter().any(|s| s.matches(&pod.labels))
+            {
+                selected.push(pod);
+            }
+        }
+        selected
     }
 
     fn pod_set(&mut self, family: Family) -> String {
@@ -406,6 +438,7 @@ impl RuleCompiler<'_> {
         if !self.sets.contains_key(&name) {
             let mut elements: Vec<SetElement> = self
                 .peer_pods()
+                .into_iter()
                 .flat_map(|pod| pod.ips.iter().copied())
                 .filter(|ip| Family::of(*ip) == family)
                 .map(SetElement::Address)
@@ -470,27 +503,26 @@ impl RuleCompiler<'_> {
         let name = self.set_name("named", family);
         if !self.sets.contains_key(&name) {
             let peers = self.rule.peers.as_deref();
+            let by_selector: BTreeSet<&ObjectKey> =
+                self.peer_pods().into_iter().map(|p| &p.key).collect();
             let mut elements = Vec::new();
             for pod in self.snapshot.pods().filter(|p| p.is_policy_endpoint()) {
+                let has_port = named
+                    .iter()
+                    .any(|(n, proto)| pod.named_port(n, *proto).is_some());
+                if !has_port {
+                    continue;
+                }
                 // Addresses of this pod the rule's peers cover: all of them for a selector
-                // match, only the contained ones for an ipBlock.
+                // match (or no peers at all), only the contained ones for an ipBlock.
                 let ips: Vec<IpAddr> = match peers {
-                    None => pod.ips.clone(),
-                    Some(peers) => {
-                        let by_selector = peers.iter().any(|p| {
-                            matches!(p.kind, PeerKind::Pods { .. })
-                                && p.selects_pod(self.snapshot, &self.policy.key.namespace, pod)
-                        });
-                        if by_selector {
-                            pod.ips.clone()
-                        } else {
-                            pod.ips
-                                .iter()
-                                .copied()
-                                .filter(|ip| peers.iter().any(|p| p.contains_ip(*ip)))
-                                .collect()
-                        }
-                    }
+                    Some(peers) if !by_selector.contains(&pod.key) => pod
+                        .ips
+                        .iter()
+                        .copied()
+                        .filter(|ip| peers.iter().any(|p| p.contains_ip(*ip)))
+                        .collect(),
+                    _ => pod.ips.clone(),
                 };
                 for (port_name, protocol) in named {
                     let Some(port) = pod.named_port(port_name, *protocol) else {

@@ -5,6 +5,7 @@
 //! phases, container ports) and the indexes the compiler and the evaluator need; it does not
 //! decide what a policy means (that is [`crate::policy`]) and does no I/O.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
@@ -415,11 +416,11 @@ impl Snapshot {
     }
 
     /// Labels of a namespace; the name label alone when the namespace is unknown.
-    pub fn namespace_labels(&self, name: &str) -> Labels {
-        self.namespaces
-            .get(name)
-            .map(|ns| ns.labels.clone())
-            .unwrap_or_else(|| Namespace::implicit(name).labels)
+    pub fn namespace_labels(&self, name: &str) -> Cow<'_, Labels> {
+        match self.namespaces.get(name) {
+            Some(ns) => Cow::Borrowed(&ns.labels),
+            None => Cow::Owned(Namespace::implicit(name).labels),
+        }
     }
 
     /// Names of all namespaces, including those only implied by pods and policies.
