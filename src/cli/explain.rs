@@ -1,0 +1,519 @@
+//! `kube-nftpol explain`: loads manifests, evaluates one flow with
+//! [`crate::policy::evaluate`] and prints the verdict with its reasons, as text for people or
+//! JSON for scripts. The exit status carries the verdict: 0 allowed, 1 denied (2 is left for
+//! errors, see [`super::EXIT_ERROR`]).
+//!
+//! The text form is one headline and one line per side (egress of the sender, ingress of the
+//! receiver); a denying side lists every rule that was tried and why it missed, indented below
+//! it:
+//!
+//! ```text
+//! DENIED shop/api -> shop/db tcp/5432
+//!   egress  shop/api: not isolated (no policy selects it for egress)
+//!   ingress shop/db: denied (isolated by shop/db-from-backend)
+//!     shop/db-from-backend ingress[0]: source shop/api is not among the rule's peers: pods ...
+//! ```
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde::Serialize;
+
+use super::flow::{self, PortArg};
+use super::{Outcome, load, write_stdout};
+use crate::model::ObjectKey;
+use crate::policy::{
+    self, Direction, DirectionVerdict, Endpoint, Flow, MissReason, RuleMiss, Verdict,
+};
+
+/// Arguments of `explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Kubernetes manifests: a directory (YAML and JSON files, read recursively) or one file
+    #[arg(long, value_name = "DIR")]
+    pub manifests: PathBuf,
+    /// The sender: NAMESPACE/POD, or an IP address (a pod's IP stands for that pod)
+    #[arg(long, value_name = "NS/POD|IP", value_parser = flow::parse_endpoint)]
+    pub from: Endpoint,
+    /// The receiver, after Service DNAT: NAMESPACE/POD, or an IP address
+    #[arg(long, value_name = "NS/POD|IP", value_parser = flow::parse_endpoint)]
+    pub to: Endpoint,
+    /// Destination port on the receiver (the pod's port, not the Service's), and protocol:
+    /// tcp (the default), udp or sctp, in any case. Examples: 8080, 53/udp
+    #[arg(long, value_name = "PORT[/PROTO]", value_parser = flow::parse_port)]
+    pub port: PortArg,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// How `explain` prints the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Lines for people.
+    Text,
+    /// One JSON object: `allowed`, `flow`, `egress`, `ingress`.
+    Json,
+}
+
+impl ExplainArgs {
+    /// The flow these arguments describe.
+    pub fn flow(&self) -> Flow {
+        Flow {
+            source: self.from.clone(),
+            destination: self.to.clone(),
+            protocol: self.port.protocol,
+            port: self.port.port,
+        }
+    }
+}
+
+/// Runs `explain`.
+pub fn run(args: &ExplainArgs) -> anyhow::Result<Outcome> {
+    let snapshot = load::load(&args.manifests)?;
+    for endpoint in [&args.from, &args.to] {
+        if let Endpoint::Pod(key) = endpoint
+            && snapshot.pod(key).is_none()
+        {
+            anyhow::bail!("no pod {key} in {}", args.manifests.display());
+        }
+    }
+    let flow = args.flow();
+    let verdict = policy::evaluate(&snapshot, &flow)
+        .with_context(|| format!("explaining {}", flow_text(&flow)))?;
+    let text = match args.format {
+        Format::Text => render_text(&flow, &verdict),
+        Format::Json => render_json(&flow, &verdict)?,
+    };
+    write_stdout(&text).context("writing the verdict to stdout")?;
+    Ok(if verdict.allowed {
+        Outcome::Success
+    } else {
+        Outcome::Denied
+    })
+}
+
+/// `x/a -> y/b tcp/80`.
+fn flow_text(flow: &Flow) -> String {
+    format!(
+        "{} -> {} {}/{}",
+        flow.source, flow.destination, flow.protocol, flow.port
+    )
+}
+
+/// The JSON form: `{"allowed", "flow", "egress", "ingress"}`, pretty-printed.
+pub fn render_json(flow: &Flow, verdict: &Verdict) -> anyhow::Result<String> {
+    #[derive(Serialize)]
+    struct Report<'a> {
+        allowed: bool,
+        flow: &'a Flow,
+        egress: &'a DirectionVerdict,
+        ingress: &'a DirectionVerdict,
+    }
+    let report = Report {
+        allowed: verdict.allowed,
+        flow,
+        egress: &verdict.egress,
+        ingress: &verdict.ingress,
+    };
+    let mut text = serde_json::to_string_pretty(&report).context("encoding the verdict")?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// The text form (see the module doc).
+pub fn render_text(flow: &Flow, verdict: &Verdict) -> String {
+    let mut out = String::new();
+    let headline = if verdict.allowed { "ALLOWED" } else { "DENIED" };
+    let _ = writeln!(out, "{headline} {}", flow_text(flow));
+    render_side(&mut out, flow, Direction::Egress, &verdict.egress);
+    render_side(&mut out, flow, Direction::Ingress, &verdict.ingress);
+    out
+}
+
+/// One side: the sender's egress or the receiver's ingress.
+fn render_side(out: &mut String, flow: &Flow, direction: Direction, verdict: &DirectionVerdict) {
+    let this = match direction {
+        Direction::Egress => &flow.source,
+        Direction::Ingress => &flow.destination,
+    };
+    // `{:<7}` lines up `egress ` with `ingress`.
+    let _ = write!(out, "  {:<7} ", direction.as_str());
+    let isolated = |by: &[ObjectKey]| {
+        let by: Vec<String> = by.iter().map(ToString::to_string).collect();
+        format!("isolated by {}", by.join(", "))
+    };
+    match verdict {
+        DirectionVerdict::NotPoliced { reason } => {
+            let _ = writeln!(out, "{this}: not policed ({reason})");
+        }
+        DirectionVerdict::Exempt { reason } => {
+            let _ = writeln!(out, "{this}: always allowed ({reason})");
+        }
+        DirectionVerdict::NotIsolated { pod } => {
+            let _ = writeln!(
+                out,
+                "{}: not isolated (no policy selects it for {direction})",
+                label(this, pod)
+            );
+        }
+        DirectionVerdict::Allowed {
+            pod,
+            isolated_by,
+            rule,
+        } => {
+            let _ = writeln!(
+                out,
+                "{}: allowed by {rule} ({})",
+                label(this, pod),
+                isolated(isolated_by)
+            );
+        }
+        DirectionVerdict::Denied {
+            pod,
+            isolated_by,
+            misses,
+        } => {
+            let _ = writeln!(
+                out,
+                "{}: denied ({})",
+                label(this, pod),
+                isolated(isolated_by)
+            );
+            for miss in misses {
+                let _ = writeln!(out, "    {}", miss_text(flow, direction, miss));
+            }
+        }
+    }
+}
+
+/// The pod's key, with the address it was given as when that was an IP.
+fn label(endpoint: &Endpoint, pod: &ObjectKey) -> String {
+    match endpoint {
+        Endpoint::Pod(_) => pod.to_string(),
+        Endpoint::Ip(ip) => format!("{pod} ({ip})"),
+    }
+}
+
+/// One line for a rule that did not allow the flow.
+fn miss_text(flow: &Flow, direction: Direction, miss: &RuleMiss) -> String {
+    let rule = match miss.rule {
+        Some(index) => format!("{} {direction}[{index}]", miss.policy),
+        None => miss.policy.to_string(),
+    };
+    let why = match &miss.reason {
+        MissReason::NoRules => format!("no {direction} rules, so it denies all {direction}"),
+        MissReason::Invalid { errors } => {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            format!("invalid, so it allows nothing ({})", errors.join("; "))
+        }
+        MissReason::Peer { peers } => {
+            let (role, other) = match direction {
+                Direction::Ingress => ("source", &flow.source),
+                Direction::Egress => ("destination", &flow.destination),
+            };
+            format!(
+                "{role} {other} is not among the rule's peers: {}",
+                peers.join("; ")
+            )
+        }
+        MissReason::Protocol { ports } => format!(
+            "{}/{} is not among the rule's ports (none is {}): {}",
+            flow.protocol,
+            flow.port,
+            flow.protocol,
+            ports.join(", ")
+        ),
+        MissReason::Port { ports } => format!(
+            "{}/{} is not among the rule's ports: {}",
+            flow.protocol,
+            flow.port,
+            ports.join(", ")
+        ),
+    };
+    format!("{rule}: {why}")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use clap::error::ErrorKind;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::model::Protocol;
+    use crate::policy::{FieldError, RuleRef};
+
+    fn parse(args: &[&str]) -> Result<ExplainArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["kube-nftpol", "explain"].iter().chain(args))?;
+        match cli.command {
+            Command::Explain(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    const REQUIRED: [&str; 8] = [
+        "--manifests",
+        "m",
+        "--from",
+        "x/a",
+        "--to",
+        "10.0.0.9",
+        "--port",
+        "80",
+    ];
+
+    fn with_required<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        REQUIRED.iter().chain(extra).copied().collect()
+    }
+
+    fn key(namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey::new(namespace, name)
+    }
+
+    #[test]
+    fn flow_comes_from_from_to_and_port() {
+        let args = parse(&REQUIRED).unwrap();
+        assert_eq!(args.manifests, PathBuf::from("m"));
+        assert_eq!(
+            args.flow(),
+            Flow {
+                source: Endpoint::Pod(key("x", "a")),
+                destination: Endpoint::Ip("10.0.0.9".parse().unwrap()),
+                protocol: Protocol::Tcp,
+                port: 80,
+            }
+        );
+        assert_eq!(args.format, Format::Text);
+    }
+
+    #[test]
+    fn every_flow_flag_is_required() {
+        for skip in ["--manifests", "--from", "--to", "--port"] {
+            let args: Vec<&str> = REQUIRED
+                .chunks(2)
+                .filter(|pair| pair[0] != skip)
+                .flatten()
+                .copied()
+                .collect();
+            let error = parse(&args).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument, "{skip}");
+        }
+    }
+
+    #[test]
+    fn from_rejects_a_pod_without_namespace() {
+        let args = [
+            "--manifests",
+            "m",
+            "--from",
+            "a",
+            "--to",
+            "y/b",
+            "--port",
+            "80",
+        ];
+        let error = parse(&args).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ValueValidation);
+        assert!(error.to_string().contains("NAMESPACE/POD"), "{error}");
+    }
+
+    #[test]
+    fn to_rejects_a_cidr() {
+        let args = [
+            "--manifests",
+            "m",
+            "--from",
+            "x/a",
+            "--to",
+            "10.0.0.0/8",
+            "--port",
+            "80",
+        ];
+        assert_eq!(parse(&args).unwrap_err().kind(), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn port_takes_a_protocol_in_any_case() {
+        let args = [
+            "--manifests",
+            "m",
+            "--from",
+            "x/a",
+            "--to",
+            "y/b",
+            "--port",
+            "53/UDP",
+        ];
+        let flow = parse(&args).unwrap().flow();
+        assert_eq!((flow.protocol, flow.port), (Protocol::Udp, 53));
+    }
+
+    #[test]
+    fn port_rejects_zero_and_unknown_protocols() {
+        for bad in ["0", "80/icmp", "http"] {
+            let args = [
+                "--manifests",
+                "m",
+                "--from",
+                "x/a",
+                "--to",
+                "y/b",
+                "--port",
+                bad,
+            ];
+            assert_eq!(
+                parse(&args).unwrap_err().kind(),
+                ErrorKind::ValueValidation,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn format_takes_text_or_json() {
+        assert_eq!(
+            parse(&with_required(&["--format", "json"])).unwrap().format,
+            Format::Json
+        );
+        assert_eq!(
+            parse(&with_required(&["--format", "text"])).unwrap().format,
+            Format::Text
+        );
+        let error = parse(&with_required(&["--format", "nft"])).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidValue);
+    }
+
+    fn flow() -> Flow {
+        Flow {
+            source: Endpoint::Pod(key("x", "a")),
+            destination: Endpoint::Pod(key("y", "b")),
+            protocol: Protocol::Tcp,
+            port: 80,
+        }
+    }
+
+    #[test]
+    fn allowed_text_names_the_rule_and_the_isolating_policies() {
+        let verdict = Verdict {
+            allowed: true,
+            egress: DirectionVerdict::NotIsolated { pod: key("x", "a") },
+            ingress: DirectionVerdict::Allowed {
+                pod: key("y", "b"),
+                isolated_by: vec![key("y", "allow-from-x"), key("y", "deny-all")],
+                rule: RuleRef {
+                    policy: key("y", "allow-from-x"),
+                    direction: Direction::Ingress,
+                    index: 0,
+                },
+            },
+        };
+        assert_eq!(
+            render_text(&flow(), &verdict),
+            "ALLOWED x/a -> y/b tcp/80\n\
+             \x20 egress  x/a: not isolated (no policy selects it for egress)\n\
+             \x20 ingress y/b: allowed by y/allow-from-x ingress[0] (isolated by y/allow-from-x, \
+             y/deny-all)\n"
+        );
+    }
+
+    #[test]
+    fn denied_text_has_one_line_per_miss() {
+        let miss = |policy: &str, rule, reason| RuleMiss {
+            policy: key("y", policy),
+            rule,
+            reason,
+        };
+        let verdict = Verdict {
+            allowed: false,
+            egress: DirectionVerdict::Exempt {
+                reason: "test".into(),
+            },
+            ingress: DirectionVerdict::Denied {
+                pod: key("y", "b"),
+                isolated_by: vec![key("y", "bad"), key("y", "deny"), key("y", "web")],
+                misses: vec![
+                    miss(
+                        "bad",
+                        None,
+                        MissReason::Invalid {
+                            errors: vec![FieldError::new("spec.x", "wrong")],
+                        },
+                    ),
+                    miss("deny", None, MissReason::NoRules),
+                    miss(
+                        "web",
+                        Some(0),
+                        MissReason::Peer {
+                            peers: vec!["ipBlock 10.0.0.0/8".into()],
+                        },
+                    ),
+                    miss(
+                        "web",
+                        Some(1),
+                        MissReason::Port {
+                            ports: vec!["tcp/8080".into()],
+                        },
+                    ),
+                    miss(
+                        "web",
+                        Some(2),
+                        MissReason::Protocol {
+                            ports: vec!["udp/53".into()],
+                        },
+                    ),
+                ],
+            },
+        };
+        assert_eq!(
+            render_text(&flow(), &verdict),
+            "DENIED x/a -> y/b tcp/80\n\
+             \x20 egress  x/a: always allowed (test)\n\
+             \x20 ingress y/b: denied (isolated by y/bad, y/deny, y/web)\n\
+             \x20   y/bad: invalid, so it allows nothing (spec.x: wrong)\n\
+             \x20   y/deny: no ingress rules, so it denies all ingress\n\
+             \x20   y/web ingress[0]: source x/a is not among the rule's peers: ipBlock 10.0.0.0/8\n\
+             \x20   y/web ingress[1]: tcp/80 is not among the rule's ports: tcp/8080\n\
+             \x20   y/web ingress[2]: tcp/80 is not among the rule's ports (none is tcp): udp/53\n"
+        );
+    }
+
+    #[test]
+    fn ip_endpoints_show_the_pod_they_resolved_to() {
+        let mut flow = flow();
+        flow.source = Endpoint::Ip("10.0.0.5".parse().unwrap());
+        let verdict = Verdict {
+            allowed: true,
+            egress: DirectionVerdict::NotIsolated { pod: key("x", "a") },
+            ingress: DirectionVerdict::NotPoliced {
+                reason: "because".into(),
+            },
+        };
+        let text = render_text(&flow, &verdict);
+        assert!(
+            text.contains("\n  egress  x/a (10.0.0.5): not isolated"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  ingress y/b: not policed (because)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_has_allowed_flow_and_both_sides() {
+        let verdict = Verdict {
+            allowed: true,
+            egress: DirectionVerdict::NotIsolated { pod: key("x", "a") },
+            ingress: DirectionVerdict::NotIsolated { pod: key("y", "b") },
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(&render_json(&flow(), &verdict).unwrap()).unwrap();
+        assert_eq!(json["allowed"], true);
+        assert_eq!(json["flow"]["port"], 80);
+        assert_eq!(json["egress"]["decision"], "not_isolated");
+        assert_eq!(json["ingress"]["pod"]["name"], "b");
+    }
+}

@@ -1,0 +1,612 @@
+//! End-to-end tests of the `kube-nftpol` binary: `compile` and `explain` run against the
+//! manifest directory `tests/fixtures/demo/` and against `deploy/examples/`, checking stdout,
+//! stderr and exit statuses as a user or a script sees them.
+//!
+//! The demo cluster: namespaces `web`, `api`, `ops` (a multi-document YAML file with an empty
+//! document); pods in a JSON `List` (`web/frontend-1`, `api/backend-1` and `ops/prober` on
+//! node-1, `api/backend-2` and `api/db-1` on node-2); policies `api/default-deny` (ingress),
+//! `api/allow-frontend` (from web's frontend to the named port `http`), `web/frontend-egress`
+//! (to api's `http` and DNS) and `ops/prober-from-office` (invalid: a /33 CIDR); an
+//! `apps/v1 Deployment` (skipped with a warning) and a README (not a manifest).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const DEMO: &str = "tests/fixtures/demo";
+
+/// Runs the binary from the package root, without the caller's RUST_LOG.
+fn kube_nftpol(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kube-nftpol"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+fn status(output: &Output) -> i32 {
+    output.status.code().unwrap()
+}
+
+fn compile(dir: &str, node: &str) -> Output {
+    kube_nftpol(&["compile", "--manifests", dir, "--node", node])
+}
+
+fn explain(from: &str, to: &str, port: &str) -> Output {
+    kube_nftpol(&[
+        "explain",
+        "--manifests",
+        DEMO,
+        "--from",
+        from,
+        "--to",
+        to,
+        "--port",
+        port,
+    ])
+}
+
+/// Copies the files of `from` (recursively) into `to`, flat, naming each with `rename`.
+fn copy_flat(from: &Path, to: &Path, rename: &dyn Fn(usize, &Path) -> String) {
+    let mut files = Vec::new();
+    let mut dirs = vec![from.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path)
+            } else {
+                files.push(path)
+            }
+        }
+    }
+    files.sort();
+    for (index, file) in files.iter().enumerate() {
+        fs::copy(file, to.join(rename(index, file))).unwrap();
+    }
+}
+
+fn demo_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEMO);
+    copy_flat(&root, dir.path(), &|_, file| {
+        file.file_name().unwrap().to_str().unwrap().into()
+    });
+    dir
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn compile_prints_the_nodes_table_with_its_pod_chains() {
+    let output = compile(DEMO, "node-1");
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.starts_with("table inet kube-nftpol {\n"), "{text}");
+    for chain in [
+        "chain postrouting {",
+        "chain input {",
+        "chain eg_web_frontend-1 {",
+        "chain in_api_backend-1 {",
+        "chain in_ops_prober {",
+    ] {
+        assert!(text.contains(chain), "missing {chain:?} in\n{text}");
+    }
+    // Pods of node-2 are peers in sets, never chains here.
+    assert!(!text.contains("chain in_api_backend-2"), "{text}");
+    // The named port `http` resolved on each destination pod for the frontend's egress.
+    assert!(text.contains("10.244.2.20 . tcp . 8080"), "{text}");
+    assert_eq!(text.matches("\tchain ").count(), 5, "{text}");
+}
+
+#[test]
+fn compile_for_another_node_has_that_nodes_chains() {
+    let text = stdout(&compile(DEMO, "node-2"));
+    assert!(text.contains("chain in_api_backend-2 {"), "{text}");
+    assert!(text.contains("chain in_api_db-1 {"), "{text}");
+    assert!(!text.contains("chain eg_web_frontend-1"), "{text}");
+}
+
+#[test]
+fn compile_warns_about_a_node_without_pods() {
+    let output = compile(DEMO, "node-9");
+    assert_eq!(status(&output), 0);
+    assert!(
+        stderr(&output).contains("warning: no pod in the manifests has spec.nodeName \"node-9\""),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn compile_is_byte_identical_across_runs() {
+    let first = compile(DEMO, "node-1");
+    let second = compile(DEMO, "node-1");
+    assert_eq!(first.stdout, second.stdout);
+    assert_eq!(first.stderr, second.stderr);
+}
+
+#[test]
+fn compile_does_not_depend_on_file_names_or_order() {
+    let expected = stdout(&compile(DEMO, "node-1"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEMO);
+    // Flatten the tree and reverse the reading order: the last file is read first.
+    let reversed = tempfile::tempdir().unwrap();
+    copy_flat(&root, reversed.path(), &|index, file| {
+        let extension = file.extension().unwrap().to_str().unwrap();
+        format!("{:02}-renamed.{extension}", 99 - index)
+    });
+    let output = compile(path_str(reversed.path()), "node-1");
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+    assert_eq!(stdout(&output), expected);
+}
+
+#[test]
+fn compile_sets_the_nflog_group() {
+    let output = kube_nftpol(&[
+        "compile",
+        "--manifests",
+        DEMO,
+        "--node",
+        "node-1",
+        "--nflog-group",
+        "7",
+    ]);
+    let text = stdout(&output);
+    assert!(text.contains(" group 7 "), "{text}");
+    assert!(!text.contains(" group 100 "), "{text}");
+}
+
+#[test]
+fn compile_json_prints_json() {
+    let output = kube_nftpol(&[
+        "compile",
+        "--manifests",
+        DEMO,
+        "--node",
+        "node-1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+    let json: Result<serde_json::Value, _> = serde_json::from_slice(&output.stdout);
+    assert!(json.is_ok(), "not JSON: {}", stdout(&output));
+}
+
+#[test]
+fn invalid_policy_error_names_the_policy_and_the_field() {
+    let output = compile(DEMO, "node-1");
+    assert_eq!(
+        status(&output),
+        0,
+        "invalid policies are enforced fail-closed, not fatal"
+    );
+    let errors = stderr(&output);
+    assert!(
+        errors.contains(
+            "error: policy ops/prober-from-office: spec.ingress[0].from[0].ipBlock.cidr: \
+             \"192.0.2.0/33\" is not a CIDR"
+        ),
+        "{errors}"
+    );
+    // Fail closed: the prober is isolated and nothing is allowed in.
+    let text = stdout(&output);
+    let chain = text.split("chain in_ops_prober {").nth(1).unwrap();
+    let chain = &chain[..chain.find('}').unwrap()];
+    assert!(!chain.contains("counter accept"), "{chain}");
+}
+
+#[test]
+fn unknown_kind_is_skipped_with_a_warning_naming_file_and_kind() {
+    let errors = stderr(&compile(DEMO, "node-1"));
+    assert!(
+        errors.contains(
+            "warning: tests/fixtures/demo/other/deployment.yaml: skipping apps/v1 Deployment \
+             frontend"
+        ),
+        "{errors}"
+    );
+    assert!(
+        !errors.contains("README"),
+        "non-manifest files are ignored: {errors}"
+    );
+}
+
+#[test]
+fn explain_allowed_flow_exits_0_and_names_the_allowing_rules() {
+    let output = explain("web/frontend-1", "api/backend-1", "8080");
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "ALLOWED web/frontend-1 -> api/backend-1 tcp/8080\n\
+         \x20 egress  web/frontend-1: allowed by web/frontend-egress egress[0] (isolated by \
+         web/frontend-egress)\n\
+         \x20 ingress api/backend-1: allowed by api/allow-frontend ingress[0] (isolated by \
+         api/allow-frontend, api/default-deny)\n"
+    );
+}
+
+#[test]
+fn explain_denied_flow_exits_1_and_lists_each_miss() {
+    let output = explain("ops/prober", "api/backend-1", "8080");
+    assert_eq!(status(&output), 1, "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.starts_with("DENIED ops/prober -> api/backend-1 tcp/8080\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  egress  ops/prober: not isolated (no policy selects it for egress)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "\n  ingress api/backend-1: denied (isolated by api/allow-frontend, api/default-deny)\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "\n    api/allow-frontend ingress[0]: source ops/prober is not among the rule's peers"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n    api/default-deny: no ingress rules, so it denies all ingress\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn explain_reports_port_and_protocol_misses() {
+    let text = stdout(&explain("web/frontend-1", "api/backend-2", "9090"));
+    assert!(
+        text.contains(
+            "web/frontend-egress egress[0]: tcp/9090 is not among the rule's ports: tcp/http"
+        ),
+        "{text}"
+    );
+    let output = explain("web/frontend-1", "api/db-1", "5432/SCTP");
+    assert_eq!(status(&output), 1);
+    assert!(
+        stdout(&output).contains("(none is sctp)"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn explain_shows_an_invalid_policy_as_allowing_nothing() {
+    let output = explain("10.244.2.30", "ops/prober", "9100");
+    assert_eq!(status(&output), 1);
+    let text = stdout(&output);
+    assert!(
+        text.contains("\n  egress  api/db-1 (10.244.2.30): not isolated"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "\n    ops/prober-from-office: invalid, so it allows nothing \
+             (spec.ingress[0].from[0].ipBlock.cidr: "
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn explain_to_an_external_address_polices_only_the_sender() {
+    let output = explain("web/frontend-1", "192.0.2.8", "53/udp");
+    assert_eq!(status(&output), 0, "{}", stdout(&output));
+    assert!(
+        stdout(&output)
+            .contains("\n  ingress 192.0.2.8: not policed (192.0.2.8 is not a pod address)\n")
+    );
+}
+
+#[test]
+fn explain_json_carries_the_verdict_and_the_exit_status() {
+    let output = kube_nftpol(&[
+        "explain",
+        "--manifests",
+        DEMO,
+        "--from",
+        "ops/prober",
+        "--to",
+        "api/backend-1",
+        "--port",
+        "8080",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(status(&output), 1);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["allowed"], false);
+    assert_eq!(json["ingress"]["decision"], "denied");
+    assert_eq!(json["ingress"]["misses"][1]["reason"]["kind"], "no_rules");
+}
+
+#[test]
+fn explain_bad_input_exits_2_without_a_verdict() {
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &[
+                "--from",
+                "frontend-1",
+                "--to",
+                "api/backend-1",
+                "--port",
+                "80",
+            ],
+            "NAMESPACE/POD",
+        ),
+        (
+            &[
+                "--from",
+                "web/frontend-1",
+                "--to",
+                "api/backend-1",
+                "--port",
+                "0",
+            ],
+            "--port",
+        ),
+        (
+            &[
+                "--from",
+                "web/frontend-1",
+                "--to",
+                "api/backend-1",
+                "--port",
+                "80/icmp",
+            ],
+            "icmp",
+        ),
+        (
+            &[
+                "--from",
+                "web/frontend-1",
+                "--to",
+                "10.0.0.0/8",
+                "--port",
+                "80",
+            ],
+            "CIDR",
+        ),
+        (
+            &[
+                "--from",
+                "web/ghost",
+                "--to",
+                "api/backend-1",
+                "--port",
+                "80",
+            ],
+            "no pod web/ghost",
+        ),
+        (&["--from", "web/frontend-1", "--port", "80"], "--to"),
+    ];
+    for (args, message) in cases {
+        let mut all = vec!["explain", "--manifests", DEMO];
+        all.extend(args);
+        let output = kube_nftpol(&all);
+        assert_eq!(status(&output), 2, "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        assert!(
+            stderr(&output).contains(message),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn missing_manifest_directory_exits_2_naming_it() {
+    let output = kube_nftpol(&[
+        "explain",
+        "--manifests",
+        "tests/fixtures/no-such-dir",
+        "--from",
+        "a/b",
+        "--to",
+        "c/d",
+        "--port",
+        "80",
+    ]);
+    assert_eq!(status(&output), 2);
+    let errors = stderr(&output);
+    assert!(
+        errors.starts_with("kube-nftpol: loading manifests: reading tests/fixtures/no-such-dir: "),
+        "{errors}"
+    );
+    assert_eq!(
+        errors.lines().count(),
+        1,
+        "the chain is printed once, on one line: {errors}"
+    );
+}
+
+#[test]
+fn malformed_yaml_file_exits_2_naming_the_file() {
+    let dir = demo_copy();
+    let bad = dir.path().join("broken.yaml");
+    fs::write(&bad, "apiVersion: v1\nkind: Pod\nmetadata: [unclosed\n").unwrap();
+    let output = compile(path_str(dir.path()), "node-1");
+    assert_eq!(status(&output), 2);
+    assert!(output.stdout.is_empty());
+    let errors = stderr(&output);
+    let expected = format!(
+        "kube-nftpol: loading manifests: {}: invalid YAML: ",
+        bad.display()
+    );
+    assert!(errors.starts_with(&expected), "{errors}");
+}
+
+#[test]
+fn object_that_does_not_fit_its_schema_names_file_and_document() {
+    let dir = demo_copy();
+    let bad = dir.path().join("pods-2.yaml");
+    let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: extra}\n---\n\
+                apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: extra}\n\
+                spec: {containers: [{name: c, ports: [{containerPort: http}]}]}\n";
+    fs::write(&bad, text).unwrap();
+    let output = compile(path_str(dir.path()), "node-1");
+    assert_eq!(status(&output), 2);
+    let expected = format!(
+        "kube-nftpol: loading manifests: {} (document 2 at line 5): v1 Pod does not match its schema: ",
+        bad.display()
+    );
+    assert!(
+        stderr(&output).starts_with(&expected),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for (args, expected) in [
+        (&["--help"][..], "Commands:"),
+        (&["compile", "--help"][..], "--nflog-group <GROUP>"),
+        (&["explain", "--help"][..], "--port <PORT[/PROTO]>"),
+        (
+            &["help", "explain"][..],
+            "Exit status: 0 allowed, 1 denied, 2 bad input.",
+        ),
+        (&["explain", "-h"][..], "--from <NS/POD|IP>"),
+    ] {
+        let output = kube_nftpol(args);
+        assert_eq!(status(&output), 0, "{args:?}");
+        assert!(
+            stdout(&output).contains(expected),
+            "{args:?}: {}",
+            stdout(&output)
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["frobnicate"][..],
+        &["compile"][..],
+        &[][..],
+        &["compile", "--bogus"][..],
+    ] {
+        assert_eq!(status(&kube_nftpol(args)), 2, "{args:?}");
+    }
+}
+
+#[test]
+fn verbose_flag_and_rust_log_turn_on_logs() {
+    let quiet = compile(DEMO, "node-1");
+    assert!(!stderr(&quiet).contains("manifests loaded"));
+    let verbose = kube_nftpol(&["-v", "compile", "--manifests", DEMO, "--node", "node-1"]);
+    assert!(
+        stderr(&verbose).contains("manifests loaded"),
+        "{}",
+        stderr(&verbose)
+    );
+    assert_eq!(verbose.stdout, quiet.stdout, "logs never go to stdout");
+    let level = kube_nftpol(&[
+        "compile",
+        "--manifests",
+        DEMO,
+        "--node",
+        "node-1",
+        "--log-level",
+        "debug",
+    ]);
+    assert!(
+        stderr(&level).contains("found manifest files"),
+        "{}",
+        stderr(&level)
+    );
+    let env = Command::new(env!("CARGO_BIN_EXE_kube-nftpol"))
+        .args(["compile", "--manifests", DEMO, "--node", "node-1"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "kube_nftpol=debug")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&env).contains("found manifest files"),
+        "{}",
+        stderr(&env)
+    );
+}
+
+#[test]
+fn deploy_examples_compile_without_warnings_or_errors() {
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    let output = compile(path_str(&examples), "node-1");
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+    assert_eq!(stderr(&output), "", "examples should load cleanly");
+    let text = stdout(&output);
+    for chain in [
+        "chain in_shop_backend-5c8b6-qx2lp {",
+        "chain in_shop_frontend-7d4f9-hk2mn {",
+        "chain eg_shop_frontend-7d4f9-hk2mn {",
+        "chain eg_payments_payments-api-0 {",
+        "chain in_payments_payments-api-0 {",
+    ] {
+        assert!(text.contains(chain), "missing {chain:?} in\n{text}");
+    }
+}
+
+#[test]
+fn deploy_examples_explain_the_documented_flows() {
+    let run = |from: &str, to: &str, port: &str| {
+        let output = kube_nftpol(&[
+            "explain",
+            "--manifests",
+            "deploy/examples",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--port",
+            port,
+        ]);
+        assert_eq!(stderr(&output), "");
+        (status(&output), stdout(&output))
+    };
+    let (code, text) = run(
+        "shop/frontend-7d4f9-hk2mn",
+        "shop/backend-5c8b6-qx2lp",
+        "9090",
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("allowed by shop/frontend-to-backend ingress[0]"),
+        "{text}"
+    );
+    let (code, text) = run(
+        "payments/payments-api-0",
+        "kube-system/coredns-6f6b7-xm4tp",
+        "53/udp",
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("allowed by payments/allow-dns egress[0]"),
+        "{text}"
+    );
+    let (code, text) = run("shop/frontend-7d4f9-hk2mn", "169.254.169.254", "80");
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("shop/block-cloud-metadata egress[0]: destination 169.254.169.254"));
+    let (code, _) = run(
+        "payments/payments-api-0",
+        "shop/backend-5c8b6-z7k9d",
+        "9090",
+    );
+    assert_eq!(code, 1);
+}
