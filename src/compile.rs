@@ -309,8 +309,8 @@ impl<'a> RuleCompiler<'a> {
                         .iter()
                         .any(|p| matches!(p.kind, PeerKind::Pods { .. }));
                     if has_pods {
-                        for family in Family::ALL {
-                            let set = self.pod_set(family);
+                        let sets = self.pod_sets();
+                        for (family, set) in Family::ALL.into_iter().zip(sets) {
                             out.push(with_ports(vec![Expr::AddressInSet(
                                 peer_field, family, set,
                             )]));
@@ -327,8 +327,8 @@ impl<'a> RuleCompiler<'a> {
             }
         }
         if !named.is_empty() {
-            for family in Family::ALL {
-                let set = self.named_port_set(family, &named);
+            let sets = self.named_port_sets(&named);
+            for (family, set) in Family::ALL.into_iter().zip(sets) {
                 out.push(vec![Expr::DestinationProtocolPortInSet(family, set)]);
             }
         }
@@ -433,31 +433,33 @@ impl<'a> RuleCompiler<'a> {
         selected
     }
 
-    fn pod_set(&mut self, family: Family) -> String {
-        let name = self.set_name("pods", family);
-        if !self.sets.contains_key(&name) {
-            let mut elements: Vec<SetElement> = self
-                .peer_pods()
-                .into_iter()
-                .flat_map(|pod| pod.ips.iter().copied())
-                .filter(|ip| Family::of(*ip) == family)
-                .map(SetElement::Address)
-                .collect();
-            elements.sort();
-            elements.dedup();
-            let comment = self.comment("pod peers");
-            self.sets.insert(
-                name.clone(),
-                Set {
+    /// The rule's pod-peer sets, IPv4 and IPv6, built together (one scan of the cluster).
+    fn pod_sets(&mut self) -> [String; 2] {
+        let names = Family::ALL.map(|family| self.set_name("pods", family));
+        if !self.sets.contains_key(&names[0]) {
+            let peers = self.peer_pods();
+            for (family, name) in Family::ALL.into_iter().zip(&names) {
+                let mut elements: Vec<SetElement> = peers
+                    .iter()
+                    .flat_map(|pod| pod.ips.iter().copied())
+                    .filter(|ip| Family::of(*ip) == family)
+                    .map(SetElement::Address)
+                    .collect();
+                elements.sort();
+                elements.dedup();
+                let comment = self.comment("pod peers");
+                let kind = SetKind::Addresses;
+                let set = Set {
                     name: name.clone(),
                     family,
-                    kind: SetKind::Addresses,
+                    kind,
                     elements,
                     comment,
-                },
-            );
+                };
+                self.sets.insert(name.clone(), set);
+            }
         }
-        name
+        names
     }
 
     /// The rule's ipBlocks of one family, `None` when it has none.
@@ -498,56 +500,54 @@ impl<'a> RuleCompiler<'a> {
     }
 
     /// `address . protocol . port` of every destination pod the rule's peers select (any pod
-    /// when the rule has no peers) that defines one of the named ports.
-    fn named_port_set(&mut self, family: Family, named: &[(String, Protocol)]) -> String {
-        let name = self.set_name("named", family);
-        if !self.sets.contains_key(&name) {
-            let peers = self.rule.peers.as_deref();
-            let by_selector: BTreeSet<&ObjectKey> =
-                self.peer_pods().into_iter().map(|p| &p.key).collect();
-            let mut elements = Vec::new();
-            for pod in self.snapshot.pods().filter(|p| p.is_policy_endpoint()) {
-                let has_port = named
-                    .iter()
-                    .any(|(n, proto)| pod.named_port(n, *proto).is_some());
-                if !has_port {
+    /// when the rule has no peers) that defines one of the named ports; IPv4 and IPv6 sets.
+    fn named_port_sets(&mut self, named: &[(String, Protocol)]) -> [String; 2] {
+        let names = Family::ALL.map(|family| self.set_name("named", family));
+        if self.sets.contains_key(&names[0]) {
+            return names;
+        }
+        let peers = self.rule.peers.as_deref();
+        let by_selector: BTreeSet<&ObjectKey> =
+            self.peer_pods().into_iter().map(|p| &p.key).collect();
+        let mut elements = Vec::new();
+        for pod in self.snapshot.pods().filter(|p| p.is_policy_endpoint()) {
+            for (port_name, protocol) in named {
+                let Some(port) = pod.named_port(port_name, *protocol) else {
                     continue;
-                }
+                };
                 // Addresses of this pod the rule's peers cover: all of them for a selector
                 // match (or no peers at all), only the contained ones for an ipBlock.
-                let ips: Vec<IpAddr> = match peers {
-                    Some(peers) if !by_selector.contains(&pod.key) => pod
-                        .ips
-                        .iter()
-                        .copied()
-                        .filter(|ip| peers.iter().any(|p| p.contains_ip(*ip)))
-                        .collect(),
-                    _ => pod.ips.clone(),
-                };
-                for (port_name, protocol) in named {
-                    let Some(port) = pod.named_port(port_name, *protocol) else {
-                        continue;
-                    };
-                    for ip in ips.iter().filter(|ip| Family::of(**ip) == family) {
-                        elements.push(SetElement::AddressProtocolPort(*ip, *protocol, port));
+                let covered = pod.ips.iter().filter(|ip| match peers {
+                    Some(peers) if !by_selector.contains(&pod.key) => {
+                        peers.iter().any(|p| p.contains_ip(**ip))
                     }
+                    _ => true,
+                });
+                for ip in covered {
+                    elements.push(SetElement::AddressProtocolPort(*ip, *protocol, port));
                 }
             }
-            elements.sort();
-            elements.dedup();
-            let comment = self.comment("named ports");
-            self.sets.insert(
-                name.clone(),
-                Set {
-                    name: name.clone(),
-                    family,
-                    kind: SetKind::AddressProtocolPort,
-                    elements,
-                    comment,
-                },
-            );
         }
-        name
+        elements.sort();
+        elements.dedup();
+        for (family, name) in Family::ALL.into_iter().zip(&names) {
+            let elements = elements
+                .iter()
+                .filter(|e| matches!(e, SetElement::AddressProtocolPort(ip, ..) if Family::of(*ip) == family))
+                .cloned()
+                .collect();
+            let comment = self.comment("named ports");
+            let kind = SetKind::AddressProtocolPort;
+            let set = Set {
+                name: name.clone(),
+                family,
+                kind,
+                elements,
+                comment,
+            };
+            self.sets.insert(name.clone(), set);
+        }
+        names
     }
 }
 
