@@ -393,6 +393,25 @@ impl<'a> RuleCompiler<'a> {
         )
     }
 
+    fn insert_set(
+        &mut self,
+        name: &str,
+        family: Family,
+        kind: SetKind,
+        elements: Vec<SetElement>,
+        what: &str,
+    ) {
+        let comment = self.comment(what);
+        let set = Set {
+            name: name.to_owned(),
+            family,
+            kind,
+            elements,
+            comment,
+        };
+        self.sets.insert(name.to_owned(), set);
+    }
+
     /// Pods selected by any pod peer of the rule, anywhere in the cluster. Namespace scopes
     /// are decided once per namespace (pods come ordered by namespace), then pod selectors per
     /// pod: the same test as [`crate::policy::Peer::selects_pod`], without repeating the
@@ -447,16 +466,7 @@ impl<'a> RuleCompiler<'a> {
                     .collect();
                 elements.sort();
                 elements.dedup();
-                let comment = self.comment("pod peers");
-                let kind = SetKind::Addresses;
-                let set = Set {
-                    name: name.clone(),
-                    family,
-                    kind,
-                    elements,
-                    comment,
-                };
-                self.sets.insert(name.clone(), set);
+                self.insert_set(name, family, SetKind::Addresses, elements, "pod peers");
             }
         }
         names
@@ -484,17 +494,7 @@ impl<'a> RuleCompiler<'a> {
                     SetElement::Range(start, end)
                 })
                 .collect();
-            let comment = self.comment("ipBlocks");
-            self.sets.insert(
-                name.clone(),
-                Set {
-                    name: name.clone(),
-                    family,
-                    kind: SetKind::AddressRanges,
-                    elements,
-                    comment,
-                },
-            );
+            self.insert_set(&name, family, SetKind::AddressRanges, elements, "ipBlocks");
         }
         Some(name)
     }
@@ -536,16 +536,8 @@ impl<'a> RuleCompiler<'a> {
                 .filter(|e| matches!(e, SetElement::AddressProtocolPort(ip, ..) if Family::of(*ip) == family))
                 .cloned()
                 .collect();
-            let comment = self.comment("named ports");
             let kind = SetKind::AddressProtocolPort;
-            let set = Set {
-                name: name.clone(),
-                family,
-                kind,
-                elements,
-                comment,
-            };
-            self.sets.insert(name.clone(), set);
+            self.insert_set(name, family, kind, elements, "named ports");
         }
         names
     }

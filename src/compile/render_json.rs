@@ -59,7 +59,7 @@ fn map(map: &VerdictMap) -> Value {
         "family": TABLE_FAMILY,
         "table": TABLE_NAME,
         "name": map.name,
-        "type": addr_type(map.family),
+        "type": map.family.addr_type(),
         "map": "verdict",
     });
     let elements: Vec<Value> = map
@@ -82,9 +82,9 @@ fn map(map: &VerdictMap) -> Value {
 
 fn set(set: &Set) -> Value {
     let key = match set.kind {
-        SetKind::Addresses | SetKind::AddressRanges => json!(addr_type(set.family)),
+        SetKind::Addresses | SetKind::AddressRanges => json!(set.family.addr_type()),
         SetKind::AddressProtocolPort => {
-            json!([addr_type(set.family), "inet_proto", "inet_service"])
+            json!([set.family.addr_type(), "inet_proto", "inet_service"])
         }
     };
     let mut body = json!({
@@ -251,23 +251,8 @@ fn range(start: IpAddr, end: IpAddr, family: Family) -> Value {
     }
 }
 
-fn addr_type(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "ipv4_addr",
-        Family::V6 => "ipv6_addr",
-    }
-}
-
 fn addr_field(field: AddrField, family: Family) -> Value {
-    let protocol = match family {
-        Family::V4 => "ip",
-        Family::V6 => "ip6",
-    };
-    let field = match field {
-        AddrField::Source => "saddr",
-        AddrField::Destination => "daddr",
-    };
-    payload(protocol, field)
+    payload(family.payload_protocol(), field.payload_field())
 }
 
 #[cfg(test)]

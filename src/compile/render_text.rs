@@ -33,7 +33,7 @@ pub fn render(ruleset: &Ruleset) -> String {
 
 fn render_map(out: &mut String, map: &VerdictMap) {
     let _ = writeln!(out, "\tmap {} {{", map.name);
-    let _ = writeln!(out, "\t\ttype {} : verdict", addr_type(map.family));
+    let _ = writeln!(out, "\t\ttype {} : verdict", map.family.addr_type());
     let elements: Vec<String> = map
         .elements
         .iter()
@@ -49,9 +49,9 @@ fn render_map(out: &mut String, map: &VerdictMap) {
 fn render_set(out: &mut String, set: &Set) {
     let _ = writeln!(out, "\tset {} {{", set.name);
     let key = match set.kind {
-        SetKind::Addresses | SetKind::AddressRanges => addr_type(set.family).to_owned(),
+        SetKind::Addresses | SetKind::AddressRanges => set.family.addr_type().to_owned(),
         SetKind::AddressProtocolPort => {
-            format!("{} . inet_proto . inet_service", addr_type(set.family))
+            format!("{} . inet_proto . inet_service", set.family.addr_type())
         }
     };
     let _ = writeln!(out, "\t\ttype {key}");
@@ -180,23 +180,8 @@ fn range(start: IpAddr, end: IpAddr, family: Family) -> String {
     }
 }
 
-fn addr_type(family: Family) -> &'static str {
-    match family {
-        Family::V4 => "ipv4_addr",
-        Family::V6 => "ipv6_addr",
-    }
-}
-
 fn addr_field(field: AddrField, family: Family) -> String {
-    let proto = match family {
-        Family::V4 => "ip",
-        Family::V6 => "ip6",
-    };
-    let f = match field {
-        AddrField::Source => "saddr",
-        AddrField::Destination => "daddr",
-    };
-    format!("{proto} {f}")
+    format!("{} {}", family.payload_protocol(), field.payload_field())
 }
 
 /// A double-quoted nft string (see [`sanitize`]).

@@ -46,6 +46,22 @@ impl Family {
         if ip.is_ipv4() { Self::V4 } else { Self::V6 }
     }
 
+    /// The nftables address type (`ipv4_addr`, `ipv6_addr`).
+    pub fn addr_type(self) -> &'static str {
+        match self {
+            Self::V4 => "ipv4_addr",
+            Self::V6 => "ipv6_addr",
+        }
+    }
+
+    /// The nftables payload protocol of the address header (`ip`, `ip6`).
+    pub fn payload_protocol(self) -> &'static str {
+        match self {
+            Self::V4 => "ip",
+            Self::V6 => "ip6",
+        }
+    }
+
     /// The suffix used in set and map names (`4` or `6`).
     pub fn suffix(self) -> &'static str {
         match self {
@@ -62,6 +78,16 @@ pub enum AddrField {
     Source,
     /// The destination address.
     Destination,
+}
+
+impl AddrField {
+    /// The nftables payload field (`saddr`, `daddr`).
+    pub fn payload_field(self) -> &'static str {
+        match self {
+            Self::Source => "saddr",
+            Self::Destination => "daddr",
+        }
+    }
 }
 
 /// A map from an address to a verdict (`type ipv4_addr : verdict`).
