@@ -20,7 +20,7 @@
 //! Per packet: one verdict-map lookup per direction, then only the rules of the policies that
 //! select that pod, each one set lookup. Nothing walks the cluster's pods or policies.
 
-mod ranges;
+pub mod ranges;
 pub mod render_json;
 pub mod render_text;
 pub mod ruleset;

@@ -16,6 +16,7 @@
 
 pub mod cli;
 pub mod compile;
+pub mod dataplane;
 pub mod model;
 pub mod policy;
 pub mod source;

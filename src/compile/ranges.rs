@@ -103,6 +103,25 @@ pub fn merge(mut ranges: Vec<AddrRange>) -> Vec<AddrRange> {
     out
 }
 
+/// A range as nft writes and lists it: an address, a prefix, or `first-last`.
+pub fn display(start: IpAddr, end: IpAddr, family: Family) -> String {
+    let bits = match family {
+        Family::V4 => 32,
+        Family::V6 => 128,
+    };
+    let range = AddrRange {
+        start: addr_to_int(start),
+        end: addr_to_int(end),
+    };
+    if range.start == range.end {
+        return start.to_string();
+    }
+    match as_prefix(range, bits) {
+        Some(len) => format!("{start}/{len}"),
+        None => format!("{start}-{end}"),
+    }
+}
+
 /// The prefix length when `start..=end` is exactly one prefix of a family with `bits` bits.
 pub fn as_prefix(range: AddrRange, bits: u32) -> Option<u8> {
     let size = range.end.checked_sub(range.start)?.checked_add(1);

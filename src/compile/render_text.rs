@@ -8,7 +8,7 @@
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use super::ranges::{AddrRange, addr_to_int, as_prefix};
+use super::ranges;
 use super::ruleset::{
     AddrField, Chain, Expr, Family, LOG_QUEUE_THRESHOLD, LOG_SNAPLEN, MapVerdict, ProtocolPorts,
     Rule, Ruleset, Set, SetElement, SetKind, TABLE_FAMILY, TABLE_NAME, VerdictMap,
@@ -31,22 +31,21 @@ pub fn render(ruleset: &Ruleset) -> String {
     out
 }
 
-fn render_map(out: &mut String, map: &VerdictMap) {
+/// Appends a `map` block (inside a table block).
+pub(crate) fn render_map(out: &mut String, map: &VerdictMap) {
     let _ = writeln!(out, "\tmap {} {{", map.name);
     let _ = writeln!(out, "\t\ttype {} : verdict", map.family.addr_type());
     let elements: Vec<String> = map
         .elements
         .iter()
-        .map(|(ip, verdict)| match verdict {
-            MapVerdict::Jump(chain) => format!("{ip} : jump {chain}"),
-            MapVerdict::Goto(chain) => format!("{ip} : goto {chain}"),
-        })
+        .map(|(ip, verdict)| map_element(*ip, verdict))
         .collect();
     render_elements(out, &elements);
     out.push_str("\t}\n\n");
 }
 
-fn render_set(out: &mut String, set: &Set) {
+/// Appends a `set` block (inside a table block).
+pub(crate) fn render_set(out: &mut String, set: &Set) {
     let _ = writeln!(out, "\tset {} {{", set.name);
     let key = match set.kind {
         SetKind::Addresses | SetKind::AddressRanges => set.family.addr_type().to_owned(),
@@ -80,7 +79,8 @@ fn render_elements(out: &mut String, elements: &[String]) {
     out.push_str("\t\t}\n");
 }
 
-fn render_chain(out: &mut String, chain: &Chain) {
+/// Appends a `chain` block with its rules (inside a table block).
+pub(crate) fn render_chain(out: &mut String, chain: &Chain) {
     let _ = writeln!(out, "\tchain {} {{", chain.name);
     if let Some(hook) = chain.hook {
         let _ = writeln!(
@@ -95,6 +95,14 @@ fn render_chain(out: &mut String, chain: &Chain) {
     }
     out.push_str("\t}\n");
     out.push('\n');
+}
+
+/// A verdict-map element as nft writes it (`10.0.0.1 : goto in_x_a`).
+pub(crate) fn map_element(ip: IpAddr, verdict: &MapVerdict) -> String {
+    match verdict {
+        MapVerdict::Jump(chain) => format!("{ip} : jump {chain}"),
+        MapVerdict::Goto(chain) => format!("{ip} : goto {chain}"),
+    }
 }
 
 /// One rule as `nft` syntax (without indentation).
@@ -151,32 +159,14 @@ fn protocol_ports(p: &ProtocolPorts) -> String {
     }
 }
 
-fn element(e: &SetElement, family: Family) -> String {
+/// A set element as nft writes it.
+pub(crate) fn element(e: &SetElement, family: Family) -> String {
     match e {
         SetElement::Address(ip) => ip.to_string(),
-        SetElement::Range(start, end) => range(*start, *end, family),
+        SetElement::Range(start, end) => ranges::display(*start, *end, family),
         SetElement::AddressProtocolPort(ip, protocol, port) => {
             format!("{ip} . {protocol} . {port}")
         }
-    }
-}
-
-/// A range as nft writes it: an address, a prefix, or `first-last`.
-fn range(start: IpAddr, end: IpAddr, family: Family) -> String {
-    let bits = match family {
-        Family::V4 => 32,
-        Family::V6 => 128,
-    };
-    let r = AddrRange {
-        start: addr_to_int(start),
-        end: addr_to_int(end),
-    };
-    if r.start == r.end {
-        return start.to_string();
-    }
-    match as_prefix(r, bits) {
-        Some(len) => format!("{start}/{len}"),
-        None => format!("{start}-{end}"),
     }
 }
 

@@ -1,0 +1,131 @@
+//! Runs the `nft` binary: scripts in through standard input (one transaction per script), the
+//! agent's table out as JSON.
+//!
+//! We spawn `nft` ourselves instead of going through the `nftables` crate's helpers: its errors
+//! come back without `nft`'s stderr (NOTES.md section 4), and text scripts apply faster than
+//! JSON (87 ms against 120 ms for 10k elements there). The JSON listing is parsed by
+//! [`super::readback`].
+
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::compile::{TABLE_FAMILY, TABLE_NAME};
+
+/// Why an `nft` call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `nft` could not be started.
+    #[error("cannot run {program}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `nft` rejected the script or the command.
+    #[error("nft failed: {stderr}")]
+    Rejected {
+        /// What `nft` printed on stderr.
+        stderr: String,
+    },
+}
+
+/// How to call `nft` (a path, for tests or images that keep it elsewhere).
+#[derive(Debug, Clone)]
+pub struct Nft {
+    program: String,
+}
+
+impl Default for Nft {
+    fn default() -> Self {
+        Self {
+            program: "nft".to_owned(),
+        }
+    }
+}
+
+impl Nft {
+    /// Calls the given program instead of `nft` from `PATH`.
+    pub fn with_program(program: impl Into<String>) -> Self {
+        Self {
+            program: program.into(),
+        }
+    }
+
+    /// Applies a script as one transaction (`nft -f -`).
+    pub async fn apply(&self, script: &str) -> Result<(), Error> {
+        self.run(&["-f", "-"], Some(script)).await.map(drop)
+    }
+
+    /// Lists the agent's table as JSON; `None` when the table does not exist.
+    pub async fn list_table(&self) -> Result<Option<String>, Error> {
+        match self
+            .run(&["-j", "list", "table", TABLE_FAMILY, TABLE_NAME], None)
+            .await
+        {
+            Ok(listing) => Ok(Some(listing)),
+            Err(Error::Rejected { stderr }) if stderr.contains("No such file or directory") => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists the names of all tables on the node (`family name` each), to spot other engines.
+    pub async fn list_tables(&self) -> Result<Vec<String>, Error> {
+        let out = self.run(&["list", "tables"], None).await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.strip_prefix("table "))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Deletes the agent's table (uninstall); a missing table is fine.
+    pub async fn delete_table(&self) -> Result<(), Error> {
+        match self
+            .run(&["delete", "table", TABLE_FAMILY, TABLE_NAME], None)
+            .await
+        {
+            Err(Error::Rejected { stderr }) if stderr.contains("No such file or directory") => {
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, Error> {
+        let spawn_error = |source| Error::Spawn {
+            program: self.program.clone(),
+            source,
+        };
+        let mut child = Command::new(&self.program)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_error)?;
+        if let (Some(script), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(script.as_bytes())
+                .await
+                .map_err(spawn_error)?;
+            drop(pipe);
+        }
+        let output = child.wait_with_output().await.map_err(spawn_error)?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+            Err(Error::Rejected { stderr })
+        }
+    }
+}
