@@ -5,12 +5,14 @@
 //! that touches the outside (reading manifests, logging, printing) happens in the `run`
 //! functions, after parsing. Exit codes: see [`Outcome`] and [`EXIT_ERROR`].
 //!
+//! - [`agent`]: `kube-nftpol agent`, the node daemon.
 //! - [`compile`]: `kube-nftpol compile`, a node's ruleset from manifests.
 //! - [`explain`]: `kube-nftpol explain`, the verdict for one flow with its reasons.
 //! - [`flow`]: the values `--from`, `--to` and `--port` take.
 //! - [`load`]: loads manifests for both and reports warnings and invalid policies on stderr.
 //! - [`logging`]: `-v` and `--log-level` to a tracing subscriber on stderr.
 
+pub mod agent;
 pub mod compile;
 pub mod explain;
 pub mod flow;
@@ -28,8 +30,9 @@ pub const EXIT_ERROR: u8 = 2;
 
 /// kube-nftpol: Kubernetes NetworkPolicy enforcement with nftables.
 ///
-/// Offline, from a directory of manifests: compile the nftables ruleset a node would get, or
-/// explain why a flow is allowed or denied.
+/// On a node, `agent` enforces NetworkPolicies with nftables. Offline, from a directory of
+/// manifests: compile the nftables ruleset a node would get, or explain why a flow is allowed
+/// or denied.
 #[derive(Debug, Parser)]
 #[command(name = "kube-nftpol", version, propagate_version = true)]
 pub struct Cli {
@@ -83,10 +86,13 @@ Examples (deploy/examples is a demo cluster with example policies):
     --from payments/payments-api-0 --to kube-system/coredns-6f6b7-xm4tp --port 53/udp";
 
 /// The subcommands.
-// `agent` (the node daemon that watches the API server and programs nftables) will join here;
-// it needs an async runtime, which its run function will build, so `main` stays as it is.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node agent: enforce the cluster's NetworkPolicies on this node with nftables
+    ///
+    /// Needs CAP_NET_ADMIN in the node's network namespace. Serves /healthz, /readyz and
+    /// /metrics on --metrics-addr. Stopping it leaves the table enforcing.
+    Agent(agent::AgentArgs),
     /// Print the nftables ruleset a node would get
     #[command(after_help = COMPILE_EXAMPLE)]
     Compile(compile::CompileArgs),
@@ -120,6 +126,7 @@ impl Outcome {
 /// [`EXIT_ERROR`].
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
+        Command::Agent(args) => agent::run(&args),
         Command::Compile(args) => compile::run(&args),
         Command::Explain(args) => explain::run(&args),
     }

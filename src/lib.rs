@@ -14,9 +14,12 @@
 //! - [`source`]: where snapshots come from (a directory of manifests).
 //! - [`cli`]: the command line.
 
+pub mod agent;
 pub mod cli;
 pub mod compile;
 pub mod dataplane;
+pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod source;

@@ -195,7 +195,7 @@ pub fn load_str(text: &str, origin: &str) -> Result<Loaded> {
 }
 
 /// The manifest files under `root`, sorted by path.
-fn manifest_files(root: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn manifest_files(root: &Path) -> Result<Vec<PathBuf>> {
     let metadata = fs::metadata(root).map_err(|source| Error::Read {
         path: root.to_owned(),
         source,

@@ -1,0 +1,85 @@
+//! The agent's HTTP endpoints, read-only:
+//!
+//! - `GET /healthz`: 200 while the process serves requests (liveness).
+//! - `GET /readyz`: 200 once the first complete ruleset is in the kernel, 503 before (the latch
+//!   never goes back: a later failed apply leaves the previous ruleset enforcing).
+//! - `GET /metrics`: the OpenMetrics text of [`crate::metrics::Metrics`].
+//!
+//! Nothing here can change enforcement.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::metrics::Metrics;
+
+/// What the endpoints read.
+#[derive(Debug)]
+pub struct Shared {
+    /// Released once the first ruleset is verified in the kernel.
+    pub ready: AtomicBool,
+    /// The metrics.
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    /// Not ready, fresh metrics.
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            ready: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
+    /// Releases the readiness latch.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+/// The router, for serving and for tests.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+/// Binds `addr` and serves until the task is dropped.
+pub async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics address {addr}"))?;
+    axum::serve(listener, router(shared))
+        .await
+        .context("serving HTTP")
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if shared.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first ruleset\n",
+        )
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+}

@@ -1,0 +1,196 @@
+//! The agent's Prometheus metrics: one registry with the `kube_nftpol` prefix, one struct per
+//! subsystem registered into it, served as OpenMetrics text at `/metrics` (see [`crate::http`]).
+//!
+//! Label values come from fixed enums only, never from object names or error strings, so the
+//! number of series stays bounded.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// Every metric of the agent.
+#[derive(Debug)]
+pub struct Metrics {
+    /// The registry that `/metrics` encodes.
+    pub registry: Registry,
+    /// Dataplane metrics.
+    pub dataplane: DataplaneMetrics,
+    /// Source metrics.
+    pub source: SourceMetrics,
+}
+
+/// How a ruleset reached the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum ApplyKind {
+    /// The table's content was replaced in one transaction.
+    Full,
+    /// Only what changed was updated.
+    Incremental,
+}
+
+/// Labels of apply counters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ApplyLabels {
+    /// Full or incremental.
+    pub kind: ApplyKind,
+}
+
+/// A histogram family with the agent's latency buckets (1 ms to 8 s).
+pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
+/// The dataplane's metrics (`kube_nftpol_dataplane_*`, `kube_nftpol_ruleset_*`).
+#[derive(Debug)]
+pub struct DataplaneMetrics {
+    /// Rulesets applied, by kind.
+    pub applies: Family<ApplyLabels, Counter>,
+    /// Applies that failed (the previous table stays in the kernel).
+    pub apply_errors: Counter,
+    /// Times the table was found changed by someone else and replaced.
+    pub repairs: Counter,
+    /// Seconds from the decision to apply to the verified table, by kind.
+    pub apply_duration: HistogramFamily<ApplyLabels>,
+    /// Chains in the table.
+    pub chains: Gauge,
+    /// Elements in the table's sets and maps.
+    pub set_elements: Gauge,
+}
+
+/// The source's metrics (`kube_nftpol_source_*`, `kube_nftpol_policies_invalid`).
+#[derive(Debug, Default)]
+pub struct SourceMetrics {
+    /// Snapshots loaded.
+    pub loads: Counter,
+    /// Loads that failed (the last good snapshot stays in force).
+    pub load_errors: Counter,
+    /// NetworkPolicies that failed validation and are enforced fail-closed.
+    pub invalid_policies: Gauge,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kube_nftpol");
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+
+        let dataplane = DataplaneMetrics {
+            applies: Family::default(),
+            apply_errors: Counter::default(),
+            repairs: Counter::default(),
+            apply_duration: Family::new_with_constructor(latency_histogram),
+            chains: Gauge::default(),
+            set_elements: Gauge::default(),
+        };
+        let sub = registry.sub_registry_with_prefix("dataplane");
+        sub.register(
+            "applies",
+            "Rulesets applied to the kernel, by kind",
+            dataplane.applies.clone(),
+        );
+        sub.register(
+            "apply_errors",
+            "Applies that failed; the previous table stays",
+            dataplane.apply_errors.clone(),
+        );
+        sub.register(
+            "repairs",
+            "Times the table was changed by someone else and repaired",
+            dataplane.repairs.clone(),
+        );
+        sub.register(
+            "apply_duration_seconds",
+            "Time to apply and verify a ruleset, by kind",
+            dataplane.apply_duration.clone(),
+        );
+        let sub = registry.sub_registry_with_prefix("ruleset");
+        sub.register(
+            "chains",
+            "Chains in the agent's table",
+            dataplane.chains.clone(),
+        );
+        sub.register(
+            "set_elements",
+            "Elements in the table's sets and maps",
+            dataplane.set_elements.clone(),
+        );
+
+        let source = SourceMetrics::default();
+        let sub = registry.sub_registry_with_prefix("source");
+        sub.register(
+            "loads",
+            "Snapshots loaded from the source",
+            source.loads.clone(),
+        );
+        sub.register(
+            "load_errors",
+            "Source loads that failed; the last good snapshot stays",
+            source.load_errors.clone(),
+        );
+        registry.register(
+            "policies_invalid",
+            "NetworkPolicies that failed validation and are enforced fail-closed",
+            source.invalid_policies.clone(),
+        );
+        Self {
+            registry,
+            dataplane,
+            source,
+        }
+    }
+
+    /// The registry as OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_encoded_with_the_prefix_and_kind_labels() {
+        let metrics = Metrics::new();
+        metrics
+            .dataplane
+            .applies
+            .get_or_create(&ApplyLabels {
+                kind: ApplyKind::Full,
+            })
+            .inc();
+        metrics.dataplane.repairs.inc();
+        metrics.dataplane.chains.set(7);
+        let text = metrics.encode();
+        assert!(
+            text.contains("kube_nftpol_dataplane_applies_total{kind=\"Full\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kube_nftpol_dataplane_repairs_total 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("kube_nftpol_ruleset_chains 7\n"), "{text}");
+        assert!(text.contains("kube_nftpol_build_info{version="), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
