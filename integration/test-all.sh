@@ -8,6 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The suites that need root (Cargo.toml: test = false, so a plain `cargo test` skips them).
+root_suites="nft_accepts dataplane"
+
 step() { printf '\n==> %s\n' "$*"; }
 
 # Every cargo test run is teed here so the end can print one total for all suites.
@@ -41,13 +44,15 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings (and the root suites, which --all-targets skips)"
 cargo clippy --all-targets --quiet -- -D warnings
-cargo clippy --quiet --test nft_accepts -- -D warnings
+for suite in $root_suites; do cargo clippy --quiet --test "$suite" -- -D warnings; done
 
 step "cargo tests (no root)"
 run_tests cargo test --quiet
 
-step "root suite: nft accepts the compiled rulesets"
-run_tests cargo test --quiet --test nft_accepts
+for suite in $root_suites; do
+  step "root suite: $suite"
+  run_tests cargo test --quiet --test "$suite"
+done
 
 step "benchmark smoke run (one iteration each; full run: cargo bench --bench compile)"
 cargo bench --quiet --bench compile -- --test

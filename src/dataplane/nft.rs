@@ -33,26 +33,35 @@ pub enum Error {
     },
 }
 
-/// How to call `nft` (a path, for tests or images that keep it elsewhere).
+/// How to call `nft`: `nft` from `PATH` by default, or any command line that ends in an `nft`
+/// invocation (`ip netns exec NS nft`, for tests).
 #[derive(Debug, Clone)]
 pub struct Nft {
     program: String,
+    leading_args: Vec<String>,
 }
 
 impl Default for Nft {
     fn default() -> Self {
-        Self {
-            program: "nft".to_owned(),
-        }
+        Self::with_command(["nft"])
     }
 }
 
 impl Nft {
-    /// Calls the given program instead of `nft` from `PATH`.
-    pub fn with_program(program: impl Into<String>) -> Self {
+    /// Calls `command` (program and leading arguments) instead of `nft`.
+    pub fn with_command<S: Into<String>>(command: impl IntoIterator<Item = S>) -> Self {
+        let mut parts = command.into_iter().map(Into::into);
+        let program = parts.next().unwrap_or_else(|| "nft".to_owned());
+        let leading_args = parts.collect();
         Self {
-            program: program.into(),
+            program,
+            leading_args,
         }
+    }
+
+    /// Runs `nft` inside the named network namespace (`ip netns exec NAME nft`).
+    pub fn in_netns(name: &str) -> Self {
+        Self::with_command(["ip", "netns", "exec", name, "nft"])
     }
 
     /// Applies a script as one transaction (`nft -f -`).
@@ -103,6 +112,7 @@ impl Nft {
             source,
         };
         let mut child = Command::new(&self.program)
+            .args(&self.leading_args)
             .args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()

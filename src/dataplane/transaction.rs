@@ -268,3 +268,164 @@ fn join(items: &[&String]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use serde_json::json;
+
+    use super::*;
+    use crate::compile::{Options, compile};
+    use crate::model::{ObjectKey, Pod, PodPhase, Snapshot};
+
+    fn pod(ns: &str, name: &str, app: &str, ip: &str) -> Pod {
+        Pod {
+            key: ObjectKey::new(ns, name),
+            labels: [("app".to_string(), app.to_string())].into(),
+            node: Some("n1".into()),
+            ips: vec![ip.parse().unwrap()],
+            phase: PodPhase::Active,
+            host_network: false,
+            terminating: false,
+            ports: Vec::new(),
+            owner: None,
+        }
+    }
+
+    fn cluster() -> Snapshot {
+        let mut s = Snapshot::new();
+        s.upsert_pod(pod("web", "a", "a", "10.0.0.1"));
+        s.upsert_pod(pod("web", "b", "b", "10.0.0.2"));
+        s.upsert_pod(pod("api", "c", "c", "10.0.0.3"));
+        let policy: NetworkPolicy = serde_json::from_value(json!({
+            "metadata": {"name": "from-b", "namespace": "web"},
+            "spec": {"podSelector": {"matchLabels": {"app": "a"}},
+                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}]}]}
+        }))
+        .unwrap();
+        s.upsert_network_policy(&policy).unwrap();
+        let deny: NetworkPolicy = serde_json::from_value(json!({
+            "metadata": {"name": "deny", "namespace": "api"}, "spec": {"podSelector": {}}
+        }))
+        .unwrap();
+        s.upsert_network_policy(&deny).unwrap();
+        s
+    }
+
+    fn plan(before: &Snapshot, after: &Snapshot) -> Plan {
+        let options = Options::default();
+        incremental(
+            &compile(before, "n1", &options),
+            &compile(after, "n1", &options),
+        )
+    }
+
+    #[test]
+    fn nothing_changes_for_an_equal_ruleset() {
+        assert_eq!(plan(&cluster(), &cluster()), Plan::Nothing);
+    }
+
+    #[test]
+    fn a_new_peer_pod_only_adds_a_set_element() {
+        let mut after = cluster();
+        after.upsert_pod(pod("web", "b2", "b", "10.0.0.9"));
+        let Plan::Script { script, touched } = plan(&cluster(), &after) else {
+            panic!()
+        };
+        assert_eq!(
+            script,
+            "add element inet kube-nftpol np_web_from-b_in0_pods4 { 10.0.0.9 }\n"
+        );
+        assert_eq!(touched.sets, ["np_web_from-b_in0_pods4"]);
+        assert!(touched.chains.is_empty());
+    }
+
+    #[test]
+    fn a_relabelled_pod_moves_between_sets_without_touching_chains() {
+        let mut after = cluster();
+        after.upsert_pod(pod("web", "b", "other", "10.0.0.2"));
+        let Plan::Script { script, touched } = plan(&cluster(), &after) else {
+            panic!()
+        };
+        assert_eq!(
+            script,
+            "delete element inet kube-nftpol np_web_from-b_in0_pods4 { 10.0.0.2 }\n"
+        );
+        assert!(touched.chains.is_empty());
+    }
+
+    #[test]
+    fn a_newly_isolated_pod_gets_its_chain_before_its_map_element() {
+        let mut after = cluster();
+        after.upsert_pod(pod("api", "d", "d", "10.0.0.4"));
+        let Plan::Script { script, touched } = plan(&cluster(), &after) else {
+            panic!()
+        };
+        let chain_at = script.find("chain in_api_d {").expect("chain added");
+        let element_at = script
+            .find("add element inet kube-nftpol ingress4 { 10.0.0.4 : goto in_api_d }")
+            .expect("map element");
+        assert!(chain_at < element_at, "{script}");
+        assert_eq!(touched.chains, ["in_api_d"]);
+        assert_eq!(touched.maps, ["ingress4"]);
+    }
+
+    #[test]
+    fn a_changed_policy_refills_only_the_chains_of_the_pods_it_selects() {
+        let mut after = cluster();
+        let policy: NetworkPolicy = serde_json::from_value(json!({
+            "metadata": {"name": "from-b", "namespace": "web"},
+            "spec": {"podSelector": {"matchLabels": {"app": "a"}},
+                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "b"}}}], "ports": [{"port": 80}]}]}
+        }))
+        .unwrap();
+        after.upsert_network_policy(&policy).unwrap();
+        let Plan::Script { script, touched } = plan(&cluster(), &after) else {
+            panic!()
+        };
+        assert_eq!(touched.chains, ["in_web_a"]);
+        assert!(
+            script.starts_with(
+                "flush chain inet kube-nftpol in_web_a\nadd rule inet kube-nftpol in_web_a "
+            ),
+            "{script}"
+        );
+        assert!(!script.contains("in_api_c"));
+    }
+
+    #[test]
+    fn a_deleted_policy_removes_map_elements_before_chains_and_chains_before_sets() {
+        let mut after = cluster();
+        after.remove_policy(&ObjectKey::new("web", "from-b"));
+        let Plan::Script { script, .. } = plan(&cluster(), &after) else {
+            panic!()
+        };
+        let element = script
+            .find("delete element inet kube-nftpol ingress4 { 10.0.0.1 }")
+            .expect("map element");
+        let chain = script
+            .find("delete chain inet kube-nftpol in_web_a")
+            .expect("chain");
+        let set = script
+            .find("delete set inet kube-nftpol np_web_from-b_in0_pods4")
+            .expect("set");
+        assert!(element < chain && chain < set, "{script}");
+    }
+
+    #[test]
+    fn full_replace_keeps_base_chains_and_deletes_everything_else_first() {
+        let ruleset = compile(&cluster(), "n1", &Options::default());
+        let current = crate::dataplane::readback::Summary::of(&ruleset);
+        let script = full_replace(Some(&current), &ruleset);
+        assert!(script.starts_with("flush table inet kube-nftpol\n"));
+        assert!(!script.contains("delete chain inet kube-nftpol postrouting"));
+        assert!(!script.contains("delete chain inet kube-nftpol input"));
+        assert!(script.contains("delete chain inet kube-nftpol in_web_a\n"));
+        assert!(script.contains("delete map inet kube-nftpol ingress4\n"));
+        assert!(script.ends_with(&crate::compile::render_text::render(&ruleset)));
+        assert_eq!(
+            full_replace(None, &ruleset),
+            crate::compile::render_text::render(&ruleset)
+        );
+    }
+}
