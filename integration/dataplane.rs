@@ -346,3 +346,109 @@ fn other_tables_are_never_touched() {
     });
     assert_eq!(foreign(&ns), before);
 }
+
+/// A pod namespace behind a routed veth in `node`, kindnet style: the pod has `ip`/32 and a
+/// default route via 10.0.0.254 on-link; the node has the gateway address on the veth and a
+/// /32 route to the pod.
+fn routed_pod(node: &Netns, veth: &str, ip: &str) -> Netns {
+    let pod = Netns::new();
+    let run = |args: &[&str]| {
+        let ok = Command::new("ip")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ip {args:?}");
+    };
+    run(&[
+        "-n", &node.0, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", &pod.0,
+    ]);
+    run(&["-n", &node.0, "link", "set", veth, "up"]);
+    run(&["-n", &node.0, "addr", "add", "10.0.0.254/32", "dev", veth]);
+    run(&[
+        "-n",
+        &node.0,
+        "route",
+        "add",
+        &format!("{ip}/32"),
+        "dev",
+        veth,
+    ]);
+    run(&["-n", &pod.0, "link", "set", "lo", "up"]);
+    run(&["-n", &pod.0, "link", "set", "eth0", "up"]);
+    run(&[
+        "-n",
+        &pod.0,
+        "addr",
+        "add",
+        &format!("{ip}/32"),
+        "dev",
+        "eth0",
+    ]);
+    run(&["-n", &pod.0, "route", "add", "10.0.0.254", "dev", "eth0"]);
+    run(&[
+        "-n",
+        &pod.0,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.0.0.254",
+        "dev",
+        "eth0",
+    ]);
+    pod
+}
+
+/// Whether one ping from `pod` (from `source`) to the node's gateway address gets a reply.
+fn ping(pod: &Netns, source: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pod.0,
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-I",
+            source,
+            "10.0.0.254",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn a_pod_sending_with_another_address_is_dropped_at_its_veth() {
+    let node = Netns::new();
+    let pod = routed_pod(&node, "vethspoof1", "10.0.0.1");
+    // The pod also holds a second address it does not own in the cluster.
+    let ok = Command::new("ip")
+        .args(["-n", &pod.0, "addr", "add", "10.0.0.2/32", "dev", "eth0"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok);
+    let mut s = Snapshot::new();
+    s.upsert_pod(pod_on("web", "a", "10.0.0.1"));
+    s.upsert_pod(pod_on("web", "b", "10.0.0.2"));
+    let interfaces: compile::PodInterfaces =
+        [("10.0.0.1".parse().unwrap(), "vethspoof1".to_string())].into();
+    let desired = compile::compile_with_interfaces(&s, "n1", &interfaces, &Options::default());
+    runtime().block_on(async {
+        let mut dp = Dataplane::new(Nft::in_netns(&node.0));
+        dp.apply(&desired).await.unwrap();
+    });
+    assert_eq!(node.summary(), Summary::of(&desired));
+    assert!(ping(&pod, "10.0.0.1"), "its own address works");
+    assert!(!ping(&pod, "10.0.0.2"), "another pod's address is dropped");
+    let chain = node.nft(&["list", "chain", "inet", "kube-nftpol", "prerouting"]);
+    assert!(
+        chain.contains("counter packets 1 "),
+        "the spoofed packet is counted:\n{chain}"
+    );
+}
+
+fn pod_on(ns: &str, name: &str, ip: &str) -> Pod {
+    pod(ns, name, "x", ip)
+}

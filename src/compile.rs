@@ -84,8 +84,28 @@ pub fn pod_chain_name(pod: &Pod, direction: Direction) -> String {
     bounded_name(format!("{dir}_{}_{}", pod.key.namespace, pod.key.name))
 }
 
-/// Compiles the desired ruleset of `node`.
+/// The host-side interface of each local pod address, as the node's routes say
+/// (`10.244.1.5 dev veth1a2b3c4d`). Learned by [`crate::dataplane::interfaces`].
+pub type PodInterfaces = BTreeMap<IpAddr, String>;
+
+/// Names of the anti-spoofing chain and sets.
+pub const ANTI_SPOOF_CHAIN: &str = "prerouting";
+const POD_INTERFACES_SET: &str = "pod_ifaces";
+
+/// Compiles the desired ruleset of `node`, without anti-spoofing entries (no interface is
+/// known): what `kube-nftpol compile` prints.
 pub fn compile(snapshot: &Snapshot, node: &str, options: &Options) -> Ruleset {
+    compile_with_interfaces(snapshot, node, &PodInterfaces::new(), options)
+}
+
+/// Compiles the desired ruleset of `node`; `interfaces` says which veth each local pod sits
+/// behind, so packets entering from that veth with another source address are dropped.
+pub fn compile_with_interfaces(
+    snapshot: &Snapshot,
+    node: &str,
+    interfaces: &PodInterfaces,
+    options: &Options,
+) -> Ruleset {
     let mut sets = BTreeMap::new();
     let mut maps: BTreeMap<String, Vec<(IpAddr, MapVerdict)>> = BTreeMap::new();
     for direction in [Direction::Ingress, Direction::Egress] {
@@ -95,9 +115,11 @@ pub fn compile(snapshot: &Snapshot, node: &str, options: &Options) -> Ruleset {
     }
     let mut pod_chains = Vec::new();
 
-    let local_pods = snapshot
+    let local_pods: Vec<&Pod> = snapshot
         .pods()
-        .filter(|p| p.node.as_deref() == Some(node) && p.is_policy_endpoint());
+        .filter(|p| p.node.as_deref() == Some(node) && p.is_policy_endpoint())
+        .collect();
+    anti_spoof_sets(&local_pods, interfaces, &mut sets);
     for pod in local_pods {
         for direction in [Direction::Ingress, Direction::Egress] {
             let isolating: Vec<&Policy> = snapshot
@@ -122,7 +144,8 @@ pub fn compile(snapshot: &Snapshot, node: &str, options: &Options) -> Ruleset {
     }
 
     pod_chains.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut chains = base_chains();
+    let mut chains = vec![anti_spoof_chain()];
+    chains.extend(base_chains());
     chains.extend(pod_chains);
     let maps = maps
         .into_iter()
@@ -146,6 +169,109 @@ pub fn compile(snapshot: &Snapshot, node: &str, options: &Options) -> Ruleset {
         maps,
         sets: sets.into_values().collect(),
         chains,
+    }
+}
+
+/// `pod_ifaces` (the veths of local pods) and `pod_iface_addrs4`/`6` (which source addresses
+/// each may send from: all of its pod's addresses, whichever of them the route named).
+fn anti_spoof_sets(
+    local_pods: &[&Pod],
+    interfaces: &PodInterfaces,
+    sets: &mut BTreeMap<String, Set>,
+) {
+    let mut veths = Vec::new();
+    let mut pairs = Vec::new();
+    for pod in local_pods {
+        let mut pod_veths: Vec<&String> = pod
+            .ips
+            .iter()
+            .filter_map(|ip| interfaces.get(ip))
+            .filter(|name| is_safe_interface_name(name))
+            .collect();
+        pod_veths.sort();
+        pod_veths.dedup();
+        for veth in pod_veths {
+            veths.push(SetElement::Interface(veth.clone()));
+            for ip in &pod.ips {
+                pairs.push(SetElement::InterfaceAddress(veth.clone(), *ip));
+            }
+        }
+    }
+    veths.sort();
+    veths.dedup();
+    pairs.sort();
+    pairs.dedup();
+    let mut add = |name: String, family, kind, elements, comment: &str| {
+        let set = Set {
+            name: name.clone(),
+            family,
+            kind,
+            elements,
+            comment: comment.into(),
+        };
+        sets.insert(name, set);
+    };
+    add(
+        POD_INTERFACES_SET.into(),
+        Family::V4,
+        SetKind::Interfaces,
+        veths,
+        "veths of this node's pods",
+    );
+    for family in Family::ALL {
+        let elements = pairs
+            .iter()
+            .filter(
+                |e| matches!(e, SetElement::InterfaceAddress(_, ip) if Family::of(*ip) == family),
+            )
+            .cloned()
+            .collect();
+        let name = anti_spoof_set_name(family);
+        add(
+            name,
+            family,
+            SetKind::InterfaceAddresses,
+            elements,
+            "source addresses each pod veth may use",
+        );
+    }
+}
+
+fn anti_spoof_set_name(family: Family) -> String {
+    format!("pod_iface_addrs{}", family.suffix())
+}
+
+/// Interface names go into nft scripts quoted; anything beyond the usual characters is left
+/// out rather than escaped (Linux names are at most 15 bytes).
+fn is_safe_interface_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
+}
+
+/// Drops packets that enter from a pod's veth with a source address that is not the pod's.
+fn anti_spoof_chain() -> Chain {
+    let spoofed = |family: Family| {
+        let mut exprs = vec![Expr::InputInterfaceInSet(POD_INTERFACES_SET.into())];
+        if family == Family::V6 {
+            exprs.push(Expr::Ip6SourceNotLinkLocal);
+        }
+        exprs.extend([
+            Expr::InterfaceSourceNotInSet(family, anti_spoof_set_name(family)),
+            Expr::Counter,
+            Expr::Drop,
+        ]);
+        Rule {
+            exprs,
+            comment: Some("spoofed source address".into()),
+        }
+    };
+    Chain {
+        name: ANTI_SPOOF_CHAIN.into(),
+        hook: Some(Hook::Prerouting),
+        rules: Family::ALL.map(spoofed).into(),
     }
 }
 

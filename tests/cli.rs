@@ -95,6 +95,7 @@ fn compile_prints_the_nodes_table_with_its_pod_chains() {
     let text = stdout(&output);
     assert!(text.starts_with("table inet kube-nftpol {\n"), "{text}");
     for chain in [
+        "chain prerouting {",
         "chain postrouting {",
         "chain input {",
         "chain eg_web_frontend-1 {",
@@ -107,7 +108,7 @@ fn compile_prints_the_nodes_table_with_its_pod_chains() {
     assert!(!text.contains("chain in_api_backend-2"), "{text}");
     // The named port `http` resolved on each destination pod for the frontend's egress.
     assert!(text.contains("10.244.2.20 . tcp . 8080"), "{text}");
-    assert_eq!(text.matches("\tchain ").count(), 5, "{text}");
+    assert_eq!(text.matches("\tchain ").count(), 6, "{text}");
 }
 
 #[test]

@@ -86,6 +86,8 @@ fn set(set: &Set) -> Value {
         SetKind::AddressProtocolPort => {
             json!([set.family.addr_type(), "inet_proto", "inet_service"])
         }
+        SetKind::Interfaces => json!("ifname"),
+        SetKind::InterfaceAddresses => json!(["ifname", set.family.addr_type()]),
     };
     let mut body = json!({
         "family": TABLE_FAMILY,
@@ -177,6 +179,21 @@ fn expr(e: &Expr) -> Value {
             json!({"concat": [{"meta": {"key": "l4proto"}}, payload("th", "dport")]}),
             json!({"set": ports.iter().map(protocol_ports).collect::<Vec<_>>()}),
         ),
+        Expr::InputInterfaceInSet(set) => matches(
+            "==",
+            json!({"meta": {"key": "iifname"}}),
+            json!(format!("@{set}")),
+        ),
+        Expr::InterfaceSourceNotInSet(family, set) => matches(
+            "!=",
+            json!({"concat": [{"meta": {"key": "iifname"}}, addr_field(AddrField::Source, *family)]}),
+            json!(format!("@{set}")),
+        ),
+        Expr::Ip6SourceNotLinkLocal => matches(
+            "!=",
+            payload("ip6", "saddr"),
+            json!({"set": ["::", {"prefix": {"addr": "fe80::", "len": 10}}]}),
+        ),
         // An anonymous counter starting at zero: in input no properties are required
         // (man libnftables-json, COUNTER statement).
         Expr::Counter => json!({"counter": null}),
@@ -228,6 +245,10 @@ fn element(e: &SetElement, family: Family) -> Value {
         SetElement::Range(start, end) => range(*start, *end, family),
         SetElement::AddressProtocolPort(ip, protocol, port) => {
             json!({"concat": [ip.to_string(), protocol.as_str(), port]})
+        }
+        SetElement::Interface(name) => json!(sanitize(name)),
+        SetElement::InterfaceAddress(name, ip) => {
+            json!({"concat": [sanitize(name), ip.to_string()]})
         }
     }
 }

@@ -52,6 +52,8 @@ pub(crate) fn render_set(out: &mut String, set: &Set) {
         SetKind::AddressProtocolPort => {
             format!("{} . inet_proto . inet_service", set.family.addr_type())
         }
+        SetKind::Interfaces => "ifname".to_owned(),
+        SetKind::InterfaceAddresses => format!("ifname . {}", set.family.addr_type()),
     };
     let _ = writeln!(out, "\t\ttype {key}");
     if set.kind == SetKind::AddressRanges {
@@ -131,6 +133,12 @@ fn expr(e: &Expr) -> String {
             let items: Vec<String> = ports.iter().map(protocol_ports).collect();
             format!("meta l4proto . th dport {{ {} }}", items.join(", "))
         }
+        Expr::InputInterfaceInSet(set) => format!("iifname @{set}"),
+        Expr::InterfaceSourceNotInSet(family, set) => format!(
+            "iifname . {} != @{set}",
+            addr_field(AddrField::Source, *family)
+        ),
+        Expr::Ip6SourceNotLinkLocal => "ip6 saddr != { ::, fe80::/10 }".into(),
         Expr::Counter => "counter".into(),
         Expr::Limit {
             rate_per_second,
@@ -167,6 +175,8 @@ pub(crate) fn element(e: &SetElement, family: Family) -> String {
         SetElement::AddressProtocolPort(ip, protocol, port) => {
             format!("{ip} . {protocol} . {port}")
         }
+        SetElement::Interface(name) => quote(name),
+        SetElement::InterfaceAddress(name, ip) => format!("{} . {ip}", quote(name)),
     }
 }
 

@@ -119,6 +119,10 @@ pub enum SetKind {
     AddressRanges,
     /// `address . protocol . port` (named ports resolved per destination pod).
     AddressProtocolPort,
+    /// Interface names (`ifname`; the family is irrelevant).
+    Interfaces,
+    /// `interface . address` (anti-spoofing: which source addresses a pod's veth may send).
+    InterfaceAddresses,
 }
 
 /// A named set.
@@ -145,6 +149,10 @@ pub enum SetElement {
     Range(IpAddr, IpAddr),
     /// A destination address with protocol and port.
     AddressProtocolPort(IpAddr, Protocol, u16),
+    /// An interface name.
+    Interface(String),
+    /// An interface name with an address it may send from.
+    InterfaceAddress(String, IpAddr),
 }
 
 /// A chain; `hook` is set for base chains.
@@ -166,6 +174,9 @@ pub enum Hook {
     Postrouting,
     /// `hook input priority filter`: packets from pods to the node's own addresses.
     Input,
+    /// `hook prerouting priority raw`: anti-spoofing, before connection tracking sees the
+    /// packet.
+    Prerouting,
 }
 
 impl Hook {
@@ -174,6 +185,7 @@ impl Hook {
         match self {
             Self::Postrouting => "postrouting",
             Self::Input => "input",
+            Self::Prerouting => "prerouting",
         }
     }
 
@@ -182,6 +194,7 @@ impl Hook {
         match self {
             Self::Postrouting => 95,
             Self::Input => 0,
+            Self::Prerouting => -300,
         }
     }
 
@@ -190,6 +203,7 @@ impl Hook {
         match self {
             Self::Postrouting => "srcnat - 5",
             Self::Input => "filter",
+            Self::Prerouting => "raw",
         }
     }
 }
@@ -232,6 +246,13 @@ pub enum Expr {
     DestinationProtocolPortInSet(Family, String),
     /// `meta l4proto . th dport { tcp . 80, udp . 53-54 }` (sorted, merged).
     ProtocolPortIn(Vec<ProtocolPorts>),
+    /// `iifname @set`: the packet entered through one of the set's interfaces.
+    InputInterfaceInSet(String),
+    /// `iifname . ip saddr != @set`: the input interface may not send from this source.
+    InterfaceSourceNotInSet(Family, String),
+    /// `ip6 saddr != { ::, fe80::/10 }`: not link-local or unspecified (neighbour discovery
+    /// and duplicate address detection use those).
+    Ip6SourceNotLinkLocal,
     /// `counter`.
     Counter,
     /// `limit rate N/second burst B packets`.

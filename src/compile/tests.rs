@@ -118,8 +118,14 @@ fn policies_selecting_no_local_pod_add_nothing_to_the_node() {
     s.upsert_pod(pod("web", "b1", "b", "n1", "10.0.0.3"));
     s.upsert_network_policy(&allow_from_app_b()).unwrap();
     let r = compile(&s, "n1", &Options::default());
-    assert!(r.sets.is_empty());
-    assert_eq!(r.chains.len(), 2, "only the base chains");
+    assert!(
+        r.sets.iter().all(|s| s.name.starts_with("pod_")),
+        "only anti-spoofing sets"
+    );
+    assert!(
+        r.chains.iter().all(|c| c.hook.is_some()),
+        "only the base chains"
+    );
 }
 
 #[test]
@@ -296,4 +302,58 @@ fn rule_cost_depends_on_the_pods_own_policies_not_the_cluster() {
             .len()
     };
     assert_eq!(chain(&small), chain(&big));
+}
+
+#[test]
+fn anti_spoofing_lets_each_veth_send_from_all_of_its_pods_addresses_only() {
+    let mut s = Snapshot::new();
+    let mut dual = pod("web", "a", "a", "n1", "10.0.0.1");
+    dual.ips.push("fd00::1".parse().unwrap());
+    s.upsert_pod(dual);
+    s.upsert_pod(pod("web", "b", "b", "n1", "10.0.0.2"));
+    s.upsert_pod(pod("web", "remote", "b", "n2", "10.0.0.3"));
+    let interfaces: PodInterfaces = [
+        ("10.0.0.1".parse().unwrap(), "veth0a".to_string()),
+        ("10.0.0.2".parse().unwrap(), "bad\"name".to_string()),
+        ("10.0.0.3".parse().unwrap(), "veth0c".to_string()),
+        ("10.9.9.9".parse().unwrap(), "veth0d".to_string()),
+    ]
+    .into();
+    let r = compile_with_interfaces(&s, "n1", &interfaces, &Options::default());
+    assert_eq!(
+        elements(&r, "pod_ifaces"),
+        [SetElement::Interface("veth0a".into())]
+    );
+    assert_eq!(
+        elements(&r, "pod_iface_addrs4"),
+        [SetElement::InterfaceAddress(
+            "veth0a".into(),
+            "10.0.0.1".parse().unwrap()
+        )]
+    );
+    assert_eq!(
+        elements(&r, "pod_iface_addrs6"),
+        [SetElement::InterfaceAddress(
+            "veth0a".into(),
+            "fd00::1".parse().unwrap()
+        )],
+        "the IPv6 address is allowed although only the IPv4 route named the veth"
+    );
+    let chain = r.chain(ANTI_SPOOF_CHAIN).unwrap();
+    assert_eq!(chain.hook, Some(Hook::Prerouting));
+    assert!(
+        chain
+            .rules
+            .iter()
+            .all(|r| r.exprs.ends_with(&[Expr::Counter, Expr::Drop]))
+    );
+    assert_eq!(r.chains[0].name, ANTI_SPOOF_CHAIN);
+    assert_eq!(
+        compile(&s, "n1", &Options::default())
+            .set("pod_ifaces")
+            .unwrap()
+            .elements,
+        [],
+        "no interfaces known: nothing is checked, everything still policed by address"
+    );
 }

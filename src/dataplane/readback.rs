@@ -215,6 +215,8 @@ fn ruleset_element_text(element: &SetElement, family: Family) -> String {
         SetElement::AddressProtocolPort(ip, protocol, port) => {
             format!("{ip} . {protocol} . {port}")
         }
+        SetElement::Interface(name) => name.clone(),
+        SetElement::InterfaceAddress(name, ip) => format!("{name} . {ip}"),
     }
 }
 

@@ -82,6 +82,11 @@ fn run_chain(ruleset: &Ruleset, name: &str, packet: &Packet) -> Outcome {
                         continue 'rules;
                     }
                 }
+                Expr::InputInterfaceInSet(_)
+                | Expr::InterfaceSourceNotInSet(..)
+                | Expr::Ip6SourceNotLinkLocal => {
+                    panic!("anti-spoofing matches belong to prerouting, not {name}")
+                }
                 Expr::Counter | Expr::Log { .. } => {}
                 // The rate limit only decides whether the drop is logged; never the verdict.
                 Expr::Limit { .. } => continue 'rules,
@@ -139,6 +144,8 @@ fn element_has_address(element: &SetElement, addr: IpAddr) -> bool {
             (IpAddr::V6(s), IpAddr::V6(e), IpAddr::V6(a)) => (*s..=*e).contains(&a),
             _ => false,
         },
-        SetElement::AddressProtocolPort(..) => false,
+        SetElement::AddressProtocolPort(..)
+        | SetElement::Interface(_)
+        | SetElement::InterfaceAddress(..) => false,
     }
 }
