@@ -1,33 +1,113 @@
 #!/usr/bin/env bash
-# The main job, offline: builds kube-nftpol, compiles the example cluster in deploy/examples/ for
-# node-1, and explains an allowed and a denied connection. Changes nothing on this machine.
-#   integration/demo.sh
+# The main job: kube-nftpol enforcing the example policies on a simulated node, as root.
+#   sudo integration/demo.sh
+# Builds the agent, makes a node (a network namespace) with four of the pods of
+# deploy/examples/demo-cluster.yaml as network namespaces behind routed veths (as kind's kindnet
+# does), runs the real agent in the node with --manifests deploy/examples, then shows an allowed
+# and a denied connection, why (explain), the drop log lines and the metrics. Everything it
+# made (namespaces, processes) is removed on exit, also on failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 examples=deploy/examples
-bin=target/release/kube-nftpol
-say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+bin=$PWD/target/release/kube-nftpol
+run_id=knp-demo-$$
+node=$run_id-node
+log=$(mktemp)
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
+[ "$(id -u)" -eq 0 ] || { echo "integration/demo.sh needs root (network namespaces, nftables): run it with sudo" >&2; exit 2; }
+for tool in cargo ip nft python3; do
+  command -v "$tool" >/dev/null || { echo "$tool not found (sudo integration/test-all.sh installs the packages)" >&2; exit 2; }
+done
+
+namespaces=()
+agent_pid=""
+cleanup() {
+  [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
+  for ns in "${namespaces[@]}"; do
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  rm -f "$log"
+}
+trap cleanup EXIT INT TERM
+
 say "Building kube-nftpol (release)"
 cargo build --release --quiet
 
-say "The ruleset node-1 would get: $bin compile --manifests $examples --node node-1"
-ruleset=$("$bin" compile --manifests "$examples" --node node-1)
-printf '%s\n' "$ruleset" | sed -n '/chain in_shop_backend-5c8b6-qx2lp {/,/^\t}/p'
-printf '(%s lines; chains: %s)\n' "$(printf '%s\n' "$ruleset" | wc -l)" \
-  "$(printf '%s\n' "$ruleset" | awk '/^\tchain /{print $2}' | paste -sd' ')"
-
-explain() {
-  say "$bin explain --manifests $examples $*"
-  set +e
-  "$bin" explain --manifests "$examples" "$@"
-  echo "(exit code $?)"
-  set -e
+say "A node with four pods (namespace/pod IP from $examples/demo-cluster.yaml)"
+ip netns add "$node"; namespaces+=("$node")
+ip -n "$node" link set lo up
+ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1
+# An uplink for traffic leaving the cluster, to a namespace where nothing answers.
+ip netns add "$run_id-world"; namespaces+=("$run_id-world")
+ip -n "$node" link add uplink0 type veth peer name eth0 netns "$run_id-world"
+ip -n "$node" addr add 172.18.0.2/24 dev uplink0
+ip -n "$node" link set uplink0 up
+ip -n "$run_id-world" addr add 172.18.0.1/24 dev eth0
+ip -n "$run_id-world" link set eth0 up
+ip -n "$node" route add default via 172.18.0.1
+i=0
+add_pod() { # NAME IP
+  local ns=$run_id-${1//\//.} veth; veth=veth$(printf '%08x' $((0x5eed0000 + i))); i=$((i + 1))
+  ip netns add "$ns"; namespaces+=("$ns")
+  ip -n "$node" link add "$veth" type veth peer name eth0 netns "$ns"
+  ip -n "$node" link set "$veth" up
+  ip -n "$node" addr add 10.244.1.1/32 dev "$veth"
+  ip -n "$node" route add "$2/32" dev "$veth"
+  ip -n "$ns" link set lo up
+  ip -n "$ns" addr add "$2/32" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" route add 10.244.1.1 dev eth0
+  ip -n "$ns" route add default via 10.244.1.1 dev eth0
+  printf '  %-40s %-12s behind %s\n' "$1" "$2" "$veth"
 }
-explain --from shop/frontend-7d4f9-hk2mn --to shop/backend-5c8b6-qx2lp --port 9090
-explain --from payments/payments-api-0 --to shop/backend-5c8b6-qx2lp --port 9090
-explain --from shop/frontend-7d4f9-hk2mn --to 169.254.169.254 --port 80
+add_pod shop/frontend-7d4f9-hk2mn 10.244.1.10
+add_pod shop/backend-5c8b6-qx2lp 10.244.1.11
+add_pod payments/payments-api-0 10.244.1.20
+add_pod ingress-nginx/controller 10.244.1.2
+# The backend serves HTTP on its container port 9090.
+ip netns exec "$run_id-shop.backend-5c8b6-qx2lp" python3 -m http.server 9090 --bind 10.244.1.11 >/dev/null 2>&1 &
 
-say "Done. The same commands work on any manifest directory, e.g. the output of: kubectl get ns,pods,networkpolicies -A -o yaml"
+say "Starting the agent in the node: kube-nftpol agent --node-name node-1 --manifests $examples"
+ip netns exec "$node" "$bin" agent --node-name node-1 --manifests "$examples" \
+  --metrics-addr 127.0.0.1:9640 -v >"$log" 2>&1 &
+agent_pid=$!
+http_get() { ip netns exec "$node" python3 -c "import sys, urllib.request
+try: print(urllib.request.urlopen('http://127.0.0.1:9640' + sys.argv[1], timeout=1).read().decode(), end='')
+except Exception as e: print(e); sys.exit(1)" "$1"; }
+for _ in $(seq 50); do http_get /readyz >/dev/null 2>&1 && break; sleep 0.2; done
+printf '/readyz: %s' "$(http_get /readyz)"
+
+connect() { # FROM-POD TO-IP PORT
+  ip netns exec "$run_id-${1//\//.}" python3 -c "import socket, sys
+s = socket.socket(); s.settimeout(1)
+try: s.connect((sys.argv[1], int(sys.argv[2]))); print('connected')
+except OSError as e: print('no connection:', e.__class__.__name__)" "$2" "$3"
+}
+say "Allowed: shop/frontend -> shop/backend:9090 (frontend-to-backend.yaml)"
+connect shop/frontend-7d4f9-hk2mn 10.244.1.11 9090
+"$bin" explain --manifests "$examples" --from shop/frontend-7d4f9-hk2mn --to shop/backend-5c8b6-qx2lp --port 9090 || true
+
+say "Denied: payments/payments-api-0 -> shop/backend:9090 (default deny on both sides)"
+connect payments/payments-api-0 10.244.1.11 9090
+"$bin" explain --manifests "$examples" --from payments/payments-api-0 --to shop/backend-5c8b6-qx2lp --port 9090 || true
+
+say "Denied: shop/frontend -> 169.254.169.254:80 (block-cloud-metadata.yaml)"
+connect shop/frontend-7d4f9-hk2mn 169.254.169.254 80
+
+sleep 0.5
+say "Drop log lines (the agent's stdout: one JSON line per denied flow)"
+grep '"action"' "$log" || echo "(none yet)"
+
+say "What the kernel counted: allow rules that matched and default-deny drops (nft list table inet kube-nftpol)"
+ip netns exec "$node" nft list table inet kube-nftpol |
+  awk '/^\tchain /{chain=$2} /counter packets [1-9]/{sub(/^[ \t]+/, ""); print chain ": " $0}'
+
+say "Metrics (GET /metrics, excerpt)"
+http_get /metrics | grep -E '^kube_nftpol_(dataplane_applies|dataplane_repairs|ruleset|source_loads|drops|flows|nflog)' || true
+
+say "The agent's own log"
+grep -v '"action"' "$log" | tail -5
+say "Done: removing the simulated node, its pods and the agent"
