@@ -67,8 +67,17 @@ add_pod shop/frontend-7d4f9-hk2mn 10.244.1.10
 add_pod shop/backend-5c8b6-qx2lp 10.244.1.11
 add_pod payments/payments-api-0 10.244.1.20
 add_pod ingress-nginx/controller 10.244.1.2
-# The backend serves HTTP on its container port 9090.
-ip netns exec "$run_id-shop.backend-5c8b6-qx2lp" python3 -m http.server 9090 --bind 10.244.1.11 >/dev/null 2>&1 &
+# The backend serves on its container port 9090 (a plain socket server: http.server would do a
+# reverse DNS lookup before listening).
+ip netns exec "$run_id-shop.backend-5c8b6-qx2lp" python3 -c "import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('10.244.1.11', 9090)); s.listen(16)
+while True:
+    c, _ = s.accept(); c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nhello from shop/backend\\n'); c.close()" >/dev/null 2>&1 &
+for _ in $(seq 50); do
+  ip netns exec "$run_id-shop.backend-5c8b6-qx2lp" ss -Hltn 'sport = :9090' | grep -q . && break
+  sleep 0.1
+done
 
 say "Starting the agent in the node: kube-nftpol agent --node-name node-1 --manifests $examples"
 ip netns exec "$node" "$bin" agent --node-name node-1 --manifests "$examples" \

@@ -1,7 +1,8 @@
 //! The node agent: source, snapshot, compile, dataplane, in one loop.
 //!
 //! ```text
-//! directory source --(complete snapshots, coalesced)--> compile(node) --> Dataplane::apply
+//! directory source --(complete snapshots, coalesced)--+
+//! rtnetlink (pod veths, for anti-spoofing) ------------+--> compile(node) --> Dataplane::apply
 //!                                       resync timer --> Dataplane::check (repair)
 //! ```
 //!
@@ -21,7 +22,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::compile::{self, Options, Ruleset};
+use crate::compile::{self, Options, PodInterfaces, Ruleset};
 use crate::dataplane::nft::Nft;
 use crate::dataplane::{Applied, Check, Dataplane};
 use crate::http::{self, Shared};
@@ -63,6 +64,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     });
 
+    let (interfaces_tx, interfaces_rx) = watch::channel(PodInterfaces::new());
+    let interfaces = tokio::spawn(crate::dataplane::interfaces::watch(interfaces_tx));
     let (tx, rx) = watch::channel(None);
     let source = tokio::spawn(directory::watch(
         config.manifests.clone(),
@@ -72,7 +75,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     info!(node = %config.node_name, manifests = %config.manifests.display(), %addr, "agent started");
 
-    let result = control_loop(&config, rx, Dataplane::new(nft), &shared).await;
+    let result = control_loop(&config, rx, interfaces_rx, Dataplane::new(nft), &shared).await;
+    interfaces.abort();
     source.abort();
     http.abort();
     info!("agent stopped; the table stays in place and keeps enforcing");
@@ -82,6 +86,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 async fn control_loop(
     config: &Config,
     mut snapshots: watch::Receiver<Option<Arc<Loaded>>>,
+    mut interfaces: watch::Receiver<PodInterfaces>,
     mut dataplane: Dataplane,
     shared: &Shared,
 ) -> anyhow::Result<()> {
@@ -89,6 +94,8 @@ async fn control_loop(
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
     let mut desired: Option<Ruleset> = None;
+    let mut loaded: Option<Arc<Loaded>> = None;
+    let mut interfaces_open = true;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     loop {
@@ -97,8 +104,21 @@ async fn control_loop(
                 if changed.is_err() {
                     anyhow::bail!("the manifest source stopped");
                 }
-                let Some(loaded) = snapshots.borrow_and_update().clone() else { continue };
-                let ruleset = compile::compile(&loaded.snapshot, &config.node_name, &config.compile);
+                loaded = snapshots.borrow_and_update().clone();
+                let Some(current) = &loaded else { continue };
+                let ruleset = compile_node(config, current, &interfaces.borrow());
+                apply(&mut dataplane, &ruleset, shared).await;
+                desired = Some(ruleset);
+            }
+            changed = interfaces.changed(), if loaded.is_some() && interfaces_open => {
+                if changed.is_err() {
+                    // The watcher only stops when the agent does; keep enforcing meanwhile.
+                    warn!("the pod interface watcher stopped");
+                    interfaces_open = false;
+                    continue;
+                }
+                let Some(current) = &loaded else { continue };
+                let ruleset = compile_node(config, current, &interfaces.borrow_and_update());
                 apply(&mut dataplane, &ruleset, shared).await;
                 desired = Some(ruleset);
             }
@@ -124,6 +144,15 @@ async fn control_loop(
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
+}
+
+fn compile_node(config: &Config, loaded: &Loaded, interfaces: &PodInterfaces) -> Ruleset {
+    compile::compile_with_interfaces(
+        &loaded.snapshot,
+        &config.node_name,
+        interfaces,
+        &config.compile,
+    )
 }
 
 async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, shared: &Shared) {
