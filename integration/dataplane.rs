@@ -452,3 +452,141 @@ fn a_pod_sending_with_another_address_is_dropped_at_its_veth() {
 fn pod_on(ns: &str, name: &str, ip: &str) -> Pod {
     pod(ns, name, "x", ip)
 }
+
+/// A TCP server in `ns` on `addr:port` (a python3 socket loop, killed when the guard drops).
+struct Server(std::process::Child);
+
+impl Server {
+    fn start(ns: &Netns, addr: &str, port: u16) -> Self {
+        let code = "import socket, sys\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind((sys.argv[1], int(sys.argv[2])))\ns.listen(64)\nwhile True:\n    c, _ = s.accept()\n    c.close()\n";
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                "python3",
+                "-c",
+                code,
+                addr,
+                &port.to_string(),
+            ])
+            .spawn()
+            .expect("python3 server");
+        for _ in 0..50 {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &ns.0, "ss", "-Hltn"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains(&format!("{addr}:{port}")) {
+                return Self(child);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("server {addr}:{port} did not start");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a TCP connection from `ns` to `addr:port` is accepted within a second.
+fn connects(ns: &Netns, addr: &str, port: u16) -> bool {
+    let code = "import socket, sys\ns = socket.socket(); s.settimeout(1)\ntry:\n    s.connect((sys.argv[1], int(sys.argv[2])))\nexcept OSError:\n    sys.exit(1)\n";
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "python3",
+            "-c",
+            code,
+            addr,
+            &port.to_string(),
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn node_traffic_to_pods_is_allowed_pod_traffic_to_the_node_is_egress_and_a_pod_reaches_itself_through_its_service()
+ {
+    let node = Netns::new();
+    let forwarding = Command::new("ip")
+        .args(["netns", "exec", &node.0, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(forwarding);
+    let pod = routed_pod(&node, "vethplace1", "10.0.0.1");
+    // kube-proxy's part: Service 10.96.0.1:80 -> 10.0.0.1:8080, masquerading hairpin traffic.
+    node.nft_script(
+        "table ip kube-proxy-sim {
+            chain prerouting { type nat hook prerouting priority dstnat; policy accept;
+                ip daddr 10.96.0.1 tcp dport 80 dnat to 10.0.0.1:8080; }
+            chain postrouting { type nat hook postrouting priority srcnat; policy accept;
+                ip saddr 10.0.0.1 ip daddr 10.0.0.1 masquerade; }
+        }",
+    );
+    let _pod_server = Server::start(&pod, "10.0.0.1", 8080);
+    let _node_server = Server::start(&node, "10.0.0.254", 10250);
+
+    let mut s = Snapshot::new();
+    s.upsert_pod(pod_on("web", "a", "10.0.0.1"));
+    let deny_all = policy(
+        "web",
+        "deny-all",
+        json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+    );
+    let apply = |s: &Snapshot| {
+        runtime().block_on(async {
+            let mut dp = Dataplane::new(Nft::in_netns(&node.0));
+            dp.apply(&ruleset(s)).await.unwrap();
+        })
+    };
+
+    apply(&s);
+    assert!(
+        connects(&pod, "10.0.0.254", 10250),
+        "not isolated: the pod reaches its node"
+    );
+    assert!(
+        connects(&pod, "10.96.0.1", 80),
+        "not isolated: the pod reaches itself via its Service"
+    );
+
+    s.upsert_network_policy(&deny_all).unwrap();
+    apply(&s);
+    assert!(
+        connects(&node, "10.0.0.1", 8080),
+        "the node (kubelet probes) still reaches the pod"
+    );
+    assert!(
+        !connects(&pod, "10.0.0.254", 10250),
+        "pod to its own node is egress, and denied"
+    );
+    assert!(
+        connects(&pod, "10.96.0.1", 80),
+        "a pod reaching itself through its Service works"
+    );
+    assert!(
+        !connects(&pod, "10.96.0.2", 80),
+        "anything else leaving the pod is denied"
+    );
+
+    // Allow egress to the node's address by ipBlock: the input hook lets it through.
+    s.upsert_network_policy(&policy(
+        "web",
+        "to-node",
+        json!({"podSelector": {}, "policyTypes": ["Egress"],
+        "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.254/32"}}], "ports": [{"port": 10250}]}]}),
+    ))
+    .unwrap();
+    apply(&s);
+    assert!(
+        connects(&pod, "10.0.0.254", 10250),
+        "allowed by the ipBlock rule"
+    );
+}
