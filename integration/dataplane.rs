@@ -478,7 +478,7 @@ impl Server {
                 .output()
                 .unwrap();
             if String::from_utf8_lossy(&out.stdout).contains(&format!("{addr}:{port}")) {
-                return Self(child);
+                return server;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -516,7 +516,14 @@ fn node_traffic_to_pods_is_allowed_pod_traffic_to_the_node_is_egress_and_a_pod_r
  {
     let node = Netns::new();
     let forwarding = Command::new("ip")
-        .args(["netns", "exec", &node.0, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .args([
+            "netns",
+            "exec",
+            &node.0,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])
         .status()
         .is_ok_and(|s| s.success());
     assert!(forwarding);
