@@ -472,6 +472,8 @@ impl Server {
             ])
             .spawn()
             .expect("python3 server");
+        // Owned by the guard from here on, so it is killed and reaped on every path.
+        let server = Self(child);
         for _ in 0..50 {
             let out = Command::new("ip")
                 .args(["netns", "exec", &ns.0, "ss", "-Hltn"])
