@@ -42,12 +42,16 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings (and the root suites, which --all-targets skips)"
 cargo clippy --all-targets --quiet -- -D warnings
 cargo clippy --quiet --test nft_accepts -- -D warnings
+cargo clippy --quiet --test sim -- -D warnings
 
 step "cargo tests (no root)"
 run_tests cargo test --quiet
 
 step "root suite: nft accepts the compiled rulesets"
 run_tests cargo test --quiet --test nft_accepts
+
+step "root suite: the node simulator, enforcement on real packets (about 1.5 minutes)"
+run_tests cargo test --quiet --test sim
 
 step "benchmark smoke run (one iteration each; full run: cargo bench --bench compile)"
 cargo bench --quiet --bench compile -- --test
