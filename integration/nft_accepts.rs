@@ -13,10 +13,7 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube_nftpol::compile::render_text;
@@ -26,134 +23,25 @@ use kube_nftpol::model::{
 };
 use serde_json::{Value, json};
 
+#[path = "support/netns.rs"]
+mod netns;
 #[path = "../tests/support/mod.rs"]
 mod support;
+use netns::{Netns, stderr};
 use support::conformance;
 
 /// The node every local pod runs on.
 const NODE: &str = "node-1";
 
-// --- Prerequisites and network namespaces -------------------------------------------------
+// --- Network namespaces -------------------------------------------------------------------
 
-/// Fails the calling test loudly unless we are root and `ip` and `nft` run. Checked once.
-fn require_root_and_nft() {
-    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = CHECK.get_or_init(|| {
-        let status = std::fs::read_to_string("/proc/self/status")
-            .map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
-        // `Uid:` lists real, effective, saved and filesystem uid; netns and nft need euid 0.
-        let euid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .ok_or("no Uid line in /proc/self/status")?;
-        if euid != "0" {
-            return Err(format!("not running as root (euid {euid})"));
-        }
-        for (tool, arg) in [("nft", "--version"), ("ip", "-V")] {
-            match Command::new(tool).arg(arg).output() {
-                Ok(out) if out.status.success() => {}
-                Ok(out) => return Err(format!("`{tool} {arg}` failed: {}", stderr(&out))),
-                Err(e) => return Err(format!("`{tool}` cannot be run: {e}")),
-            }
-        }
-        remove_stale_namespaces();
-        Ok(())
-    });
-    if let Err(why) = result {
-        panic!(
-            "\n\n*** nft_accepts needs root, `ip` (iproute2) and `nft` (nftables): {why}.\n\
-             *** These tests do not pass silently; run them as root on a machine with nftables \
-             (`sudo cargo test --test nft_accepts`).\n"
-        );
-    }
-}
+/// Prefix of this suite's namespaces (`knp-test-<pid>-<n>`).
+const NETNS_PREFIX: &str = "knp-test";
 
-/// Deletes `knp-test-<pid>-<n>` namespaces left by an earlier run that was killed before its
-/// guards could drop (its pid is gone). Namespaces of live runs are left alone.
-fn remove_stale_namespaces() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        // Lines look like `knp-test-123-4` or `knp-test-123-4 (id: 7)`.
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(pid) = name
-            .strip_prefix("knp-test-")
-            .and_then(|r| r.split('-').next())
-        else {
-            continue;
-        };
-        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            eprintln!("removing stale network namespace {name}");
-            let _ = Command::new("ip").args(["netns", "del", name]).output();
-        }
-    }
-}
-
-/// A network namespace of our own, deleted (with every table in it) on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Self {
-        require_root_and_nft();
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("knp-test-{}-{n}", std::process::id());
-        let out = Command::new("ip").args(["netns", "add", &name]).output();
-        match out {
-            Ok(out) if out.status.success() => Self { name },
-            Ok(out) => panic!("ip netns add {name} failed: {}", stderr(&out)),
-            Err(e) => panic!("ip netns add {name} could not run: {e}"),
-        }
-    }
-
-    /// Runs `nft ARGS` inside the namespace.
-    fn nft(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, "nft"])
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("ip netns exec {} nft could not run: {e}", self.name))
-    }
-
-    /// Runs `nft ARGS` and returns stdout, panicking with nft's stderr on failure.
-    fn nft_ok(&self, args: &[&str], what: &str) -> String {
-        let out = self.nft(args);
-        assert!(
-            out.status.success(),
-            "nft {} rejected {what} (exit {:?}):\n{}",
-            args.join(" "),
-            out.status.code(),
-            stderr(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn list_table(&self) -> String {
-        self.nft_ok(&["list", "table", TABLE_FAMILY, TABLE_NAME], "list table")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        match Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output()
-        {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!("ip netns del {} failed: {}", self.name, stderr(&out)),
-            Err(e) => eprintln!("ip netns del {} could not run: {e}", self.name),
-        }
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+/// A fresh namespace of our own; fails the test loudly unless we are root with `ip` and `nft`.
+fn fresh_netns() -> Netns {
+    netns::require_root("nft_accepts", NETNS_PREFIX);
+    Netns::new(NETNS_PREFIX)
 }
 
 /// Writes a rendering to a temporary file for `nft -f`.
@@ -504,8 +392,8 @@ fn check(ns: &Netns, content: &str, json: bool, what: &str) {
 /// Loads the text into one fresh namespace and the JSON into another and returns both listings,
 /// made comparable (see [`json_keeps_set_comments`]).
 fn load_both(ruleset: &Ruleset, what: &str) -> (String, String) {
-    let text_ns = Netns::new();
-    let json_ns = Netns::new();
+    let text_ns = fresh_netns();
+    let json_ns = fresh_netns();
     let text = script(&render_text::render(ruleset));
     let json = script(&render_json::render(ruleset));
     text_ns.nft_ok(&["-f", path(&text)], &format!("{what} (text)"));
@@ -524,7 +412,7 @@ fn load_both(ruleset: &Ruleset, what: &str) -> (String, String) {
 fn json_keeps_set_comments() -> bool {
     static PROBE: OnceLock<bool> = OnceLock::new();
     *PROBE.get_or_init(|| {
-        let ns = Netns::new();
+        let ns = fresh_netns();
         let doc = json!({"nftables": [
             {"table": {"family": TABLE_FAMILY, "name": TABLE_NAME}},
             {"set": {"family": TABLE_FAMILY, "table": TABLE_NAME, "name": "probe",
@@ -569,7 +457,7 @@ fn listed_names(listing: &str, keyword: &str) -> BTreeSet<String> {
 
 #[test]
 fn nft_check_accepts_the_text_rendering() {
-    let ns = Netns::new();
+    let ns = fresh_netns();
     for (what, ruleset) in clusters() {
         check(&ns, &render_text::render(&ruleset), false, what);
     }
@@ -577,7 +465,7 @@ fn nft_check_accepts_the_text_rendering() {
 
 #[test]
 fn nft_check_accepts_the_json_rendering() {
-    let ns = Netns::new();
+    let ns = fresh_netns();
     for (what, ruleset) in clusters() {
         check(&ns, &render_json::render(&ruleset), true, what);
     }
@@ -597,7 +485,7 @@ fn text_and_json_load_as_identical_tables() {
 #[test]
 fn loaded_text_lists_every_chain_set_and_map_of_the_ruleset() {
     for (what, ruleset) in clusters() {
-        let ns = Netns::new();
+        let ns = fresh_netns();
         let file = script(&render_text::render(&ruleset));
         ns.nft_ok(&["-f", path(&file)], what);
         let listing = ns.list_table();
@@ -662,7 +550,7 @@ fn kitchen_sink_cluster_exercises_every_set_and_expression_kind() {
 
 #[test]
 fn nft_check_accepts_both_renderings_of_every_upstream_conformance_case() {
-    let ns = Netns::new();
+    let ns = fresh_netns();
     let file = conformance::load();
     assert_eq!(file.cases.len(), 58, "expected the 58 upstream cases");
 

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The suites that need root (Cargo.toml: test = false, so a plain `cargo test` skips them).
-root_suites="nft_accepts dataplane interfaces"
+root_suites="nft_accepts dataplane interfaces sim"
 
 step() { printf '\n==> %s\n' "$*"; }
 

@@ -1,0 +1,186 @@
+//! Processes inside node namespaces, above all the agent under test:
+//! `ip netns exec <node> kube-nftpol agent --node-name <node> --manifests <dir> ...`.
+//!
+//! [`NetnsProcess`] owns one child process (`ip netns exec` execs the program, so the child is
+//! the program itself): output goes to a log file whose tail ends up in error messages;
+//! [`NetnsProcess::kill`] sends SIGKILL (what the restart suite wants: no chance to clean up);
+//! drop kills it too, so a failing test leaves nothing running. [`ready`] asks the agent's
+//! `/readyz` from inside its namespace.
+//!
+//! Which binary: `KNP_SIM_AGENT_BIN` if set (an agent built elsewhere), otherwise this crate's
+//! `kube-nftpol`.
+
+use std::fs::{File, OpenOptions};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use socket2::{Domain, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpSocket;
+use tokio::time::timeout;
+
+use crate::Result;
+use crate::setns::InNetns;
+
+/// Where the agent serves `/healthz`, `/readyz` and `/metrics`, inside its node namespace.
+pub const METRICS_PORT: u16 = 9640;
+
+/// How often the agent looks at the manifest directory.
+pub const MANIFESTS_POLL_INTERVAL_MS: u64 = 250;
+
+/// The `kube-nftpol` binary the agent runs from.
+pub fn binary() -> PathBuf {
+    std::env::var_os("KNP_SIM_AGENT_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_kube-nftpol")),
+        PathBuf::from,
+    )
+}
+
+/// The agent's arguments for one node.
+pub fn agent_args(node: &str, manifests: &Path) -> Vec<String> {
+    [
+        "agent",
+        "--node-name",
+        node,
+        "--manifests",
+        &manifests.display().to_string(),
+        "--metrics-addr",
+        &format!("127.0.0.1:{METRICS_PORT}"),
+        "--nflog-group",
+        "100",
+        "--resync-interval-secs",
+        "10",
+        "--manifests-poll-interval-ms",
+        &MANIFESTS_POLL_INTERVAL_MS.to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// A process running inside a network namespace, killed on drop.
+#[derive(Debug)]
+pub struct NetnsProcess {
+    netns: String,
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NetnsProcess {
+    /// Starts `PROGRAM ARGS` inside `netns`, stdout and stderr appended to `log`.
+    pub fn spawn(netns: &str, program: &Path, args: Vec<String>, log: PathBuf) -> Result<Self> {
+        let mut this = Self {
+            netns: netns.to_owned(),
+            program: program.to_owned(),
+            args,
+            log,
+            child: None,
+        };
+        this.start()?;
+        Ok(this)
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Starts the process again after [`Self::kill`].
+    pub fn start(&mut self) -> Result<()> {
+        let open = || -> std::io::Result<(File, File)> {
+            let out = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)?;
+            let err = out.try_clone()?;
+            Ok((out, err))
+        };
+        let (out, err) = open().map_err(|e| format!("log {}: {e}", self.log.display()))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "cannot start {} in {}: {e}",
+                    self.program.display(),
+                    self.netns
+                )
+            })?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL, then reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `Some(status)` when the process has exited on its own.
+    pub fn exited(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("unknown ({e})")),
+        }
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        format!("--- last lines of {} ---\n{tail}", self.log.display())
+    }
+}
+
+impl Drop for NetnsProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The HTTP status of `GET PATH` on the agent's metrics address, from inside its namespace.
+pub async fn http_status(inside: &InNetns, path: &str) -> Result<u16> {
+    let socket = inside
+        .socket(Domain::IPV4, Type::STREAM, None)
+        .await
+        .map_err(|e| format!("socket: {e}"))?;
+    let socket = TcpSocket::from_std_stream(socket.into());
+    let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, METRICS_PORT));
+    let exchange = async {
+        let mut stream = socket.connect(addr).await?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = timeout(Duration::from_secs(2), exchange)
+        .await
+        .map_err(|_| format!("GET {path}: no answer within 2 s"))?
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    // `HTTP/1.1 200 OK`
+    String::from_utf8_lossy(&answer)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("GET {path}: not an HTTP answer"))
+}
+
+/// Whether the agent answers `/readyz` with 200.
+pub async fn ready(inside: &InNetns) -> bool {
+    matches!(http_status(inside, "/readyz").await, Ok(200))
+}

@@ -1,0 +1,101 @@
+//! The node simulator and the root suites that prove enforcement on real packets.
+//!
+//! A simulated cluster looks like kind with kindnet from the inside: two node namespaces joined
+//! by a veth link, one namespace per pod plugged into its node with a routed ptp veth,
+//! kube-proxy's Service DNAT in a table of its own on each node, and real TCP and UDP servers
+//! (plus an SCTP observer) in every pod. Probes are real connections from one pod namespace to
+//! another pod's IP or Service IP; the verdict is whatever the kernel did with the packets.
+//!
+//! Modules, one job each:
+//! - [`links`]: links, addresses, routes and sysctls (namespaces: [`netns`], shared with
+//!   `nft_accepts`);
+//! - [`setns`]: creating sockets inside a namespace from this process;
+//! - [`cluster`]: builds the cluster and writes its manifests;
+//! - [`kube_proxy`]: the Service DNAT table;
+//! - [`servers`] and [`sctp`]: what runs in the pods, and SCTP INITs on the wire;
+//! - [`probes`]: TCP, UDP and SCTP probes, many at once;
+//! - [`scenario`]: the hand-written policies and flows of the restart and change suites;
+//! - [`agent`]: processes inside node namespaces (the agent under test);
+//! - [`enforcer`]: what loads policy into the kernels, pluggable ([`enforcer::Mode`]);
+//! - [`nft`]: `nft` in a namespace and reading the table back;
+//! - the suites: [`suite_conformance`] (58 upstream cases), [`suite_restart`] (agent killed
+//!   under traffic), [`suite_policy_change`] (one policy changed, other chains untouched),
+//!   [`suite_cleanup`] (nothing is left behind).
+//!
+//! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
+//! skips it). The suites run one at a time (they share the machine's 2 cores and time
+//! probes); their results tables go to stderr even without `--nocapture`. Not root, no `ip` or
+//! no `nft`: every suite fails loudly.
+//!
+//! Enforcer modes: the conformance suite runs with the static compile (`kube-nftpol compile`
+//! and `nft -f`); the restart and policy-change suites with the library's dataplane in this
+//! process. The same suites in agent mode, with a real `kube-nftpol agent` process in each node,
+//! are the tests named `..._with_the_agent` (`KNP_SIM_AGENT_BIN=/path/to/kube-nftpol` points
+//! them at an agent built elsewhere).
+
+#[path = "../../tests/support/conformance.rs"]
+mod conformance_data;
+#[path = "../support/netns.rs"]
+mod netns;
+
+mod agent;
+mod cluster;
+mod enforcer;
+mod kube_proxy;
+mod links;
+mod nft;
+mod probes;
+mod scenario;
+mod sctp;
+mod servers;
+mod setns;
+
+mod suite_cleanup;
+mod suite_conformance;
+mod suite_policy_change;
+mod suite_restart;
+
+use std::io::Write;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Errors of the harness: what failed, with its context, for the test's panic message.
+pub type Result<T, E = String> = std::result::Result<T, E>;
+
+/// Every namespace of this suite is named `knp-sim-<pid>-<cluster>-<node or pod>`.
+pub const NETNS_PREFIX: &str = "knp-sim";
+
+/// Starts a root suite: fails loudly unless root with `ip` and `nft`, removes what killed runs
+/// left behind (once), and holds the lock that runs the suites one at a time.
+pub fn begin() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    netns::require_root("sim", NETNS_PREFIX);
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The runtime a suite's async code runs on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("cannot build a tokio runtime")
+}
+
+/// An error with its sources, `outer: inner: ...`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// Writes to stderr directly, past the test harness's output capture: results tables and
+/// progress show up whether the test passes or fails.
+pub fn say(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(text.as_bytes());
+    let _ = stderr.write_all(b"\n");
+}

@@ -1,0 +1,215 @@
+//! `nft` inside a node namespace, and reading the agent's table back.
+//!
+//! [`applied`] decides whether the kernel holds what the compiler asks for: every chain, set
+//! and map of the expected [`Summary`] is there with the same content, and nothing else is,
+//! except objects the agent may add for anti-spoofing (a `prerouting` chain, sets and maps
+//! named `pod_*`). [`rule_handles`] lists each chain's rule handles, to tell a chain the agent
+//! left alone from one it rewrote.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+
+use kube_nftpol::compile::{TABLE_FAMILY, TABLE_NAME};
+use kube_nftpol::dataplane::readback::{self, Summary};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::Result;
+
+/// Runs `nft ARGS` inside `netns` with `stdin` as its input; stdout, or nft's stderr as the
+/// error.
+pub async fn run(netns: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "nft"])
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run nft in {netns}: {e}"))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .await
+            .map_err(|e| format!("cannot write to nft in {netns}: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| format!("nft in {netns}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "nft {} in {netns} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Applies a script as one transaction (`nft -f -`).
+pub async fn apply(netns: &str, script: &str) -> Result<()> {
+    run(netns, &["-f", "-"], Some(script)).await.map(drop)
+}
+
+/// `nft -j list table inet kube-nftpol` (rule handles included); `None` without the table.
+pub async fn list_table(netns: &str) -> Result<Option<String>> {
+    match run(
+        netns,
+        &["-j", "list", "table", TABLE_FAMILY, TABLE_NAME],
+        None,
+    )
+    .await
+    {
+        Ok(listing) => Ok(Some(listing)),
+        Err(e) if e.contains("No such file or directory") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Objects the agent may add beside the compiled ruleset (anti-spoofing).
+pub fn is_tolerated_extra(name: &str) -> bool {
+    name == "prerouting" || name.starts_with("pod_")
+}
+
+/// Why the listing is not (yet) the expected table; empty when it is.
+pub fn applied(listing: Option<&str>, expected: &Summary) -> Result<Vec<String>> {
+    let Some(listing) = listing else {
+        return Ok(vec!["the table does not exist".to_owned()]);
+    };
+    let (actual, _) =
+        readback::parse(listing).map_err(|e| format!("cannot read the listing: {e}"))?;
+    Ok(differences(expected, &actual))
+}
+
+/// Every difference between the expected summary and the kernel's, tolerating the extras of
+/// [`is_tolerated_extra`].
+pub fn differences(expected: &Summary, actual: &Summary) -> Vec<String> {
+    fn compare<T: PartialEq + std::fmt::Debug>(
+        kind: &str,
+        expected: &BTreeMap<String, T>,
+        actual: &BTreeMap<String, T>,
+        out: &mut Vec<String>,
+    ) {
+        for (name, content) in expected {
+            match actual.get(name) {
+                None => out.push(format!("{kind} {name} missing")),
+                Some(got) if got != content => out.push(format!(
+                    "{kind} {name}: expected {content:?}, found {got:?}"
+                )),
+                Some(_) => {}
+            }
+        }
+        for name in actual.keys() {
+            if !expected.contains_key(name) && !is_tolerated_extra(name) {
+                out.push(format!("unexpected {kind} {name}"));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    compare("chain", &expected.chains, &actual.chains, &mut out);
+    compare("set", &expected.sets, &actual.sets, &mut out);
+    compare("map", &expected.maps, &actual.maps, &mut out);
+    out
+}
+
+/// Each chain's rule handles, in order, from a JSON listing.
+pub fn rule_handles(listing: &str) -> Result<BTreeMap<String, Vec<u64>>> {
+    let value: Value =
+        serde_json::from_str(listing).map_err(|e| format!("listing is not JSON: {e}"))?;
+    let items = value
+        .get("nftables")
+        .and_then(Value::as_array)
+        .ok_or("listing has no nftables array")?;
+    let mut chains: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for item in items {
+        if let Some(chain) = item.get("chain").and_then(|c| c.get("name")) {
+            chains
+                .entry(chain.as_str().unwrap_or_default().to_owned())
+                .or_default();
+        } else if let Some(rule) = item.get("rule") {
+            let chain = rule
+                .get("chain")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let handle = rule
+                .get("handle")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("a rule of chain {chain} has no handle"))?;
+            chains.entry(chain.to_owned()).or_default().push(handle);
+        }
+    }
+    Ok(chains)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(chains: &[(&str, usize)], sets: &[(&str, &[&str])]) -> Summary {
+        Summary {
+            chains: chains
+                .iter()
+                .map(|(name, rules)| {
+                    let rules = (0..*rules).map(|i| (format!("r{i}"), 2)).collect();
+                    ((*name).to_owned(), rules)
+                })
+                .collect(),
+            sets: sets
+                .iter()
+                .map(|(name, elements)| {
+                    let elements = elements.iter().map(|e| (*e).to_owned()).collect();
+                    ((*name).to_owned(), elements)
+                })
+                .collect(),
+            maps: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn anti_spoofing_extras_are_tolerated_and_other_extras_are_not() {
+        let expected = summary(
+            &[("postrouting", 3)],
+            &[("np_x_p_in0_pods4", &["10.0.0.1"])],
+        );
+        let mut actual = expected.clone();
+        actual.chains.insert("prerouting".into(), Vec::new());
+        actual
+            .sets
+            .insert("pod_ips4".into(), vec!["10.0.0.1".into()]);
+        assert!(differences(&expected, &actual).is_empty());
+        actual.chains.insert("in_x_stale".into(), Vec::new());
+        assert_eq!(
+            differences(&expected, &actual),
+            ["unexpected chain in_x_stale"]
+        );
+    }
+
+    #[test]
+    fn missing_and_different_objects_are_reported() {
+        let expected = summary(&[("postrouting", 3), ("in_x_a", 2)], &[("s", &["1.1.1.1"])]);
+        let actual = summary(&[("postrouting", 3)], &[("s", &["2.2.2.2"])]);
+        let found = differences(&expected, &actual);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].starts_with("chain in_x_a missing"));
+        assert!(found[1].starts_with("set s: expected"));
+    }
+
+    #[test]
+    fn rule_handles_are_listed_per_chain_in_order() {
+        let listing = r#"{"nftables": [{"metainfo": {}},
+            {"chain": {"family": "inet", "table": "kube-nftpol", "name": "in_x_a"}},
+            {"chain": {"family": "inet", "table": "kube-nftpol", "name": "empty"}},
+            {"rule": {"chain": "in_x_a", "handle": 7, "expr": []}},
+            {"rule": {"chain": "in_x_a", "handle": 9, "expr": []}}]}"#;
+        let handles = rule_handles(listing).unwrap();
+        assert_eq!(handles["in_x_a"], [7, 9]);
+        assert!(handles["empty"].is_empty());
+    }
+}
