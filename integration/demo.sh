@@ -108,14 +108,16 @@ connect shop/frontend-7d4f9-hk2mn 169.254.169.254 80
 
 sleep 0.5
 say "Drop log lines (the agent's stdout: one JSON line per denied flow)"
-grep '"action"' "$log" || echo "(none yet)"
+grep '"action"' "$log" | python3 -c "import json, sys
+for line in sys.stdin:
+    print(json.dumps(json.loads(line)))" || echo "(none)"
 
 say "What the kernel counted: allow rules that matched and default-deny drops (nft list table inet kube-nftpol)"
 ip netns exec "$node" nft list table inet kube-nftpol |
   awk '/^\tchain /{chain=$2} /counter packets [1-9]/{sub(/^[ \t]+/, ""); print chain ": " $0}'
 
 say "Metrics (GET /metrics, excerpt)"
-http_get /metrics | grep -E '^kube_nftpol_(dataplane_applies|dataplane_repairs|ruleset|source_loads|drops|flows|nflog)' || true
+http_get /metrics | grep -E '^kube_nftpol_(dataplane_applies|dataplane_repairs|ruleset|source_loads|flowlog)' || true
 
 say "The agent's own log"
 grep -v '"action"' "$log" | tail -5

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The suites that need root (Cargo.toml: test = false, so a plain `cargo test` skips them).
-root_suites="nft_accepts dataplane interfaces sim"
+root_suites="nft_accepts dataplane interfaces flowlog sim"
 
 step() { printf '\n==> %s\n' "$*"; }
 

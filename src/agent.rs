@@ -4,6 +4,7 @@
 //! directory source --(complete snapshots, coalesced)--+
 //! rtnetlink (pod veths, for anti-spoofing) ------------+--> compile(node) --> Dataplane::apply
 //!                                       resync timer --> Dataplane::check (repair)
+//! kernel NFLOG (default-deny drops) --> decode, enrich with the snapshot --> stdout JSON lines
 //! ```
 //!
 //! Snapshots arrive on a `watch` channel, so a burst of changes collapses into the latest one
@@ -12,6 +13,8 @@
 //! previous ruleset enforcing and is retried on the next change or resync. On SIGTERM or
 //! SIGINT the agent stops and leaves its table in place: a restarted agent takes it over in
 //! one transaction, so a restart never opens traffic.
+
+mod drop_log;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,10 +76,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tx,
         Arc::clone(&shared),
     ));
+    let drops = tokio::spawn(drop_log::run(
+        config.compile.nflog_group,
+        rx.clone(),
+        Arc::clone(&shared),
+    ));
     info!(node = %config.node_name, manifests = %config.manifests.display(), %addr, "agent started");
 
     let result = control_loop(&config, rx, interfaces_rx, Dataplane::new(nft), &shared).await;
     interfaces.abort();
+    drops.abort();
     source.abort();
     http.abort();
     info!("agent stopped; the table stays in place and keeps enforcing");

@@ -21,6 +21,19 @@ pub struct Metrics {
     pub dataplane: DataplaneMetrics,
     /// Source metrics.
     pub source: SourceMetrics,
+    /// Drop log metrics.
+    pub flowlog: FlowlogMetrics,
+}
+
+/// The drop log's metrics (`kube_nftpol_flowlog_*`).
+#[derive(Debug, Default)]
+pub struct FlowlogMetrics {
+    /// NFLOG records received.
+    pub records: Counter,
+    /// Records the kernel logged that never reached the agent (socket overruns).
+    pub lost: Counter,
+    /// Records that did not decode (not one of ours, or a malformed packet).
+    pub undecodable: Counter,
 }
 
 /// How a ruleset reached the kernel.
@@ -142,10 +155,19 @@ impl Metrics {
             "NetworkPolicies that failed validation and are enforced fail-closed",
             source.invalid_policies.clone(),
         );
+        let flowlog = FlowlogMetrics::default();
+        let sub = registry.sub_registry_with_prefix("flowlog");
+        let help = "NFLOG records of default-deny drops received";
+        sub.register("records", help, flowlog.records.clone());
+        let help = "NFLOG records the kernel logged that never reached the agent";
+        sub.register("lost_records", help, flowlog.lost.clone());
+        let help = "NFLOG records that did not decode";
+        sub.register("undecodable", help, flowlog.undecodable.clone());
         Self {
             registry,
             dataplane,
             source,
+            flowlog,
         }
     }
 

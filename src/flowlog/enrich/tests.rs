@@ -1,0 +1,298 @@
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde_json::json;
+
+use super::*;
+use crate::model::PodPhase;
+
+fn pod(ns: &str, name: &str, app: &str, ip: &str) -> Pod {
+    Pod {
+        key: ObjectKey::new(ns, name),
+        labels: [("app".to_string(), app.to_string())].into(),
+        node: Some("node-1".into()),
+        ips: vec![ip.parse().unwrap()],
+        phase: PodPhase::Active,
+        host_network: false,
+        terminating: false,
+        ports: Vec::new(),
+        owner: None,
+    }
+}
+
+fn policy(ns: &str, name: &str, spec: serde_json::Value) -> NetworkPolicy {
+    serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}))
+        .unwrap()
+}
+
+/// shop/backend-0 (10.244.1.11) isolated for ingress by two policies and for egress by one;
+/// payments/api-0 (10.244.1.20) owned by a StatefulSet; shop/frontend-0 not isolated.
+fn snapshot() -> Snapshot {
+    let mut s = Snapshot::new();
+    s.upsert_pod(pod("shop", "backend-0", "backend", "10.244.1.11"));
+    s.upsert_pod(pod("shop", "frontend-0", "frontend", "10.244.1.12"));
+    let mut api = pod("payments", "api-0", "api", "10.244.1.20");
+    api.owner = Some(Owner {
+        kind: "StatefulSet".into(),
+        name: "api".into(),
+    });
+    s.upsert_pod(api);
+    for policy in [
+        policy(
+            "shop",
+            "default-deny-ingress",
+            json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+        ),
+        policy(
+            "shop",
+            "backend-from-frontend",
+            json!({"podSelector": {"matchLabels": {"app": "backend"}},
+                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "frontend"}}}]}]}),
+        ),
+        policy(
+            "shop",
+            "backend-egress",
+            json!({"podSelector": {"matchLabels": {"app": "backend"}}, "policyTypes": ["Egress"],
+                   "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]}),
+        ),
+        // Another namespace's policy never isolates shop's pods.
+        policy(
+            "payments",
+            "deny-all",
+            json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+        ),
+    ] {
+        s.upsert_network_policy(&policy).unwrap();
+    }
+    s
+}
+
+fn packet(direction: Direction, pod: &str, source: &str, destination: &str) -> DeniedPacket {
+    let (namespace, name) = pod.split_once('/').unwrap();
+    DeniedPacket {
+        direction,
+        pod: ObjectKey::new(namespace, name),
+        source: source.parse().unwrap(),
+        destination: destination.parse().unwrap(),
+        protocol: IpProtocol::Tcp,
+        source_port: Some(51000),
+        destination_port: Some(9090),
+    }
+}
+
+/// 2025-01-02T03:04:05.678Z.
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(1_735_787_045_678)
+}
+
+#[test]
+fn an_ingress_drop_from_a_pod_names_both_pods_and_the_isolating_policies() {
+    let record = enrich(
+        &packet(
+            Direction::Ingress,
+            "shop/backend-0",
+            "10.244.1.20",
+            "10.244.1.11",
+        ),
+        &snapshot(),
+        now(),
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&record.to_json_line().unwrap()).unwrap(),
+        json!({
+            "ts": "2025-01-02T03:04:05.678Z",
+            "action": "deny",
+            "direction": "ingress",
+            "pod": {"namespace": "shop", "name": "backend-0", "labels": {"app": "backend"}},
+            "peer": {"namespace": "payments", "name": "api-0", "labels": {"app": "api"},
+                     "owner": {"kind": "StatefulSet", "name": "api"}},
+            "protocol": "tcp",
+            "port": 9090,
+            "source_port": 51000,
+            "source": "10.244.1.20",
+            "destination": "10.244.1.11",
+            "policies": ["shop/backend-from-frontend", "shop/default-deny-ingress"],
+        })
+    );
+}
+
+#[test]
+fn the_json_form_is_one_line_with_keys_in_a_fixed_order() {
+    let mut denied = packet(
+        Direction::Egress,
+        "shop/backend-0",
+        "10.244.1.11",
+        "203.0.113.7",
+    );
+    denied.protocol = IpProtocol::Icmp;
+    denied.source_port = None;
+    denied.destination_port = None;
+    let line = enrich(&denied, &snapshot(), now()).to_json_line().unwrap();
+    assert_eq!(
+        line,
+        r#"{"ts":"2025-01-02T03:04:05.678Z","action":"deny","direction":"egress","pod":{"namespace":"shop","name":"backend-0","labels":{"app":"backend"}},"peer":{"ip":"203.0.113.7"},"protocol":"icmp","source":"10.244.1.11","destination":"203.0.113.7","policies":["shop/backend-egress"]}"#
+    );
+}
+
+#[test]
+fn a_pod_missing_from_the_snapshot_is_marked_unknown_with_no_policies() {
+    let record = enrich(
+        &packet(
+            Direction::Ingress,
+            "shop/gone-0",
+            "10.244.1.20",
+            "10.244.1.99",
+        ),
+        &snapshot(),
+        now(),
+    );
+    assert!(record.pod.unknown);
+    assert_eq!(record.pod.name, "gone-0");
+    assert!(record.policies.is_empty());
+    let json: serde_json::Value = serde_json::from_str(&record.to_json_line().unwrap()).unwrap();
+    assert_eq!(json["pod"]["unknown"], true);
+    assert!(record.to_text().contains("shop/gone-0 (unknown)"));
+}
+
+#[test]
+fn a_pod_name_cut_by_the_prefix_limit_is_found_through_its_address() {
+    // 17 bytes of `knp:deny:ingress:`, 5 of `shop/`: 105 bytes of the name fit in 127.
+    let long_name = format!("backend-{}", "x".repeat(150));
+    let mut s = snapshot();
+    s.upsert_pod(pod("shop", &long_name, "backend", "10.244.1.30"));
+    let cut = &long_name[..127 - "knp:deny:ingress:shop/".len()];
+    let record = enrich(
+        &packet(
+            Direction::Ingress,
+            &format!("shop/{cut}"),
+            "10.244.1.20",
+            "10.244.1.30",
+        ),
+        &s,
+        now(),
+    );
+    assert_eq!(record.pod.name, long_name);
+    assert!(!record.pod.unknown);
+    assert_eq!(record.policies.len(), 2);
+
+    // A short name that merely starts another pod's name is not a cut name.
+    let record = enrich(
+        &packet(
+            Direction::Ingress,
+            "shop/backend",
+            "10.244.1.20",
+            "10.244.1.11",
+        ),
+        &s,
+        now(),
+    );
+    assert!(record.pod.unknown);
+}
+
+#[test]
+fn peers_that_are_not_policy_endpoints_are_external_addresses() {
+    let mut s = snapshot();
+    let mut host = pod("kube-system", "proxy", "proxy", "192.168.0.10");
+    host.host_network = true;
+    s.upsert_pod(host);
+    let mut done = pod("shop", "job-1", "job", "10.244.1.40");
+    done.phase = PodPhase::Finished;
+    s.upsert_pod(done);
+    for source in ["192.168.0.10", "10.244.1.40", "203.0.113.7"] {
+        let record = enrich(
+            &packet(Direction::Ingress, "shop/backend-0", source, "10.244.1.11"),
+            &s,
+            now(),
+        );
+        assert_eq!(
+            record.peer,
+            Peer::External {
+                ip: source.parse().unwrap()
+            }
+        );
+    }
+}
+
+#[test]
+fn the_text_form_reads_as_one_line() {
+    let s = snapshot();
+    let ingress = enrich(
+        &packet(
+            Direction::Ingress,
+            "shop/backend-0",
+            "10.244.1.20",
+            "10.244.1.11",
+        ),
+        &s,
+        now(),
+    );
+    assert_eq!(
+        ingress.to_text(),
+        "2025-01-02T03:04:05.678Z deny ingress shop/backend-0 <- payments/api-0: tcp \
+         10.244.1.20:51000 -> 10.244.1.11:9090 \
+         (policies: shop/backend-from-frontend, shop/default-deny-ingress)"
+    );
+    let mut v6 = packet(
+        Direction::Egress,
+        "shop/backend-0",
+        "fd00::b",
+        "2001:db8::1",
+    );
+    v6.protocol = IpProtocol::Udp;
+    v6.destination_port = Some(53);
+    let mut s6 = s.clone();
+    let mut backend = s6
+        .pod(&ObjectKey::new("shop", "backend-0"))
+        .unwrap()
+        .clone();
+    backend.ips.push("fd00::b".parse().unwrap());
+    s6.upsert_pod(backend);
+    assert_eq!(
+        enrich(&v6, &s6, now()).to_text(),
+        "2025-01-02T03:04:05.678Z deny egress shop/backend-0 -> external 2001:db8::1: udp \
+         [fd00::b]:51000 -> [2001:db8::1]:53 (policies: shop/backend-egress)"
+    );
+}
+
+#[test]
+fn timestamps_before_the_epoch_print_as_the_epoch() {
+    assert_eq!(
+        rfc3339_millis(SystemTime::UNIX_EPOCH - Duration::from_secs(1)),
+        "1970-01-01T00:00:00.000Z"
+    );
+    assert_eq!(
+        rfc3339_millis(SystemTime::UNIX_EPOCH + Duration::from_nanos(1_999_999)),
+        "1970-01-01T00:00:00.001Z"
+    );
+}
+
+#[test]
+fn the_example_cluster_logs_a_denied_call_from_payments_to_the_shop_backend() {
+    let loaded = crate::source::manifests::load_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples"),
+    )
+    .unwrap();
+    let denied = DeniedPacket {
+        direction: Direction::Ingress,
+        pod: ObjectKey::new("shop", "backend-5c8b6-qx2lp"),
+        source: "10.244.1.20".parse().unwrap(),
+        destination: "10.244.1.11".parse().unwrap(),
+        protocol: IpProtocol::Tcp,
+        source_port: Some(40000),
+        destination_port: Some(9090),
+    };
+    let record = enrich(&denied, &loaded.snapshot, now());
+    assert!(!record.pod.unknown);
+    let Peer::Pod(peer) = &record.peer else {
+        panic!("{:?}", record.peer);
+    };
+    assert_eq!(peer.namespace, "payments");
+    assert!(
+        record
+            .policies
+            .contains(&"shop/default-deny-ingress".to_string()),
+        "{:?}",
+        record.policies
+    );
+}
