@@ -13,7 +13,7 @@ use kube_nftpol::compile::{self, Chain, Expr, Options, Rule, Ruleset};
 use kube_nftpol::dataplane::nft::Nft;
 use kube_nftpol::dataplane::readback::{self, Summary};
 use kube_nftpol::dataplane::{Applied, Check, Dataplane};
-use kube_nftpol::model::{ObjectKey, Pod, PodPhase, Snapshot};
+use kube_nftpol::model::{ObjectKey, Pod, Snapshot};
 use serde_json::json;
 
 /// A scratch network namespace, deleted on drop (also when a test fails).
@@ -104,17 +104,12 @@ impl Drop for Netns {
 }
 
 fn pod(ns: &str, name: &str, app: &str, ip: &str) -> Pod {
-    Pod {
-        key: ObjectKey::new(ns, name),
-        labels: [("app".to_string(), app.to_string())].into(),
-        node: Some("n1".into()),
-        ips: vec![ip.parse().unwrap()],
-        phase: PodPhase::Active,
-        host_network: false,
-        terminating: false,
-        ports: Vec::new(),
-        owner: None,
-    }
+    Pod::running(
+        ObjectKey::new(ns, name),
+        [("app".to_string(), app.to_string())].into(),
+        "n1",
+        [ip.parse().unwrap()],
+    )
 }
 
 fn policy(ns: &str, name: &str, spec: serde_json::Value) -> NetworkPolicy {

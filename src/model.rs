@@ -283,6 +283,27 @@ impl Pod {
         Ok((pod, problems))
     }
 
+    /// A running pod with labels, a node and IPs, and nothing else (no ports, no owner): what
+    /// tests, benchmarks and simulations build clusters from.
+    pub fn running(
+        key: ObjectKey,
+        labels: Labels,
+        node: impl Into<String>,
+        ips: impl IntoIterator<Item = IpAddr>,
+    ) -> Self {
+        Self {
+            key,
+            labels,
+            node: Some(node.into()),
+            ips: ips.into_iter().collect(),
+            phase: PodPhase::Active,
+            host_network: false,
+            terminating: false,
+            ports: Vec::new(),
+            owner: None,
+        }
+    }
+
     /// Whether the pod's traffic is pod traffic that policy governs: active, not hostNetwork,
     /// and addressed. Finished pods and hostNetwork pods are never policed and never peers.
     pub fn is_policy_endpoint(&self) -> bool {

@@ -7,17 +7,12 @@ use super::*;
 use crate::model::{Namespace, ObjectKey, PodPhase};
 
 fn pod(ns: &str, name: &str, app: &str, node: &str, ip: &str) -> Pod {
-    Pod {
-        key: ObjectKey::new(ns, name),
-        labels: [("app".to_string(), app.to_string())].into(),
-        node: Some(node.into()),
-        ips: vec![ip.parse().unwrap()],
-        phase: PodPhase::Active,
-        host_network: false,
-        terminating: false,
-        ports: Vec::new(),
-        owner: None,
-    }
+    Pod::running(
+        ObjectKey::new(ns, name),
+        [("app".to_string(), app.to_string())].into(),
+        node,
+        [ip.parse().unwrap()],
+    )
 }
 
 fn policy(ns: &str, name: &str, spec: serde_json::Value) -> NetworkPolicy {

@@ -276,20 +276,15 @@ mod tests {
 
     use super::*;
     use crate::compile::{Options, compile};
-    use crate::model::{ObjectKey, Pod, PodPhase, Snapshot};
+    use crate::model::{ObjectKey, Pod, Snapshot};
 
     fn pod(ns: &str, name: &str, app: &str, ip: &str) -> Pod {
-        Pod {
-            key: ObjectKey::new(ns, name),
-            labels: [("app".to_string(), app.to_string())].into(),
-            node: Some("n1".into()),
-            ips: vec![ip.parse().unwrap()],
-            phase: PodPhase::Active,
-            host_network: false,
-            terminating: false,
-            ports: Vec::new(),
-            owner: None,
-        }
+        Pod::running(
+            ObjectKey::new(ns, name),
+            [("app".to_string(), app.to_string())].into(),
+            "n1",
+            [ip.parse().unwrap()],
+        )
     }
 
     fn cluster() -> Snapshot {

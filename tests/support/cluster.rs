@@ -3,9 +3,7 @@
 #![allow(dead_code)]
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube_nftpol::model::{
-    ContainerPort, Labels, Namespace, ObjectKey, Pod, PodPhase, Protocol, Snapshot,
-};
+use kube_nftpol::model::{ContainerPort, Labels, Namespace, ObjectKey, Pod, Protocol, Snapshot};
 
 /// Labels from `key=value` pairs.
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -17,17 +15,12 @@ pub fn labels(pairs: &[(&str, &str)]) -> Labels {
 
 /// A running pod with IPs (`"10.0.0.1"`, `"fd00::1"`) and named ports (`"http:80/TCP"`).
 pub fn pod(ns: &str, name: &str, pod_labels: &[(&str, &str)], node: &str, ips: &[&str]) -> Pod {
-    Pod {
-        key: ObjectKey::new(ns, name),
-        labels: labels(pod_labels),
-        node: Some(node.to_owned()),
-        ips: ips.iter().map(|ip| ip.parse().expect("ip")).collect(),
-        phase: PodPhase::Active,
-        host_network: false,
-        terminating: false,
-        ports: Vec::new(),
-        owner: None,
-    }
+    Pod::running(
+        ObjectKey::new(ns, name),
+        labels(pod_labels),
+        node,
+        ips.iter().map(|ip| ip.parse().expect("ip")),
+    )
 }
 
 /// Adds named container ports written as `name:port/PROTO`.

@@ -8,17 +8,12 @@ use super::*;
 use crate::model::PodPhase;
 
 fn pod(ns: &str, name: &str, app: &str, ip: &str) -> Pod {
-    Pod {
-        key: ObjectKey::new(ns, name),
-        labels: [("app".to_string(), app.to_string())].into(),
-        node: Some("node-1".into()),
-        ips: vec![ip.parse().unwrap()],
-        phase: PodPhase::Active,
-        host_network: false,
-        terminating: false,
-        ports: Vec::new(),
-        owner: None,
-    }
+    Pod::running(
+        ObjectKey::new(ns, name),
+        [("app".to_string(), app.to_string())].into(),
+        "node-1",
+        [ip.parse().unwrap()],
+    )
 }
 
 fn policy(ns: &str, name: &str, spec: serde_json::Value) -> NetworkPolicy {
