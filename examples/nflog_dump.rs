@@ -1,7 +1,7 @@
 //! Prints raw NFLOG datagrams as hex, one per line, for capturing test fixtures.
 //!
-//! `nflog_dump <group> <count> [queue-threshold]` binds the group in the current network namespace (run it with
-//! `ip netns exec`), prints `count` datagrams and exits. The fixtures in
+//! `nflog_dump <group> <count> [queue-threshold]` binds the group in the current network
+//! namespace (run it with `ip netns exec`), prints `count` datagrams and exits. The fixtures in
 //! `src/flowlog/nflog/tests.rs` and `src/flowlog/decode/tests.rs` were captured with it.
 
 use kube_nftpol::flowlog::nflog::{Config, NflogSocket};
@@ -17,8 +17,12 @@ fn main() -> anyhow::Result<()> {
         flush_timeout: std::time::Duration::from_secs(1),
         ..Config::new(group, 1)
     };
-    let socket = NflogSocket::bind(&config)?;
+    let mut socket = NflogSocket::bind(&config)?;
     eprintln!("bound nflog group {group}");
+    let pending = socket.take_pending().len();
+    if pending > 0 {
+        eprintln!("{pending} records arrived while binding (not printed: already parsed)");
+    }
     let mut buf = vec![0; 1 << 17];
     let mut printed = 0;
     while printed < count {

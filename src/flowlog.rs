@@ -1,8 +1,9 @@
 //! Flow logs of default-deny drops: NFLOG records from the kernel to one JSON line per drop.
 //!
-//! Every isolated pod's chain ends with a rate-limited `log prefix "knp:deny:<direction>:<ns>/<pod>"
-//! group G snaplen 128 queue-threshold 1` before its counted drop (see [`crate::compile`]). This
-//! module turns those records into [`enrich::DropRecord`]s in three steps, each in its own file:
+//! Every isolated pod's chain ends with a rate-limited
+//! `log prefix "knp:deny:<direction>:<ns>/<pod>" group G snaplen 128 queue-threshold 1` before
+//! its counted drop (see [`compile`](mod@crate::compile)). This module turns those records into
+//! [`enrich::DropRecord`]s in three steps, each in its own file:
 //!
 //! ```text
 //! kernel --NFLOG--> nflog::spawn_reader --Record--> decode::decode --DeniedPacket-->

@@ -27,9 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_REQUEST, NetlinkBuffer, NetlinkMessage, NetlinkPayload, Nla,
-};
+use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload, Nla};
 use netlink_packet_netfilter::nflog::{
     ConfigCmd, ConfigFlags, ConfigMode, ConfigNla, PacketNla, Timeout, ULogMessage, config_request,
 };
@@ -42,8 +40,9 @@ use tokio::sync::mpsc;
 use super::Record;
 use crate::compile::ruleset::LOG_SNAPLEN;
 
-/// The receive buffer the reader asks for: 8 MiB kept 199,980 of a 200,000-record burst on this
-/// kernel where 8 KiB lost about 10,000 (NOTES §3).
+/// The receive buffer the reader asks for. With it a release build received all of a
+/// 200,000-packet burst (sent in 1.4 s); a 4 KiB buffer lost over a third of 20,000 (see
+/// `integration/flowlog.rs`).
 pub const DEFAULT_RX_BUFFER_BYTES: usize = 8 << 20;
 
 /// How often a blocked reader wakes up to see whether its consumer went away.
@@ -73,7 +72,9 @@ pub struct Config {
     /// only lower it.
     pub copy_bytes: u32,
     /// Records the kernel queues before sending a datagram (`NFULA_CFG_QTHRESH`). 1 delivers
-    /// every record at once (about 0 to 4 ms) instead of batching up to `flush_timeout`.
+    /// every record at once (well under a millisecond here) instead of batching up to
+    /// `flush_timeout`. A rule's `queue-threshold` can only lower it: the kernel uses the
+    /// smaller of the two (`nfulnl_log_packet`).
     pub queue_threshold: u32,
     /// Longest the kernel holds a partial batch (`NFULA_CFG_TIMEOUT`, 10 ms steps).
     pub flush_timeout: Duration,
@@ -102,7 +103,8 @@ pub enum NflogEvent {
     /// one datagram. The next [`NflogEvent::Missed`] says how many records that was.
     Overrun,
     /// The group's sequence numbers jumped: this many records were logged by the kernel but
-    /// never reached the socket (an overrun, or the kernel failing to allocate).
+    /// never reached the socket (an overrun). Sent just before the first record after the gap,
+    /// so records lost at the very end of a burst are counted when the next one arrives.
     Missed {
         /// Records lost.
         records: u64,
@@ -322,6 +324,12 @@ impl NflogSocket {
         Ok(this)
     }
 
+    /// Records that arrived while binding waited for the kernel's acknowledgements; read them
+    /// before the first [`NflogSocket::recv`].
+    pub fn take_pending(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.pending)
+    }
+
     /// The receive buffer the kernel granted (see [`StatsSnapshot::rx_buffer_bytes`]).
     pub fn rx_buffer_bytes(&self) -> usize {
         self.rx_buffer_bytes
@@ -337,8 +345,8 @@ impl NflogSocket {
     fn request(&mut self, nlas: Vec<ConfigNla>) -> io::Result<()> {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
+        // config_request asks for an acknowledgement (NLM_F_REQUEST | NLM_F_ACK).
         let mut message = config_request(NetfilterProtoFamily::Unspec, self.group, nlas);
-        message.header.flags = NLM_F_REQUEST | NLM_F_ACK;
         message.header.sequence_number = sequence;
         let mut bytes = vec![0; message.buffer_len()];
         message.serialize(&mut bytes);
@@ -349,7 +357,9 @@ impl NflogSocket {
         while Instant::now() < deadline {
             let len = match self.recv(&mut buf) {
                 Ok(len) => len,
-                Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
+                // Records may already flow (and overflow) while we wait: keep waiting.
+                Err(e) if is_timeout(&e) || is_overrun(&e) => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
             let datagram = parse_datagram(&buf[..len.min(buf.len())], SystemTime::now());
@@ -366,6 +376,11 @@ impl NflogSocket {
             "no acknowledgement from nfnetlink_log",
         ))
     }
+}
+
+/// `ENOBUFS`: the socket buffer overflowed and the kernel dropped datagrams.
+fn is_overrun(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32)
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -550,7 +565,7 @@ impl Reader {
         let _running = Running(self.stats.clone());
         let counters = Arc::clone(&self.stats.counters);
 
-        for record in std::mem::take(&mut self.socket.pending) {
+        for record in self.socket.take_pending() {
             ReaderStats::add(&counters.records, 1);
             self.deliver(record);
         }
@@ -566,7 +581,7 @@ impl Reader {
                         self.deliver(record);
                     }
                 }
-                Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOBUFS as i32) => {
+                Err(e) if is_overrun(&e) => {
                     ReaderStats::add(&counters.overruns, 1);
                     tracing::debug!(group = self.socket.group, "nflog socket buffer overflowed");
                     self.send(NflogEvent::Overrun);

@@ -8,12 +8,17 @@ use super::*;
 use crate::model::PodPhase;
 
 fn pod(ns: &str, name: &str, app: &str, ip: &str) -> Pod {
-    Pod::running(
-        ObjectKey::new(ns, name),
-        [("app".to_string(), app.to_string())].into(),
-        "node-1",
-        [ip.parse().unwrap()],
-    )
+    Pod {
+        key: ObjectKey::new(ns, name),
+        labels: [("app".to_string(), app.to_string())].into(),
+        node: Some("node-1".into()),
+        ips: vec![ip.parse().unwrap()],
+        phase: PodPhase::Active,
+        host_network: false,
+        terminating: false,
+        ports: Vec::new(),
+        owner: None,
+    }
 }
 
 fn policy(ns: &str, name: &str, spec: serde_json::Value) -> NetworkPolicy {
@@ -126,7 +131,12 @@ fn the_json_form_is_one_line_with_keys_in_a_fixed_order() {
     let line = enrich(&denied, &snapshot(), now()).to_json_line().unwrap();
     assert_eq!(
         line,
-        r#"{"ts":"2025-01-02T03:04:05.678Z","action":"deny","direction":"egress","pod":{"namespace":"shop","name":"backend-0","labels":{"app":"backend"}},"peer":{"ip":"203.0.113.7"},"protocol":"icmp","source":"10.244.1.11","destination":"203.0.113.7","policies":["shop/backend-egress"]}"#
+        concat!(
+            r#"{"ts":"2025-01-02T03:04:05.678Z","action":"deny","direction":"egress","#,
+            r#""pod":{"namespace":"shop","name":"backend-0","labels":{"app":"backend"}},"#,
+            r#""peer":{"ip":"203.0.113.7"},"protocol":"icmp","source":"10.244.1.11","#,
+            r#""destination":"203.0.113.7","policies":["shop/backend-egress"]}"#,
+        )
     );
 }
 
