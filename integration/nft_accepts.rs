@@ -361,12 +361,37 @@ fn long_names() -> Snapshot {
     s
 }
 
+/// The veths the agent would learn for the kitchen sink's local pods (the web pod only by its
+/// IPv4 route), plus a route to an address no pod has.
+fn kitchen_sink_interfaces() -> compile::PodInterfaces {
+    [
+        ("10.244.1.10", "veth1a2b3c4d"),
+        ("10.244.1.11", "veth-db.0"),
+        ("fd00:1::20", "vethmon@x"),
+        ("10.244.1.30", "vethdebug"),
+        ("fd00:1::30", "vethdebug"),
+        ("10.244.9.9", "vethnobody"),
+    ]
+    .into_iter()
+    .map(|(ip, veth)| (ip.parse().unwrap(), veth.to_owned()))
+    .collect()
+}
+
 fn clusters() -> Vec<(&'static str, Ruleset)> {
     let options = Options::default();
     vec![
         (
             "kitchen sink",
             compile::compile(&kitchen_sink(), NODE, &options),
+        ),
+        (
+            "kitchen sink with veths",
+            compile::compile_with_interfaces(
+                &kitchen_sink(),
+                NODE,
+                &kitchen_sink_interfaces(),
+                &options,
+            ),
         ),
         ("empty", compile::compile(&empty(), NODE, &options)),
         ("ipv6 only", compile::compile(&ipv6_only(), NODE, &options)),
@@ -538,12 +563,43 @@ fn kitchen_sink_cluster_exercises_every_set_and_expression_kind() {
         "chain eg_dev_debug",
         "10.244.2.53 . udp . 53",
         "fd00:2::53 . tcp . 53",
+        "iifname @pod_ifaces iifname . ip saddr != @pod_iface_addrs4",
+        "iifname @pod_ifaces ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr != @pod_iface_addrs6",
+        "ip saddr @pod_addrs4 iifname . ip saddr != @pod_iface_addrs4",
+        "ip6 saddr @pod_addrs6 iifname . ip6 saddr != @pod_iface_addrs6",
+        "ip daddr @pod_addrs4 oifname . ip daddr != @pod_iface_addrs4",
+        "ip6 daddr @pod_addrs6 oifname . ip6 daddr != @pod_iface_addrs6",
     ] {
         assert!(
             text.contains(needle),
             "kitchen sink no longer renders {needle:?}:\n{text}"
         );
     }
+    let with_veths = render_text::render(&compile::compile_with_interfaces(
+        &kitchen_sink(),
+        NODE,
+        &kitchen_sink_interfaces(),
+        &Options::default(),
+    ));
+    for needle in [
+        "type ifname . ipv4_addr",
+        "type ifname . ipv6_addr",
+        "\"veth1a2b3c4d\" . 10.244.1.10",
+        "\"veth1a2b3c4d\" . fd00:1::10",
+        "\"veth-db.0\" . 10.244.1.11",
+        "\"vethmon@x\" . fd00:1::20",
+        "\t\t\tfd00:1::30\n",
+        "\t\t\t10.244.1.30\n",
+    ] {
+        assert!(
+            with_veths.contains(needle),
+            "kitchen sink with veths no longer renders {needle:?}:\n{with_veths}"
+        );
+    }
+    assert!(
+        !with_veths.contains("vethnobody"),
+        "a route to no pod pairs nothing"
+    );
 }
 
 // --- Upstream conformance data ------------------------------------------------------------

@@ -2,14 +2,16 @@
 # Runs every test of kube-nftpol on a fresh Debian 12 machine, as root:
 #   sudo integration/test-all.sh
 # It installs what it needs (Debian packages; crates come through cargo), then runs, in order:
-# formatting, clippy, the cargo tests (no root needed), the root suites (real nftables inside
-# network namespaces the tests create and delete), and a one-iteration run of the benchmark.
+# formatting, clippy, the cargo tests (no root needed), the build of a real kube-apiserver
+# (cached after the first run), the root suites (real nftables inside network namespaces the
+# tests create and delete; the API server), and a one-iteration run of the benchmark.
 # Any suite that cannot run fails loudly; nothing is skipped silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The suites that need root (Cargo.toml: test = false, so a plain `cargo test` skips them).
-root_suites="nft_accepts dataplane interfaces flowlog sim"
+# apiserver_smoke needs the kube-apiserver that integration/apiserver/build.sh builds (below).
+root_suites="nft_accepts dataplane interfaces flowlog sim apiserver_smoke"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -50,6 +52,13 @@ for suite in $root_suites; do cargo clippy --quiet --test "$suite" -- -D warning
 
 step "cargo tests (no root)"
 run_tests cargo test --quiet
+
+# A real kube-apiserver v1.20.2 and kubectl, built from Debian's source package on the first
+# run (about 5 minutes) and cached in /var/cache/kube-nftpol; later runs only print the path.
+step "kube-apiserver v1.20.2 for the API server suites (integration/apiserver/build.sh)"
+KNP_APISERVER_BIN=$(integration/apiserver/build.sh | tail -1)
+export KNP_APISERVER_BIN
+echo "$KNP_APISERVER_BIN"
 
 for suite in $root_suites; do
   step "root suite: $suite"

@@ -1,7 +1,7 @@
 //! The node agent: source, snapshot, compile, dataplane, in one loop.
 //!
 //! ```text
-//! directory source --(complete snapshots, coalesced)--+
+//! Kubernetes API or directory source --(complete snapshots, coalesced)--+
 //! rtnetlink (pod veths, for anti-spoofing) ------------+--> compile(node) --> Dataplane::apply
 //!                                       resync timer --> Dataplane::check (repair)
 //! kernel NFLOG (default-deny drops) --> decode, enrich with the snapshot --> stdout JSON lines
@@ -14,7 +14,10 @@
 //! SIGINT the agent stops and leaves its table in place: a restarted agent takes it over in
 //! one transaction, so a restart never opens traffic.
 
+mod bindings;
 mod drop_log;
+
+use bindings::Bindings;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,8 +33,8 @@ use crate::dataplane::nft::Nft;
 use crate::dataplane::{Applied, Check, Dataplane};
 use crate::http::{self, Shared};
 use crate::metrics::{ApplyKind, ApplyLabels, Metrics};
-use crate::source::directory;
 use crate::source::manifests::Loaded;
+use crate::source::{ChangeClock, directory, kubernetes};
 
 /// Tables of other policy engines that AND their verdicts with ours when both run.
 const OTHER_ENGINE_TABLES: &[&str] = &["inet kindnet-network-policies"];
@@ -41,16 +44,61 @@ const OTHER_ENGINE_TABLES: &[&str] = &["inet kindnet-network-policies"];
 pub struct Config {
     /// The node whose pods this agent polices.
     pub node_name: String,
-    /// The manifest directory to watch.
-    pub manifests: PathBuf,
+    /// Where the cluster is read from.
+    pub source: Source,
     /// Compiler options (NFLOG group, log rate).
     pub compile: Options,
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub metrics_addr: SocketAddr,
     /// How often the table is read back and repaired if someone changed it.
     pub resync_interval: Duration,
-    /// How often the manifest directory is checked for changes.
-    pub manifests_poll_interval: Duration,
+}
+
+/// Where the agent reads the cluster from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The Kubernetes API, with the client configuration of `kubeconfig`, or else the standard
+    /// one (`KUBECONFIG`, `~/.kube/config`, in-cluster service account).
+    Kubernetes {
+        /// An explicit kubeconfig file.
+        kubeconfig: Option<PathBuf>,
+    },
+    /// A directory of manifests, checked for changes every `poll_interval`.
+    Manifests {
+        /// The directory (or file).
+        path: PathBuf,
+        /// How often the files' metadata is checked.
+        poll_interval: Duration,
+    },
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Kubernetes { kubeconfig: None } => f.write_str("kubernetes"),
+            Self::Kubernetes {
+                kubeconfig: Some(path),
+            } => write!(f, "kubernetes ({})", path.display()),
+            Self::Manifests { path, .. } => write!(f, "manifests {}", path.display()),
+        }
+    }
+}
+
+/// A Kubernetes client from an explicit kubeconfig, or the standard configuration.
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no Kubernetes client configuration (in-cluster, KUBECONFIG or ~/.kube/config); pass --kubeconfig or --manifests")?,
+    };
+    kube::Client::try_from(config).context("creating the Kubernetes client")
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -70,20 +118,45 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (interfaces_tx, interfaces_rx) = watch::channel(PodInterfaces::new());
     let interfaces = tokio::spawn(crate::dataplane::interfaces::watch(interfaces_tx));
     let (tx, rx) = watch::channel(None);
-    let source = tokio::spawn(directory::watch(
-        config.manifests.clone(),
-        config.manifests_poll_interval,
-        tx,
-        Arc::clone(&shared),
-    ));
+    let clock = Arc::new(ChangeClock::default());
+    let source = match &config.source {
+        Source::Kubernetes { kubeconfig } => {
+            let client = kube_client(kubeconfig.as_deref()).await?;
+            tokio::spawn(kubernetes::watch(
+                client,
+                config.node_name.clone(),
+                tx,
+                Arc::clone(&clock),
+                Arc::clone(&shared),
+            ))
+        }
+        Source::Manifests {
+            path,
+            poll_interval,
+        } => tokio::spawn(directory::watch(
+            path.clone(),
+            *poll_interval,
+            tx,
+            Arc::clone(&clock),
+            Arc::clone(&shared),
+        )),
+    };
     let drops = tokio::spawn(drop_log::run(
         config.compile.nflog_group,
         rx.clone(),
         Arc::clone(&shared),
     ));
-    info!(node = %config.node_name, manifests = %config.manifests.display(), %addr, "agent started");
+    info!(node = %config.node_name, source = %config.source, %addr, "agent started");
 
-    let result = control_loop(&config, rx, interfaces_rx, Dataplane::new(nft), &shared).await;
+    let result = control_loop(
+        &config,
+        rx,
+        interfaces_rx,
+        Dataplane::new(nft),
+        &shared,
+        &clock,
+    )
+    .await;
     interfaces.abort();
     drops.abort();
     source.abort();
@@ -98,6 +171,7 @@ async fn control_loop(
     mut interfaces: watch::Receiver<PodInterfaces>,
     mut dataplane: Dataplane,
     shared: &Shared,
+    clock: &ChangeClock,
 ) -> anyhow::Result<()> {
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -105,18 +179,24 @@ async fn control_loop(
     let mut desired: Option<Ruleset> = None;
     let mut loaded: Option<Arc<Loaded>> = None;
     let mut interfaces_open = true;
+    let mut bindings = Bindings::default();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     loop {
         tokio::select! {
             changed = snapshots.changed() => {
                 if changed.is_err() {
-                    anyhow::bail!("the manifest source stopped");
+                    anyhow::bail!("the source stopped");
                 }
                 loaded = snapshots.borrow_and_update().clone();
                 let Some(current) = &loaded else { continue };
-                let ruleset = compile_node(config, current, &interfaces.borrow());
-                apply(&mut dataplane, &ruleset, shared).await;
+                let ruleset = compile_node(config, current, &mut bindings, &interfaces.borrow());
+                let enforced = apply(&mut dataplane, &ruleset, shared).await;
+                if enforced && let Some(seen) = clock.take() {
+                    let latency = seen.elapsed();
+                    shared.metrics.source.programming_latency.observe(latency.as_secs_f64());
+                    debug!(micros = latency.as_micros(), "change enforced");
+                }
                 desired = Some(ruleset);
             }
             changed = interfaces.changed(), if loaded.is_some() && interfaces_open => {
@@ -127,11 +207,17 @@ async fn control_loop(
                     continue;
                 }
                 let Some(current) = &loaded else { continue };
-                let ruleset = compile_node(config, current, &interfaces.borrow_and_update());
+                let ruleset =
+                    compile_node(config, current, &mut bindings, &interfaces.borrow_and_update());
                 apply(&mut dataplane, &ruleset, shared).await;
                 desired = Some(ruleset);
             }
             _ = resync.tick() => {
+                if bindings.rebind_pending() && let Some(current) = &loaded {
+                    let ruleset = compile_node(config, current, &mut bindings, &interfaces.borrow());
+                    apply(&mut dataplane, &ruleset, shared).await;
+                    desired = Some(ruleset);
+                }
                 match dataplane.check().await {
                     Ok(Check::Repaired) => {
                         shared.metrics.dataplane.repairs.inc();
@@ -155,20 +241,27 @@ async fn control_loop(
     }
 }
 
-fn compile_node(config: &Config, loaded: &Loaded, interfaces: &PodInterfaces) -> Ruleset {
-    compile::compile_with_interfaces(
-        &loaded.snapshot,
-        &config.node_name,
-        interfaces,
-        &config.compile,
-    )
+/// Compiles this node's ruleset, with the learned veths filtered through the sticky bindings.
+fn compile_node(
+    config: &Config,
+    loaded: &Loaded,
+    bindings: &mut Bindings,
+    learned: &PodInterfaces,
+) -> Ruleset {
+    let bound = bindings.update(&loaded.snapshot, &config.node_name, learned, Instant::now());
+    compile::compile_with_interfaces(&loaded.snapshot, &config.node_name, &bound, &config.compile)
 }
 
-async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, shared: &Shared) {
+/// Applies `ruleset`; true when the kernel now enforces it (applied or already there).
+async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, shared: &Shared) -> bool {
     let started = Instant::now();
     let metrics = &shared.metrics.dataplane;
     match dataplane.apply(ruleset).await {
-        Ok(Applied::Unchanged) => debug!("ruleset unchanged"),
+        Ok(Applied::Unchanged) => {
+            debug!("ruleset unchanged");
+            shared.set_ready();
+            true
+        }
         Ok(applied) => {
             let kind = match applied {
                 Applied::Full => ApplyKind::Full,
@@ -190,7 +283,7 @@ async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, shared: &Shared) {
                 .set_elements
                 .set(i64::try_from(elements).unwrap_or(i64::MAX));
             match &applied {
-                Applied::Incremental(touched) => info!(
+                Applied::Incremental(touched) => debug!(
                     chains = ?touched.chains,
                     sets = touched.sets.len(),
                     maps = ?touched.maps,
@@ -205,14 +298,16 @@ async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, shared: &Shared) {
                 ),
             }
             shared.set_ready();
+            true
         }
         Err(error) => {
             metrics.apply_errors.inc();
             error!(error = %format!("{:#}", anyhow::Error::from(error)), "cannot apply the ruleset; the previous one stays");
+            if dataplane.installed().is_some() {
+                shared.set_ready();
+            }
+            false
         }
-    }
-    if dataplane.installed().is_some() {
-        shared.set_ready();
     }
 }
 

@@ -3,11 +3,26 @@
 //! Deterministic and pure: the same snapshot gives a byte-identical ruleset whatever order the
 //! objects arrived in. The layout (one `inet` table, see [`ruleset::TABLE_NAME`]):
 //!
-//! - Base chain `postrouting` (priority srcnat - 5: after Service DNAT, before SNAT) accepts
-//!   established and related packets, neighbour discovery, and packets from the node itself
-//!   (kubelet probes); then dispatches on the source address through the `egress4`/`egress6`
-//!   verdict maps and on the destination through `ingress4`/`ingress6`. Base chain `input`
-//!   does the egress dispatch for packets from pods to the node's own addresses.
+//! - Base chain `prerouting` (priority raw, before connection tracking) is the anti-spoofing
+//!   chain, fed by [`PodInterfaces`] (which host-side veth each local pod address sits behind,
+//!   from the node's routes). Set `pod_ifaces` holds the local pods' veths, `pod_iface_addrs4`/
+//!   `6` the `veth . address` pairs (each veth with every address of its pod) and
+//!   `pod_addrs4`/`6` the addresses of those pairs. It drops a packet that enters from a pod
+//!   veth with a source address not paired with that veth (IPv6 link-local and `::` sources
+//!   excepted: neighbour discovery and DAD use them), and a packet whose source is a paired
+//!   address but which enters through any other interface: a pod that got a reused address
+//!   behind a new veth before the agent heard of it cannot send as the address's previous
+//!   owner, nor match the peer sets that still hold it.
+//! - Base chain `postrouting` (priority srcnat - 5: after Service DNAT, before SNAT) first drops
+//!   packets to a paired address that leave through an interface not paired with it (the same
+//!   reused address: nothing addressed to the previous owner, not even its established
+//!   connections, reaches the new pod); then accepts established and related packets,
+//!   neighbour discovery, and packets from the node itself (kubelet probes); then dispatches on
+//!   the source address through the `egress4`/`egress6` verdict maps and on the destination
+//!   through `ingress4`/`ingress6`. Base chain `input` does the egress dispatch for packets
+//!   from pods to the node's own addresses.
+//!   With no interface known (`kube-nftpol compile`, bridge CNIs) the anti-spoofing sets are
+//!   empty and none of these drops can match.
 //! - One chain per isolated pod and direction (`in_<ns>_<pod>`, `eg_<ns>_<pod>`) on this node:
 //!   traffic to itself first, then one rule per policy rule and address set (counted, commented
 //!   with the policy), then a rate-limited NFLOG rule and a counted drop. Egress chains `return`
@@ -172,8 +187,9 @@ pub fn compile_with_interfaces(
     }
 }
 
-/// `pod_ifaces` (the veths of local pods) and `pod_iface_addrs4`/`6` (which source addresses
-/// each may send from: all of its pod's addresses, whichever of them the route named).
+/// `pod_ifaces` (the veths of local pods), `pod_iface_addrs4`/`6` (the addresses behind each:
+/// all of its pod's addresses, whichever of them the route named) and `pod_addrs4`/`6` (every
+/// address of those pairs, so a paired address is known wherever it shows up).
 fn anti_spoof_sets(
     local_pods: &[&Pod],
     interfaces: &PodInterfaces,
@@ -219,26 +235,60 @@ fn anti_spoof_sets(
         "veths of this node's pods",
     );
     for family in Family::ALL {
-        let elements = pairs
+        let family_pairs: Vec<(&String, IpAddr)> = pairs
             .iter()
-            .filter(
-                |e| matches!(e, SetElement::InterfaceAddress(_, ip) if Family::of(*ip) == family),
-            )
-            .cloned()
+            .filter_map(|e| match e {
+                SetElement::InterfaceAddress(veth, ip) if Family::of(*ip) == family => {
+                    Some((veth, *ip))
+                }
+                _ => None,
+            })
             .collect();
-        let name = anti_spoof_set_name(family);
+        // Link-scoped IPv6 addresses are unique per link only (and the spoofing rule lets
+        // them through anyway): they say nothing about which veth a packet must use.
+        let mut addresses: Vec<SetElement> = family_pairs
+            .iter()
+            .map(|(_, ip)| *ip)
+            .filter(|ip| !is_link_scoped(*ip))
+            .map(SetElement::Address)
+            .collect();
+        addresses.sort();
+        addresses.dedup();
         add(
-            name,
+            pod_addresses_set_name(family),
+            family,
+            SetKind::Addresses,
+            addresses,
+            "pod addresses paired with a veth",
+        );
+        let pairs = family_pairs
+            .into_iter()
+            .map(|(veth, ip)| SetElement::InterfaceAddress(veth.clone(), ip))
+            .collect();
+        add(
+            anti_spoof_set_name(family),
             family,
             SetKind::InterfaceAddresses,
-            elements,
-            "source addresses each pod veth may use",
+            pairs,
+            "addresses behind each pod veth",
         );
     }
 }
 
 fn anti_spoof_set_name(family: Family) -> String {
     format!("pod_iface_addrs{}", family.suffix())
+}
+
+fn pod_addresses_set_name(family: Family) -> String {
+    format!("pod_addrs{}", family.suffix())
+}
+
+/// `::` and `fe80::/10`, the sources [`Expr::Ip6SourceNotLinkLocal`] lets through.
+fn is_link_scoped(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(_) => false,
+        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_unicast_link_local(),
+    }
 }
 
 /// Interface names go into nft scripts quoted; anything beyond the usual characters is left
@@ -251,7 +301,8 @@ fn is_safe_interface_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
 }
 
-/// Drops packets that enter from a pod's veth with a source address that is not the pod's.
+/// Drops packets that enter from a pod's veth with a source address that is not the pod's,
+/// and packets from a pod's address that enter through anything but its veth.
 fn anti_spoof_chain() -> Chain {
     let spoofed = |family: Family| {
         let mut exprs = vec![Expr::InputInterfaceInSet(POD_INTERFACES_SET.into())];
@@ -268,10 +319,52 @@ fn anti_spoof_chain() -> Chain {
             comment: Some("spoofed source address".into()),
         }
     };
+    // Any input interface, not only pod veths: the reused address arrives through a veth the
+    // agent has not paired yet (or, forged, through the uplink). `pod_addrs6` never holds a
+    // link-scoped address, so no link-local exception is needed here.
+    let elsewhere = |family: Family| Rule {
+        exprs: vec![
+            Expr::AddressInSet(AddrField::Source, family, pod_addresses_set_name(family)),
+            Expr::InterfaceSourceNotInSet(family, anti_spoof_set_name(family)),
+            Expr::Counter,
+            Expr::Drop,
+        ],
+        comment: Some("pod address from another interface".into()),
+    };
+    let mut rules: Vec<Rule> = Family::ALL.map(spoofed).into();
+    rules.extend(Family::ALL.map(elsewhere));
     Chain {
         name: ANTI_SPOOF_CHAIN.into(),
         hook: Some(Hook::Prerouting),
-        rules: Family::ALL.map(spoofed).into(),
+        rules,
+    }
+}
+
+/// Drops packets to a paired pod address that leave through an interface not paired with it:
+/// the address moved to a veth the agent has not paired yet.
+///
+/// They come first in `postrouting`, before `ct state established,related accept`: the
+/// previous owner's connections outlive it in conntrack (connections to it, and replies to
+/// the ones it opened, masqueraded or not), and their packets must not reach whoever holds the
+/// address now. Before "from this node" too, so the node's own packets (kubelet probes) do
+/// not reach a pod the agent has not paired either (its sockets get EPERM); that lasts until
+/// the agent pairs the new veth. Nothing else is affected: packets to a correctly paired pod
+/// leave through its veth, whether routed or generated by the node (postrouting sees both,
+/// `oifname` is the veth); replies to the node and to hostNetwork pods go to node addresses;
+/// packets to pods of other nodes leave through the uplink with addresses never paired here.
+fn misrouted_rule(family: Family) -> Rule {
+    Rule {
+        exprs: vec![
+            Expr::AddressInSet(
+                AddrField::Destination,
+                family,
+                pod_addresses_set_name(family),
+            ),
+            Expr::InterfaceDestinationNotInSet(family, anti_spoof_set_name(family)),
+            Expr::Counter,
+            Expr::Drop,
+        ],
+        comment: Some("pod address behind another interface".into()),
     }
 }
 
@@ -297,7 +390,8 @@ fn base_chains() -> Vec<Chain> {
     );
     let from_node = always("from this node", vec![Expr::SourceIsLocal, Expr::Accept]);
 
-    let mut postrouting = vec![established.clone(), nd.clone(), from_node];
+    let mut postrouting: Vec<Rule> = Family::ALL.map(misrouted_rule).into();
+    postrouting.extend([established.clone(), nd.clone(), from_node]);
     postrouting.extend(dispatch(AddrField::Source, Direction::Egress));
     postrouting.extend(dispatch(AddrField::Destination, Direction::Ingress));
     let mut input = vec![established, nd];

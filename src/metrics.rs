@@ -76,8 +76,9 @@ pub struct DataplaneMetrics {
     pub set_elements: Gauge,
 }
 
-/// The source's metrics (`kube_nftpol_source_*`, `kube_nftpol_policies_invalid`).
-#[derive(Debug, Default)]
+/// The source's metrics (`kube_nftpol_source_*`, `kube_nftpol_policies_invalid`,
+/// `kube_nftpol_programming_latency_seconds`).
+#[derive(Debug)]
 pub struct SourceMetrics {
     /// Snapshots loaded.
     pub loads: Counter,
@@ -85,6 +86,28 @@ pub struct SourceMetrics {
     pub load_errors: Counter,
     /// NetworkPolicies that failed validation and are enforced fail-closed.
     pub invalid_policies: Gauge,
+    /// Kubernetes watch errors (each retried with backoff).
+    pub watch_errors: Counter,
+    /// Kubernetes Events written (invalid policies).
+    pub events: Counter,
+    /// Kubernetes Events that could not be written or were dropped from a full queue.
+    pub event_errors: Counter,
+    /// Seconds from a change seen by the source to the verified ruleset that enforces it.
+    pub programming_latency: Histogram,
+}
+
+impl Default for SourceMetrics {
+    fn default() -> Self {
+        Self {
+            loads: Counter::default(),
+            load_errors: Counter::default(),
+            invalid_policies: Gauge::default(),
+            watch_errors: Counter::default(),
+            events: Counter::default(),
+            event_errors: Counter::default(),
+            programming_latency: latency_histogram(),
+        }
+    }
 }
 
 impl Metrics {
@@ -149,6 +172,17 @@ impl Metrics {
             "load_errors",
             "Source loads that failed; the last good snapshot stays",
             source.load_errors.clone(),
+        );
+        let help = "Kubernetes watch errors; each is retried with backoff";
+        sub.register("watch_errors", help, source.watch_errors.clone());
+        let help = "Kubernetes Events written about invalid policies";
+        sub.register("events", help, source.events.clone());
+        let help = "Kubernetes Events that could not be written or were dropped";
+        sub.register("event_errors", help, source.event_errors.clone());
+        registry.register(
+            "programming_latency_seconds",
+            "Time from a change seen by the source to the verified ruleset that enforces it",
+            source.programming_latency.clone(),
         );
         registry.register(
             "policies_invalid",

@@ -1,4 +1,48 @@
-//! Where snapshots come from. Today: a directory of manifests ([`manifests`]).
+//! Where snapshots come from: the Kubernetes API ([`kubernetes`]) in a cluster, or a directory
+//! of manifests ([`directory`], loaded by [`manifests`]) offline and in tests.
+//!
+//! Both publish complete snapshots on a `watch` channel and mark a [`ChangeClock`] when they
+//! see a change, so the agent can time a change from the source to the kernel.
 
 pub mod directory;
+pub mod kubernetes;
 pub mod manifests;
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// The moment the oldest change not yet enforced was seen: marked by a source, taken by the
+/// agent once the ruleset that includes it is in the kernel.
+#[derive(Debug, Default)]
+pub struct ChangeClock(Mutex<Option<Instant>>);
+
+impl ChangeClock {
+    /// Records a change seen at `at`, unless an older one is still waiting.
+    pub fn mark(&self, at: Instant) {
+        if let Ok(mut oldest) = self.0.lock() {
+            oldest.get_or_insert(at);
+        }
+    }
+
+    /// The oldest waiting change, clearing it.
+    pub fn take(&self) -> Option<Instant> {
+        self.0.lock().ok().and_then(|mut oldest| oldest.take())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_clock_keeps_the_oldest_change_until_taken() {
+        let clock = ChangeClock::default();
+        let first = Instant::now();
+        clock.mark(first);
+        clock.mark(first + Duration::from_millis(5));
+        assert_eq!(clock.take(), Some(first));
+        assert_eq!(clock.take(), None);
+    }
+}

@@ -2,19 +2,121 @@
 //!
 //! Each case is compiled for two nodes with the pods spread over both (and for one node
 //! holding them all); every probe's first packet is run through the source node's and the
-//! destination node's `postrouting` chain by the reference interpreter in support/interpret.rs
-//! and compared with `evaluate`. The root suites repeat this with real packets in the kernel.
+//! destination node's `prerouting` and `postrouting` chains by the reference interpreter in
+//! support/interpret.rs and compared with `evaluate`. Each layout is wired twice: routed (every
+//! pod behind a veth of its own that the agent knows, so the anti-spoofing rules are live and
+//! must let correctly wired pods through) and bridged (no veth known, as `kube-nftpol compile`
+//! or a bridge CNI). The root suites repeat this with real packets in the kernel.
 
 mod support;
 
-use kube_nftpol::compile::{self, Options, Ruleset};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use kube_nftpol::compile::{self, Options, PodInterfaces, Ruleset};
 use kube_nftpol::evaluate;
 use kube_nftpol::model::{ObjectKey, Protocol, Snapshot};
 use kube_nftpol::policy::Endpoint;
 use support::conformance::{self, Case};
-use support::interpret::{Packet, postrouting_accepts};
+use support::interpret::{Packet, dropped_by, node_accepts};
 
-fn node_of(snapshot: &Snapshot, endpoint: &Endpoint) -> (String, std::net::IpAddr) {
+/// The interface between nodes.
+const UPLINK: &str = "eth0";
+/// The one bridge every pod of a node sits behind in [`Wiring::Bridged`].
+const BRIDGE: &str = "cni0";
+
+/// How a node's pods are plugged in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wiring {
+    /// A routed veth per pod (kindnet, ptp), named in the agent's [`PodInterfaces`]; with
+    /// `v4_route_only`, dual-stack pods' IPv6 routes are left out of it (their veth is still
+    /// known through the IPv4 route).
+    Routed { v4_route_only: bool },
+    /// All pods behind one bridge: the agent knows no veth.
+    Bridged,
+}
+
+/// A node: its ruleset and the interface each of its pod addresses really sits behind.
+struct Node {
+    ruleset: Ruleset,
+    links: BTreeMap<IpAddr, String>,
+}
+
+impl Node {
+    /// The interface leading to `ip` from this node: its pod's, or the uplink.
+    fn interface(&self, ip: IpAddr) -> String {
+        self.links
+            .get(&ip)
+            .cloned()
+            .unwrap_or_else(|| UPLINK.into())
+    }
+}
+
+/// Every node's ruleset and links; pod `i` of the snapshot is behind `veth<i>` when routed.
+fn nodes(snapshot: &Snapshot, names: &[&str], wiring: Wiring) -> BTreeMap<String, Node> {
+    names
+        .iter()
+        .map(|name| {
+            let mut links = BTreeMap::new();
+            let mut interfaces = PodInterfaces::new();
+            let local = snapshot
+                .pods()
+                .enumerate()
+                .filter(|(_, p)| p.node.as_deref() == Some(*name));
+            for (i, pod) in local {
+                let link = match wiring {
+                    Wiring::Routed { .. } => format!("veth{i}"),
+                    Wiring::Bridged => BRIDGE.to_owned(),
+                };
+                for ip in &pod.ips {
+                    links.insert(*ip, link.clone());
+                    let known = match wiring {
+                        Wiring::Routed { v4_route_only } => !v4_route_only || ip.is_ipv4(),
+                        Wiring::Bridged => false,
+                    };
+                    if known {
+                        interfaces.insert(*ip, link.clone());
+                    }
+                }
+            }
+            let ruleset =
+                compile::compile_with_interfaces(snapshot, name, &interfaces, &Options::default());
+            ((*name).to_owned(), Node { ruleset, links })
+        })
+        .collect()
+}
+
+/// Whether the first packet from pod address `source` on `src_node` to pod address
+/// `destination` on `dst_node` gets through: it leaves the source pod through its link,
+/// crosses the uplink between the nodes when they differ, and enters the destination pod
+/// through its link.
+fn pod_to_pod_accepted(
+    nodes: &BTreeMap<String, Node>,
+    (src_node, source): (&str, IpAddr),
+    (dst_node, destination): (&str, IpAddr),
+    protocol: Protocol,
+    port: u16,
+) -> bool {
+    let at = |node: &Node, input: String| Packet {
+        source,
+        destination,
+        protocol,
+        port,
+        from_node: false,
+        input: Some(input),
+        output: node.interface(destination),
+    };
+    let first = &nodes[src_node];
+    if !node_accepts(&first.ruleset, &at(first, first.interface(source))) {
+        return false;
+    }
+    src_node == dst_node || {
+        let second = &nodes[dst_node];
+        node_accepts(&second.ruleset, &at(second, UPLINK.into()))
+    }
+}
+
+fn node_of(snapshot: &Snapshot, endpoint: &Endpoint) -> (String, IpAddr) {
     let Endpoint::Pod(key) = endpoint else {
         panic!("conformance probes are pod to pod")
     };
@@ -29,43 +131,38 @@ fn check_case(
     mismatches: &mut Vec<String>,
 ) {
     let snapshot = case.snapshot_with(node_of_pod);
-    let rulesets: std::collections::BTreeMap<String, Ruleset> = ["node-1", "node-2"]
-        .into_iter()
-        .map(|n| {
-            (
-                n.to_owned(),
-                compile::compile(&snapshot, n, &Options::default()),
-            )
-        })
-        .collect();
-    for probe in &case.probes {
-        let flow = probe.flow();
-        let expected = evaluate(&snapshot, &flow).expect("probe").allowed;
-        let (src_node, source) = node_of(&snapshot, &flow.source);
-        let (dst_node, destination) = node_of(&snapshot, &flow.destination);
-        let packet = Packet {
-            source,
-            destination,
-            protocol: flow.protocol,
-            port: flow.port,
-            from_node: false,
-        };
-        let mut accepted = postrouting_accepts(&rulesets[&src_node], &packet);
-        if accepted && dst_node != src_node {
-            accepted = postrouting_accepts(&rulesets[&dst_node], &packet);
-        }
-        if accepted != expected || expected != probe.expect {
-            mismatches.push(format!(
-                "{} [{layout}]: {} -> {} {}/{}: upstream {}, evaluate {}, ruleset {}",
-                case.name,
-                probe.from,
-                probe.to,
-                probe.protocol,
-                probe.port,
-                probe.expect,
-                expected,
-                accepted
-            ));
+    for wiring in [
+        Wiring::Routed {
+            v4_route_only: false,
+        },
+        Wiring::Bridged,
+    ] {
+        let nodes = nodes(&snapshot, &["node-1", "node-2"], wiring);
+        for probe in &case.probes {
+            let flow = probe.flow();
+            let expected = evaluate(&snapshot, &flow).expect("probe").allowed;
+            let (src_node, source) = node_of(&snapshot, &flow.source);
+            let (dst_node, destination) = node_of(&snapshot, &flow.destination);
+            let accepted = pod_to_pod_accepted(
+                &nodes,
+                (&src_node, source),
+                (&dst_node, destination),
+                flow.protocol,
+                flow.port,
+            );
+            if accepted != expected || expected != probe.expect {
+                mismatches.push(format!(
+                    "{} [{layout}, {wiring:?}]: {} -> {} {}/{}: upstream {}, evaluate {}, ruleset {}",
+                    case.name,
+                    probe.from,
+                    probe.to,
+                    probe.protocol,
+                    probe.port,
+                    probe.expect,
+                    expected,
+                    accepted
+                ));
+            }
         }
     }
 }
@@ -100,22 +197,145 @@ fn the_node_reaches_its_isolated_pods_and_other_nodes_do_not() {
         .find(|c| c.name.contains("default-deny-ingress"))
         .expect("case");
     let snapshot = case.snapshot();
-    let ruleset = compile::compile(&snapshot, "node-1", &Options::default());
     let pod = snapshot.pod(&ObjectKey::new("x", "a")).unwrap();
-    let from = |source: &str, from_node| Packet {
+    for wiring in [
+        Wiring::Routed {
+            v4_route_only: false,
+        },
+        Wiring::Bridged,
+    ] {
+        let node = &nodes(&snapshot, &["node-1"], wiring)["node-1"];
+        let from = |source: &str, input: Option<&str>| Packet {
+            source: source.parse().unwrap(),
+            destination: pod.ips[0],
+            protocol: Protocol::Tcp,
+            port: 80,
+            from_node: input.is_none(),
+            input: input.map(str::to_owned),
+            output: node.interface(pod.ips[0]),
+        };
+        assert!(
+            node_accepts(&node.ruleset, &from(&file.node_ip, None)),
+            "kubelet probes ({wiring:?})"
+        );
+        assert!(
+            !node_accepts(&node.ruleset, &from("172.18.0.3", Some(UPLINK))),
+            "another node ({wiring:?})"
+        );
+    }
+}
+
+// --- A reused pod address -------------------------------------------------------------------
+
+/// Pod `web/a` (10.244.1.5, veth `vetha`) was deleted and the CNI gave its address to a new
+/// pod behind `vethb` before the agent heard of the new pod: the snapshot still has `a`, and
+/// the agent still pairs the address with `vetha`. `a` may talk to `web/peer` (10.244.1.9,
+/// `vethpeer`) both ways; `web/other` (10.244.2.7, another node) may reach `a`.
+fn reused_address() -> (Snapshot, Ruleset) {
+    let snapshot = support::cluster::snapshot(
+        &[("web", &[])],
+        vec![
+            support::cluster::pod("web", "a", &[("app", "a")], "node-1", &["10.244.1.5"]),
+            support::cluster::pod("web", "peer", &[("app", "peer")], "node-1", &["10.244.1.9"]),
+            support::cluster::pod("web", "other", &[("app", "x")], "node-2", &["10.244.2.7"]),
+        ],
+        vec![
+            serde_json::json!({"metadata": {"name": "deny", "namespace": "web"},
+                "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}),
+            serde_json::json!({"metadata": {"name": "a-and-peer", "namespace": "web"},
+                "spec": {"podSelector": {"matchLabels": {"app": "peer"}},
+                         "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "a"}}}]}],
+                         "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "a"}}}]}]}}),
+            serde_json::json!({"metadata": {"name": "a-talks", "namespace": "web"},
+                "spec": {"podSelector": {"matchLabels": {"app": "a"}},
+                         "ingress": [{"from": [{"podSelector": {}}]}],
+                         "egress": [{"to": [{"podSelector": {}}]}]}}),
+        ],
+    );
+    let sticky: PodInterfaces = [
+        ("10.244.1.5".parse().unwrap(), "vetha".to_owned()),
+        ("10.244.1.9".parse().unwrap(), "vethpeer".to_owned()),
+    ]
+    .into();
+    let ruleset =
+        compile::compile_with_interfaces(&snapshot, "node-1", &sticky, &Options::default());
+    (snapshot, ruleset)
+}
+
+fn packet(source: &str, destination: &str, input: Option<&str>, output: &str) -> Packet {
+    Packet {
         source: source.parse().unwrap(),
-        destination: pod.ips[0],
+        destination: destination.parse().unwrap(),
         protocol: Protocol::Tcp,
         port: 80,
-        from_node,
-    };
-    assert!(
-        postrouting_accepts(&ruleset, &from(&file.node_ip, true)),
-        "kubelet probes"
+        from_node: input.is_none(),
+        input: input.map(str::to_owned),
+        output: output.to_owned(),
+    }
+}
+
+#[test]
+fn a_reused_address_behind_a_new_veth_inherits_nothing_from_its_previous_pod() {
+    let (_, ruleset) = reused_address();
+    // The control: from and to the paired veth, `a`'s permissions apply.
+    let from_a = packet("10.244.1.5", "10.244.1.9", Some("vetha"), "vethpeer");
+    let to_a = packet("10.244.1.9", "10.244.1.5", Some("vethpeer"), "vetha");
+    assert!(node_accepts(&ruleset, &from_a));
+    assert!(node_accepts(&ruleset, &to_a));
+
+    // The new pod sends as 10.244.1.5 from vethb: dropped before policy sees it.
+    let from_b = packet("10.244.1.5", "10.244.1.9", Some("vethb"), "vethpeer");
+    assert_eq!(dropped_by(&ruleset, &from_b), Some("prerouting"));
+    let from_b_out = packet("10.244.1.5", "10.244.2.7", Some("vethb"), "eth0");
+    assert_eq!(dropped_by(&ruleset, &from_b_out), Some("prerouting"));
+    // Packets to 10.244.1.5, now routed through vethb: a's ingress chain would accept them,
+    // the guard drops them first.
+    let to_b = packet("10.244.1.9", "10.244.1.5", Some("vethpeer"), "vethb");
+    assert_eq!(dropped_by(&ruleset, &to_b), Some("postrouting"));
+    let remote_to_b = packet("10.244.2.7", "10.244.1.5", Some("eth0"), "vethb");
+    assert_eq!(dropped_by(&ruleset, &remote_to_b), Some("postrouting"));
+    // Also the node's own packets.
+    let node_to_b = packet("172.18.0.2", "10.244.1.5", None, "vethb");
+    assert_eq!(dropped_by(&ruleset, &node_to_b), Some("postrouting"));
+    // And a forged 10.244.1.5 arriving from the uplink.
+    let forged = packet("10.244.1.5", "10.244.1.9", Some("eth0"), "vethpeer");
+    assert_eq!(dropped_by(&ruleset, &forged), Some("prerouting"));
+}
+
+#[test]
+fn once_the_new_pod_is_paired_its_own_policy_applies() {
+    let (mut snapshot, _) = reused_address();
+    // The agent learns the new pod b (same address, its own labels, no policy allowing it)
+    // and pairs the address with vethb.
+    snapshot.remove_pod(&ObjectKey::new("web", "a"));
+    snapshot.upsert_pod(support::cluster::pod(
+        "web",
+        "b",
+        &[("app", "b")],
+        "node-1",
+        &["10.244.1.5"],
+    ));
+    let interfaces: PodInterfaces = [
+        ("10.244.1.5".parse().unwrap(), "vethb".to_owned()),
+        ("10.244.1.9".parse().unwrap(), "vethpeer".to_owned()),
+    ]
+    .into();
+    let ruleset =
+        compile::compile_with_interfaces(&snapshot, "node-1", &interfaces, &Options::default());
+    // Past the guard, b's traffic meets b's own policies: web/deny isolates it and nothing
+    // allows it (a's rules select app=a).
+    let from_b = packet("10.244.1.5", "10.244.1.9", Some("vethb"), "vethpeer");
+    assert_eq!(
+        dropped_by(&ruleset, &from_b),
+        Some("postrouting"),
+        "b may use its address, and a's permissions are gone"
     );
+    let node_to_b = packet("172.18.0.2", "10.244.1.5", None, "vethb");
+    assert!(node_accepts(&ruleset, &node_to_b), "kubelet probes reach b");
+    let stale = packet("10.244.1.5", "10.244.1.9", Some("vetha"), "vethpeer");
     assert!(
-        !postrouting_accepts(&ruleset, &from("172.18.0.3", false)),
-        "another node"
+        !node_accepts(&ruleset, &stale),
+        "and nothing comes from the old veth's name any more"
     );
 }
 
@@ -280,15 +500,17 @@ fn generated_clusters_agree_between_the_ruleset_and_evaluate() {
     for seed in 1..=300u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let snapshot = random_cluster(&mut rng);
-        let rulesets: std::collections::BTreeMap<String, Ruleset> = ["node-1", "node-2"]
-            .into_iter()
-            .map(|n| {
-                (
-                    n.to_owned(),
-                    compile::compile(&snapshot, n, &Options::default()),
-                )
-            })
-            .collect();
+        // Deterministic per seed without drawing from `rng` (the clusters stay as they were).
+        let wiring = match seed % 3 {
+            0 => Wiring::Routed {
+                v4_route_only: false,
+            },
+            1 => Wiring::Routed {
+                v4_route_only: true,
+            },
+            _ => Wiring::Bridged,
+        };
+        let nodes = nodes(&snapshot, &["node-1", "node-2"], wiring);
         let pods: Vec<_> = snapshot.pods().cloned().collect();
         for src in &pods {
             for dst in &pods {
@@ -306,24 +528,18 @@ fn generated_clusters_agree_between_the_ruleset_and_evaluate() {
                                 port,
                             };
                             let expected = evaluate(&snapshot, &flow).unwrap().allowed;
-                            let packet = Packet {
-                                source: *source,
-                                destination: *destination,
+                            let accepted = pod_to_pod_accepted(
+                                &nodes,
+                                (src.node.as_deref().unwrap(), *source),
+                                (dst.node.as_deref().unwrap(), *destination),
                                 protocol,
                                 port,
-                                from_node: false,
-                            };
-                            let src_node = src.node.clone().unwrap();
-                            let dst_node = dst.node.clone().unwrap();
-                            let mut accepted = postrouting_accepts(&rulesets[&src_node], &packet);
-                            if accepted && src_node != dst_node {
-                                accepted = postrouting_accepts(&rulesets[&dst_node], &packet);
-                            }
+                            );
                             compared += 1;
                             allowed += usize::from(expected);
                             if accepted != expected {
                                 mismatches.push(format!(
-                                    "seed {seed}: {} ({source}) -> {} ({destination}) {protocol}/{port}: evaluate {expected}, ruleset {accepted}",
+                                    "seed {seed} ({wiring:?}): {} ({source}) -> {} ({destination}) {protocol}/{port}: evaluate {expected}, ruleset {accepted}",
                                     src.key, dst.key
                                 ));
                             }

@@ -9,13 +9,19 @@ mod support;
 
 use std::path::PathBuf;
 
-use kube_nftpol::compile::{self, Options, render_text};
+use kube_nftpol::compile::{self, Options, PodInterfaces, render_text};
 use kube_nftpol::model::Snapshot;
 use serde_json::json;
 use support::cluster::{pod, snapshot, with_ports};
 
 fn check(name: &str, snapshot: &Snapshot, node: &str) {
-    let text = render_text::render(&compile::compile(snapshot, node, &Options::default()));
+    check_with_interfaces(name, snapshot, node, &PodInterfaces::new());
+}
+
+/// As [`check`], with the pod veths the agent learned from the node's routes.
+fn check_with_interfaces(name: &str, snapshot: &Snapshot, node: &str, interfaces: &PodInterfaces) {
+    let ruleset = compile::compile_with_interfaces(snapshot, node, interfaces, &Options::default());
+    let text = render_text::render(&ruleset);
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(format!("{name}.nft"));
@@ -180,4 +186,34 @@ fn an_invalid_policy_isolates_and_allows_nothing() {
         })],
     );
     check("invalid-policy", &s, "node-1");
+}
+
+#[test]
+fn anti_spoofing_pairs_each_veth_with_its_pods_addresses() {
+    // What the agent compiles on a routed node: pod a (dual stack, only its IPv4 route learned)
+    // behind vetha, pod b behind vethb; pod c runs on another node, so nothing of it is paired.
+    let s = snapshot(
+        &[("web", &[])],
+        vec![
+            pod(
+                "web",
+                "a",
+                &[("app", "a")],
+                "node-1",
+                &["10.244.1.10", "fd00:1::10"],
+            ),
+            pod("web", "b", &[("app", "b")], "node-1", &["10.244.1.11"]),
+            pod("web", "c", &[("app", "c")], "node-2", &["10.244.2.10"]),
+        ],
+        vec![json!({
+            "metadata": {"name": "default-deny", "namespace": "web"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+        })],
+    );
+    let interfaces: PodInterfaces = [
+        ("10.244.1.10".parse().unwrap(), "vetha".to_owned()),
+        ("10.244.1.11".parse().unwrap(), "vethb".to_owned()),
+    ]
+    .into();
+    check_with_interfaces("anti-spoofing", &s, "node-1", &interfaces);
 }

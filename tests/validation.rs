@@ -63,6 +63,28 @@ fn a_bad_cidr_names_the_field() {
     assert_eq!(field, "spec.egress[0].to[0].ipBlock.cidr");
 }
 
+/// Go (and so the Kubernetes API server before 1.33) reads `::ffff:10.0.0.0/104` as the IPv4
+/// CIDR 10.0.0.0/8; other engines read it as IPv6. It is rejected, fail-closed.
+#[test]
+fn an_ipv4_mapped_ipv6_cidr_is_an_error() {
+    let field = error_field(
+        json!({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "::ffff:10.0.0.0/104"}}]}]}),
+    );
+    assert_eq!(field, "spec.ingress[0].from[0].ipBlock.cidr");
+    let s = cluster(
+        json!({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "::ffff:10.0.0.0/104"}}]}]}),
+    );
+    assert!(!allowed(&s, "ns/b", "ns/a", 80), "fail closed");
+    let p = parse(
+        json!({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "::ffff:0:0/64"}}]}]}),
+    );
+    assert!(
+        p.errors.is_empty(),
+        "a wider IPv6 CIDR is plain IPv6: {:?}",
+        p.errors
+    );
+}
+
 #[test]
 fn an_except_outside_its_cidr_is_an_error() {
     let field = error_field(

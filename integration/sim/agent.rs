@@ -38,25 +38,40 @@ pub fn binary() -> PathBuf {
     )
 }
 
+/// Where the agent under test reads the cluster from.
+#[derive(Debug, Clone)]
+pub enum SourceArgs {
+    /// `--manifests DIR`, polled every [`MANIFESTS_POLL_INTERVAL_MS`].
+    Manifests(PathBuf),
+    /// `--kubeconfig FILE`.
+    Kubeconfig(PathBuf),
+}
+
 /// The agent's arguments for one node.
-pub fn agent_args(node: &str, manifests: &Path) -> Vec<String> {
-    [
+pub fn agent_args(node: &str, source: &SourceArgs) -> Vec<String> {
+    let mut args: Vec<String> = match source {
+        SourceArgs::Manifests(dir) => vec![
+            "--manifests".into(),
+            dir.display().to_string(),
+            "--manifests-poll-interval-ms".into(),
+            MANIFESTS_POLL_INTERVAL_MS.to_string(),
+        ],
+        SourceArgs::Kubeconfig(file) => vec!["--kubeconfig".into(), file.display().to_string()],
+    };
+    let common = [
         "agent",
         "--node-name",
         node,
-        "--manifests",
-        &manifests.display().to_string(),
         "--metrics-addr",
         &format!("127.0.0.1:{METRICS_PORT}"),
         "--nflog-group",
         "100",
         "--resync-interval-secs",
         "10",
-        "--manifests-poll-interval-ms",
-        &MANIFESTS_POLL_INTERVAL_MS.to_string(),
     ]
-    .map(str::to_owned)
-    .to_vec()
+    .map(str::to_owned);
+    args.splice(0..0, common);
+    args
 }
 
 /// A process running inside a network namespace, killed on drop.

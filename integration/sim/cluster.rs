@@ -109,6 +109,13 @@ pub struct SimPod {
     _netns: Netns,
 }
 
+impl SimPod {
+    /// The name of the pod's network namespace.
+    pub fn netns_name(&self) -> &str {
+        self._netns.name()
+    }
+}
+
 /// The whole simulated cluster. Pods go before nodes on drop.
 #[derive(Debug)]
 pub struct Cluster {
@@ -263,6 +270,16 @@ impl Cluster {
     /// container ports, policies), replacing the previous ones in one rename so a reader never
     /// sees half a file.
     pub fn write_manifests(&self, case: &Case) -> Result<()> {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": self.objects(case)});
+        let staged = self.dir.path().join("staging").join("cluster.json");
+        let text = serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?;
+        std::fs::write(&staged, text)
+            .and_then(|()| std::fs::rename(&staged, self.manifests().join("cluster.json")))
+            .map_err(|e| format!("cannot write the manifests of {}: {e}", case.name))
+    }
+
+    /// The Namespace, Pod (with status) and NetworkPolicy objects of `case` on this cluster.
+    pub fn objects(&self, case: &Case) -> Vec<Value> {
         let mut items: Vec<Value> = case
             .namespaces
             .iter()
@@ -293,11 +310,6 @@ impl Cluster {
             }));
         }
         items.extend(case.policies.iter().cloned());
-        let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
-        let staged = self.dir.path().join("staging").join("cluster.json");
-        let text = serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?;
-        std::fs::write(&staged, text)
-            .and_then(|()| std::fs::rename(&staged, self.manifests().join("cluster.json")))
-            .map_err(|e| format!("cannot write the manifests of {}: {e}", case.name))
+        items
     }
 }

@@ -6,6 +6,8 @@
 //! - [`Mode::Dataplane`]: the library's [`Dataplane`] in this process, driving `nft` inside
 //!   each node namespace: full replace first, incremental updates after, as the agent does.
 //!   A "restart" drops it and starts a fresh one over the table it left.
+//! - [`Mode::ApiAgent`]: `kube-nftpol agent --kubeconfig` processes reading the cluster from a
+//!   real kube-apiserver, which this harness fills as kubelet and CNI would ([`crate::api`]).
 //! - [`Mode::Agent`]: `kube-nftpol agent` processes, one per node ([`crate::agent`]), which
 //!   find changes in the manifest directory themselves. A restart is SIGKILL and a new
 //!   process.
@@ -23,6 +25,7 @@ use kube_nftpol::dataplane::readback::Summary;
 use kube_nftpol::source::manifests;
 
 use crate::agent::{self, NetnsProcess};
+use crate::api::{ApiCluster, Relay};
 use crate::cluster::Cluster;
 use crate::conformance_data::Case;
 use crate::{Result, error_chain, nft};
@@ -39,6 +42,8 @@ pub enum Mode {
     Dataplane,
     /// `kube-nftpol agent` processes.
     Agent,
+    /// `kube-nftpol agent --kubeconfig` processes and a real API server.
+    ApiAgent,
 }
 
 impl Mode {
@@ -48,6 +53,7 @@ impl Mode {
             Self::Static => "static compile",
             Self::Dataplane => "in-process dataplane",
             Self::Agent => "agent",
+            Self::ApiAgent => "agent with the API server",
         }
     }
 }
@@ -58,6 +64,12 @@ enum Running {
     Dataplane(Vec<Dataplane>),
     /// One per node.
     Agent(Vec<NetnsProcess>),
+    /// One agent and one relay per node, and the API server they read.
+    ApiAgent {
+        agents: Vec<NetnsProcess>,
+        api: Box<ApiCluster>,
+        _relays: Vec<Relay>,
+    },
 }
 
 /// The enforcer of one cluster.
@@ -73,6 +85,18 @@ impl Enforcer {
             Mode::Static => Running::Static,
             Mode::Dataplane => Running::Dataplane(Vec::new()),
             Mode::Agent => Running::Agent(Vec::new()),
+            Mode::ApiAgent => {
+                let api = ApiCluster::start().await?;
+                let mut relays = Vec::new();
+                for node in &cluster.nodes {
+                    relays.push(Relay::start(node.netns.name(), api.addr()?).await?);
+                }
+                Running::ApiAgent {
+                    agents: Vec::new(),
+                    api: Box::new(api),
+                    _relays: relays,
+                }
+            }
         };
         let mut this = Self { mode, running };
         cluster.write_manifests(case)?;
@@ -100,6 +124,7 @@ impl Enforcer {
             }
             // The agents notice the new files themselves.
             Running::Agent(_) => {}
+            Running::ApiAgent { api, .. } => api.sync(&cluster.objects(case)).await?,
         }
         self.wait_applied(cluster, &expected).await?;
         Ok(started.elapsed())
@@ -111,7 +136,9 @@ impl Enforcer {
         match &mut self.running {
             Running::Static => {}
             Running::Dataplane(planes) => planes.clear(),
-            Running::Agent(agents) => agents.iter_mut().for_each(NetnsProcess::kill),
+            Running::Agent(agents) | Running::ApiAgent { agents, .. } => {
+                agents.iter_mut().for_each(NetnsProcess::kill)
+            }
         }
     }
 
@@ -138,22 +165,42 @@ impl Enforcer {
                 }
             }
             Running::Agent(agents) => {
-                if agents.is_empty() {
-                    for node in &cluster.nodes {
-                        let log = cluster.scratch().join(format!("agent-{}.log", node.name));
-                        let args = agent::agent_args(node.name, &cluster.manifests());
-                        let program = agent::binary();
-                        agents.push(NetnsProcess::spawn(node.netns.name(), &program, args, log)?);
-                    }
-                } else {
-                    for a in agents.iter_mut().filter(|a| a.pid().is_none()) {
-                        a.start()?;
-                    }
-                }
+                let source = agent::SourceArgs::Manifests(cluster.manifests());
+                start_agents(cluster, agents, &source)?;
+                wait_ready(cluster, agents).await?;
+            }
+            Running::ApiAgent { agents, api, .. } => {
+                api.sync(&cluster.objects(case)).await?;
+                let kubeconfig = api.agent_kubeconfig(cluster.scratch())?;
+                start_agents(cluster, agents, &agent::SourceArgs::Kubeconfig(kubeconfig))?;
                 wait_ready(cluster, agents).await?;
             }
         }
         self.wait_applied(cluster, &expected).await
+    }
+
+    /// The API server, in [`Mode::ApiAgent`].
+    pub fn api(&self) -> Option<&ApiCluster> {
+        match &self.running {
+            Running::ApiAgent { api, .. } => Some(api),
+            _ => None,
+        }
+    }
+
+    /// The API server, in [`Mode::ApiAgent`], to stop and start it.
+    pub fn api_mut(&mut self) -> Option<&mut ApiCluster> {
+        match &mut self.running {
+            Running::ApiAgent { api, .. } => Some(api),
+            _ => None,
+        }
+    }
+
+    /// The agent processes, in the agent modes.
+    pub fn agents(&mut self) -> &mut [NetnsProcess] {
+        match &mut self.running {
+            Running::Agent(agents) | Running::ApiAgent { agents, .. } => agents,
+            _ => &mut [],
+        }
     }
 
     /// Whether this enforcer knows the pods' veths (the agent learns them from routes and the
@@ -178,7 +225,7 @@ impl Enforcer {
             if pending.is_empty() {
                 return Ok(());
             }
-            if let Running::Agent(agents) = &mut self.running {
+            if let Running::Agent(agents) | Running::ApiAgent { agents, .. } = &mut self.running {
                 for a in agents.iter_mut() {
                     if let Some(status) = a.exited() {
                         return Err(format!("the agent exited ({status})\n{}", a.log_tail(30)));
@@ -196,7 +243,7 @@ impl Enforcer {
                         report.push_str(&format!("\n    {d}"));
                     }
                 }
-                if let Running::Agent(agents) = &self.running {
+                if let Running::Agent(agents) | Running::ApiAgent { agents, .. } = &self.running {
                     for a in agents {
                         report.push('\n');
                         report.push_str(&a.log_tail(20));
@@ -263,6 +310,27 @@ async fn load_static(cluster: &Cluster) -> Result<()> {
             String::from_utf8_lossy(&out.stdout)
         );
         nft::apply(node.netns.name(), &script).await?;
+    }
+    Ok(())
+}
+
+/// Starts one agent per node the first time, and restarts killed ones after that.
+fn start_agents(
+    cluster: &Cluster,
+    agents: &mut Vec<NetnsProcess>,
+    source: &agent::SourceArgs,
+) -> Result<()> {
+    if agents.is_empty() {
+        for node in &cluster.nodes {
+            let log = cluster.scratch().join(format!("agent-{}.log", node.name));
+            let args = agent::agent_args(node.name, source);
+            let program = agent::binary();
+            agents.push(NetnsProcess::spawn(node.netns.name(), &program, args, log)?);
+        }
+    } else {
+        for a in agents.iter_mut().filter(|a| a.pid().is_none()) {
+            a.start()?;
+        }
     }
     Ok(())
 }

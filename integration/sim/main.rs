@@ -38,7 +38,11 @@ mod conformance_data;
 #[path = "../support/netns.rs"]
 mod netns;
 
+#[path = "../support/apiserver.rs"]
+mod apiserver;
+
 mod agent;
+mod api;
 mod cluster;
 mod enforcer;
 mod kube_proxy;
@@ -50,6 +54,7 @@ mod sctp;
 mod servers;
 mod setns;
 
+mod suite_api;
 mod suite_cleanup;
 mod suite_conformance;
 mod suite_policy_change;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use kube_nftpol::model::Protocol;
 
+use crate::api;
 use crate::cluster::{self, Cluster};
 use crate::conformance_data::{self, Case};
 use crate::enforcer::{Enforcer, Mode};
@@ -26,6 +27,14 @@ fn upstream_cases_pass_on_real_packets_with_the_static_compile() {
 #[test]
 fn upstream_cases_pass_on_real_packets_with_the_agent() {
     run(Mode::Agent);
+}
+
+/// The agent reads everything from a real kube-apiserver; namespaces, labels and policies
+/// change through the API between cases. The API server here is v1.20, which drops `endPort`:
+/// those cases run through the manifest source in the tests above, and are left out here.
+#[test]
+fn upstream_cases_pass_on_real_packets_with_the_agent_reading_the_api_server() {
+    run(Mode::ApiAgent);
 }
 
 /// Guards the suite against a harness that times out by itself: with no ruleset loaded, every
@@ -171,7 +180,12 @@ async fn all_cases(mode: Mode) -> Result<(Vec<Row>, Vec<Mismatch>)> {
 
     let mut rows = Vec::new();
     let mut mismatches = Vec::new();
+    let mut left_out = 0;
     for case in &data.cases {
+        if mode == Mode::ApiAgent && case.policies.iter().any(api::uses_end_port) {
+            left_out += 1;
+            continue;
+        }
         let apply = enforcer
             .apply(&cluster, case)
             .await
@@ -179,6 +193,18 @@ async fn all_cases(mode: Mode) -> Result<(Vec<Row>, Vec<Mismatch>)> {
         let (row, found) = probe_case(&cluster, case, apply).await?;
         rows.push(row);
         mismatches.extend(found);
+    }
+    if left_out > 0 {
+        say(&format!(
+            "sim: {left_out} endPort cases left out (the v1.20 API server drops endPort)"
+        ));
+    }
+    if rows.len() + left_out != data.cases.len() || left_out > 4 {
+        return Err(format!(
+            "ran {} cases and left out {left_out} of {}",
+            rows.len(),
+            data.cases.len()
+        ));
     }
     Ok((rows, mismatches))
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::Outcome;
-use crate::agent::{self, Config};
+use crate::agent::{self, Config, Source};
 use crate::compile::Options;
 
 /// Arguments of `kube-nftpol agent`.
@@ -17,9 +17,14 @@ pub struct AgentArgs {
     /// The node this agent runs on: it polices the pods scheduled there
     #[arg(long, env = "NODE_NAME", value_name = "NODE")]
     pub node_name: String,
-    /// Read the cluster from this directory of manifests, reloaded when its files change
-    #[arg(long, value_name = "DIR")]
-    pub manifests: PathBuf,
+    /// Read the cluster from this directory of manifests, reloaded when its files change,
+    /// instead of the Kubernetes API
+    #[arg(long, value_name = "DIR", conflicts_with = "kubeconfig")]
+    pub manifests: Option<PathBuf>,
+    /// Kubeconfig for the Kubernetes API [default: in-cluster, then KUBECONFIG, then
+    /// ~/.kube/config]
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// NFLOG group for default-deny drop logs
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub nflog_group: u16,
@@ -39,14 +44,21 @@ impl AgentArgs {
     pub fn config(&self) -> Config {
         Config {
             node_name: self.node_name.clone(),
-            manifests: self.manifests.clone(),
+            source: match &self.manifests {
+                Some(path) => Source::Manifests {
+                    path: path.clone(),
+                    poll_interval: Duration::from_millis(self.manifests_poll_interval_ms),
+                },
+                None => Source::Kubernetes {
+                    kubeconfig: self.kubeconfig.clone(),
+                },
+            },
             compile: Options {
                 nflog_group: self.nflog_group,
                 ..Options::default()
             },
             metrics_addr: self.metrics_addr,
             resync_interval: Duration::from_secs(self.resync_interval_secs),
-            manifests_poll_interval: Duration::from_millis(self.manifests_poll_interval_ms),
         }
     }
 }
@@ -65,31 +77,39 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<Outcome> {
 mod tests {
     use clap::Parser;
 
+    use super::AgentArgs;
+    use crate::agent::{Config, Source};
     use crate::cli::{Cli, Command};
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(["kube-nftpol", "agent"].iter().chain(args))
+    /// `kube-nftpol agent --node-name n1 EXTRA...`
+    fn parse(extra: &[&str]) -> Result<Cli, clap::Error> {
+        let base = ["kube-nftpol", "agent", "--node-name", "n1"];
+        Cli::try_parse_from(base.iter().chain(extra))
+    }
+
+    fn config(extra: &[&str]) -> Config {
+        match parse(extra).map(|cli| cli.command) {
+            Ok(Command::Agent(args)) => AgentArgs::config(&args),
+            other => panic!("not an agent command: {other:?}"),
+        }
     }
 
     #[test]
     fn agent_flags_parse_with_their_defaults() {
-        let cli = parse(&["--node-name", "n1", "--manifests", "dir"]).unwrap();
-        let Command::Agent(args) = cli.command else {
-            panic!("not agent")
-        };
-        let config = args.config();
+        let config = config(&[]);
         assert_eq!(config.node_name, "n1");
+        assert!(matches!(
+            config.source,
+            Source::Kubernetes { kubeconfig: None }
+        ));
         assert_eq!(config.compile.nflog_group, 100);
         assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:9640");
         assert_eq!(config.resync_interval.as_secs(), 10);
-        assert_eq!(config.manifests_poll_interval.as_millis(), 500);
     }
 
     #[test]
     fn every_agent_flag_parses() {
-        let cli = parse(&[
-            "--node-name",
-            "n1",
+        let config = config(&[
             "--manifests",
             "d",
             "--nflog-group",
@@ -100,53 +120,47 @@ mod tests {
             "3",
             "--manifests-poll-interval-ms",
             "50",
-        ])
-        .unwrap();
-        let Command::Agent(args) = cli.command else {
-            panic!("not agent")
-        };
-        let config = args.config();
+        ]);
         assert_eq!(config.compile.nflog_group, 7);
         assert_eq!(config.metrics_addr.port(), 9999);
         assert_eq!(config.resync_interval.as_secs(), 3);
-        assert_eq!(config.manifests_poll_interval.as_millis(), 50);
+        let Source::Manifests {
+            path,
+            poll_interval,
+        } = config.source
+        else {
+            panic!("not the manifest source")
+        };
+        assert_eq!(path.to_str(), Some("d"));
+        assert_eq!(poll_interval.as_millis(), 50);
+    }
+
+    #[test]
+    fn the_kubeconfig_flag_selects_the_kubernetes_source() {
+        let config = config(&["--kubeconfig", "/etc/kube.conf"]);
+        let Source::Kubernetes {
+            kubeconfig: Some(path),
+        } = config.source
+        else {
+            panic!("not the Kubernetes source")
+        };
+        assert_eq!(path.to_str(), Some("/etc/kube.conf"));
     }
 
     #[test]
     fn agent_flags_reject_bad_values() {
-        assert!(parse(&["--manifests", "d"]).is_err() || std::env::var_os("NODE_NAME").is_some());
+        let no_node = Cli::try_parse_from(["kube-nftpol", "agent"]);
+        assert!(no_node.is_err() || std::env::var_os("NODE_NAME").is_some());
+        for bad in [
+            ["--metrics-addr", "nope"],
+            ["--resync-interval-secs", "0"],
+            ["--nflog-group", "70000"],
+        ] {
+            assert!(parse(&bad).is_err(), "{bad:?} accepted");
+        }
         assert!(
-            parse(&[
-                "--node-name",
-                "n",
-                "--manifests",
-                "d",
-                "--metrics-addr",
-                "nope"
-            ])
-            .is_err()
-        );
-        assert!(
-            parse(&[
-                "--node-name",
-                "n",
-                "--manifests",
-                "d",
-                "--resync-interval-secs",
-                "0"
-            ])
-            .is_err()
-        );
-        assert!(
-            parse(&[
-                "--node-name",
-                "n",
-                "--manifests",
-                "d",
-                "--nflog-group",
-                "70000"
-            ])
-            .is_err()
+            parse(&["--manifests", "d", "--kubeconfig", "k"]).is_err(),
+            "two sources accepted"
         );
     }
 }

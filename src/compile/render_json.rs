@@ -189,6 +189,11 @@ fn expr(e: &Expr) -> Value {
             json!({"concat": [{"meta": {"key": "iifname"}}, addr_field(AddrField::Source, *family)]}),
             json!(format!("@{set}")),
         ),
+        Expr::InterfaceDestinationNotInSet(family, set) => matches(
+            "!=",
+            json!({"concat": [{"meta": {"key": "oifname"}}, addr_field(AddrField::Destination, *family)]}),
+            json!(format!("@{set}")),
+        ),
         Expr::Ip6SourceNotLinkLocal => matches(
             "!=",
             payload("ip6", "saddr"),
@@ -611,6 +616,40 @@ mod tests {
         assert_eq!(
             rule_exprs(&doc, "in_x_a", 2)[0]["match"]["left"]["concat"][0],
             json!({"payload": {"protocol": "ip6", "field": "daddr"}})
+        );
+    }
+
+    #[test]
+    fn interface_address_pairs_are_concatenations_of_the_interface_name_and_the_address() {
+        // nft: iifname . ip saddr != @pod_iface_addrs4
+        //      oifname . ip6 daddr != @pod_iface_addrs6
+        //      set pod_iface_addrs4 { type ifname . ipv4_addr; elements = { "veth1" . 10.0.0.1 } }
+        assert_eq!(
+            expr(&Expr::InterfaceSourceNotInSet(
+                Family::V4,
+                "pod_iface_addrs4".into()
+            )),
+            json!({"match": {"op": "!=",
+                             "left": {"concat": [{"meta": {"key": "iifname"}},
+                                                 {"payload": {"protocol": "ip", "field": "saddr"}}]},
+                             "right": "@pod_iface_addrs4"}})
+        );
+        assert_eq!(
+            expr(&Expr::InterfaceDestinationNotInSet(
+                Family::V6,
+                "pod_iface_addrs6".into()
+            )),
+            json!({"match": {"op": "!=",
+                             "left": {"concat": [{"meta": {"key": "oifname"}},
+                                                 {"payload": {"protocol": "ip6", "field": "daddr"}}]},
+                             "right": "@pod_iface_addrs6"}})
+        );
+        assert_eq!(
+            element(
+                &SetElement::InterfaceAddress("veth1".into(), ip("10.0.0.1")),
+                Family::V4
+            ),
+            json!({"concat": ["veth1", "10.0.0.1"]})
         );
     }
 

@@ -138,6 +138,10 @@ fn expr(e: &Expr) -> String {
             "iifname . {} != @{set}",
             addr_field(AddrField::Source, *family)
         ),
+        Expr::InterfaceDestinationNotInSet(family, set) => format!(
+            "oifname . {} != @{set}",
+            addr_field(AddrField::Destination, *family)
+        ),
         Expr::Ip6SourceNotLinkLocal => "ip6 saddr != { ::, fe80::/10 }".into(),
         Expr::Counter => "counter".into(),
         Expr::Limit {

@@ -121,7 +121,7 @@ pub enum SetKind {
     AddressProtocolPort,
     /// Interface names (`ifname`; the family is irrelevant).
     Interfaces,
-    /// `interface . address` (anti-spoofing: which source addresses a pod's veth may send).
+    /// `interface . address` (anti-spoofing: which addresses sit behind a pod's veth).
     InterfaceAddresses,
 }
 
@@ -250,6 +250,8 @@ pub enum Expr {
     InputInterfaceInSet(String),
     /// `iifname . ip saddr != @set`: the input interface may not send from this source.
     InterfaceSourceNotInSet(Family, String),
+    /// `oifname . ip daddr != @set`: the output interface does not lead to this destination.
+    InterfaceDestinationNotInSet(Family, String),
     /// `ip6 saddr != { ::, fe80::/10 }`: not link-local or unspecified (neighbour discovery
     /// and duplicate address detection use those).
     Ip6SourceNotLinkLocal,

@@ -334,6 +334,12 @@ fn anti_spoofing_lets_each_veth_send_from_all_of_its_pods_addresses_only() {
         )],
         "the IPv6 address is allowed although only the IPv4 route named the veth"
     );
+    assert_eq!(
+        elements(&r, "pod_addrs4"),
+        [addr("10.0.0.1")],
+        "only addresses paired with a veth"
+    );
+    assert_eq!(elements(&r, "pod_addrs6"), [addr("fd00::1")]);
     let chain = r.chain(ANTI_SPOOF_CHAIN).unwrap();
     assert_eq!(chain.hook, Some(Hook::Prerouting));
     assert!(
@@ -351,4 +357,112 @@ fn anti_spoofing_lets_each_veth_send_from_all_of_its_pods_addresses_only() {
         [],
         "no interfaces known: nothing is checked, everything still policed by address"
     );
+}
+
+fn rule_texts(ruleset: &Ruleset, chain: &str) -> Vec<String> {
+    ruleset
+        .chain(chain)
+        .unwrap()
+        .rules
+        .iter()
+        .map(render_text::rule_text)
+        .collect()
+}
+
+#[test]
+fn a_paired_address_is_only_accepted_from_and_sent_to_its_own_veth() {
+    let mut s = Snapshot::new();
+    s.upsert_pod(pod("web", "a", "a", "n1", "10.0.0.1"));
+    let interfaces: PodInterfaces = [("10.0.0.1".parse().unwrap(), "vetha".to_string())].into();
+    let r = compile_with_interfaces(&s, "n1", &interfaces, &Options::default());
+    assert_eq!(
+        rule_texts(&r, ANTI_SPOOF_CHAIN),
+        [
+            "iifname @pod_ifaces iifname . ip saddr != @pod_iface_addrs4 counter drop \
+             comment \"spoofed source address\"",
+            "iifname @pod_ifaces ip6 saddr != { ::, fe80::/10 } iifname . ip6 saddr != \
+             @pod_iface_addrs6 counter drop comment \"spoofed source address\"",
+            "ip saddr @pod_addrs4 iifname . ip saddr != @pod_iface_addrs4 counter drop \
+             comment \"pod address from another interface\"",
+            "ip6 saddr @pod_addrs6 iifname . ip6 saddr != @pod_iface_addrs6 counter drop \
+             comment \"pod address from another interface\"",
+        ]
+    );
+    let postrouting = rule_texts(&r, "postrouting");
+    assert_eq!(
+        postrouting[..3],
+        [
+            "ip daddr @pod_addrs4 oifname . ip daddr != @pod_iface_addrs4 counter drop \
+             comment \"pod address behind another interface\"",
+            "ip6 daddr @pod_addrs6 oifname . ip6 daddr != @pod_iface_addrs6 counter drop \
+             comment \"pod address behind another interface\"",
+            "ct state established,related accept comment \"replies\"",
+        ],
+        "the guard comes before replies: the previous owner's connections must not reach \
+         the address's new pod"
+    );
+    assert!(
+        rule_texts(&r, "input")
+            .iter()
+            .all(|rule| !rule.contains("pod_addrs")),
+        "packets to the node are checked by source in prerouting"
+    );
+}
+
+#[test]
+fn a_sticky_pairing_keeps_the_address_paired_with_its_old_veth() {
+    // Pod a is gone from the node's veths but still in the snapshot (terminating), and the
+    // agent still pairs its address with the old veth: the guard keeps that pairing, so the
+    // new veth behind the same address is not trusted with it.
+    let mut s = Snapshot::new();
+    let mut old = pod("web", "a", "a", "n1", "10.0.0.1");
+    old.terminating = true;
+    s.upsert_pod(old);
+    let sticky: PodInterfaces = [("10.0.0.1".parse().unwrap(), "vethold".to_string())].into();
+    let r = compile_with_interfaces(&s, "n1", &sticky, &Options::default());
+    assert_eq!(elements(&r, "pod_addrs4"), [addr("10.0.0.1")]);
+    assert_eq!(
+        elements(&r, "pod_iface_addrs4"),
+        [SetElement::InterfaceAddress(
+            "vethold".into(),
+            "10.0.0.1".parse().unwrap()
+        )]
+    );
+    assert_eq!(
+        elements(&r, "pod_ifaces"),
+        [SetElement::Interface("vethold".into())]
+    );
+}
+
+#[test]
+fn link_scoped_pod_addresses_are_paired_but_not_guarded() {
+    let mut s = Snapshot::new();
+    let mut a = pod("web", "a", "a", "n1", "fd00::1");
+    a.ips.push("fe80::1".parse().unwrap());
+    s.upsert_pod(a);
+    let interfaces: PodInterfaces = [("fd00::1".parse().unwrap(), "vetha".to_string())].into();
+    let r = compile_with_interfaces(&s, "n1", &interfaces, &Options::default());
+    assert_eq!(elements(&r, "pod_iface_addrs6").len(), 2);
+    assert_eq!(
+        elements(&r, "pod_addrs6"),
+        [addr("fd00::1")],
+        "fe80::1 may exist on every link"
+    );
+    assert_eq!(elements(&r, "pod_addrs4"), []);
+}
+
+#[test]
+fn without_interfaces_every_anti_spoofing_set_is_empty() {
+    let mut s = Snapshot::new();
+    s.upsert_pod(pod("web", "a", "a", "n1", "10.0.0.1"));
+    let r = compile(&s, "n1", &Options::default());
+    for set in [
+        "pod_ifaces",
+        "pod_iface_addrs4",
+        "pod_iface_addrs6",
+        "pod_addrs4",
+        "pod_addrs6",
+    ] {
+        assert_eq!(elements(&r, set), [], "{set}");
+    }
 }

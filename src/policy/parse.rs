@@ -230,8 +230,20 @@ fn ip_block(
 }
 
 /// Parses a CIDR and masks host bits (`10.0.0.1/24` is `10.0.0.0/24`, Antrea #1764).
+/// IPv4-mapped IPv6 CIDRs (`::ffff:10.0.0.0/104`) are rejected: Go reads them as IPv4 CIDRs
+/// and other engines as IPv6 ones, and no packet carries such an address (Kubernetes 1.33
+/// rejects them too, with StrictIPCIDRValidation).
 fn parse_cidr(text: &str, field: &str, errors: &mut Vec<FieldError>) -> Option<IpNet> {
     match text.trim().parse::<IpNet>() {
+        Ok(IpNet::V6(net)) if net.prefix_len() >= 96 && net.addr().to_ipv4_mapped().is_some() => {
+            errors.push(FieldError::new(
+                field,
+                format!(
+                    "{text:?} is an IPv4-mapped IPv6 CIDR, which is ambiguous (write the IPv4 CIDR)"
+                ),
+            ));
+            None
+        }
         Ok(net) => Some(net.trunc()),
         Err(_) => {
             errors.push(FieldError::new(

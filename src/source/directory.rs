@@ -7,11 +7,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::ChangeClock;
 use super::manifests::{self, Loaded};
 use crate::metrics::SourceMetrics;
 
@@ -38,6 +39,7 @@ pub async fn watch(
     root: PathBuf,
     interval: Duration,
     tx: watch::Sender<Option<Arc<Loaded>>>,
+    clock: Arc<ChangeClock>,
     metrics: Arc<crate::http::Shared>,
 ) {
     let source: &SourceMetrics = &metrics.metrics.source;
@@ -56,6 +58,7 @@ pub async fn watch(
         if now.is_some() && now == last {
             continue;
         }
+        clock.mark(Instant::now());
         let root_for_load = root.clone();
         let loaded = tokio::task::spawn_blocking(move || manifests::load_dir(&root_for_load)).await;
         match loaded {

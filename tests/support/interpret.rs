@@ -1,19 +1,26 @@
 //! A reference interpreter of the compiler's ruleset model, for tests that need no kernel.
 //!
-//! It walks a node's `postrouting` chain for the first packet of a connection the way nftables
-//! would (verdict maps, jump/goto/return, set lookups), with connection tracking state `new`.
-//! It checks that the compiled structure means what `evaluate` says; the root suites check
-//! that the kernel agrees with real packets.
+//! It runs the first packet of a connection (connection tracking state `new`) through a node's
+//! `prerouting` chain (anti-spoofing) and `postrouting` chain the way nftables would (verdict
+//! maps, jump/goto/return, set lookups, `iifname`/`oifname` pairs). It checks that the
+//! compiled structure means what `evaluate` says; the root suites check that the kernel agrees
+//! with real packets.
+//!
+//! Every packet says which interfaces it crosses on the node, as the node's links and routes
+//! would make it: the anti-spoofing rules are decided by them, so a caller cannot leave them
+//! out and have those rules pass unnoticed.
 
 #![allow(dead_code)]
 
 use std::net::IpAddr;
 
-use kube_nftpol::compile::{AddrField, Expr, Family, MapVerdict, Ruleset, SetElement};
+use kube_nftpol::compile::{
+    ANTI_SPOOF_CHAIN, AddrField, Expr, Family, MapVerdict, Ruleset, SetElement,
+};
 use kube_nftpol::model::Protocol;
 
-/// The first packet of a connection.
-#[derive(Debug, Clone, Copy)]
+/// The first packet of a connection, as one node sees it.
+#[derive(Debug, Clone)]
 pub struct Packet {
     pub source: IpAddr,
     pub destination: IpAddr,
@@ -21,6 +28,12 @@ pub struct Packet {
     pub port: u16,
     /// The packet comes from the node itself (`fib saddr type local`).
     pub from_node: bool,
+    /// `iifname`: the interface the packet entered the node through (a pod's veth, the
+    /// uplink); `None` for a packet the node sends itself, which skips `prerouting`.
+    pub input: Option<String>,
+    /// `oifname`: the interface the node sends it out of (the destination pod's veth, the
+    /// uplink).
+    pub output: String,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -31,9 +44,22 @@ enum Outcome {
     Continue,
 }
 
-/// Whether the node's postrouting chain lets the packet through.
-pub fn postrouting_accepts(ruleset: &Ruleset, packet: &Packet) -> bool {
-    run_chain(ruleset, "postrouting", packet) != Outcome::Drop
+/// Whether the node lets the packet through: neither its `prerouting` chain (packets that
+/// enter the node) nor its `postrouting` chain drops it.
+pub fn node_accepts(ruleset: &Ruleset, packet: &Packet) -> bool {
+    dropped_by(ruleset, packet).is_none()
+}
+
+/// The base chain that drops the packet on this node, if one does.
+pub fn dropped_by(ruleset: &Ruleset, packet: &Packet) -> Option<&'static str> {
+    assert!(
+        !packet.output.is_empty() && packet.input.as_deref() != Some(""),
+        "a packet crosses named interfaces: {packet:?}"
+    );
+    if packet.input.is_some() && run_chain(ruleset, ANTI_SPOOF_CHAIN, packet) == Outcome::Drop {
+        return Some(ANTI_SPOOF_CHAIN);
+    }
+    (run_chain(ruleset, "postrouting", packet) == Outcome::Drop).then_some("postrouting")
 }
 
 fn run_chain(ruleset: &Ruleset, name: &str, packet: &Packet) -> Outcome {
@@ -82,10 +108,40 @@ fn run_chain(ruleset: &Ruleset, name: &str, packet: &Packet) -> Outcome {
                         continue 'rules;
                     }
                 }
-                Expr::InputInterfaceInSet(_)
-                | Expr::InterfaceSourceNotInSet(..)
-                | Expr::Ip6SourceNotLinkLocal => {
-                    panic!("anti-spoofing matches belong to prerouting, not {name}")
+                Expr::InputInterfaceInSet(set) => {
+                    // A packet the node sends itself has no input interface (`iifname ""`).
+                    let key = SetElement::Interface(packet.input.clone().unwrap_or_default());
+                    if !set_contains(ruleset, set, |e| *e == key) {
+                        continue 'rules;
+                    }
+                }
+                Expr::InterfaceSourceNotInSet(family, set) => {
+                    let interface = packet.input.clone().unwrap_or_default();
+                    let key = SetElement::InterfaceAddress(interface, packet.source);
+                    // `ip saddr` only matches IPv4 packets (`ip6 saddr` IPv6 ones), negated
+                    // lookup or not.
+                    if Family::of(packet.source) != *family
+                        || set_contains(ruleset, set, |e| *e == key)
+                    {
+                        continue 'rules;
+                    }
+                }
+                Expr::InterfaceDestinationNotInSet(family, set) => {
+                    let key =
+                        SetElement::InterfaceAddress(packet.output.clone(), packet.destination);
+                    if Family::of(packet.destination) != *family
+                        || set_contains(ruleset, set, |e| *e == key)
+                    {
+                        continue 'rules;
+                    }
+                }
+                Expr::Ip6SourceNotLinkLocal => {
+                    let IpAddr::V6(source) = packet.source else {
+                        continue 'rules;
+                    };
+                    if source.is_unspecified() || source.is_unicast_link_local() {
+                        continue 'rules;
+                    }
                 }
                 Expr::Counter | Expr::Log { .. } => {}
                 // The rate limit only decides whether the drop is logged; never the verdict.

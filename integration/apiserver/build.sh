@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver and kubectl v1.20.2 from Debian bookworm's `kubernetes` source package
+# for the suites that need a real API server (../shared/NOTES.md, section 5). Run as root:
+#   bin=$(sudo integration/apiserver/build.sh | tail -1)
+# The binaries are cached outside the repository, in $KNP_APISERVER_CACHE/bin (default
+# /var/cache/kube-nftpol/k8s-v1.20.2/bin); when both are there and run, this only prints that
+# directory. A cold build (packages, 34 MB of source, code generation, go build) takes about
+# 5 minutes on 2 cores and 1.4 GB of memory; its work directory (about 2 GB at its peak) is
+# removed afterwards. Progress goes to stderr; stdout is only the bin directory.
+set -euo pipefail
+
+version=1.20.2
+cache=${KNP_APISERVER_CACHE:-/var/cache/kube-nftpol/k8s-v$version}
+bin=$cache/bin
+go_root=/usr/lib/go-1.19 # Debian bookworm's Go
+reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2
+
+start=$SECONDS
+say() { printf 'apiserver/build.sh: [%d s] %s\n' $((SECONDS - start)) "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  say "run it as root (it installs Debian packages and writes $cache)"
+  exit 2
+fi
+
+# Installs the packages of the "file package" pairs whose file is missing.
+install_missing() {
+  local need=()
+  while [ $# -gt 0 ]; do
+    [ -e "$1" ] || need+=("$2")
+    shift 2
+  done
+  [ ${#need[@]} -eq 0 ] && return
+  say "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq "${need[@]}" >&2
+  # The package enables a system etcd on port 2379; ours run on ports of their own.
+  if [[ " ${need[*]} " == *" etcd-server "* ]]; then
+    systemctl disable --now etcd.service >/dev/null 2>&1 || true
+  fi
+}
+
+# What running the server needs (start.sh, integration/support/apiserver.rs).
+install_missing /usr/bin/etcd etcd-server /usr/bin/openssl openssl /usr/bin/curl curl
+
+built() { "$bin/kube-apiserver" --version >/dev/null 2>&1 && "$bin/kubectl" version --client >/dev/null 2>&1; }
+mkdir -p "$cache"
+exec 9>"$cache/.lock"
+flock 9 # one build at a time; a second caller waits, then finds the binaries
+if built; then
+  echo "$bin"
+  exit 0
+fi
+
+say "building kube-apiserver and kubectl v$version into $bin"
+install_missing "$go_root/bin/go" golang-1.19-go "$reflect2/reflect2.go" golang-github-modern-go-reflect2-dev \
+  /usr/bin/dpkg-source dpkg-dev /usr/bin/xz xz-utils
+
+work=$cache/work
+rm -rf "$work"
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/apt/lists/partial" "$work/apt/parts" "$work/dl"
+
+# deb-src is not enabled by default. A private apt configuration (its own sources list and
+# lists directory) adds one for the mirror the machine already uses, without touching /etc/apt.
+# `apt-get indextargets` reads both /etc/apt/sources.list (one-line format) and
+# /etc/apt/sources.list.d/*.list and *.sources (deb822).
+# shellcheck disable=SC2016 # $(...) is apt's template syntax
+uri=$(apt-get indextargets --format '$(TARGET_OF) $(RELEASE) $(CODENAME) $(REPO_URI)' |
+  awk '$1 == "deb" && ($2 == "bookworm" || $3 == "bookworm") && $4 ~ /^https?:/ { print $4; exit }')
+if [ -z "$uri" ]; then
+  say "no 'deb' entry for bookworm in /etc/apt/sources.list or /etc/apt/sources.list.d/; cannot derive deb-src"
+  exit 1
+fi
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+opts=""
+[ -f "$keyring" ] && opts="[signed-by=$keyring] "
+echo "deb-src $opts$uri bookworm main" >"$work/apt/sources.list"
+say "fetching the kubernetes source package: $(cat "$work/apt/sources.list")"
+apt=(apt-get -q -o "Dir::Etc::SourceList=$work/apt/sources.list" -o "Dir::Etc::SourceParts=$work/apt/parts"
+  -o "Dir::State::Lists=$work/apt/lists" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=)
+"${apt[@]}" update >&2
+chown _apt "$work/dl" 2>/dev/null || true # apt downloads as _apt when it can
+(cd "$work/dl" && "${apt[@]}" source --download-only kubernetes/bookworm >&2)
+dsc=$(echo "$work"/dl/kubernetes_*.dsc)
+case $dsc in
+  *really$version-* | *_$version-*) ;;
+  *)
+    say "$dsc is not v$version"
+    exit 1
+    ;;
+esac
+# apt checked the files against the signed Sources index; dpkg-source cannot check the .dsc's
+# own signature without debian-keyring, and says so.
+dpkg-source -x "$dsc" "$work/src" >&2
+rm -rf "$work/dl" "$work/apt"
+
+# GOPATH mode, with the tree at $GOPATH/src/k8s.io/kubernetes; no network, no cgo.
+export GOPATH=$work/gopath GOCACHE=$work/gocache GO111MODULE=off GOPROXY=off CGO_ENABLED=0 GOFLAGS=
+export PATH=$go_root/bin:$PATH
+mkdir -p "$GOPATH/src/k8s.io"
+ln -s "$work/src" "$GOPATH/src/k8s.io/kubernetes"
+cd "$GOPATH/src/k8s.io/kubernetes"
+
+# The vendored reflect2 1.0.1 crashes on the first Pod create when built with Go >= 1.18.
+say "replacing vendored github.com/modern-go/reflect2 with Debian's 1.0.2"
+rm -rf vendor/github.com/modern-go/reflect2
+cp -rL "$reflect2" vendor/github.com/modern-go/reflect2
+
+# The tarball lacks pkg/generated/openapi/zz_generated.openapi.go. Generate it as
+# Makefile.generated_files does: every package with a `+k8s:openapi-gen=` tag, staging
+# packages named by their vendor/ path, without code-generator and sample-apiserver.
+say "generating pkg/generated/openapi/zz_generated.openapi.go"
+go build -o "$work/openapi-gen" k8s.io/kubernetes/vendor/k8s.io/kube-openapi/cmd/openapi-gen
+inputs=$(find -H . \( -path './_*' -o -path './.*' -o -path ./vendor \) -prune -o -type f -name '*.go' -print0 |
+  xargs -0 grep -l '^// *+k8s:' | xargs grep -l '+k8s:openapi-gen=' | xargs -n1 dirname |
+  sed 's|^\./staging/src/|./vendor/|; s|^\./|k8s.io/kubernetes/|' |
+  grep -v -e /vendor/k8s.io/code-generator/ -e /vendor/k8s.io/sample-apiserver/ | LC_ALL=C sort -u | paste -sd,)
+"$work/openapi-gen" --logtostderr -i "$inputs" -p k8s.io/kubernetes/pkg/generated/openapi \
+  -O zz_generated.openapi -h vendor/k8s.io/code-generator/hack/boilerplate.go.txt \
+  -r "$work/openapi-violations.report"
+grep -q '"k8s.io/api/core/v1.Pod":' pkg/generated/openapi/zz_generated.openapi.go # named as at run time
+
+# Version stamps as hack/lib/version.sh sets them, so `--version` says v1.20.2.
+ldflags="-s -w"
+for kv in gitVersion=v$version gitMajor=1 gitMinor=20 gitTreeState=clean buildDate="$(date -u +%Y-%m-%dT%H:%M:%SZ)"; do
+  for pkg in component-base/version client-go/pkg/version; do
+    ldflags+=" -X k8s.io/kubernetes/vendor/k8s.io/$pkg.$kv"
+  done
+done
+say "go build cmd/kube-apiserver cmd/kubectl (about 4 minutes on 2 cores)"
+mkdir -p "$work/out"
+go build -ldflags "$ldflags" -o "$work/out/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+
+mkdir -p "$bin"
+mv "$work/out/kube-apiserver" "$work/out/kubectl" "$bin/"
+built || {
+  say "the built binaries do not run"
+  exit 1
+}
+say "done: $("$bin/kube-apiserver" --version), kubectl $("$bin/kubectl" version --client --short)"
+echo "$bin"

@@ -1,0 +1,170 @@
+//! Smoke tests of the real API server the Kubernetes suites use (integration/support/apiserver.rs):
+//! it starts, stores Namespaces, Pods and NetworkPolicies, takes a Pod status as a kubelet
+//! would set it, verifies TLS, and keeps its data when the API server alone restarts.
+//!
+//! Needs kube-apiserver and kubectl v1.20.2 from `sudo integration/apiserver/build.sh` (or
+//! `$KNP_APISERVER_BIN`) and `etcd`, `openssl`, `curl`; without them it fails loudly. `cargo test`
+//! skips this target (`test = false` in Cargo.toml); run it with
+//! `cargo test --test apiserver_smoke`.
+
+#[path = "support/apiserver.rs"]
+mod apiserver;
+use apiserver::ApiServer;
+
+fn start() -> ApiServer {
+    ApiServer::start().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs kubectl, failing the test with its error (and the server's log) if it fails.
+fn kubectl(server: &ApiServer, args: &[&str]) -> String {
+    server
+        .kubectl(args)
+        .unwrap_or_else(|e| panic!("{e}\nkube-apiserver.log:\n{}", server.log_tail(20)))
+}
+
+/// `kubectl get` of one object (`pod/web`; `namespace` "" for cluster objects), formatted with
+/// a JSONPath template.
+fn get(server: &ApiServer, namespace: &str, object: &str, jsonpath: &str) -> String {
+    let template = format!("jsonpath={jsonpath}");
+    let mut args = vec!["get", object, "-o", &template];
+    if !namespace.is_empty() {
+        args.extend(["-n", namespace]);
+    }
+    kubectl(server, &args)
+}
+
+fn apply(server: &ApiServer, manifest: &str) {
+    server
+        .kubectl_stdin(&["apply", "-f", "-"], manifest)
+        .unwrap_or_else(|e| panic!("{e}\nkube-apiserver.log:\n{}", server.log_tail(20)));
+}
+
+/// A namespace with the label a current server would add itself (1.20 does not).
+fn namespace(server: &ApiServer, name: &str) {
+    apply(
+        server,
+        &format!(
+            r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{name}",
+                "labels":{{"kubernetes.io/metadata.name":"{name}"}}}}}}"#
+        ),
+    );
+}
+
+const POD: &str = r#"{"apiVersion": "v1", "kind": "Pod",
+  "metadata": {"name": "web", "namespace": "shop", "labels": {"app": "web"}},
+  "spec": {"containers": [{"name": "web", "image": "x", "ports": [{"containerPort": 80}]}]}}"#;
+
+const POLICY: &str = r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+  "metadata": {"name": "web-from-frontend", "namespace": "shop"},
+  "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+    "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "frontend"}}}],
+                 "ports": [{"protocol": "TCP", "port": 80}]}]}}"#;
+
+#[test]
+fn pods_get_a_status_and_policies_are_stored() {
+    let server = start();
+    namespace(&server, "shop");
+    apply(&server, POD);
+    let phase = get(&server, "shop", "pod/web", "{.status.phase}");
+    assert_eq!(phase, "Pending", "no kubelet: a new Pod stays Pending");
+
+    // What a kubelet would report, through the status subresource.
+    let patch = r#"{"status": {"phase": "Running", "hostIP": "172.18.0.2",
+        "podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}]}}"#;
+    server.patch_pod_status("shop", "web", patch).unwrap();
+    let status = get(
+        &server,
+        "shop",
+        "pod/web",
+        "{.status.phase} {.status.podIP} {.status.podIPs[0].ip}",
+    );
+    assert_eq!(status, "Running 10.244.1.5 10.244.1.5");
+    // A status patch through the main resource is ignored, as on any server.
+    let ignored = r#"{"status": {"podIP": "10.244.9.9"}}"#;
+    let body = Some(("application/merge-patch+json", ignored));
+    server
+        .request("PATCH", "/api/v1/namespaces/shop/pods/web", body)
+        .unwrap();
+    let ip = get(&server, "shop", "pod/web", "{.status.podIP}");
+    assert_eq!(ip, "10.244.1.5");
+
+    apply(&server, POLICY);
+    let policy = get(
+        &server,
+        "shop",
+        "networkpolicy/web-from-frontend",
+        "{.spec.ingress[0].ports[0].port}",
+    );
+    assert_eq!(policy, "80");
+    let labels = get(&server, "", "namespace/shop", "{.metadata.labels}");
+    assert!(
+        labels.contains(r#""kubernetes.io/metadata.name":"shop""#),
+        "{labels}"
+    );
+}
+
+#[test]
+fn it_is_v1_20_2_behind_verified_tls() {
+    let server = start();
+    let version = server.request("GET", "/version", None).unwrap();
+    assert!(version.contains(r#""gitVersion": "v1.20.2""#), "{version}");
+    let client = kubectl(&server, &["version", "--client", "--short"]);
+    assert_eq!(client.trim(), "Client Version: v1.20.2");
+    assert!(server.kubeconfig_path().is_file());
+    assert!(server.url().starts_with("https://127.0.0.1:"));
+
+    // The kubeconfig's CA is what makes TLS work: without it the handshake fails.
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "/dev/null"])
+        .arg(format!("{}/version", server.url()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "TLS without the CA should fail");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+        ])
+        .arg(server.ca_path())
+        .arg(format!("{}/api/v1/namespaces", server.url()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "401",
+        "no token, no access"
+    );
+    assert!(!server.token().is_empty());
+}
+
+#[test]
+fn restarting_the_api_server_keeps_port_and_data() {
+    let server = start();
+    namespace(&server, "shop");
+    apply(&server, POLICY);
+    let url = server.url();
+
+    server.stop_apiserver().unwrap();
+    let err = server.kubectl(&["get", "namespaces"]).unwrap_err();
+    assert!(
+        err.contains("refused"),
+        "the API server should be down: {err}"
+    );
+
+    server.start_apiserver().unwrap();
+    assert_eq!(server.url(), url);
+    let names = kubectl(
+        &server,
+        &["-n", "shop", "get", "networkpolicy", "-o", "name"],
+    );
+    assert_eq!(
+        names.trim(),
+        "networkpolicy.networking.k8s.io/web-from-frontend"
+    );
+}

@@ -1,0 +1,351 @@
+//! Suite 5: the agent reading a real kube-apiserver, through API trouble and pod lifecycles.
+//!
+//! - the API server stopped for 30 s under steady probes: every verdict stays right, the
+//!   agents keep running, and a policy change made after the restart is enforced;
+//! - pod lifecycle: a terminating pod keeps its isolation and stays a peer; its IP, handed by
+//!   the CNI to a new pod behind a new veth while the old pod still terminates in the API,
+//!   never carries the old pod's access; an invalid policy gets a Warning Event naming the
+//!   field, and its pods stay isolated while other policies still apply.
+//!
+//! The harness plays kubelet and CNI ([`crate::api`]); verdicts are real packets.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::events::v1 as events;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use serde_json::json;
+
+use crate::cluster::{self, Cluster, NODES};
+use crate::enforcer::{Enforcer, Mode};
+use crate::probes::{self, Via};
+use crate::scenario::{self, CHANGE_FLOWS, Flow, RESTART_FLOWS};
+use crate::{Result, begin, links, runtime, say};
+
+/// How long the API server stays down.
+const OUTAGE: Duration = Duration::from_secs(30);
+
+/// Probes every flow once; the flows whose verdict was wrong, described.
+async fn wrong_verdicts(cluster: &Cluster, flows: &[Flow]) -> Result<Vec<String>> {
+    let probes = flows
+        .iter()
+        .map(|f| f.probe(cluster))
+        .collect::<Result<Vec<_>>>()?;
+    let outcomes = probes::run_many(&probes).await;
+    Ok(flows
+        .iter()
+        .zip(outcomes)
+        .filter(|(f, got)| got.allowed() != Some(f.allowed))
+        .map(|(f, got)| {
+            format!(
+                "{}: expected allowed={}, got {got}",
+                f.describe(),
+                f.allowed
+            )
+        })
+        .collect())
+}
+
+/// Probes until every flow has its verdict, or fails after `limit`.
+async fn converge(cluster: &Cluster, flows: &[Flow], limit: Duration) -> Result<Duration> {
+    let started = Instant::now();
+    loop {
+        let wrong = wrong_verdicts(cluster, flows).await?;
+        if wrong.is_empty() {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return Err(format!(
+                "not enforced after {limit:?}:\n{}",
+                wrong.join("\n")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn enforcement_survives_the_api_server_going_away_and_converges_when_it_returns() {
+    let _serial = begin();
+    runtime()
+        .block_on(outage())
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+async fn outage() -> Result<()> {
+    let before = scenario::restart_case()?;
+    let cluster = Cluster::build(cluster::plan(&before.pods)?).await?;
+    scenario::check_flows(&cluster, &before, &RESTART_FLOWS)?;
+    let mut enforcer = Enforcer::start(Mode::ApiAgent, &cluster, &before).await?;
+    let wrong = wrong_verdicts(&cluster, &RESTART_FLOWS).await?;
+    if !wrong.is_empty() {
+        return Err(format!("before the outage:\n{}", wrong.join("\n")));
+    }
+
+    enforcer
+        .api_mut()
+        .ok_or("no API server")?
+        .server
+        .stop_apiserver()?;
+    let down = Instant::now();
+    let mut rounds = 0;
+    while down.elapsed() < OUTAGE {
+        let wrong = wrong_verdicts(&cluster, &RESTART_FLOWS).await?;
+        if !wrong.is_empty() {
+            return Err(format!(
+                "{:?} into the outage:\n{}",
+                down.elapsed(),
+                wrong.join("\n")
+            ));
+        }
+        for agent in enforcer.agents() {
+            if let Some(status) = agent.exited() {
+                return Err(format!(
+                    "an agent exited during the outage ({status})\n{}",
+                    agent.log_tail(30)
+                ));
+            }
+        }
+        rounds += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    enforcer
+        .api_mut()
+        .ok_or("no API server")?
+        .server
+        .start_apiserver()?;
+    say(&format!(
+        "sim: API server down for {:?}; {rounds} rounds of {} probes, all verdicts right",
+        down.elapsed(),
+        RESTART_FLOWS.len()
+    ));
+
+    // A change made after the restart reaches the kernels (the enforcer waits for the exact
+    // tables), and the packets follow.
+    let after = scenario::change_case(true)?;
+    let flows: Vec<Flow> = CHANGE_FLOWS
+        .iter()
+        .map(|(f, after)| Flow {
+            allowed: *after,
+            ..*f
+        })
+        .collect();
+    scenario::check_flows(&cluster, &after, &flows)?;
+    let took = enforcer.apply(&cluster, &after).await?;
+    let wrong = wrong_verdicts(&cluster, &flows).await?;
+    if !wrong.is_empty() {
+        return Err(format!("after the restart:\n{}", wrong.join("\n")));
+    }
+    say(&format!(
+        "sim: after the API server came back, a policy change reached both kernels in {} ms",
+        took.as_millis()
+    ));
+    Ok(())
+}
+
+#[test]
+fn pod_lifecycle_through_the_api_never_widens_access() {
+    let _serial = begin();
+    runtime()
+        .block_on(lifecycle())
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// y/a takes traffic from x/b only (placement: x/b and y/a on node-2, x/c and y/b on node-1).
+fn lifecycle_case() -> Result<crate::conformance_data::Case> {
+    scenario::case(
+        "pod lifecycle",
+        vec![scenario::policy(
+            "y",
+            "a-from-xb",
+            json!({
+                "podSelector": {"matchLabels": {"pod": "a"}},
+                "ingress": [{"from": [{
+                    "namespaceSelector": {"matchLabels": {"ns": "x"}},
+                    "podSelector": {"matchLabels": {"pod": "b"}},
+                }]}],
+            }),
+        )],
+    )
+}
+
+const fn flow(from: &'static str, to: &'static str, allowed: bool) -> Flow {
+    Flow {
+        from,
+        to,
+        via: Via::PodIp,
+        port: 80,
+        allowed,
+    }
+}
+
+async fn lifecycle() -> Result<()> {
+    let case = lifecycle_case()?;
+    let cluster = Cluster::build(cluster::plan(&case.pods)?).await?;
+    let flows = [
+        flow("x/b", "y/a", true),
+        flow("x/c", "y/a", false),
+        flow("y/b", "y/a", false),
+        flow("x/c", "y/b", true),
+    ];
+    scenario::check_flows(&cluster, &case, &flows)?;
+    let mut enforcer = Enforcer::start(Mode::ApiAgent, &cluster, &case).await?;
+    converge(&cluster, &flows, Duration::from_secs(5)).await?;
+    let api = enforcer.api().ok_or("no API server")?;
+    let pods = |ns: &str| Api::<core::Pod>::namespaced(api.client.clone(), ns);
+    let graceful = DeleteParams {
+        grace_period_seconds: Some(300),
+        ..DeleteParams::default()
+    };
+
+    // 1. Terminating pods (no kubelet confirms the deletion) stay policed and stay peers.
+    for (ns, name) in [("y", "a"), ("x", "b")] {
+        pods(ns)
+            .delete(name, &graceful)
+            .await
+            .map_err(|e| format!("deleting {ns}/{name} gracefully: {e}"))?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let wrong = wrong_verdicts(&cluster, &flows).await?;
+        if !wrong.is_empty() {
+            return Err(format!(
+                "with y/a and x/b terminating:\n{}",
+                wrong.join("\n")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    say("sim: terminating pods kept their isolation and their peers");
+
+    // 2. The CNI tears x/b's sandbox down and gives its IP to a new pod behind a new veth,
+    //    while x/b still terminates in the API: the new pod must get none of x/b's access.
+    let old = cluster.pod("x/b").ok_or("no x/b")?;
+    let node = NODES[old.plan.node];
+    let node_netns = cluster.nodes[old.plan.node].netns.name();
+    let pod_netns = old.netns_name().to_owned();
+    let new_veth = links::veth_name("x", "d");
+    links::ip(Some(node_netns), &["link", "del", &old.veth])?;
+    let gateway = Ipv4Addr::new(10, 244, node.2, 1);
+    links::attach_pod(node_netns, &pod_netns, &new_veth, old.plan.ip, gateway)?;
+    let reused = [flow("x/b", "y/a", false)];
+    let must_fail = async |phase: &str| -> Result<()> {
+        for _ in 0..5 {
+            let wrong = wrong_verdicts(&cluster, &reused).await?;
+            if !wrong.is_empty() {
+                return Err(format!(
+                    "the new pod behind {new_veth} got x/b's access {phase}:\n{}",
+                    wrong.join("\n")
+                ));
+            }
+        }
+        Ok(())
+    };
+    must_fail("while x/b terminates").await?;
+
+    // The kubelet creates the new pod x/d and reports the reused IP.
+    let mut new_pod = cluster
+        .objects(&case)
+        .into_iter()
+        .find(|o| {
+            o["kind"] == "Pod" && o["metadata"]["name"] == "b" && o["metadata"]["namespace"] == "x"
+        })
+        .ok_or("no x/b object")?;
+    new_pod["metadata"]["name"] = json!("d");
+    new_pod["metadata"]["labels"] = json!({"pod": "d"});
+    api.sync_one_pod(&new_pod).await?;
+    must_fail("once x/d claims the IP").await?;
+    api.force_delete("x", "b").await?;
+    must_fail("after x/b is gone").await?;
+
+    // Proof the probe can succeed: allow x/d, and its traffic flows through its new veth.
+    let policies =
+        Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(api.client.clone(), "y");
+    let allow_d = scenario::policy(
+        "y",
+        "a-from-xd",
+        json!({
+            "podSelector": {"matchLabels": {"pod": "a"}},
+            "ingress": [{"from": [{
+                "namespaceSelector": {"matchLabels": {"ns": "x"}},
+                "podSelector": {"matchLabels": {"pod": "d"}},
+            }]}],
+        }),
+    );
+    let allow_d = serde_json::from_value(allow_d).map_err(|e| e.to_string())?;
+    policies
+        .create(&PostParams::default(), &allow_d)
+        .await
+        .map_err(|e| format!("creating y/a-from-xd: {e}"))?;
+    let took = converge(
+        &cluster,
+        &[flow("x/b", "y/a", true)],
+        Duration::from_secs(10),
+    )
+    .await?;
+    say(&format!(
+        "sim: a reused IP never carried the old pod's access; once allowed, the new pod connected after {} ms",
+        took.as_millis()
+    ));
+
+    // 3. An invalid policy: a Warning Event names the field, its pods stay isolated, and the
+    //    other policies still apply. v1.20 accepts this CIDR (Go reads it as 10.0.0.0/8).
+    let bad = scenario::policy(
+        "y",
+        "bad-cidr",
+        json!({
+            "podSelector": {"matchLabels": {"pod": "b"}},
+            "ingress": [{"from": [{"ipBlock": {"cidr": "::ffff:10.0.0.0/104"}}]}],
+        }),
+    );
+    let bad = serde_json::from_value(bad).map_err(|e| e.to_string())?;
+    policies
+        .create(&PostParams::default(), &bad)
+        .await
+        .map_err(|e| format!("creating y/bad-cidr: {e}"))?;
+    let isolated = [
+        flow("x/c", "y/b", false),
+        flow("x/b", "y/a", true),
+        flow("x/c", "y/a", false),
+    ];
+    converge(&cluster, &isolated, Duration::from_secs(10)).await?;
+    let events = Api::<events::Event>::namespaced(api.client.clone(), "y");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let event = loop {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("listing events: {e}"))?;
+        let found = list.items.into_iter().find(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bad-cidr")
+                && e.reason.as_deref() == Some("InvalidNetworkPolicy")
+        });
+        if let Some(event) = found {
+            break event;
+        }
+        if Instant::now() > deadline {
+            return Err("no InvalidNetworkPolicy Event on y/bad-cidr within 10 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let note = event.note.unwrap_or_default();
+    if event.type_.as_deref() != Some("Warning")
+        || !note.contains("spec.ingress[0].from[0].ipBlock.cidr")
+    {
+        return Err(format!(
+            "the Event does not name the field as a Warning: {note}"
+        ));
+    }
+    say(&format!("sim: invalid policy reported: {note}"));
+    for agent in enforcer.agents() {
+        if let Some(status) = agent.exited() {
+            return Err(format!(
+                "an agent exited ({status})\n{}",
+                agent.log_tail(30)
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,208 @@
+//! The Kubernetes API as a live source: the agent's default in a cluster.
+//!
+//! Three watches (kube-rs [`watcher`]s with the default exponential backoff) follow Pods in
+//! every namespace (peers live on every node), Namespaces and NetworkPolicies. Their events
+//! feed one [`Cache`] that keeps the cluster as a [`crate::model::Snapshot`]. Nothing is
+//! published until every kind has been listed once, so the first ruleset never comes from a
+//! half-known cluster; after that, each batch of events that are ready together gives one
+//! snapshot, and the agent's `watch` channel collapses bursts further. An idle cluster means an
+//! idle agent.
+//!
+//! When the API server goes away the watches retry with backoff (at most
+//! [`MAX_RETRY_DELAY`] apart) and the last published
+//! snapshot (and so the last ruleset) stays in force; on reconnect the watcher relists, the
+//! cache swaps the fresh list in whole, and the agent converges. Watch errors are logged and
+//! counted, never fatal.
+//!
+//! Invalid NetworkPolicies are reported as Warning Events on the policy ([`events`]), once per
+//! version of the policy.
+
+mod cache;
+mod events;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt as _, StreamExt as _};
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1 as networking;
+use kube::runtime::utils::Backoff;
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+pub use cache::{Cache, InvalidPolicy, ObjectIdentity};
+
+use super::ChangeClock;
+use super::manifests::Loaded;
+use crate::http::Shared;
+
+/// One event from one of the three watches (Pods boxed: they are by far the largest).
+enum Change {
+    Pod(Box<watcher::Event<core::Pod>>),
+    Namespace(watcher::Event<core::Namespace>),
+    Policy(watcher::Event<networking::NetworkPolicy>),
+}
+
+/// Retry delays of a failed watch: 0.5 s doubling to at most [`MAX_RETRY_DELAY`], reset by the
+/// next successful event. kube-rs' default grows to 30 s, too slow for an enforcer that must
+/// catch up as soon as its API server is back.
+#[derive(Debug, Clone, Copy)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+/// The longest wait between two attempts to reach the API server.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(4);
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self {
+            next: FIRST_RETRY_DELAY,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (self.next * 2).min(MAX_RETRY_DELAY);
+        Some(delay)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = FIRST_RETRY_DELAY;
+    }
+}
+
+type Changes = SelectAll<BoxStream<'static, Result<Change, watcher::Error>>>;
+
+fn watches(client: &Client) -> Changes {
+    let config = watcher::Config::default();
+    let pods = watcher(Api::<core::Pod>::all(client.clone()), config.clone())
+        .backoff(WatchBackoff::default())
+        .map(|r| r.map(|e| Change::Pod(Box::new(e))))
+        .boxed();
+    let namespaces = watcher(Api::<core::Namespace>::all(client.clone()), config.clone())
+        .backoff(WatchBackoff::default())
+        .map(|r| r.map(Change::Namespace))
+        .boxed();
+    let policies = watcher(
+        Api::<networking::NetworkPolicy>::all(client.clone()),
+        config,
+    )
+    .backoff(WatchBackoff::default())
+    .map(|r| r.map(Change::Policy))
+    .boxed();
+    futures::stream::select_all([pods, namespaces, policies])
+}
+
+/// Watches the cluster through `client` and publishes each complete snapshot to `tx`; marks
+/// `clock` when a change is seen, for the programming-latency histogram. `node` names this
+/// agent in the Events it writes. Runs until `tx` has no receiver.
+pub async fn watch(
+    client: Client,
+    node: String,
+    tx: watch::Sender<Option<Arc<Loaded>>>,
+    clock: Arc<ChangeClock>,
+    shared: Arc<Shared>,
+) {
+    let metrics = &shared.metrics.source;
+    let mut events = events::PolicyEvents::spawn(client.clone(), node, Arc::clone(&shared));
+    let mut changes = watches(&client);
+    let mut cache = Cache::new();
+    let mut synced_logged = false;
+    let mut last_waiting = Vec::new();
+    while let Some(first) = changes.next().await {
+        clock.mark(Instant::now());
+        let mut batch = 1usize;
+        apply(&mut cache, first, metrics);
+        // Everything already received joins this batch: a burst becomes one snapshot.
+        while let Some(Some(next)) = changes.next().now_or_never() {
+            apply(&mut cache, next, metrics);
+            batch += 1;
+        }
+        for warning in cache.take_warnings() {
+            warn!("{warning}");
+        }
+        if !cache.is_synced() {
+            let waiting = cache.waiting_for();
+            if waiting != last_waiting {
+                info!(waiting = ?waiting, "waiting for the first complete list before enforcing");
+                last_waiting = waiting;
+            }
+            continue;
+        }
+        if !synced_logged {
+            info!("pods, namespaces and networkpolicies listed; enforcing");
+            synced_logged = true;
+        }
+        let invalid: Vec<InvalidPolicy> = cache.invalid_policies().cloned().collect();
+        metrics
+            .invalid_policies
+            .set(i64::try_from(invalid.len()).unwrap_or(i64::MAX));
+        for policy in &invalid {
+            for error in &policy.errors {
+                debug!(policy = %policy.key, field = %error.field, "invalid policy, enforced fail-closed: {}", error.message);
+            }
+        }
+        events.report(&invalid);
+        let snapshot = cache.snapshot();
+        debug!(
+            events = batch,
+            pods = snapshot.pods().count(),
+            policies = snapshot.policies().count(),
+            "cluster snapshot"
+        );
+        metrics.loads.inc();
+        let loaded = Loaded {
+            snapshot,
+            warnings: Vec::new(),
+            invalid_policies: invalid.into_iter().map(|p| (p.key, p.errors)).collect(),
+        };
+        if tx.send(Some(Arc::new(loaded))).is_err() {
+            return;
+        }
+    }
+    warn!("the Kubernetes watches ended");
+}
+
+fn apply(
+    cache: &mut Cache,
+    change: Result<Change, watcher::Error>,
+    metrics: &crate::metrics::SourceMetrics,
+) {
+    match change {
+        Ok(Change::Pod(event)) => cache.apply_pod(*event),
+        Ok(Change::Namespace(event)) => cache.apply_namespace(event),
+        Ok(Change::Policy(event)) => cache.apply_policy(event),
+        Err(error) => {
+            metrics.watch_errors.inc();
+            warn!(error = %format!("{:#}", anyhow::Error::from(error)), "Kubernetes watch failed; retrying with backoff, the last state stays enforced");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_retries_back_off_to_the_maximum_and_reset() {
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<Duration> = backoff.by_ref().take(5).collect();
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 4000].map(Duration::from_millis)
+        );
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(FIRST_RETRY_DELAY));
+    }
+}

@@ -1,0 +1,348 @@
+//! The cluster as the watch streams describe it, kept as a [`Snapshot`]: the pure half of the
+//! Kubernetes source (no I/O, fed with [`watcher::Event`]s).
+//!
+//! Objects are converted into the model as they arrive, so the agent never holds the API's
+//! full Pod objects (a few KiB each, most of it irrelevant to policy). A relist (`Init`,
+//! `InitApply`..., `InitDone`) is buffered and swapped in at `InitDone`, so a resync never
+//! shows a half-listed cluster and objects deleted while the watch was down disappear.
+//! [`Cache::is_synced`] turns true once every kind has been listed once.
+//!
+//! [`Cache::snapshot`] resolves pod IPs claimed by more than one pod, which happens when an IP
+//! is reused while the API still holds the previous owner: a pod that is terminating loses the
+//! address to one that is not, and otherwise the latest claim wins. The previous owner's
+//! permissions are never granted to the new pod's address.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1 as networking;
+use kube::runtime::watcher::Event;
+
+use crate::model::{Namespace, ObjectKey, Pod, Snapshot};
+use crate::policy::{FieldError, Policy};
+
+/// The identity of an API object an Event can be about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectIdentity {
+    /// `metadata.uid`.
+    pub uid: Option<String>,
+    /// `metadata.resourceVersion`: which version the errors are about.
+    pub resource_version: Option<String>,
+}
+
+/// A NetworkPolicy that failed validation, with what identifies the version that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidPolicy {
+    /// `namespace/name`.
+    pub key: ObjectKey,
+    /// uid and resourceVersion.
+    pub identity: ObjectIdentity,
+    /// The field errors.
+    pub errors: Vec<FieldError>,
+}
+
+/// One relist in progress, per kind.
+#[derive(Debug)]
+struct Relist<T> {
+    objects: Vec<T>,
+}
+
+impl<T> Default for Relist<T> {
+    fn default() -> Self {
+        Self {
+            objects: Vec::new(),
+        }
+    }
+}
+
+/// The three watched kinds' state, merged into one snapshot.
+#[derive(Debug, Default)]
+pub struct Cache {
+    snapshot: Snapshot,
+    /// Sequence number of each pod's latest IP claim (when its IPs last changed).
+    claims: HashMap<ObjectKey, (u64, Vec<IpAddr>)>,
+    next_claim: u64,
+    invalid: BTreeMap<ObjectKey, InvalidPolicy>,
+    pods_relist: Option<Relist<Pod>>,
+    namespaces_relist: Option<Relist<Namespace>>,
+    policies_relist: Option<Relist<(Policy, ObjectIdentity)>>,
+    pods_synced: bool,
+    namespaces_synced: bool,
+    policies_synced: bool,
+    warnings: Vec<String>,
+}
+
+impl Cache {
+    /// An empty cache; nothing is synced.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether Pods, Namespaces and NetworkPolicies have each been listed completely.
+    pub fn is_synced(&self) -> bool {
+        self.pods_synced && self.namespaces_synced && self.policies_synced
+    }
+
+    /// Which kinds have not completed their first list yet, for logs.
+    pub fn waiting_for(&self) -> Vec<&'static str> {
+        let mut kinds = Vec::new();
+        if !self.pods_synced {
+            kinds.push("pods");
+        }
+        if !self.namespaces_synced {
+            kinds.push("namespaces");
+        }
+        if !self.policies_synced {
+            kinds.push("networkpolicies");
+        }
+        kinds
+    }
+
+    /// Warnings gathered since the last call (pods with bad IPs or ports, nameless objects).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// The policies that failed validation, by key.
+    pub fn invalid_policies(&self) -> impl Iterator<Item = &InvalidPolicy> {
+        self.invalid.values()
+    }
+
+    /// Applies one Pod watch event.
+    pub fn apply_pod(&mut self, event: Event<core::Pod>) {
+        match event {
+            Event::Apply(pod) => {
+                if let Some(pod) = self.convert_pod(&pod) {
+                    self.upsert_pod(pod);
+                }
+            }
+            Event::Delete(pod) => {
+                if let Some(pod) = self.convert_pod(&pod) {
+                    self.snapshot.remove_pod(&pod.key);
+                    self.claims.remove(&pod.key);
+                }
+            }
+            Event::Init => self.pods_relist = Some(Relist::default()),
+            Event::InitApply(pod) => {
+                if let Some(pod) = self.convert_pod(&pod) {
+                    self.pods_relist
+                        .get_or_insert_with(Relist::default)
+                        .objects
+                        .push(pod);
+                }
+            }
+            Event::InitDone => {
+                let listed = self.pods_relist.take().unwrap_or_default().objects;
+                let keep: std::collections::HashSet<ObjectKey> =
+                    listed.iter().map(|p| p.key.clone()).collect();
+                let gone: Vec<ObjectKey> = self
+                    .snapshot
+                    .pods()
+                    .map(|p| p.key.clone())
+                    .filter(|k| !keep.contains(k))
+                    .collect();
+                for key in gone {
+                    self.snapshot.remove_pod(&key);
+                    self.claims.remove(&key);
+                }
+                for pod in listed {
+                    self.upsert_pod(pod);
+                }
+                self.pods_synced = true;
+            }
+        }
+    }
+
+    /// Applies one Namespace watch event.
+    pub fn apply_namespace(&mut self, event: Event<core::Namespace>) {
+        match event {
+            Event::Apply(namespace) => {
+                if let Some(namespace) = self.convert_namespace(&namespace) {
+                    self.snapshot.upsert_namespace(namespace);
+                }
+            }
+            Event::Delete(namespace) => {
+                if let Some(name) = namespace.metadata.name.as_deref() {
+                    self.snapshot.remove_namespace(name);
+                }
+            }
+            Event::Init => self.namespaces_relist = Some(Relist::default()),
+            Event::InitApply(namespace) => {
+                if let Some(namespace) = self.convert_namespace(&namespace) {
+                    self.namespaces_relist
+                        .get_or_insert_with(Relist::default)
+                        .objects
+                        .push(namespace);
+                }
+            }
+            Event::InitDone => {
+                let listed = self.namespaces_relist.take().unwrap_or_default().objects;
+                let names: Vec<String> =
+                    self.snapshot.namespaces().map(|n| n.name.clone()).collect();
+                for name in names {
+                    self.snapshot.remove_namespace(&name);
+                }
+                for namespace in listed {
+                    self.snapshot.upsert_namespace(namespace);
+                }
+                self.namespaces_synced = true;
+            }
+        }
+    }
+
+    /// Applies one NetworkPolicy watch event.
+    pub fn apply_policy(&mut self, event: Event<networking::NetworkPolicy>) {
+        match event {
+            Event::Apply(policy) => {
+                if let Some(converted) = self.convert_policy(&policy) {
+                    self.upsert_policy(converted);
+                }
+            }
+            Event::Delete(policy) => {
+                if let Some((policy, _)) = self.convert_policy(&policy) {
+                    self.snapshot.remove_policy(&policy.key);
+                    self.invalid.remove(&policy.key);
+                }
+            }
+            Event::Init => self.policies_relist = Some(Relist::default()),
+            Event::InitApply(policy) => {
+                if let Some(converted) = self.convert_policy(&policy) {
+                    self.policies_relist
+                        .get_or_insert_with(Relist::default)
+                        .objects
+                        .push(converted);
+                }
+            }
+            Event::InitDone => {
+                let listed = self.policies_relist.take().unwrap_or_default().objects;
+                let keys: Vec<ObjectKey> =
+                    self.snapshot.policies().map(|p| p.key.clone()).collect();
+                for key in keys {
+                    self.snapshot.remove_policy(&key);
+                }
+                self.invalid.clear();
+                for converted in listed {
+                    self.upsert_policy(converted);
+                }
+                self.policies_synced = true;
+            }
+        }
+    }
+
+    /// The snapshot to enforce: every object, with each pod IP owned by one pod at most.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snapshot = self.snapshot.clone();
+        for (ip, losers) in self.ip_conflict_losers() {
+            for key in losers {
+                if let Some(pod) = snapshot.pod(&key) {
+                    let mut pod = pod.clone();
+                    pod.ips.retain(|owned| *owned != ip);
+                    snapshot.upsert_pod(pod);
+                }
+            }
+        }
+        snapshot
+    }
+
+    /// For each IP claimed by several policy endpoints, the pods that must give it up: every
+    /// claimant but the winner, where a pod that is not terminating beats one that is and
+    /// among equals the latest claim wins.
+    fn ip_conflict_losers(&self) -> Vec<(IpAddr, Vec<ObjectKey>)> {
+        let mut claimants: BTreeMap<IpAddr, Vec<&Pod>> = BTreeMap::new();
+        for pod in self.snapshot.pods().filter(|p| p.is_policy_endpoint()) {
+            for ip in &pod.ips {
+                claimants.entry(*ip).or_default().push(pod);
+            }
+        }
+        claimants
+            .into_iter()
+            .filter(|(_, pods)| pods.len() > 1)
+            .map(|(ip, pods)| {
+                let rank = |pod: &Pod| {
+                    let claim = self.claims.get(&pod.key).map_or(0, |(seq, _)| *seq);
+                    (!pod.terminating, claim)
+                };
+                let winner = pods
+                    .iter()
+                    .max_by_key(|pod| rank(pod))
+                    .map(|pod| pod.key.clone());
+                let losers = pods
+                    .iter()
+                    .map(|pod| pod.key.clone())
+                    .filter(|key| Some(key) != winner.as_ref())
+                    .collect();
+                (ip, losers)
+            })
+            .collect()
+    }
+
+    fn upsert_pod(&mut self, pod: Pod) {
+        let changed = self
+            .claims
+            .get(&pod.key)
+            .is_none_or(|(_, ips)| *ips != pod.ips);
+        if changed {
+            self.next_claim += 1;
+            self.claims
+                .insert(pod.key.clone(), (self.next_claim, pod.ips.clone()));
+        }
+        self.snapshot.upsert_pod(pod);
+    }
+
+    fn upsert_policy(&mut self, (policy, identity): (Policy, ObjectIdentity)) {
+        if policy.errors.is_empty() {
+            self.invalid.remove(&policy.key);
+        } else {
+            self.invalid.insert(
+                policy.key.clone(),
+                InvalidPolicy {
+                    key: policy.key.clone(),
+                    identity,
+                    errors: policy.errors.clone(),
+                },
+            );
+        }
+        self.snapshot.upsert_policy(policy);
+    }
+
+    fn convert_pod(&mut self, pod: &core::Pod) -> Option<Pod> {
+        match Pod::from_k8s(pod) {
+            Ok((pod, problems)) => {
+                self.warnings.extend(problems);
+                Some(pod)
+            }
+            Err(error) => {
+                self.warnings.push(error.to_string());
+                None
+            }
+        }
+    }
+
+    fn convert_namespace(&mut self, namespace: &core::Namespace) -> Option<Namespace> {
+        let converted = Namespace::from_k8s(namespace);
+        if converted.is_none() {
+            self.warnings.push("Namespace without metadata.name".into());
+        }
+        converted
+    }
+
+    fn convert_policy(
+        &mut self,
+        policy: &networking::NetworkPolicy,
+    ) -> Option<(Policy, ObjectIdentity)> {
+        let identity = ObjectIdentity {
+            uid: policy.metadata.uid.clone(),
+            resource_version: policy.metadata.resource_version.clone(),
+        };
+        let converted = Policy::from_k8s(policy);
+        if converted.is_none() {
+            self.warnings
+                .push("NetworkPolicy without metadata.name".into());
+        }
+        converted.map(|p| (p, identity))
+    }
+}
+
+#[cfg(test)]
+mod tests;

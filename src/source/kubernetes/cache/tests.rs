@@ -1,0 +1,191 @@
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1 as networking;
+use kube::runtime::watcher::Event;
+use serde_json::json;
+
+use super::Cache;
+use crate::model::ObjectKey;
+
+fn pod(namespace: &str, name: &str, app: &str, ip: Option<&str>) -> core::Pod {
+    let mut status = json!({ "phase": "Running" });
+    if let Some(ip) = ip {
+        status["podIP"] = json!(ip);
+    }
+    serde_json::from_value(json!({
+        "metadata": { "namespace": namespace, "name": name, "labels": { "app": app } },
+        "spec": { "nodeName": "n1", "containers": [{ "name": "c" }] },
+        "status": status,
+    }))
+    .unwrap()
+}
+
+fn terminating(mut pod: core::Pod) -> core::Pod {
+    pod.metadata.deletion_timestamp =
+        Some(serde_json::from_value(json!("2026-01-01T00:00:00Z")).unwrap());
+    pod
+}
+
+fn namespace(name: &str, labels: serde_json::Value) -> core::Namespace {
+    serde_json::from_value(json!({ "metadata": { "name": name, "labels": labels } })).unwrap()
+}
+
+fn policy(namespace: &str, name: &str, cidr: &str) -> networking::NetworkPolicy {
+    serde_json::from_value(json!({
+        "metadata": { "namespace": namespace, "name": name, "uid": "u1", "resourceVersion": "7" },
+        "spec": {
+            "podSelector": {},
+            "ingress": [{ "from": [{ "ipBlock": { "cidr": cidr } }] }],
+        },
+    }))
+    .unwrap()
+}
+
+fn synced() -> Cache {
+    let mut cache = Cache::new();
+    cache.apply_pod(Event::Init);
+    cache.apply_pod(Event::InitDone);
+    cache.apply_namespace(Event::Init);
+    cache.apply_namespace(Event::InitDone);
+    cache.apply_policy(Event::Init);
+    cache.apply_policy(Event::InitDone);
+    cache
+}
+
+fn ips_of(cache: &Cache, namespace: &str, name: &str) -> Vec<IpAddr> {
+    cache
+        .snapshot()
+        .pod(&ObjectKey::new(namespace, name))
+        .map(|p| p.ips.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_cache_is_synced_only_after_every_kind_was_listed() {
+    let mut cache = Cache::new();
+    assert!(!cache.is_synced());
+    cache.apply_pod(Event::Init);
+    cache.apply_pod(Event::InitApply(pod("x", "a", "a", Some("10.0.0.1"))));
+    cache.apply_pod(Event::InitDone);
+    cache.apply_namespace(Event::Init);
+    cache.apply_namespace(Event::InitDone);
+    assert!(!cache.is_synced());
+    assert_eq!(cache.waiting_for(), ["networkpolicies"]);
+    cache.apply_policy(Event::Init);
+    cache.apply_policy(Event::InitDone);
+    assert!(cache.is_synced());
+    assert_eq!(cache.snapshot().pods().count(), 1);
+}
+
+#[test]
+fn a_relist_is_swapped_in_whole_and_drops_what_was_deleted_meanwhile() {
+    let mut cache = synced();
+    cache.apply_pod(Event::Apply(pod("x", "a", "a", Some("10.0.0.1"))));
+    cache.apply_pod(Event::Apply(pod("x", "b", "b", Some("10.0.0.2"))));
+    cache.apply_pod(Event::Init);
+    cache.apply_pod(Event::InitApply(pod("x", "b", "b2", Some("10.0.0.2"))));
+    // Mid-relist the old state is still what the snapshot shows.
+    assert_eq!(cache.snapshot().pods().count(), 2);
+    cache.apply_pod(Event::InitDone);
+    let snapshot = cache.snapshot();
+    let pods: Vec<_> = snapshot.pods().map(|p| p.key.name.clone()).collect();
+    assert_eq!(pods, ["b"]);
+    assert_eq!(snapshot.pods().next().unwrap().labels["app"], "b2");
+}
+
+#[test]
+fn namespaces_without_the_name_label_get_it() {
+    let mut cache = synced();
+    cache.apply_namespace(Event::Apply(namespace("x", json!({ "team": "t" }))));
+    let snapshot = cache.snapshot();
+    let labels = &snapshot.namespace("x").unwrap().labels;
+    assert_eq!(labels["kubernetes.io/metadata.name"], "x");
+    assert_eq!(labels["team"], "t");
+}
+
+#[test]
+fn an_invalid_policy_is_kept_fail_closed_and_listed_until_fixed_or_deleted() {
+    let mut cache = synced();
+    cache.apply_policy(Event::Apply(policy("x", "bad", "10.0.0.0/33")));
+    let invalid: Vec<_> = cache.invalid_policies().collect();
+    assert_eq!(invalid.len(), 1);
+    assert_eq!(invalid[0].identity.uid.as_deref(), Some("u1"));
+    assert!(invalid[0].errors[0].field.contains("ipBlock"));
+    assert_eq!(cache.snapshot().policies().count(), 1);
+    cache.apply_policy(Event::Apply(policy("x", "bad", "10.0.0.0/24")));
+    assert_eq!(cache.invalid_policies().count(), 0);
+    cache.apply_policy(Event::Apply(policy("x", "bad", "nonsense")));
+    assert_eq!(cache.invalid_policies().count(), 1);
+    cache.apply_policy(Event::Delete(policy("x", "bad", "nonsense")));
+    assert_eq!(cache.invalid_policies().count(), 0);
+    assert_eq!(cache.snapshot().policies().count(), 0);
+}
+
+#[test]
+fn a_terminating_pod_keeps_its_ip_until_another_pod_claims_it() {
+    let mut cache = synced();
+    cache.apply_pod(Event::Apply(terminating(pod(
+        "x",
+        "old",
+        "a",
+        Some("10.0.0.1"),
+    ))));
+    let ip: IpAddr = "10.0.0.1".parse().unwrap();
+    assert_eq!(ips_of(&cache, "x", "old"), [ip]);
+    assert!(
+        cache
+            .snapshot()
+            .pod(&ObjectKey::new("x", "old"))
+            .unwrap()
+            .terminating
+    );
+    cache.apply_pod(Event::Apply(pod("x", "new", "b", Some("10.0.0.1"))));
+    assert_eq!(ips_of(&cache, "x", "old"), Vec::<IpAddr>::new());
+    assert_eq!(ips_of(&cache, "x", "new"), [ip]);
+}
+
+#[test]
+fn between_two_live_claims_of_one_ip_the_latest_wins_whatever_the_names() {
+    let ip: IpAddr = "10.0.0.9".parse().unwrap();
+    for (first, second) in [("a", "z"), ("z", "a")] {
+        let mut cache = synced();
+        cache.apply_pod(Event::Apply(pod("x", first, "one", Some("10.0.0.9"))));
+        cache.apply_pod(Event::Apply(pod("x", second, "two", Some("10.0.0.9"))));
+        assert_eq!(ips_of(&cache, "x", second), [ip]);
+        assert!(ips_of(&cache, "x", first).is_empty());
+        // A status update of the loser that does not change its IPs is no new claim.
+        cache.apply_pod(Event::Apply(pod(
+            "x",
+            first,
+            "one-relabelled",
+            Some("10.0.0.9"),
+        )));
+        assert_eq!(ips_of(&cache, "x", second), [ip]);
+        // Once the stale pod is deleted the winner is alone.
+        cache.apply_pod(Event::Delete(pod("x", first, "one", Some("10.0.0.9"))));
+        assert_eq!(ips_of(&cache, "x", second), [ip]);
+    }
+}
+
+#[test]
+fn finished_pods_do_not_compete_for_their_old_ip() {
+    let mut cache = synced();
+    let mut done = pod("x", "done", "a", Some("10.0.0.3"));
+    done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+    cache.apply_pod(Event::Apply(done));
+    cache.apply_pod(Event::Apply(pod("x", "new", "b", Some("10.0.0.3"))));
+    let snapshot = cache.snapshot();
+    let owner = snapshot.pod_by_ip("10.0.0.3".parse().unwrap()).unwrap();
+    assert_eq!(owner.key.name, "new");
+}
+
+#[test]
+fn bad_pod_ips_are_warned_about_and_left_out() {
+    let mut cache = synced();
+    cache.apply_pod(Event::Apply(pod("x", "a", "a", Some("10.0.0.300"))));
+    assert!(ips_of(&cache, "x", "a").is_empty());
+    let warnings = cache.take_warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(cache.take_warnings().is_empty());
+}
