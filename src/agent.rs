@@ -248,7 +248,22 @@ fn compile_node(
     bindings: &mut Bindings,
     learned: &PodInterfaces,
 ) -> Ruleset {
-    let bound = bindings.update(&loaded.snapshot, &config.node_name, learned, Instant::now());
+    let mut interfaces =
+        bindings.update(&loaded.snapshot, &config.node_name, learned, Instant::now());
+    // Veths whose address no pod owns yet: the compiler drops them while an isolated pod of
+    // this node waits for its IP (pods are plugged in before the API reports their IP).
+    let owned: std::collections::HashSet<std::net::IpAddr> = loaded
+        .snapshot
+        .pods()
+        .filter(|p| p.is_policy_endpoint())
+        .flat_map(|p| p.ips.iter().copied())
+        .collect();
+    for (ip, veth) in learned {
+        if !owned.contains(ip) {
+            interfaces.entry(*ip).or_insert_with(|| veth.clone());
+        }
+    }
+    let bound = interfaces;
     compile::compile_with_interfaces(&loaded.snapshot, &config.node_name, &bound, &config.compile)
 }
 

@@ -157,6 +157,22 @@ pub fn compile_with_interfaces(
             pod_chains.push(chain);
         }
     }
+    if let Some(chain) = starting_pods_chain(snapshot, node, interfaces) {
+        for ip in interfaces
+            .keys()
+            .filter(|ip| snapshot.pod_by_ip(**ip).is_none())
+        {
+            for (direction, verdict) in [
+                (Direction::Ingress, MapVerdict::Goto(chain.name.clone())),
+                (Direction::Egress, MapVerdict::Jump(chain.name.clone())),
+            ] {
+                if let Some(map) = maps.get_mut(&dispatch_map_name(direction, Family::of(*ip))) {
+                    map.push((*ip, verdict));
+                }
+            }
+        }
+        pod_chains.push(chain);
+    }
 
     pod_chains.sort_by(|a, b| a.name.cmp(&b.name));
     let mut chains = vec![anti_spoof_chain()];
@@ -303,6 +319,45 @@ fn is_safe_interface_name(name: &str) -> bool {
 
 /// Drops packets that enter from a pod's veth with a source address that is not the pod's,
 /// and packets from a pod's address that enter through anything but its veth.
+/// The chain that drops the traffic of pod veths no pod claims yet, when the node has an
+/// isolated pod still waiting for its IP; `None` otherwise.
+///
+/// The CNI plugs a pod in (veth, address, route) before the kubelet reports the pod's IP to
+/// the API, and its containers may already send. An isolated pod must not get through that
+/// window unpoliced, and its address is not known yet: so while such a pod exists on the node,
+/// every address behind a local veth that no pod in the snapshot owns is dropped both ways.
+/// Pods that are not isolated can lose their first packets in the same window if they start
+/// at the same moment (fail closed); once the API names the owner its own chains apply.
+fn starting_pods_chain(
+    snapshot: &Snapshot,
+    node: &str,
+    interfaces: &PodInterfaces,
+) -> Option<Chain> {
+    let unclaimed = interfaces
+        .keys()
+        .any(|ip| snapshot.pod_by_ip(*ip).is_none());
+    let isolated_pod_waits = snapshot.pods().any(|pod| {
+        pod.node.as_deref() == Some(node)
+            && pod.phase == crate::model::PodPhase::Active
+            && !pod.host_network
+            && pod.ips.is_empty()
+            && snapshot
+                .policies_in(&pod.key.namespace)
+                .any(|p| p.selects(pod))
+    });
+    (unclaimed && isolated_pod_waits).then(|| Chain {
+        name: STARTING_PODS_CHAIN.into(),
+        hook: None,
+        rules: vec![Rule {
+            exprs: vec![Expr::Counter, Expr::Drop],
+            comment: Some("pod without a reported IP while an isolated pod starts".into()),
+        }],
+    })
+}
+
+/// The chain of [`starting_pods_chain`].
+pub const STARTING_PODS_CHAIN: &str = "starting_pods";
+
 fn anti_spoof_chain() -> Chain {
     let spoofed = |family: Family| {
         let mut exprs = vec![Expr::InputInterfaceInSet(POD_INTERFACES_SET.into())];

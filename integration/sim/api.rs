@@ -203,8 +203,8 @@ impl ApiCluster {
     }
 
     /// Creates one pod (a manifest object with status) as the kubelet would: the object, then
-    /// its status.
-    pub async fn sync_one_pod(&self, item: &Value) -> Result<()> {
+    /// its status unless `with_status` is false (a pod whose IP is not reported yet).
+    pub async fn create_pod(&self, item: &Value, with_status: bool) -> Result<()> {
         let pod: core::Pod = decode(item)?;
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -214,7 +214,10 @@ impl ApiCluster {
             .create(&PostParams::default(), &create)
             .await
             .map_err(fail(format!("creating pod {namespace}/{name}")))?;
-        self.set_status(&namespace, &name, &pod).await
+        if with_status {
+            self.set_status(&namespace, &name, &pod).await?;
+        }
+        Ok(())
     }
 
     /// Writes `podIP`, `podIPs` and `phase` from `pod` through the status subresource.

@@ -255,7 +255,7 @@ async fn lifecycle() -> Result<()> {
         .ok_or("no x/b object")?;
     new_pod["metadata"]["name"] = json!("d");
     new_pod["metadata"]["labels"] = json!({"pod": "d"});
-    api.sync_one_pod(&new_pod).await?;
+    api.create_pod(&new_pod, true).await?;
     must_fail("once x/d claims the IP").await?;
     api.force_delete("x", "b").await?;
     must_fail("after x/b is gone").await?;
@@ -339,6 +339,51 @@ async fn lifecycle() -> Result<()> {
         ));
     }
     say(&format!("sim: invalid policy reported: {note}"));
+
+    // 4. A pod plugged in before its IP is reported: z/c's sandbox now belongs to a new pod
+    //    z/e that a policy isolates; until the API names z/e's IP, its veth is dropped.
+    let starting = [flow("z/c", "x/c", false)];
+    api.force_delete("z", "c").await?;
+    converge(
+        &cluster,
+        &[flow("z/c", "x/c", true)],
+        Duration::from_secs(10),
+    )
+    .await?;
+    let deny_e = scenario::policy(
+        "z",
+        "deny-e-egress",
+        json!({"podSelector": {"matchLabels": {"pod": "e"}}, "policyTypes": ["Egress"]}),
+    );
+    let deny_e = serde_json::from_value(deny_e).map_err(|e| e.to_string())?;
+    Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::namespaced(api.client.clone(), "z")
+        .create(&PostParams::default(), &deny_e)
+        .await
+        .map_err(|e| format!("creating z/deny-e-egress: {e}"))?;
+    let mut e_pod = cluster
+        .objects(&case)
+        .into_iter()
+        .find(|o| {
+            o["kind"] == "Pod" && o["metadata"]["name"] == "c" && o["metadata"]["namespace"] == "z"
+        })
+        .ok_or("no z/c object")?;
+    e_pod["metadata"]["name"] = json!("e");
+    e_pod["metadata"]["labels"] = json!({"pod": "e"});
+    api.create_pod(&e_pod, false).await?;
+    let took = converge(&cluster, &starting, Duration::from_secs(10)).await?;
+    let e_pod: core::Pod = serde_json::from_value(e_pod).map_err(|e| e.to_string())?;
+    api.set_status("z", "e", &e_pod).await?;
+    for _ in 0..5 {
+        let wrong = wrong_verdicts(&cluster, &starting).await?;
+        if !wrong.is_empty() {
+            return Err(format!("once z/e's IP is reported:\n{}", wrong.join("\n")));
+        }
+    }
+    say(&format!(
+        "sim: a starting isolated pod's veth was dropped before its IP was reported (converged in {} ms, probe timeouts included)",
+        took.as_millis()
+    ));
+
     for agent in enforcer.agents() {
         if let Some(status) = agent.exited() {
             return Err(format!(

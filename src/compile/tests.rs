@@ -466,3 +466,63 @@ fn without_interfaces_every_anti_spoofing_set_is_empty() {
         assert_eq!(elements(&r, set), [], "{set}");
     }
 }
+
+fn map_entries(ruleset: &Ruleset, name: &str) -> Vec<(IpAddr, MapVerdict)> {
+    ruleset
+        .maps
+        .iter()
+        .find(|m| m.name == name)
+        .map(|m| m.elements.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn veths_nobody_claims_are_dropped_while_an_isolated_pod_waits_for_its_ip() {
+    let mut snapshot = Snapshot::new();
+    snapshot.upsert_pod(pod("web", "known", "a", "n1", "10.0.0.1"));
+    let mut waiting = pod("web", "starting", "b", "n1", "10.0.0.1");
+    waiting.ips.clear();
+    snapshot.upsert_pod(waiting);
+    let interfaces: PodInterfaces = [
+        ("10.0.0.1".parse().unwrap(), "veth-known".to_owned()),
+        ("10.0.0.9".parse().unwrap(), "veth-new".to_owned()),
+    ]
+    .into();
+    let options = Options::default();
+    let unclaimed: IpAddr = "10.0.0.9".parse().unwrap();
+
+    // No policy selects the starting pod: nothing changes for the unclaimed veth.
+    let open = compile_with_interfaces(&snapshot, "n1", &interfaces, &options);
+    assert!(open.chains.iter().all(|c| c.name != STARTING_PODS_CHAIN));
+    assert!(map_entries(&open, "egress4").is_empty());
+
+    // A policy isolates app=b: the unclaimed address is dropped both ways, the known pod's
+    // address is not touched (it is not isolated), and another node is not affected.
+    snapshot
+        .upsert_network_policy(&policy(
+            "web",
+            "deny-b",
+            json!({"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Ingress", "Egress"]}),
+        ))
+        .unwrap();
+    let closed = compile_with_interfaces(&snapshot, "n1", &interfaces, &options);
+    assert!(closed.chains.iter().any(|c| c.name == STARTING_PODS_CHAIN));
+    assert_eq!(
+        map_entries(&closed, "egress4"),
+        [(unclaimed, MapVerdict::Jump(STARTING_PODS_CHAIN.into()))]
+    );
+    assert_eq!(
+        map_entries(&closed, "ingress4"),
+        [(unclaimed, MapVerdict::Goto(STARTING_PODS_CHAIN.into()))]
+    );
+    let elsewhere = compile_with_interfaces(&snapshot, "n2", &interfaces, &options);
+    assert!(
+        elsewhere
+            .chains
+            .iter()
+            .all(|c| c.name != STARTING_PODS_CHAIN)
+    );
+    // Without known veths (offline compile, bridge CNIs) there is nothing to drop.
+    let offline = compile(&snapshot, "n1", &options);
+    assert!(offline.chains.iter().all(|c| c.name != STARTING_PODS_CHAIN));
+}
