@@ -1,6 +1,7 @@
 //! Smoke tests of the real API server the Kubernetes suites use (integration/support/apiserver.rs):
 //! it starts, stores Namespaces, Pods and NetworkPolicies, takes a Pod status as a kubelet
-//! would set it, verifies TLS, and keeps its data when the API server alone restarts.
+//! would set it, verifies TLS, and keeps its data when the API server alone restarts; and
+//! `kube-nftpol explain --kubeconfig` reads the live cluster from it.
 //!
 //! Needs kube-apiserver and kubectl v1.20.2 from `sudo integration/apiserver/build.sh` (or
 //! `$KNP_APISERVER_BIN`) and `etcd`, `openssl`, `curl`; without them it fails loudly. `cargo test`
@@ -166,5 +167,68 @@ fn restarting_the_api_server_keeps_port_and_data() {
     assert_eq!(
         names.trim(),
         "networkpolicy.networking.k8s.io/web-from-frontend"
+    );
+}
+
+/// `kube-nftpol explain --kubeconfig` reads the live cluster: pods with the IPs their status
+/// reports, policies, and namespaces that 1.20 leaves without `kubernetes.io/metadata.name`
+/// (the engine adds it, so a policy selecting that label matches).
+#[test]
+fn explain_reads_the_live_cluster() {
+    let server = start();
+    kubectl(&server, &["create", "namespace", "shop"]);
+    kubectl(&server, &["create", "namespace", "ops"]);
+    apply(&server, POD);
+    let prober = POD
+        .replace(
+            r#""name": "web", "namespace": "shop""#,
+            r#""name": "prober", "namespace": "ops""#,
+        )
+        .replace(r#""app": "web""#, r#""app": "prober""#);
+    apply(&server, &prober);
+    for (namespace, pod, ip) in [("shop", "web", "10.0.0.5"), ("ops", "prober", "10.0.0.9")] {
+        let status = format!(
+            r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}]}}}}"#
+        );
+        server
+            .patch_pod_status(namespace, pod, &status)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    apply(
+        &server,
+        r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+  "metadata": {"name": "web-from-ops", "namespace": "shop"},
+  "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+    "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}],
+                 "ports": [{"protocol": "TCP", "port": 80}]}]}}"#,
+    );
+    let kubeconfig = server.kubeconfig_path();
+    let explain = |from: &str, port: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kube-nftpol"))
+            .args(["explain", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(["--from", from, "--to", "shop/web", "--port", port])
+            .output()
+            .unwrap_or_else(|e| panic!("running kube-nftpol explain: {e}"))
+    };
+    let allowed = explain("ops/prober", "80");
+    let text = String::from_utf8_lossy(&allowed.stdout);
+    assert_eq!(
+        allowed.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    assert!(
+        text.contains("allowed by shop/web-from-ops ingress[0]"),
+        "{text}"
+    );
+    // The prober's IP stands for the prober; port 81 is not allowed.
+    let denied = explain("10.0.0.9", "81");
+    let text = String::from_utf8_lossy(&denied.stdout);
+    assert_eq!(denied.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("DENIED 10.0.0.9 -> shop/web tcp/81\n  egress  ops/prober (10.0.0.9)"),
+        "{text}"
     );
 }

@@ -9,11 +9,13 @@
 //! - [`compile`]: `kube-nftpol compile`, a node's ruleset from manifests.
 //! - [`explain`]: `kube-nftpol explain`, the verdict for one flow with its reasons.
 //! - [`flow`]: the values `--from`, `--to` and `--port` take.
+//! - [`drop_line`]: drop-log lines as flows, for `explain --drop-log`.
 //! - [`load`]: loads manifests for both and reports warnings and invalid policies on stderr.
 //! - [`logging`]: `-v` and `--log-level` to a tracing subscriber on stderr.
 
 pub mod agent;
 pub mod compile;
+pub mod drop_line;
 pub mod explain;
 pub mod flow;
 pub mod load;

@@ -611,3 +611,37 @@ fn deploy_examples_explain_the_documented_flows() {
     );
     assert_eq!(code, 1);
 }
+
+#[test]
+fn explain_drop_log_explains_each_drop_line_on_stdin() {
+    use std::io::Write as _;
+    let drop = r#"{"ts":"2026-11-23T13:47:44.351Z","action":"deny","direction":"egress","pod":{"namespace":"payments","name":"payments-api-0","labels":{"app":"payments-api"}},"peer":{"namespace":"shop","name":"backend-5c8b6-qx2lp","labels":{"app":"backend"}},"protocol":"tcp","port":9090,"source_port":46356,"source":"10.244.1.20","destination":"10.244.1.11","policies":["payments/allow-dns","payments/default-deny-all"]}"#;
+    let icmp = r#"{"direction":"egress","pod":{"namespace":"payments","name":"payments-api-0"},"peer":{"ip":"192.0.2.1"},"protocol":"icmp","source":"10.244.1.20","destination":"192.0.2.1"}"#;
+    let input = format!("2026-11-23T13:47:44Z INFO unrelated log line\n{drop}\n{icmp}\n");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-nftpol"))
+        .args(["explain", "--manifests", "deploy/examples", "--drop-log"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(status(&output), 1, "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.starts_with("DENIED payments/payments-api-0 -> shop/backend-5c8b6-qx2lp tcp/9090\n"),
+        "{text}"
+    );
+    assert!(text.contains("payments/default-deny-all"), "{text}");
+    assert!(
+        stderr(&output).contains("note: stdin line 3: icmp has no ports"),
+        "{}",
+        stderr(&output)
+    );
+}

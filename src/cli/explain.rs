@@ -22,7 +22,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::flow::{self, PortArg};
-use super::{Outcome, load, write_stdout};
+use super::{Outcome, drop_line, load, write_stdout};
 use crate::model::ObjectKey;
 use crate::policy::{
     self, Direction, DirectionVerdict, Endpoint, Flow, MissReason, RuleMiss, Verdict,
@@ -31,19 +31,31 @@ use crate::policy::{
 /// Arguments of `explain`.
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// Kubernetes manifests: a directory (YAML and JSON files, read recursively) or one file
-    #[arg(long, value_name = "DIR")]
-    pub manifests: PathBuf,
+    /// Kubernetes manifests: a directory (YAML and JSON files, read recursively) or one file.
+    /// Without it, the live cluster is read through the Kubernetes API
+    #[arg(long, value_name = "DIR", conflicts_with = "kubeconfig")]
+    pub manifests: Option<PathBuf>,
+    /// Kubeconfig for the live cluster [default: in-cluster, then KUBECONFIG, then
+    /// ~/.kube/config]
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// The sender: NAMESPACE/POD, or an IP address (a pod's IP stands for that pod)
-    #[arg(long, value_name = "NS/POD|IP", value_parser = flow::parse_endpoint)]
-    pub from: Endpoint,
+    #[arg(long, value_name = "NS/POD|IP", value_parser = flow::parse_endpoint,
+          required_unless_present = "drop_log", conflicts_with = "drop_log")]
+    pub from: Option<Endpoint>,
     /// The receiver, after Service DNAT: NAMESPACE/POD, or an IP address
-    #[arg(long, value_name = "NS/POD|IP", value_parser = flow::parse_endpoint)]
-    pub to: Endpoint,
+    #[arg(long, value_name = "NS/POD|IP", value_parser = flow::parse_endpoint,
+          required_unless_present = "drop_log", conflicts_with = "drop_log")]
+    pub to: Option<Endpoint>,
     /// Destination port on the receiver (the pod's port, not the Service's), and protocol:
     /// tcp (the default), udp or sctp, in any case. Examples: 8080, 53/udp
-    #[arg(long, value_name = "PORT[/PROTO]", value_parser = flow::parse_port)]
-    pub port: PortArg,
+    #[arg(long, value_name = "PORT[/PROTO]", value_parser = flow::parse_port,
+          required_unless_present = "drop_log", conflicts_with = "drop_log")]
+    pub port: Option<PortArg>,
+    /// Explain the drop-log lines on stdin (the agent's JSON lines, as `kubectl logs` prints
+    /// them) instead of --from/--to/--port; lines that are not drop-log lines are skipped
+    #[arg(long)]
+    pub drop_log: bool,
     /// Output format
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -59,40 +71,108 @@ pub enum Format {
 }
 
 impl ExplainArgs {
-    /// The flow these arguments describe.
-    pub fn flow(&self) -> Flow {
-        Flow {
-            source: self.from.clone(),
-            destination: self.to.clone(),
-            protocol: self.port.protocol,
-            port: self.port.port,
+    /// The flow `--from`, `--to` and `--port` describe (`None` with `--drop-log`).
+    pub fn flow(&self) -> Option<Flow> {
+        let (Some(from), Some(to), Some(port)) = (&self.from, &self.to, &self.port) else {
+            return None;
+        };
+        Some(Flow {
+            source: from.clone(),
+            destination: to.clone(),
+            protocol: port.protocol,
+            port: port.port,
+        })
+    }
+
+    /// Where the cluster comes from, for messages.
+    fn origin(&self) -> String {
+        match (&self.manifests, &self.kubeconfig) {
+            (Some(dir), _) => dir.display().to_string(),
+            (None, Some(file)) => format!("the cluster of {}", file.display()),
+            (None, None) => "the cluster".to_owned(),
         }
     }
 }
 
-/// Runs `explain`.
+/// Runs `explain`: every flow asked for; the exit status says whether all were allowed.
 pub fn run(args: &ExplainArgs) -> anyhow::Result<Outcome> {
-    let snapshot = load::load(&args.manifests)?;
-    for endpoint in [&args.from, &args.to] {
-        if let Endpoint::Pod(key) = endpoint
-            && snapshot.pod(key).is_none()
-        {
-            anyhow::bail!("no pod {key} in {}", args.manifests.display());
-        }
-    }
-    let flow = args.flow();
-    let verdict = policy::evaluate(&snapshot, &flow)
-        .with_context(|| format!("explaining {}", flow_text(&flow)))?;
-    let text = match args.format {
-        Format::Text => render_text(&flow, &verdict),
-        Format::Json => render_json(&flow, &verdict)?,
+    let snapshot = match &args.manifests {
+        Some(dir) => load::load(dir)?,
+        None => live_snapshot(args.kubeconfig.as_deref())?,
     };
-    write_stdout(&text).context("writing the verdict to stdout")?;
-    Ok(if verdict.allowed {
+    let flows = match args.flow() {
+        Some(flow) => {
+            for endpoint in [&flow.source, &flow.destination] {
+                if let Endpoint::Pod(key) = endpoint
+                    && snapshot.pod(key).is_none()
+                {
+                    anyhow::bail!("no pod {key} in {}", args.origin());
+                }
+            }
+            vec![flow]
+        }
+        None => drop_log_flows(&snapshot)?,
+    };
+    let mut all_allowed = true;
+    let mut texts = Vec::new();
+    for flow in &flows {
+        let verdict = policy::evaluate(&snapshot, flow)
+            .with_context(|| format!("explaining {}", flow_text(flow)))?;
+        all_allowed &= verdict.allowed;
+        texts.push(match args.format {
+            Format::Text => render_text(flow, &verdict),
+            Format::Json => render_json(flow, &verdict)?,
+        });
+    }
+    write_stdout(&texts.join(match args.format {
+        Format::Text => "\n",
+        Format::Json => "",
+    }))
+    .context("writing the verdict to stdout")?;
+    Ok(if all_allowed {
         Outcome::Success
     } else {
         Outcome::Denied
     })
+}
+
+/// The live cluster, listed once through the Kubernetes API.
+fn live_snapshot(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<crate::Snapshot> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let loaded = runtime.block_on(async {
+        let client = crate::agent::kube_client(kubeconfig).await?;
+        crate::source::kubernetes::snapshot_once(&client)
+            .await
+            .context("listing pods, namespaces and networkpolicies")
+    })?;
+    for line in load::diagnostics(&loaded) {
+        eprintln!("{line}");
+    }
+    Ok(loaded.snapshot)
+}
+
+/// The flows of the drop-log lines on stdin; other lines are skipped (with a note on stderr
+/// for lines that look like JSON but are not flows explain can take).
+fn drop_log_flows(snapshot: &crate::Snapshot) -> anyhow::Result<Vec<Flow>> {
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
+        .context("reading drop-log lines from stdin")?;
+    let mut flows = Vec::new();
+    for (number, line) in input.lines().enumerate() {
+        if !line.trim_start().starts_with('{') {
+            continue;
+        }
+        match drop_line::flow(line, snapshot) {
+            Ok(flow) => flows.push(flow),
+            Err(error) => eprintln!("note: stdin line {}: {error}", number + 1),
+        }
+    }
+    if flows.is_empty() {
+        anyhow::bail!("no drop-log lines on stdin (pipe in the agent's output, e.g. kubectl logs)");
+    }
+    Ok(flows)
 }
 
 /// `x/a -> y/b tcp/80`.
@@ -276,22 +356,33 @@ mod tests {
     #[test]
     fn flow_comes_from_from_to_and_port() {
         let args = parse(&REQUIRED).unwrap();
-        assert_eq!(args.manifests, PathBuf::from("m"));
+        assert_eq!(args.manifests, Some(PathBuf::from("m")));
         assert_eq!(
             args.flow(),
-            Flow {
+            Some(Flow {
                 source: Endpoint::Pod(key("x", "a")),
                 destination: Endpoint::Ip("10.0.0.9".parse().unwrap()),
                 protocol: Protocol::Tcp,
                 port: 80,
-            }
+            })
         );
         assert_eq!(args.format, Format::Text);
     }
 
     #[test]
+    fn drop_log_replaces_the_flow_flags_and_the_api_replaces_manifests() {
+        let args = parse(&["--drop-log"]).unwrap();
+        assert!(args.drop_log && args.flow().is_none() && args.manifests.is_none());
+        let args = parse(&["--drop-log", "--kubeconfig", "k"]).unwrap();
+        assert_eq!(args.kubeconfig, Some(PathBuf::from("k")));
+        assert!(parse(&["--drop-log", "--from", "x/a"]).is_err());
+        assert!(parse(&["--from", "x/a", "--to", "y/b"]).is_err(), "no port");
+        assert!(parse(&["--manifests", "m", "--kubeconfig", "k", "--drop-log"]).is_err());
+    }
+
+    #[test]
     fn every_flow_flag_is_required() {
-        for skip in ["--manifests", "--from", "--to", "--port"] {
+        for skip in ["--from", "--to", "--port"] {
             let args: Vec<&str> = REQUIRED
                 .chunks(2)
                 .filter(|pair| pair[0] != skip)
@@ -301,6 +392,9 @@ mod tests {
             let error = parse(&args).unwrap_err();
             assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument, "{skip}");
         }
+        // Without --manifests the live cluster is read.
+        let live: Vec<&str> = REQUIRED.iter().skip(2).copied().collect();
+        assert_eq!(parse(&live).unwrap().manifests, None);
     }
 
     #[test]
@@ -347,7 +441,7 @@ mod tests {
             "--port",
             "53/UDP",
         ];
-        let flow = parse(&args).unwrap().flow();
+        let flow = parse(&args).unwrap().flow().unwrap();
         assert_eq!((flow.protocol, flow.port), (Protocol::Udp, 53));
     }
 

@@ -174,6 +174,45 @@ pub async fn watch(
     warn!("the Kubernetes watches ended");
 }
 
+/// Lists Pods, Namespaces and NetworkPolicies once, through the same cache the watches feed:
+/// the cluster as `kube-nftpol explain --kubeconfig` sees it.
+pub async fn snapshot_once(client: &Client) -> anyhow::Result<Loaded> {
+    use kube::api::ListParams;
+    let params = ListParams::default();
+    let mut cache = Cache::new();
+    let pods = Api::<core::Pod>::all(client.clone());
+    let namespaces = Api::<core::Namespace>::all(client.clone());
+    let policies = Api::<networking::NetworkPolicy>::all(client.clone());
+    let (pods, namespaces, policies) = futures::try_join!(
+        pods.list(&params),
+        namespaces.list(&params),
+        policies.list(&params)
+    )?;
+    cache.apply_pod(watcher::Event::Init);
+    for pod in pods {
+        cache.apply_pod(watcher::Event::InitApply(pod));
+    }
+    cache.apply_pod(watcher::Event::InitDone);
+    cache.apply_namespace(watcher::Event::Init);
+    for namespace in namespaces {
+        cache.apply_namespace(watcher::Event::InitApply(namespace));
+    }
+    cache.apply_namespace(watcher::Event::InitDone);
+    cache.apply_policy(watcher::Event::Init);
+    for policy in policies {
+        cache.apply_policy(watcher::Event::InitApply(policy));
+    }
+    cache.apply_policy(watcher::Event::InitDone);
+    Ok(Loaded {
+        snapshot: cache.snapshot(),
+        warnings: cache.take_warnings(),
+        invalid_policies: cache
+            .invalid_policies()
+            .map(|p| (p.key.clone(), p.errors.clone()))
+            .collect(),
+    })
+}
+
 fn apply(
     cache: &mut Cache,
     change: Result<Change, watcher::Error>,
