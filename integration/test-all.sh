@@ -60,6 +60,9 @@ KNP_APISERVER_BIN=$(integration/apiserver/build.sh | tail -1)
 export KNP_APISERVER_BIN
 echo "$KNP_APISERVER_BIN"
 
+step "server-side validation of deploy/ and deploy/examples/ (kubectl apply --dry-run=server)"
+integration/validate-manifests.sh
+
 for suite in $root_suites; do
   step "root suite: $suite"
   run_tests cargo test --quiet --test "$suite"
