@@ -45,6 +45,44 @@ pub enum SourceArgs {
     Manifests(PathBuf),
     /// `--kubeconfig FILE`.
     Kubeconfig(PathBuf),
+    /// As `deploy/daemonset.yaml` runs it: its arguments and environment, every capability
+    /// dropped but the ones it adds, no new privileges; the API server through `KUBECONFIG`
+    /// (in a cluster: the in-cluster service account).
+    Container(PathBuf),
+}
+
+/// The program and arguments that start the agent of `node`.
+pub fn command(node: &str, source: &SourceArgs) -> Result<(PathBuf, Vec<String>)> {
+    let SourceArgs::Container(kubeconfig) = source else {
+        return Ok((binary(), agent_args(node, source)));
+    };
+    let container = crate::daemonset::agent_container()?;
+    let mut args = vec![format!("KUBECONFIG={}", kubeconfig.display())];
+    for (name, value) in &container.env {
+        // The downward API's spec.nodeName.
+        let value = if value.is_empty() && name == "NODE_NAME" {
+            node.to_owned()
+        } else {
+            value.clone()
+        };
+        args.push(format!("{name}={value}"));
+    }
+    let keep: Vec<String> = container
+        .capabilities
+        .iter()
+        .map(|c| format!("+{}", c.to_lowercase()))
+        .collect();
+    let caps = format!("-all,{}", keep.join(","));
+    args.extend([
+        "setpriv".to_owned(),
+        format!("--bounding-set={caps}"),
+        format!("--inh-caps={caps}"),
+        "--no-new-privs".to_owned(),
+        "--".to_owned(),
+        binary().display().to_string(),
+    ]);
+    args.extend(container.args);
+    Ok((PathBuf::from("env"), args))
 }
 
 /// The agent's arguments for one node.
@@ -56,7 +94,9 @@ pub fn agent_args(node: &str, source: &SourceArgs) -> Vec<String> {
             "--manifests-poll-interval-ms".into(),
             MANIFESTS_POLL_INTERVAL_MS.to_string(),
         ],
-        SourceArgs::Kubeconfig(file) => vec!["--kubeconfig".into(), file.display().to_string()],
+        SourceArgs::Kubeconfig(file) | SourceArgs::Container(file) => {
+            vec!["--kubeconfig".into(), file.display().to_string()]
+        }
     };
     let common = [
         "agent",

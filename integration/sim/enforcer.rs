@@ -44,6 +44,9 @@ pub enum Mode {
     Agent,
     /// `kube-nftpol agent --kubeconfig` processes and a real API server.
     ApiAgent,
+    /// The agent as `deploy/daemonset.yaml` runs it (arguments, environment, capabilities),
+    /// with a real API server.
+    Container,
 }
 
 impl Mode {
@@ -54,6 +57,7 @@ impl Mode {
             Self::Dataplane => "in-process dataplane",
             Self::Agent => "agent",
             Self::ApiAgent => "agent with the API server",
+            Self::Container => "agent as the DaemonSet runs it",
         }
     }
 }
@@ -69,6 +73,7 @@ enum Running {
         agents: Vec<NetnsProcess>,
         api: Box<ApiCluster>,
         _relays: Vec<Relay>,
+        container: bool,
     },
 }
 
@@ -85,7 +90,7 @@ impl Enforcer {
             Mode::Static => Running::Static,
             Mode::Dataplane => Running::Dataplane(Vec::new()),
             Mode::Agent => Running::Agent(Vec::new()),
-            Mode::ApiAgent => {
+            Mode::ApiAgent | Mode::Container => {
                 let api = ApiCluster::start().await?;
                 let mut relays = Vec::new();
                 for node in &cluster.nodes {
@@ -95,6 +100,7 @@ impl Enforcer {
                     agents: Vec::new(),
                     api: Box::new(api),
                     _relays: relays,
+                    container: mode == Mode::Container,
                 }
             }
         };
@@ -169,10 +175,20 @@ impl Enforcer {
                 start_agents(cluster, agents, &source)?;
                 wait_ready(cluster, agents).await?;
             }
-            Running::ApiAgent { agents, api, .. } => {
+            Running::ApiAgent {
+                agents,
+                api,
+                container,
+                ..
+            } => {
                 api.sync(&cluster.objects(case)).await?;
                 let kubeconfig = api.agent_kubeconfig(cluster.scratch())?;
-                start_agents(cluster, agents, &agent::SourceArgs::Kubeconfig(kubeconfig))?;
+                let source = if *container {
+                    agent::SourceArgs::Container(kubeconfig)
+                } else {
+                    agent::SourceArgs::Kubeconfig(kubeconfig)
+                };
+                start_agents(cluster, agents, &source)?;
                 wait_ready(cluster, agents).await?;
             }
         }
@@ -323,8 +339,7 @@ fn start_agents(
     if agents.is_empty() {
         for node in &cluster.nodes {
             let log = cluster.scratch().join(format!("agent-{}.log", node.name));
-            let args = agent::agent_args(node.name, source);
-            let program = agent::binary();
+            let (program, args) = agent::command(node.name, source)?;
             agents.push(NetnsProcess::spawn(node.netns.name(), &program, args, log)?);
         }
     } else {

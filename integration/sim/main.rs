@@ -44,6 +44,7 @@ mod apiserver;
 mod agent;
 mod api;
 mod cluster;
+mod daemonset;
 mod enforcer;
 mod kube_proxy;
 mod links;

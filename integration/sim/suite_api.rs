@@ -394,3 +394,80 @@ async fn lifecycle() -> Result<()> {
     }
     Ok(())
 }
+
+/// The agent started exactly as `deploy/daemonset.yaml` says (its arguments and environment,
+/// every capability dropped but NET_ADMIN, no new privileges) enforces, logs drops and serves
+/// its endpoints.
+#[test]
+fn the_agent_runs_with_the_daemonsets_arguments_and_only_its_capabilities() {
+    let _serial = begin();
+    runtime()
+        .block_on(container())
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+async fn container() -> Result<()> {
+    let case = scenario::restart_case()?;
+    let cluster = Cluster::build(cluster::plan(&case.pods)?).await?;
+    scenario::check_flows(&cluster, &case, &RESTART_FLOWS)?;
+    let mut enforcer = Enforcer::start(Mode::Container, &cluster, &case).await?;
+    let wrong = wrong_verdicts(&cluster, &RESTART_FLOWS).await?;
+    if !wrong.is_empty() {
+        return Err(format!("with the DaemonSet's agent:\n{}", wrong.join("\n")));
+    }
+    const NET_ADMIN: u64 = 1 << 12;
+    for agent in enforcer.agents() {
+        let pid = agent.pid().ok_or("an agent is not running")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let caps = |name: &str| u64::from_str_radix(&field(name), 16).unwrap_or(u64::MAX);
+        if caps("CapEff:") != NET_ADMIN
+            || caps("CapBnd:") != NET_ADMIN
+            || field("NoNewPrivs:") != "1"
+        {
+            return Err(format!(
+                "agent {pid} runs with CapEff {} CapBnd {} NoNewPrivs {}, not NET_ADMIN alone",
+                field("CapEff:"),
+                field("CapBnd:"),
+                field("NoNewPrivs:")
+            ));
+        }
+    }
+    for node in &cluster.nodes {
+        let metrics = crate::agent::http_status(&node.inside, "/metrics").await?;
+        if metrics != 200 {
+            return Err(format!("/metrics on {} answered {metrics}", node.name));
+        }
+    }
+    // A denied flow (z/a -> x/a:80; x/a is on node-1) shows up in the drop log.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let log = enforcer
+            .agents()
+            .iter()
+            .map(|a| a.log_tail(200))
+            .collect::<String>();
+        if log
+            .contains(r#""action":"deny","direction":"ingress","pod":{"namespace":"x","name":"a""#)
+            && log.contains(r#""peer":{"namespace":"z","name":"a""#)
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no drop line for z/a -> x/a:\n{log}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    say(
+        "sim: the DaemonSet's agent (NET_ADMIN only, no new privileges) enforced, logged and served /metrics",
+    );
+    Ok(())
+}
