@@ -342,6 +342,42 @@ fn other_tables_are_never_touched() {
     assert_eq!(foreign(&ns), before);
 }
 
+/// `kube-nftpol uninstall` removes the agent's table and nothing else, and is a no-op when run
+/// again.
+#[test]
+fn uninstall_removes_the_agents_table_and_nothing_else() {
+    let ns = Netns::new();
+    ns.nft_script(FOREIGN_TABLES);
+    let before = foreign(&ns);
+    runtime().block_on(async {
+        let mut dp = Dataplane::new(Nft::in_netns(&ns.0));
+        dp.apply(&ruleset(&cluster())).await.unwrap();
+    });
+    let uninstall = || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                env!("CARGO_BIN_EXE_kube-nftpol"),
+                "uninstall",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(uninstall().starts_with("removed table inet kube-nftpol"));
+    let tables = ns.nft(&["list", "tables"]);
+    assert!(!tables.contains("kube-nftpol"), "{tables}");
+    assert_eq!(foreign(&ns), before);
+    assert!(uninstall().starts_with("no table inet kube-nftpol on this node"));
+}
+
 /// A pod namespace behind a routed veth in `node`, kindnet style: the pod has `ip`/32 and a
 /// default route via 10.0.0.254 on-link; the node has the gateway address on the veth and a
 /// /32 route to the pod.

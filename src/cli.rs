@@ -10,6 +10,7 @@
 //! - [`explain`]: `kube-nftpol explain`, the verdict for one flow with its reasons.
 //! - [`flow`]: the values `--from`, `--to` and `--port` take.
 //! - [`drop_line`]: drop-log lines as flows, for `explain --drop-log`.
+//! - [`uninstall`]: `kube-nftpol uninstall`, removes the agent's table from a node.
 //! - [`load`]: loads manifests for both and reports warnings and invalid policies on stderr.
 //! - [`logging`]: `-v` and `--log-level` to a tracing subscriber on stderr.
 
@@ -20,6 +21,7 @@ pub mod explain;
 pub mod flow;
 pub mod load;
 pub mod logging;
+pub mod uninstall;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -103,6 +105,10 @@ pub enum Command {
     /// Exit status: 0 allowed, 1 denied, 2 bad input.
     #[command(after_help = EXPLAIN_EXAMPLES)]
     Explain(explain::ExplainArgs),
+    /// Remove the agent's nftables table from this node, after the DaemonSet is gone
+    ///
+    /// Needs CAP_NET_ADMIN in the node's network namespace. Other tables are never touched.
+    Uninstall(uninstall::UninstallArgs),
 }
 
 /// How a run that did not fail ends.
@@ -131,6 +137,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Agent(args) => agent::run(&args),
         Command::Compile(args) => compile::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Uninstall(args) => uninstall::run(&args),
     }
 }
 
