@@ -4,7 +4,7 @@
 //! Kubernetes API or directory source --(complete snapshots, coalesced)--+
 //! rtnetlink (pod veths, for anti-spoofing) ------------+--> compile(node) --> Dataplane::apply
 //!                                       resync timer --> Dataplane::check (repair)
-//! kernel NFLOG (default-deny drops) --> decode, enrich with the snapshot --> stdout JSON lines
+//! kernel NFLOG (default-deny drops) --> decode, dedup, enrich with the snapshot --> stdout lines
 //! ```
 //!
 //! Snapshots arrive on a `watch` channel, so a burst of changes collapses into the latest one
@@ -18,6 +18,7 @@ mod bindings;
 mod drop_log;
 
 use bindings::Bindings;
+pub use drop_log::DropLogOptions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     /// How often the table is read back and repaired if someone changed it.
     pub resync_interval: Duration,
+    /// How drops are logged (dedup window, format).
+    pub drop_log: DropLogOptions,
 }
 
 /// Where the agent reads the cluster from.
@@ -143,6 +146,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let drops = tokio::spawn(drop_log::run(
         config.compile.nflog_group,
+        config.drop_log,
         rx.clone(),
         Arc::clone(&shared),
     ));

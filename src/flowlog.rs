@@ -1,13 +1,14 @@
-//! Flow logs of default-deny drops: NFLOG records from the kernel to one JSON line per drop.
+//! Flow logs of default-deny drops: NFLOG records from the kernel to one log line per flow.
 //!
 //! Every isolated pod's chain ends with a rate-limited
 //! `log prefix "knp:deny:<direction>:<ns>/<pod>" group G snaplen 128 queue-threshold 1` before
 //! its counted drop (see [`compile`](mod@crate::compile)). This module turns those records into
-//! [`enrich::DropRecord`]s in three steps, each in its own file:
+//! deduplicated drop log lines in five steps, each in its own file:
 //!
 //! ```text
 //! kernel --NFLOG--> nflog::spawn_reader --Record--> decode::decode --DeniedPacket-->
-//!     enrich::enrich(&Snapshot) --DropRecord--> JSON line / text
+//!     dedup::Dedup (first packet now, repeats per window) -->
+//!     enrich::enrich(&Snapshot) --DropRecord--> line::DropLine (JSON or text)
 //! ```
 //!
 //! - [`nflog`] owns the netlink socket: binding the group in the current network namespace,
@@ -19,11 +20,16 @@
 //!   are attacker-controlled: garbage is a typed error, never a panic.
 //! - [`enrich`] is pure: a denied packet and the cluster [`Snapshot`](crate::model::Snapshot) to
 //!   a [`enrich::DropRecord`] naming both ends and the isolating policies.
+//! - [`dedup`] is pure: which packets to log at once and which to fold into one summary line
+//!   per flow and window, in a table of bounded size.
+//! - [`line`] is pure: a record and its count as one JSON or text line.
 //!
 //! Wiring these into the agent (which group, where the lines go, metrics) is not done here.
 
 pub mod decode;
+pub mod dedup;
 pub mod enrich;
+pub mod line;
 pub mod nflog;
 
 use std::time::SystemTime;

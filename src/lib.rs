@@ -12,8 +12,8 @@
 //! - [`compile`]: a snapshot and a node to the node's desired nftables ruleset, rendered as
 //!   `nft` text or libnftables JSON.
 //! - [`source`]: where snapshots come from (a directory of manifests).
-//! - [`flowlog`]: NFLOG records of default-deny drops (the rules' `log group`) to one JSON line
-//!   per drop, naming both ends and the isolating policies.
+//! - [`flowlog`]: NFLOG records of default-deny drops (the rules' `log group`) to one JSON or
+//!   text line per denied flow and window, naming both ends and the isolating policies.
 //! - [`cli`]: the command line.
 
 pub mod agent;

@@ -30,10 +30,15 @@ pub struct Metrics {
 pub struct FlowlogMetrics {
     /// NFLOG records received.
     pub records: Counter,
-    /// Records the kernel logged that never reached the agent (socket overruns).
+    /// Records the kernel logged that never reached the agent (socket overruns) or that the
+    /// agent dropped because it was behind (a full channel).
     pub lost: Counter,
     /// Records that did not decode (not one of ours, or a malformed packet).
     pub undecodable: Counter,
+    /// Records left out of the drop log because the dedup table was full.
+    pub dedup_dropped: Counter,
+    /// Flows in the dedup table.
+    pub dedup_flows: Gauge,
 }
 
 /// How a ruleset reached the kernel.
@@ -197,6 +202,10 @@ impl Metrics {
         sub.register("lost_records", help, flowlog.lost.clone());
         let help = "NFLOG records that did not decode";
         sub.register("undecodable", help, flowlog.undecodable.clone());
+        let help = "Records left out of the drop log because the dedup table was full";
+        sub.register("dedup_dropped_records", help, flowlog.dedup_dropped.clone());
+        let help = "Flows in the drop log's dedup table";
+        sub.register("dedup_flows", help, flowlog.dedup_flows.clone());
         Self {
             registry,
             dataplane,
@@ -248,5 +257,21 @@ mod tests {
         assert!(text.contains("kube_nftpol_ruleset_chains 7\n"), "{text}");
         assert!(text.contains("kube_nftpol_build_info{version="), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn drop_log_dedup_metrics_are_encoded() {
+        let metrics = Metrics::new();
+        metrics.flowlog.dedup_dropped.inc_by(3);
+        metrics.flowlog.dedup_flows.set(42);
+        let text = metrics.encode();
+        assert!(
+            text.contains("kube_nftpol_flowlog_dedup_dropped_records_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kube_nftpol_flowlog_dedup_flows 42\n"),
+            "{text}"
+        );
     }
 }

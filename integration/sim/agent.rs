@@ -5,7 +5,7 @@
 //! the program itself): output goes to a log file whose tail ends up in error messages;
 //! [`NetnsProcess::kill`] sends SIGKILL (what the restart suite wants: no chance to clean up);
 //! drop kills it too, so a failing test leaves nothing running. [`ready`] asks the agent's
-//! `/readyz` from inside its namespace.
+//! `/readyz` from inside its namespace, [`http_get`] any of its endpoints.
 //!
 //! Which binary: `KNP_SIM_AGENT_BIN` if set (an agent built elsewhere), otherwise this crate's
 //! `kube-nftpol`.
@@ -208,6 +208,12 @@ impl Drop for NetnsProcess {
 
 /// The HTTP status of `GET PATH` on the agent's metrics address, from inside its namespace.
 pub async fn http_status(inside: &InNetns, path: &str) -> Result<u16> {
+    http_get(inside, path).await.map(|(status, _)| status)
+}
+
+/// `GET PATH` on the agent's metrics address, from inside its namespace: the status and the
+/// body.
+pub async fn http_get(inside: &InNetns, path: &str) -> Result<(u16, String)> {
     let socket = inside
         .socket(Domain::IPV4, Type::STREAM, None)
         .await
@@ -227,12 +233,15 @@ pub async fn http_status(inside: &InNetns, path: &str) -> Result<u16> {
         .await
         .map_err(|_| format!("GET {path}: no answer within 2 s"))?
         .map_err(|e| format!("GET {path}: {e}"))?;
-    // `HTTP/1.1 200 OK`
-    String::from_utf8_lossy(&answer)
+    // `HTTP/1.1 200 OK`, headers, a blank line, the body.
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("GET {path}: not an HTTP answer"))
+        .ok_or_else(|| format!("GET {path}: not an HTTP answer"))?;
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    Ok((status, body.to_owned()))
 }
 
 /// Whether the agent answers `/readyz` with 200.

@@ -20,7 +20,8 @@
 //! - [`nft`]: `nft` in a namespace and reading the table back;
 //! - the suites: [`suite_conformance`] (58 upstream cases), [`suite_restart`] (agent killed
 //!   under traffic), [`suite_policy_change`] (one policy changed, other chains untouched),
-//!   [`suite_cleanup`] (nothing is left behind).
+//!   [`suite_cleanup`] (nothing is left behind), [`suite_flood`] (100,000 denied packets
+//!   against the agent: allowed traffic, its memory and its drop log stay fine).
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
 //! skips it). The suites run one at a time (they share the machine's 2 cores and time
@@ -58,6 +59,7 @@ mod setns;
 mod suite_api;
 mod suite_cleanup;
 mod suite_conformance;
+mod suite_flood;
 mod suite_policy_change;
 mod suite_restart;
 

@@ -1,34 +1,71 @@
-//! The agent's drop log: NFLOG records of default-deny drops ([`crate::flowlog`]), decoded and
-//! enriched with the latest snapshot, written to stdout as one JSON line each (what `kubectl
-//! logs` shows); the agent's own logs go to stderr.
+//! The agent's drop log: NFLOG records of default-deny drops ([`crate::flowlog`]), decoded,
+//! deduplicated per flow ([`crate::flowlog::dedup`]: a flow's first packet at once, its repeats
+//! in one summary line per window), enriched with the latest snapshot and written to stdout as
+//! JSON or text lines (what `kubectl logs` shows); the agent's own logs go to stderr.
 //!
-//! The kernel rate-limits logging per pod and direction (the rules' `limit`), the reader's
-//! channel is bounded and counts what it drops, so a flood of denied packets cannot slow the
-//! agent or grow its memory. Losses the kernel reports (NFLOG sequence gaps) are counted in
-//! `kube_nftpol_flowlog_lost_records_total`.
+//! Everything on the way is bounded, so a flood of denied packets cannot slow the agent or
+//! grow its memory: the kernel rate-limits logging per pod and direction (the rules' `limit`;
+//! the drop counter still counts every packet), the reader's channel holds
+//! [`CHANNEL_CAPACITY`] records, and the dedup table [`MAX_FLOWS`] flows. What does not make it
+//! into a line is counted: records lost before the agent (sequence gaps) or behind it (a full
+//! channel) in `kube_nftpol_flowlog_lost_records_total`, records left out for a full dedup
+//! table in `kube_nftpol_flowlog_dedup_dropped_records_total`. So once a snapshot is loaded,
+//! `records_total` = the lines' counts added up + `dedup_dropped` + `undecodable`.
+//!
+//! A summary is enriched with the snapshot of the moment its window closes (a pod deleted
+//! meanwhile shows as unknown). Pending summaries are not written when the agent stops.
 
-use std::io::Write as _;
+use std::io::Write;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::flowlog::nflog::{self, NflogEvent};
-use crate::flowlog::{decode, enrich};
+use crate::flowlog::dedup::{Dedup, FlowKey, Seen};
+use crate::flowlog::line::{DropLine, Format};
+use crate::flowlog::nflog::{self, NflogEvent, ReaderStats};
+use crate::flowlog::{Record, decode, enrich};
 use crate::http::Shared;
+use crate::metrics::FlowlogMetrics;
 use crate::source::manifests::Loaded;
 
 /// Records buffered between the reader thread and this task.
 const CHANNEL_CAPACITY: usize = 4096;
 
+/// Flows the dedup table tracks at most (a few hundred bytes each).
+pub const MAX_FLOWS: usize = 10_000;
+
+/// Least time between two warnings about a full dedup table.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How the agent writes its drop log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropLogOptions {
+    /// Repeats of a flow within this window after its first packet are folded into one summary
+    /// line; zero logs every record on its own line.
+    pub window: Duration,
+    /// JSON or text lines.
+    pub format: Format,
+}
+
+impl Default for DropLogOptions {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(10),
+            format: Format::Json,
+        }
+    }
+}
+
 /// Reads NFLOG `group` in the agent's network namespace until the reader stops.
 pub(super) async fn run(
     group: u16,
+    options: DropLogOptions,
     snapshots: watch::Receiver<Option<Arc<Loaded>>>,
     shared: Arc<Shared>,
 ) {
-    let (mut events, _stats) = match nflog::spawn_reader(group, CHANNEL_CAPACITY) {
+    let (mut events, stats) = match nflog::spawn_reader(group, CHANNEL_CAPACITY) {
         Ok(reader) => reader,
         Err(error) => {
             warn!(group, %error, "cannot read the drop log; enforcement is unaffected");
@@ -36,32 +73,151 @@ pub(super) async fn run(
         }
     };
     let metrics = &shared.metrics.flowlog;
-    while let Some(event) = events.recv().await {
-        match event {
-            NflogEvent::Record(record) => {
-                metrics.records.inc();
-                let packet = match decode::decode(&record) {
-                    Ok(packet) => packet,
-                    Err(error) => {
-                        metrics.undecodable.inc();
-                        debug!(%error, "undecodable NFLOG record");
-                        continue;
-                    }
-                };
-                let Some(loaded) = snapshots.borrow().clone() else {
-                    continue;
-                };
-                let record = enrich::enrich(&packet, &loaded.snapshot, SystemTime::now());
-                match record.to_json_line() {
-                    // Nothing useful to do when stdout is gone.
-                    Ok(line) => drop(writeln!(std::io::stdout().lock(), "{line}")),
-                    Err(error) => debug!(%error, "cannot encode a drop record"),
-                }
-            }
-            NflogEvent::Overrun => debug!("NFLOG socket overrun"),
-            NflogEvent::Missed { records } => {
-                metrics.lost.inc_by(records);
-            }
+    let mut log = DropLog::new(options, snapshots, metrics, std::io::stdout());
+    loop {
+        let deadline = log.dedup.next_deadline();
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(NflogEvent::Record(record)) => log.record(&record, Instant::now()),
+                Some(NflogEvent::Overrun) => debug!("NFLOG socket overrun"),
+                // Counted from the reader's statistics, with records dropped for a full channel.
+                Some(NflogEvent::Missed { records }) => debug!(records, "NFLOG records missed"),
+                None => break,
+            },
+            () = sleep_until(deadline) => log.expire(Instant::now()),
         }
+        // The reader drops records only while the channel is full, so the event after a loss
+        // is always there to bring it into the metric.
+        log.count_lost(&stats);
     }
 }
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The drop log's state between records, writing lines to `out`.
+struct DropLog<'a, W> {
+    out: W,
+    dedup: Dedup<FlowKey>,
+    format: Format,
+    snapshots: watch::Receiver<Option<Arc<Loaded>>>,
+    metrics: &'a FlowlogMetrics,
+    /// The reader's lost records already added to the metric.
+    lost_counted: u64,
+    /// Records dropped for a full table since the last warning, and when that was.
+    full_since_warning: u64,
+    warned_at: Option<Instant>,
+}
+
+impl<'a, W: Write> DropLog<'a, W> {
+    fn new(
+        options: DropLogOptions,
+        snapshots: watch::Receiver<Option<Arc<Loaded>>>,
+        metrics: &'a FlowlogMetrics,
+        out: W,
+    ) -> Self {
+        Self {
+            out,
+            dedup: Dedup::new(options.window, MAX_FLOWS),
+            format: options.format,
+            snapshots,
+            metrics,
+            lost_counted: 0,
+            full_since_warning: 0,
+            warned_at: None,
+        }
+    }
+
+    /// One record, received at `now`.
+    fn record(&mut self, record: &Record, now: Instant) {
+        self.metrics.records.inc();
+        let packet = match decode::decode(record) {
+            Ok(packet) => packet,
+            Err(error) => {
+                self.metrics.undecodable.inc();
+                debug!(%error, "undecodable NFLOG record");
+                return;
+            }
+        };
+        let Some(loaded) = self.snapshots.borrow().clone() else {
+            return;
+        };
+        self.expire(now);
+        match self
+            .dedup
+            .observe(&FlowKey::of(&packet), now, record.received_at)
+        {
+            Seen::New => {
+                let record = enrich::enrich(&packet, &loaded.snapshot, record.received_at);
+                self.write(&DropLine::first(record));
+            }
+            Seen::Repeat => {}
+            Seen::TableFull => self.table_full(now),
+        }
+        self.metrics.dedup_flows.set(gauge(self.dedup.len()));
+    }
+
+    /// Writes the summaries of the windows that closed by `now`.
+    fn expire(&mut self, now: Instant) {
+        let summaries = self.dedup.expire(now);
+        if !summaries.is_empty() {
+            let Some(loaded) = self.snapshots.borrow().clone() else {
+                return;
+            };
+            for summary in summaries {
+                let packet = summary.key.packet();
+                let record = enrich::enrich(&packet, &loaded.snapshot, summary.last);
+                let line = DropLine::summary(record, summary.count, summary.first, summary.last);
+                self.write(&line);
+            }
+        }
+        self.metrics.dedup_flows.set(gauge(self.dedup.len()));
+    }
+
+    fn write(&mut self, line: &DropLine) {
+        match line.render(self.format) {
+            // Nothing useful to do when stdout is gone.
+            Ok(line) => drop(writeln!(self.out, "{line}")),
+            Err(error) => debug!(%error, "cannot encode a drop record"),
+        }
+    }
+
+    /// Counts a record left out for a full table, warning at most every [`WARN_INTERVAL`].
+    fn table_full(&mut self, now: Instant) {
+        self.metrics.dedup_dropped.inc();
+        self.full_since_warning += 1;
+        if self
+            .warned_at
+            .is_none_or(|at| now.duration_since(at) >= WARN_INTERVAL)
+        {
+            warn!(
+                flows = MAX_FLOWS,
+                records = self.full_since_warning,
+                "drop log dedup table full: records of new flows are not logged until windows \
+                 close (kube_nftpol_flowlog_dedup_dropped_records_total)"
+            );
+            self.warned_at = Some(now);
+            self.full_since_warning = 0;
+        }
+    }
+
+    /// Adds the reader's newly lost records (sequence gaps and a full channel) to the metric.
+    fn count_lost(&mut self, stats: &ReaderStats) {
+        let lost = stats.snapshot().lost_records();
+        self.metrics
+            .lost
+            .inc_by(lost.saturating_sub(self.lost_counted));
+        self.lost_counted = self.lost_counted.max(lost);
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -8,8 +8,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::Outcome;
-use crate::agent::{self, Config, Source};
+use crate::agent::{self, Config, DropLogOptions, Source};
 use crate::compile::Options;
+use crate::flowlog::line;
 
 /// Arguments of `kube-nftpol agent`.
 #[derive(Debug, Args)]
@@ -37,6 +38,22 @@ pub struct AgentArgs {
     /// Milliseconds between checks of the manifest directory for changes
     #[arg(long, value_name = "MILLIS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..))]
     pub manifests_poll_interval_ms: u64,
+    /// Seconds during which repeats of a denied flow are counted into one summary line after
+    /// its first packet is logged (at most 3600); 0 logs every packet
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(..=3600))]
+    pub drop_log_window_secs: u64,
+    /// Drop log lines on stdout: JSON objects, or text for people
+    #[arg(long, value_name = "FORMAT", value_enum, default_value_t = DropLogFormat::Json)]
+    pub drop_log_format: DropLogFormat,
+}
+
+/// How the agent writes drop log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DropLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// One line of text per drop.
+    Text,
 }
 
 impl AgentArgs {
@@ -59,6 +76,13 @@ impl AgentArgs {
             },
             metrics_addr: self.metrics_addr,
             resync_interval: Duration::from_secs(self.resync_interval_secs),
+            drop_log: DropLogOptions {
+                window: Duration::from_secs(self.drop_log_window_secs),
+                format: match self.drop_log_format {
+                    DropLogFormat::Json => line::Format::Json,
+                    DropLogFormat::Text => line::Format::Text,
+                },
+            },
         }
     }
 }
@@ -78,8 +102,9 @@ mod tests {
     use clap::Parser;
 
     use super::AgentArgs;
-    use crate::agent::{Config, Source};
+    use crate::agent::{Config, DropLogOptions, Source};
     use crate::cli::{Cli, Command};
+    use crate::flowlog::line::Format;
 
     /// `kube-nftpol agent --node-name n1 EXTRA...`
     fn parse(extra: &[&str]) -> Result<Cli, clap::Error> {
@@ -105,6 +130,9 @@ mod tests {
         assert_eq!(config.compile.nflog_group, 100);
         assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:9640");
         assert_eq!(config.resync_interval.as_secs(), 10);
+        assert_eq!(config.drop_log, DropLogOptions::default());
+        assert_eq!(config.drop_log.window.as_secs(), 10);
+        assert_eq!(config.drop_log.format, Format::Json);
     }
 
     #[test]
@@ -120,8 +148,14 @@ mod tests {
             "3",
             "--manifests-poll-interval-ms",
             "50",
+            "--drop-log-window-secs",
+            "30",
+            "--drop-log-format",
+            "text",
         ]);
         assert_eq!(config.compile.nflog_group, 7);
+        assert_eq!(config.drop_log.window.as_secs(), 30);
+        assert_eq!(config.drop_log.format, Format::Text);
         assert_eq!(config.metrics_addr.port(), 9999);
         assert_eq!(config.resync_interval.as_secs(), 3);
         let Source::Manifests {
@@ -133,6 +167,16 @@ mod tests {
         };
         assert_eq!(path.to_str(), Some("d"));
         assert_eq!(poll_interval.as_millis(), 50);
+    }
+
+    #[test]
+    fn a_zero_drop_log_window_turns_deduplication_off() {
+        assert!(
+            config(&["--drop-log-window-secs", "0"])
+                .drop_log
+                .window
+                .is_zero()
+        );
     }
 
     #[test]
@@ -155,6 +199,9 @@ mod tests {
             ["--metrics-addr", "nope"],
             ["--resync-interval-secs", "0"],
             ["--nflog-group", "70000"],
+            ["--drop-log-window-secs", "3601"],
+            ["--drop-log-window-secs", "-1"],
+            ["--drop-log-format", "yaml"],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?} accepted");
         }

@@ -177,7 +177,7 @@ fn pod_info(pod: &Pod) -> PodInfo {
 }
 
 /// `2025-01-02T03:04:05.678Z`. Times before 1970 (a broken clock) print as the epoch.
-fn rfc3339_millis(time: SystemTime) -> String {
+pub(crate) fn rfc3339_millis(time: SystemTime) -> String {
     // k8s-openapi's jiff (already built for Kubernetes timestamps) without its `std` feature:
     // convert through the duration since the epoch.
     let timestamp = time
