@@ -8,6 +8,7 @@
 //! - [`agent`]: `kube-nftpol agent`, the node daemon.
 //! - [`compile`]: `kube-nftpol compile`, a node's ruleset from manifests.
 //! - [`explain`]: `kube-nftpol explain`, the verdict for one flow with its reasons.
+//! - [`suggest`]: `kube-nftpol suggest`, NetworkPolicies for the denied flows of a drop log.
 //! - [`flow`]: the values `--from`, `--to` and `--port` take.
 //! - [`load`]: loads manifests for both and reports warnings and invalid policies on stderr.
 //! - [`logging`]: `-v` and `--log-level` to a tracing subscriber on stderr.
@@ -18,6 +19,7 @@ pub mod explain;
 pub mod flow;
 pub mod load;
 pub mod logging;
+pub mod suggest;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -85,6 +87,14 @@ Examples (deploy/examples is a demo cluster with example policies):
   kube-nftpol explain --manifests deploy/examples \\
     --from payments/payments-api-0 --to kube-system/coredns-6f6b7-xm4tp --port 53/udp";
 
+const SUGGEST_EXAMPLE: &str = "\
+Example (the agents' drop logs, checked against the cluster, applied after review; NS is
+the agents' namespace):
+  kubectl get ns,pods,netpol -A -o yaml > cluster.yaml
+  kubectl logs -n NS -l app=kube-nftpol --tail=-1 --max-log-requests=100 \\
+    | kube-nftpol suggest --manifests cluster.yaml > hints.yaml
+  kubectl apply -f hints.yaml";
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -101,6 +111,11 @@ pub enum Command {
     /// Exit status: 0 allowed, 1 denied, 2 bad input.
     #[command(after_help = EXPLAIN_EXAMPLES)]
     Explain(explain::ExplainArgs),
+    /// Suggest NetworkPolicies that allow the denied flows of drop-log lines read on stdin
+    ///
+    /// Exit status: 0 suggestions printed, 1 nothing to suggest, 2 bad input.
+    #[command(after_help = SUGGEST_EXAMPLE)]
+    Suggest(suggest::SuggestArgs),
 }
 
 /// How a run that did not fail ends.
@@ -110,6 +125,8 @@ pub enum Outcome {
     Success,
     /// `explain` found the flow denied. Exit status 1.
     Denied,
+    /// `suggest` found nothing to suggest. Exit status 1.
+    NothingFound,
 }
 
 impl Outcome {
@@ -117,7 +134,7 @@ impl Outcome {
     pub fn exit_code(self) -> ExitCode {
         match self {
             Self::Success => ExitCode::SUCCESS,
-            Self::Denied => ExitCode::from(1),
+            Self::Denied | Self::NothingFound => ExitCode::from(1),
         }
     }
 }
@@ -129,6 +146,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Agent(args) => agent::run(&args),
         Command::Compile(args) => compile::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Suggest(args) => suggest::run(&args),
     }
 }
 
@@ -247,5 +265,6 @@ mod tests {
     fn outcomes_map_to_exit_statuses() {
         assert_eq!(Outcome::Success.exit_code(), ExitCode::SUCCESS);
         assert_eq!(Outcome::Denied.exit_code(), ExitCode::from(1));
+        assert_eq!(Outcome::NothingFound.exit_code(), ExitCode::from(1));
     }
 }

@@ -52,6 +52,7 @@ pub(super) async fn run(
                     continue;
                 };
                 let record = enrich::enrich(&packet, &loaded.snapshot, SystemTime::now());
+                shared.hints.record(&record);
                 match record.to_json_line() {
                     // Nothing useful to do when stdout is gone.
                     Ok(line) => drop(writeln!(std::io::stdout().lock(), "{line}")),
