@@ -4,8 +4,9 @@
 # Builds the agent, makes a node (a network namespace) with four of the pods of
 # deploy/examples/demo-cluster.yaml as network namespaces behind routed veths (as kind's kindnet
 # does), runs the real agent in the node with --manifests deploy/examples, then shows an allowed
-# and a denied connection, why (explain), the drop log lines and the metrics. Everything it
-# made (namespaces, processes) is removed on exit, also on failure or Ctrl-C.
+# and a denied connection, why (explain), the drop log lines, the metrics and the suggested
+# policies. Everything it made (namespaces, processes) is removed on exit, also on failure or
+# Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -118,6 +119,9 @@ ip netns exec "$node" nft list table inet kube-nftpol |
 
 say "Metrics (GET /metrics, excerpt)"
 http_get /metrics | grep -E '^kube_nftpol_(dataplane_applies|dataplane_repairs|ruleset|source_loads|flowlog)' || true
+
+say "Suggested policies for what was denied (GET /hints?format=yaml; kube-nftpol suggest reads kubectl logs)"
+http_get '/hints?format=yaml' || true
 
 say "The agent's own log"
 grep -v '"action"' "$log" | tail -5

@@ -5,6 +5,7 @@
 //! rtnetlink (pod veths, for anti-spoofing) ------------+--> compile(node) --> Dataplane::apply
 //!                                       resync timer --> Dataplane::check (repair)
 //! kernel NFLOG (default-deny drops) --> decode, dedup, enrich with the snapshot --> stdout lines
+//!                                                                      \-> /hints aggregate
 //! ```
 //!
 //! Snapshots arrive on a `watch` channel, so a burst of changes collapses into the latest one
@@ -121,6 +122,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (interfaces_tx, interfaces_rx) = watch::channel(PodInterfaces::new());
     let interfaces = tokio::spawn(crate::dataplane::interfaces::watch(interfaces_tx));
     let (tx, rx) = watch::channel(None);
+    shared.hints.follow(rx.clone());
     let clock = Arc::new(ChangeClock::default());
     let source = match &config.source {
         Source::Kubernetes { kubeconfig } => {

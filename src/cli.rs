@@ -8,6 +8,7 @@
 //! - [`agent`]: `kube-nftpol agent`, the node daemon.
 //! - [`compile`]: `kube-nftpol compile`, a node's ruleset from manifests.
 //! - [`explain`]: `kube-nftpol explain`, the verdict for one flow with its reasons.
+//! - [`suggest`]: `kube-nftpol suggest`, NetworkPolicies for the denied flows of a drop log.
 //! - [`flow`]: the values `--from`, `--to` and `--port` take.
 //! - [`drop_line`]: drop-log lines as flows, for `explain --drop-log`.
 //! - [`uninstall`]: `kube-nftpol uninstall`, removes the agent's table from a node.
@@ -21,6 +22,7 @@ pub mod explain;
 pub mod flow;
 pub mod load;
 pub mod logging;
+pub mod suggest;
 pub mod uninstall;
 
 use std::io::{self, Write};
@@ -89,6 +91,14 @@ Examples (deploy/examples is a demo cluster with example policies):
   kube-nftpol explain --manifests deploy/examples \\
     --from payments/payments-api-0 --to kube-system/coredns-6f6b7-xm4tp --port 53/udp";
 
+const SUGGEST_EXAMPLE: &str = "\
+Example (the agents' drop logs, checked against the cluster, applied after review; NS is
+the agents' namespace):
+  kubectl get ns,pods,netpol -A -o yaml > cluster.yaml
+  kubectl logs -n NS -l app=kube-nftpol --tail=-1 --max-log-requests=100 \\
+    | kube-nftpol suggest --manifests cluster.yaml > hints.yaml
+  kubectl apply -f hints.yaml";
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -109,6 +119,11 @@ pub enum Command {
     ///
     /// Needs CAP_NET_ADMIN in the node's network namespace. Other tables are never touched.
     Uninstall(uninstall::UninstallArgs),
+    /// Suggest NetworkPolicies that allow the denied flows of drop-log lines read on stdin
+    ///
+    /// Exit status: 0 suggestions printed, 1 nothing to suggest, 2 bad input.
+    #[command(after_help = SUGGEST_EXAMPLE)]
+    Suggest(suggest::SuggestArgs),
 }
 
 /// How a run that did not fail ends.
@@ -118,6 +133,8 @@ pub enum Outcome {
     Success,
     /// `explain` found the flow denied. Exit status 1.
     Denied,
+    /// `suggest` found nothing to suggest. Exit status 1.
+    NothingFound,
 }
 
 impl Outcome {
@@ -125,7 +142,7 @@ impl Outcome {
     pub fn exit_code(self) -> ExitCode {
         match self {
             Self::Success => ExitCode::SUCCESS,
-            Self::Denied => ExitCode::from(1),
+            Self::Denied | Self::NothingFound => ExitCode::from(1),
         }
     }
 }
@@ -138,6 +155,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Compile(args) => compile::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Uninstall(args) => uninstall::run(&args),
+        Command::Suggest(args) => suggest::run(&args),
     }
 }
 
@@ -256,5 +274,6 @@ mod tests {
     fn outcomes_map_to_exit_statuses() {
         assert_eq!(Outcome::Success.exit_code(), ExitCode::SUCCESS);
         assert_eq!(Outcome::Denied.exit_code(), ExitCode::from(1));
+        assert_eq!(Outcome::NothingFound.exit_code(), ExitCode::from(1));
     }
 }

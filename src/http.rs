@@ -4,8 +4,11 @@
 //! - `GET /readyz`: 200 once the first complete ruleset is in the kernel, 503 before (the latch
 //!   never goes back: a later failed apply leaves the previous ruleset enforcing).
 //! - `GET /metrics`: the OpenMetrics text of [`crate::metrics::Metrics`].
+//! - `GET /hints`: NetworkPolicies suggested from recent denied flows ([`hints`]).
 //!
 //! Nothing here can change enforcement.
+
+pub mod hints;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,14 +30,18 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// The metrics.
     pub metrics: Metrics,
+    /// Recent denied flows, for `/hints`.
+    pub hints: hints::RecentDrops,
 }
 
 impl Shared {
     /// Not ready, fresh metrics.
     pub fn new(metrics: Metrics) -> Self {
+        let evicted = metrics.hints.evicted_flows.clone();
         Self {
             ready: AtomicBool::new(false),
             metrics,
+            hints: hints::RecentDrops::new(hints::MAX_FLOWS, evicted),
         }
     }
 
@@ -50,6 +57,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/hints", get(hints::hints))
         .with_state(shared)
 }
 

@@ -14,6 +14,7 @@
 //! - [`source`]: where snapshots come from (a directory of manifests).
 //! - [`flowlog`]: NFLOG records of default-deny drops (the rules' `log group`) to one JSON or
 //!   text line per denied flow and window, naming both ends and the isolating policies.
+//! - [`hints`]: denied flows from the drop log to suggested NetworkPolicies (pure).
 //! - [`cli`]: the command line.
 
 pub mod agent;
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod compile;
 pub mod dataplane;
 pub mod flowlog;
+pub mod hints;
 pub mod http;
 pub mod metrics;
 pub mod model;

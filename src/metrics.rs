@@ -23,6 +23,15 @@ pub struct Metrics {
     pub source: SourceMetrics,
     /// Drop log metrics.
     pub flowlog: FlowlogMetrics,
+    /// `/hints` metrics.
+    pub hints: HintsMetrics,
+}
+
+/// The metrics of the agent's aggregate of denied flows for `/hints` (`kube_nftpol_hints_*`).
+#[derive(Debug, Default)]
+pub struct HintsMetrics {
+    /// Distinct denied flows evicted to keep the aggregate within its bound.
+    pub evicted_flows: Counter,
 }
 
 /// The drop log's metrics (`kube_nftpol_flowlog_*`).
@@ -206,11 +215,16 @@ impl Metrics {
         sub.register("dedup_dropped_records", help, flowlog.dedup_dropped.clone());
         let help = "Flows in the drop log's dedup table";
         sub.register("dedup_flows", help, flowlog.dedup_flows.clone());
+        let hints = HintsMetrics::default();
+        let help = "Distinct denied flows evicted from the /hints aggregate to keep it bounded";
+        let sub = registry.sub_registry_with_prefix("hints");
+        sub.register("evicted_flows", help, hints.evicted_flows.clone());
         Self {
             registry,
             dataplane,
             source,
             flowlog,
+            hints,
         }
     }
 

@@ -1,6 +1,7 @@
-//! End-to-end tests of the `kube-nftpol` binary: `compile` and `explain` run against the
-//! manifest directory `tests/fixtures/demo/` and against `deploy/examples/`, checking stdout,
-//! stderr and exit statuses as a user or a script sees them.
+//! End-to-end tests of the `kube-nftpol` binary: `compile`, `explain` and `suggest` (drop-log
+//! lines on stdin) run against the manifest directory `tests/fixtures/demo/` and against
+//! `deploy/examples/`, checking stdout, stderr and exit statuses as a user or a script sees
+//! them.
 //!
 //! The demo cluster: namespaces `web`, `api`, `ops` (a multi-document YAML file with an empty
 //! document); pods in a JSON `List` (`web/frontend-1`, `api/backend-1` and `ops/prober` on
@@ -614,24 +615,13 @@ fn deploy_examples_explain_the_documented_flows() {
 
 #[test]
 fn explain_drop_log_explains_each_drop_line_on_stdin() {
-    use std::io::Write as _;
     let drop = r#"{"ts":"2026-11-23T13:47:44.351Z","action":"deny","direction":"egress","pod":{"namespace":"payments","name":"payments-api-0","labels":{"app":"payments-api"}},"peer":{"namespace":"shop","name":"backend-5c8b6-qx2lp","labels":{"app":"backend"}},"protocol":"tcp","port":9090,"source_port":46356,"source":"10.244.1.20","destination":"10.244.1.11","policies":["payments/allow-dns","payments/default-deny-all"]}"#;
     let icmp = r#"{"direction":"egress","pod":{"namespace":"payments","name":"payments-api-0"},"peer":{"ip":"192.0.2.1"},"protocol":"icmp","source":"10.244.1.20","destination":"192.0.2.1"}"#;
     let input = format!("2026-11-23T13:47:44Z INFO unrelated log line\n{drop}\n{icmp}\n");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-nftpol"))
-        .args(["explain", "--manifests", "deploy/examples", "--drop-log"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = kube_nftpol_with_stdin(
+        &["explain", "--manifests", "deploy/examples", "--drop-log"],
+        &input,
+    );
     assert_eq!(status(&output), 1, "{}", stderr(&output));
     let text = stdout(&output);
     assert!(
@@ -641,6 +631,253 @@ fn explain_drop_log_explains_each_drop_line_on_stdin() {
     assert!(text.contains("payments/default-deny-all"), "{text}");
     assert!(
         stderr(&output).contains("note: stdin line 3: icmp has no ports"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+// --- suggest ---
+
+/// Runs the binary with `input` on stdin.
+fn kube_nftpol_with_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kube-nftpol"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+const EXAMPLES: &str = "deploy/examples";
+
+/// Drop-log lines from the demo cluster of `deploy/examples`, as `kubectl logs` shows them:
+/// payments-api-0 denied egress to the shop backend (README example) and to an external
+/// address, the backend denying that ingress (3 drops merged into one line), DNS that the
+/// example policies already allow, a ping, and the agent's own log lines in between.
+const DEMO_DROPS: &str = r#"2026-11-23T13:47:40Z  INFO kube_nftpol::agent: agent started
+{"ts":"2026-11-23T13:47:44.351Z","action":"deny","direction":"egress","pod":{"namespace":"payments","name":"payments-api-0","labels":{"app":"payments-api"}},"peer":{"namespace":"shop","name":"backend-5c8b6-qx2lp","labels":{"app":"backend"}},"protocol":"tcp","port":9090,"source_port":46356,"source":"10.244.1.20","destination":"10.244.1.11","policies":["payments/allow-dns","payments/default-deny-all"]}
+{"ts":"2026-11-23T13:47:45.351Z","action":"deny","direction":"egress","pod":{"namespace":"payments","name":"payments-api-0","labels":{"app":"payments-api"}},"peer":{"ip":"203.0.113.7"},"protocol":"tcp","port":443,"source_port":46358,"source":"10.244.1.20","destination":"203.0.113.7","policies":["payments/allow-dns","payments/default-deny-all"]}
+{"ts":"2026-11-23T13:47:46.351Z","count":3,"action":"deny","direction":"ingress","pod":{"namespace":"shop","name":"backend-5c8b6-qx2lp","labels":{"app":"backend"}},"peer":{"namespace":"payments","name":"payments-api-0","labels":{"app":"payments-api"}},"protocol":"tcp","port":9090,"source_port":46356,"source":"10.244.1.20","destination":"10.244.1.11","policies":["shop/default-deny-ingress","shop/frontend-to-backend"]}
+{"ts":"2026-11-23T13:47:47.351Z","action":"deny","direction":"egress","pod":{"namespace":"payments","name":"payments-api-0","labels":{"app":"payments-api"}},"peer":{"namespace":"kube-system","name":"coredns-6f6b7-xm4tp","labels":{"k8s-app":"kube-dns"}},"protocol":"udp","port":53,"source_port":5353,"source":"10.244.1.20","destination":"10.244.1.3","policies":["payments/default-deny-all"]}
+{"ts":"2026-11-23T13:47:48.351Z","action":"deny","direction":"egress","pod":{"namespace":"payments","name":"payments-api-0","labels":{"app":"payments-api"}},"peer":{"ip":"203.0.113.7"},"protocol":"icmp","source":"10.244.1.20","destination":"203.0.113.7","policies":["payments/default-deny-all"]}
+2026-11-23T13:47:49Z  WARN kube_nftpol::agent: something else
+"#;
+
+fn suggest(args: &[&str], input: &str) -> Output {
+    let mut all = vec!["suggest"];
+    all.extend_from_slice(args);
+    kube_nftpol_with_stdin(&all, input)
+}
+
+#[test]
+fn suggest_prints_policies_that_load_back_and_allow_the_denied_flows() {
+    let output = suggest(&["--manifests", EXAMPLES], DEMO_DROPS);
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+    let yaml = stdout(&output);
+    let loaded = kube_nftpol::source::manifests::load_str(&yaml, "hints.yaml").unwrap();
+    assert!(loaded.invalid_policies.is_empty() && loaded.warnings.is_empty());
+    let names: Vec<String> = loaded
+        .snapshot
+        .policies()
+        .map(|p| p.key.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "payments/allow-payments-api-egress-hint",
+            "shop/allow-backend-ingress-hint"
+        ]
+    );
+    assert!(
+        yaml.starts_with(
+            "# kube-nftpol: 2 suggested NetworkPolicies from 5 denied flows (1 no longer denied, left out).\n"
+        ),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("kube-nftpol.io/hint-external: \"true\""),
+        "{yaml}"
+    );
+
+    // Applied to the example cluster, the denied flow is allowed, and the ones nobody asked
+    // for stay denied.
+    let cluster = tempfile::tempdir().unwrap();
+    copy_flat(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLES),
+        cluster.path(),
+        &|_, f| f.file_name().unwrap().to_str().unwrap().into(),
+    );
+    fs::write(cluster.path().join("zz-hints.yaml"), &yaml).unwrap();
+    let explain_in = |from: &str, to: &str, port: &str| {
+        status(&kube_nftpol(&[
+            "explain",
+            "--manifests",
+            path_str(cluster.path()),
+            "--from",
+            from,
+            "--to",
+            to,
+            "--port",
+            port,
+        ]))
+    };
+    assert_eq!(
+        explain_in(
+            "payments/payments-api-0",
+            "shop/backend-5c8b6-qx2lp",
+            "9090"
+        ),
+        0
+    );
+    assert_eq!(
+        explain_in(
+            "payments/payments-api-0",
+            "shop/backend-5c8b6-z7k9d",
+            "9090"
+        ),
+        0,
+        "every pod of the backend"
+    );
+    assert_eq!(
+        explain_in("payments/payments-api-0", "203.0.113.7", "443"),
+        0
+    );
+    assert_eq!(
+        explain_in("payments/payments-api-0", "203.0.113.8", "443"),
+        1
+    );
+    assert_eq!(
+        explain_in(
+            "payments/payments-api-0",
+            "shop/backend-5c8b6-qx2lp",
+            "9091"
+        ),
+        1
+    );
+    assert_eq!(
+        explain_in(
+            "payments/payments-api-0",
+            "shop/frontend-7d4f9-hk2mn",
+            "8080"
+        ),
+        1
+    );
+}
+
+#[test]
+fn suggest_lists_what_it_cannot_suggest_on_stderr() {
+    let output = suggest(&["--manifests", EXAMPLES], DEMO_DROPS);
+    let errors = stderr(&output);
+    assert!(
+        errors.contains(
+            "warning: not suggested: pods payments/{app=payments-api} egress: icmp with \
+             203.0.113.7 was denied: NetworkPolicy can only name TCP, UDP and SCTP ports\n"
+        ),
+        "{errors}"
+    );
+    assert!(
+        stdout(&output)
+            .contains("# Not suggested:\n#   pods payments/{app=payments-api} egress: icmp")
+    );
+}
+
+#[test]
+fn suggest_without_manifests_trusts_the_drop_log() {
+    let output = suggest(&[], DEMO_DROPS);
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+    let yaml = stdout(&output);
+    // Without the cluster, the DNS that the policies already allow is suggested too.
+    assert!(yaml.contains("from 5 denied flows.\n"), "{yaml}");
+    assert!(yaml.contains("k8s-app: \"kube-dns\""), "{yaml}");
+}
+
+#[test]
+fn suggest_json_prints_the_report() {
+    let output = suggest(&["--manifests", EXAMPLES, "--format", "json"], DEMO_DROPS);
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["denied_flows"], 5);
+    assert_eq!(report["no_longer_denied"], 1);
+    assert_eq!(report["suggestions"].as_array().unwrap().len(), 2);
+    assert_eq!(report["suggestions"][1]["logged_drops"], 3);
+    assert_eq!(report["suggestions"][1]["policy"]["kind"], "NetworkPolicy");
+    assert_eq!(report["issues"][0]["kind"], "unsupported_protocol");
+}
+
+#[test]
+fn suggest_filters_by_namespace() {
+    let output = suggest(&["--namespace", "shop"], DEMO_DROPS);
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+    let yaml = stdout(&output);
+    assert_eq!(yaml.matches("\n---\n").count(), 1, "{yaml}");
+    assert!(
+        yaml.contains("name: \"allow-backend-ingress-hint\""),
+        "{yaml}"
+    );
+}
+
+#[test]
+fn suggest_exits_1_when_there_is_nothing_to_suggest() {
+    let output = suggest(&[], "no drops here\n{\"level\":\"info\"}\n");
+    assert_eq!(status(&output), 1);
+    assert!(
+        stderr(&output).contains("kube-nftpol: nothing to suggest: no denied flows in 2 lines"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        stdout(&output),
+        "# kube-nftpol: 0 suggested NetworkPolicies from 0 denied flows.\n"
+    );
+    // Denied flows that are all allowed by now.
+    let dns_only: String = DEMO_DROPS
+        .lines()
+        .filter(|l| l.contains("kube-dns"))
+        .collect();
+    let output = suggest(&["--manifests", EXAMPLES], &dns_only);
+    assert_eq!(status(&output), 1);
+    assert!(
+        stderr(&output).contains("no denied flows that are still denied"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn suggest_reports_malformed_drop_records_and_goes_on() {
+    let input = format!(
+        "{}\n{}",
+        DEMO_DROPS
+            .lines()
+            .nth(1)
+            .unwrap()
+            .replace("\"egress\"", "\"sideways\""),
+        DEMO_DROPS.lines().nth(2).unwrap()
+    );
+    let output = suggest(&[], &input);
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("warning: line 1: malformed drop record: direction \"sideways\""),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn suggest_with_unreadable_manifests_is_an_error() {
+    let output = suggest(&["--manifests", "no/such/dir"], DEMO_DROPS);
+    assert_eq!(status(&output), 2);
+    assert!(
+        stderr(&output).contains("loading manifests"),
         "{}",
         stderr(&output)
     );

@@ -74,6 +74,7 @@ pub(super) async fn run(
     };
     let metrics = &shared.metrics.flowlog;
     let mut log = DropLog::new(options, snapshots, metrics, std::io::stdout());
+    log.hints = Some(&shared.hints);
     loop {
         let deadline = log.dedup.next_deadline();
         tokio::select! {
@@ -106,6 +107,8 @@ struct DropLog<'a, W> {
     format: Format,
     snapshots: watch::Receiver<Option<Arc<Loaded>>>,
     metrics: &'a FlowlogMetrics,
+    /// Where `/hints` gathers denied flows: every first-packet line and summary goes there too.
+    hints: Option<&'a crate::http::hints::RecentDrops>,
     /// The reader's lost records already added to the metric.
     lost_counted: u64,
     /// Records dropped for a full table since the last warning, and when that was.
@@ -126,6 +129,7 @@ impl<'a, W: Write> DropLog<'a, W> {
             format: options.format,
             snapshots,
             metrics,
+            hints: None,
             lost_counted: 0,
             full_since_warning: 0,
             warned_at: None,
@@ -153,6 +157,9 @@ impl<'a, W: Write> DropLog<'a, W> {
         {
             Seen::New => {
                 let record = enrich::enrich(&packet, &loaded.snapshot, record.received_at);
+                if let Some(hints) = self.hints {
+                    hints.record(&record);
+                }
                 self.write(&DropLine::first(record));
             }
             Seen::Repeat => {}
@@ -171,6 +178,9 @@ impl<'a, W: Write> DropLog<'a, W> {
             for summary in summaries {
                 let packet = summary.key.packet();
                 let record = enrich::enrich(&packet, &loaded.snapshot, summary.last);
+                if let Some(hints) = self.hints {
+                    hints.record(&record);
+                }
                 let line = DropLine::summary(record, summary.count, summary.first, summary.last);
                 self.write(&line);
             }
