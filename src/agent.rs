@@ -16,9 +16,11 @@
 //! one transaction, so a restart never opens traffic.
 
 mod bindings;
+mod denied_events;
 mod drop_log;
 
 use bindings::Bindings;
+use denied_events::DeniedEvents;
 pub use drop_log::DropLogOptions;
 
 use std::net::SocketAddr;
@@ -124,9 +126,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(None);
     shared.hints.follow(rx.clone());
     let clock = Arc::new(ChangeClock::default());
+    let mut denied_events = None;
     let source = match &config.source {
         Source::Kubernetes { kubeconfig } => {
             let client = kube_client(kubeconfig.as_deref()).await?;
+            denied_events = Some(DeniedEvents::spawn(
+                client.clone(),
+                config.node_name.clone(),
+                Arc::clone(&shared),
+            ));
             tokio::spawn(kubernetes::watch(
                 client,
                 config.node_name.clone(),
@@ -151,6 +159,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.drop_log,
         rx.clone(),
         Arc::clone(&shared),
+        denied_events,
     ));
     info!(node = %config.node_name, source = %config.source, %addr, "agent started");
 

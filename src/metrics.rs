@@ -189,7 +189,7 @@ impl Metrics {
         );
         let help = "Kubernetes watch errors; each is retried with backoff";
         sub.register("watch_errors", help, source.watch_errors.clone());
-        let help = "Kubernetes Events written about invalid policies";
+        let help = "Kubernetes Events written (invalid policies, PolicyDenied)";
         sub.register("events", help, source.events.clone());
         let help = "Kubernetes Events that could not be written or were dropped";
         sub.register("event_errors", help, source.event_errors.clone());

@@ -466,8 +466,35 @@ async fn container() -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // ... and as a PolicyDenied Event on the pod.
+    let api = enforcer.api().ok_or("no API server")?;
+    let events = Api::<events::Event>::namespaced(api.client.clone(), "x");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let note = loop {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("listing events: {e}"))?;
+        let found = list.items.into_iter().find(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("a")
+                && e.reason.as_deref() == Some("PolicyDenied")
+        });
+        if let Some(event) = found {
+            break event.note.unwrap_or_default();
+        }
+        if Instant::now() > deadline {
+            return Err("no PolicyDenied Event on x/a within 10 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if !note.contains("x/a-from-y") {
+        return Err(format!(
+            "the PolicyDenied Event does not name the policy: {note}"
+        ));
+    }
+    say(&format!("sim: PolicyDenied on x/a: {note}"));
     say(
-        "sim: the DaemonSet's agent (NET_ADMIN only, no new privileges) enforced, logged and served /metrics",
+        "sim: the DaemonSet's agent (NET_ADMIN only, no new privileges) enforced, logged, wrote Events and served /metrics",
     );
     Ok(())
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::denied_events::DeniedEvents;
 use crate::flowlog::dedup::{Dedup, FlowKey, Seen};
 use crate::flowlog::line::{DropLine, Format};
 use crate::flowlog::nflog::{self, NflogEvent, ReaderStats};
@@ -64,6 +65,7 @@ pub(super) async fn run(
     options: DropLogOptions,
     snapshots: watch::Receiver<Option<Arc<Loaded>>>,
     shared: Arc<Shared>,
+    denied_events: Option<DeniedEvents>,
 ) {
     let (mut events, stats) = match nflog::spawn_reader(group, CHANNEL_CAPACITY) {
         Ok(reader) => reader,
@@ -75,6 +77,7 @@ pub(super) async fn run(
     let metrics = &shared.metrics.flowlog;
     let mut log = DropLog::new(options, snapshots, metrics, std::io::stdout());
     log.hints = Some(&shared.hints);
+    log.denied_events = denied_events.as_ref();
     loop {
         let deadline = log.dedup.next_deadline();
         tokio::select! {
@@ -109,6 +112,8 @@ struct DropLog<'a, W> {
     metrics: &'a FlowlogMetrics,
     /// Where `/hints` gathers denied flows: every first-packet line and summary goes there too.
     hints: Option<&'a crate::http::hints::RecentDrops>,
+    /// Where new denied flows become `PolicyDenied` Events (with the Kubernetes source).
+    denied_events: Option<&'a DeniedEvents>,
     /// The reader's lost records already added to the metric.
     lost_counted: u64,
     /// Records dropped for a full table since the last warning, and when that was.
@@ -130,6 +135,7 @@ impl<'a, W: Write> DropLog<'a, W> {
             snapshots,
             metrics,
             hints: None,
+            denied_events: None,
             lost_counted: 0,
             full_since_warning: 0,
             warned_at: None,
@@ -159,6 +165,9 @@ impl<'a, W: Write> DropLog<'a, W> {
                 let record = enrich::enrich(&packet, &loaded.snapshot, record.received_at);
                 if let Some(hints) = self.hints {
                     hints.record(&record);
+                }
+                if let Some(events) = self.denied_events {
+                    events.denied(&record);
                 }
                 self.write(&DropLine::first(record));
             }

@@ -1,0 +1,213 @@
+//! `PolicyDenied` Events on pods whose traffic default-deny dropped, so `kubectl describe pod`
+//! shows them next to the pod's other events.
+//!
+//! Fed with each new denied flow of the drop log (its first packet; repeats are already folded
+//! into summaries). Rate-limited per pod: at most one Event per pod every [`PER_POD_INTERVAL`];
+//! flows denied in between are counted and named in the next Event's note. kube-rs' recorder
+//! turns repeated Events of one pod into a series. The queue to the writer is bounded and the
+//! pods remembered are capped, so a flood of drops costs nothing but counted losses.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::flowlog::enrich::DropRecord;
+use crate::http::Shared;
+
+/// The Event reason.
+pub const REASON: &str = "PolicyDenied";
+/// Least time between two Events about one pod.
+pub const PER_POD_INTERVAL: Duration = Duration::from_secs(60);
+/// Denied flows waiting for the writer; more are dropped (and counted).
+const QUEUE: usize = 1024;
+/// Pods whose last Event time is remembered; beyond that the oldest are forgotten.
+const MAX_PODS: usize = 10_000;
+
+/// Hands denied flows to the Event writer.
+#[derive(Debug, Clone)]
+pub struct DeniedEvents {
+    queue: mpsc::Sender<DropRecord>,
+    shared: Arc<Shared>,
+}
+
+impl DeniedEvents {
+    /// Starts the writer task; `node` is the reporting instance.
+    pub fn spawn(client: Client, node: String, shared: Arc<Shared>) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let reporter = Reporter {
+            controller: "kube-nftpol".into(),
+            instance: Some(node),
+        };
+        tokio::spawn(write(
+            Recorder::new(client, reporter),
+            rx,
+            Arc::clone(&shared),
+        ));
+        Self { queue, shared }
+    }
+
+    /// Queues one denied flow (of a pod the snapshot knows); never waits.
+    pub fn denied(&self, record: &DropRecord) {
+        if record.pod.unknown {
+            return;
+        }
+        if self.queue.try_send(record.clone()).is_err() {
+            self.shared.metrics.source.event_errors.inc();
+        }
+    }
+}
+
+/// Per-pod rate limiting: which flows become an Event now, and what was held back.
+#[derive(Debug, Default)]
+pub struct Limiter {
+    pods: HashMap<(String, String), PodState>,
+}
+
+#[derive(Debug)]
+struct PodState {
+    last_event: Instant,
+    held_back: u64,
+}
+
+impl Limiter {
+    /// Whether a denied flow of `pod` seen at `now` gets an Event, and if so how many flows
+    /// were held back since the pod's previous Event.
+    pub fn admit(&mut self, pod: (String, String), now: Instant) -> Option<u64> {
+        if let Some(state) = self.pods.get_mut(&pod) {
+            if now.saturating_duration_since(state.last_event) < PER_POD_INTERVAL {
+                state.held_back += 1;
+                return None;
+            }
+            let held_back = state.held_back;
+            *state = PodState {
+                last_event: now,
+                held_back: 0,
+            };
+            return Some(held_back);
+        }
+        if self.pods.len() >= MAX_PODS {
+            self.pods
+                .retain(|_, s| now.saturating_duration_since(s.last_event) < PER_POD_INTERVAL);
+            if self.pods.len() >= MAX_PODS {
+                return None;
+            }
+        }
+        self.pods.insert(
+            pod,
+            PodState {
+                last_event: now,
+                held_back: 0,
+            },
+        );
+        Some(0)
+    }
+}
+
+/// The Event's note: the flow, the isolating policies, and what was held back.
+pub fn note(record: &DropRecord, held_back: u64) -> String {
+    let port = record.port.map(|p| format!("/{p}")).unwrap_or_default();
+    let (word, arrow) = match record.direction {
+        crate::policy::Direction::Ingress => ("ingress", "from"),
+        crate::policy::Direction::Egress => ("egress", "to"),
+    };
+    let mut note = format!(
+        "{word} {arrow} {} {}{port} denied by default deny (isolated by {})",
+        record.peer,
+        record.protocol,
+        if record.policies.is_empty() {
+            "no policy in the agent's view".to_owned()
+        } else {
+            record.policies.join(", ")
+        }
+    );
+    if held_back > 0 {
+        note.push_str(&format!(
+            "; {held_back} more denied flows since the last event"
+        ));
+    }
+    note.push_str("; see the drop log, or kube-nftpol suggest for a policy that allows it");
+    note.truncate(1024);
+    note
+}
+
+async fn write(recorder: Recorder, mut rx: mpsc::Receiver<DropRecord>, shared: Arc<Shared>) {
+    let mut limiter = Limiter::default();
+    while let Some(record) = rx.recv().await {
+        let pod = (record.pod.namespace.clone(), record.pod.name.clone());
+        let Some(held_back) = limiter.admit(pod, Instant::now()) else {
+            continue;
+        };
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(record.pod.namespace.clone()),
+            name: Some(record.pod.name.clone()),
+            ..ObjectReference::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: REASON.into(),
+            note: Some(note(&record, held_back)),
+            action: "Drop".into(),
+            secondary: None,
+        };
+        match recorder.publish(&event, &reference).await {
+            Ok(()) => {
+                shared.metrics.source.events.inc();
+                debug!(pod = %format!("{}/{}", record.pod.namespace, record.pod.name), "PolicyDenied event written");
+            }
+            Err(error) => {
+                shared.metrics.source.event_errors.inc();
+                warn!(%error, "cannot write a PolicyDenied event");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str) -> (String, String) {
+        ("x".to_owned(), name.to_owned())
+    }
+
+    #[test]
+    fn one_event_per_pod_and_interval_naming_what_was_held_back() {
+        let mut limiter = Limiter::default();
+        let t0 = Instant::now();
+        assert_eq!(limiter.admit(pod("a"), t0), Some(0));
+        assert_eq!(limiter.admit(pod("a"), t0 + Duration::from_secs(1)), None);
+        assert_eq!(limiter.admit(pod("a"), t0 + Duration::from_secs(2)), None);
+        assert_eq!(
+            limiter.admit(pod("b"), t0 + Duration::from_secs(2)),
+            Some(0)
+        );
+        assert_eq!(limiter.admit(pod("a"), t0 + PER_POD_INTERVAL), Some(2));
+        assert_eq!(
+            limiter.admit(pod("a"), t0 + PER_POD_INTERVAL + Duration::from_secs(1)),
+            None
+        );
+    }
+
+    #[test]
+    fn the_pods_remembered_are_capped() {
+        let mut limiter = Limiter::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_PODS {
+            assert_eq!(limiter.admit(pod(&i.to_string()), t0), Some(0));
+        }
+        // Full, and every entry is recent: a new pod waits rather than growing the map.
+        assert_eq!(limiter.admit(pod("new"), t0), None);
+        assert_eq!(limiter.pods.len(), MAX_PODS);
+        // Once the entries are old they make room.
+        assert_eq!(limiter.admit(pod("new"), t0 + PER_POD_INTERVAL), Some(0));
+        assert_eq!(limiter.pods.len(), 1);
+    }
+}
