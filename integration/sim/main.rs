@@ -60,6 +60,7 @@ mod suite_api;
 mod suite_cleanup;
 mod suite_conformance;
 mod suite_flood;
+mod suite_hints;
 mod suite_policy_change;
 mod suite_restart;
 
