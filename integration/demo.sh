@@ -117,7 +117,7 @@ ip netns exec "$node" nft list table inet kube-nftpol |
   awk '/^\tchain /{chain=$2} /counter packets [1-9]/{sub(/^[ \t]+/, ""); print chain ": " $0}'
 
 say "Metrics (GET /metrics, excerpt)"
-http_get /metrics | grep -E '^kube_nftpol_(dataplane_applies|dataplane_repairs|ruleset|source_loads|flowlog)' || true
+http_get /metrics | grep -E '^kube_nftpol_(dataplane_applies|dataplane_repairs|ruleset|source_loads|flowlog|flows_(allowed|denied))' || true
 
 say "The agent's own log"
 grep -v '"action"' "$log" | tail -5

@@ -3,13 +3,15 @@
 //! - `GET /healthz`: 200 while the process serves requests (liveness).
 //! - `GET /readyz`: 200 once the first complete ruleset is in the kernel, 503 before (the latch
 //!   never goes back: a later failed apply leaves the previous ruleset enforcing).
-//! - `GET /metrics`: the OpenMetrics text of [`crate::metrics::Metrics`].
+//! - `GET /metrics`: the OpenMetrics text of [`crate::metrics::Metrics`], with the flow
+//!   counters read from the table first unless they are fresh ([`crate::flowmetrics`]).
 //!
 //! Nothing here can change enforcement.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -18,7 +20,11 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::flowmetrics::{FlowCounters, SCRAPE_MIN_AGE};
 use crate::metrics::Metrics;
+
+/// How long a scrape waits for the flow counters before it serves the last values.
+const SCRAPE_REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the endpoints read.
 #[derive(Debug)]
@@ -27,6 +33,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// The metrics.
     pub metrics: Metrics,
+    /// The flow counters a scrape refreshes, once the agent has set them up.
+    pub flows: OnceLock<Arc<FlowCounters>>,
 }
 
 impl Shared {
@@ -35,6 +43,7 @@ impl Shared {
         Self {
             ready: AtomicBool::new(false),
             metrics,
+            flows: OnceLock::new(),
         }
     }
 
@@ -75,6 +84,11 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if let Some(flows) = shared.flows.get() {
+        // A slow `nft` must not hold the scrape: serve the last values then.
+        let refresh = flows.refresh_if_older(SCRAPE_MIN_AGE);
+        let _ = tokio::time::timeout(SCRAPE_REFRESH_TIMEOUT, refresh).await;
+    }
     (
         [(
             header::CONTENT_TYPE,

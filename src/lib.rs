@@ -14,6 +14,7 @@
 //! - [`source`]: where snapshots come from (a directory of manifests).
 //! - [`flowlog`]: NFLOG records of default-deny drops (the rules' `log group`) to one JSON line
 //!   per drop, naming both ends and the isolating policies.
+//! - [`flowmetrics`]: allowed and denied flow counters from the table's rule counters.
 //! - [`cli`]: the command line.
 
 pub mod agent;
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod compile;
 pub mod dataplane;
 pub mod flowlog;
+pub mod flowmetrics;
 pub mod http;
 pub mod metrics;
 pub mod model;

@@ -5,7 +5,7 @@
 //! the program itself): output goes to a log file whose tail ends up in error messages;
 //! [`NetnsProcess::kill`] sends SIGKILL (what the restart suite wants: no chance to clean up);
 //! drop kills it too, so a failing test leaves nothing running. [`ready`] asks the agent's
-//! `/readyz` from inside its namespace.
+//! `/readyz` from inside its namespace, [`http_get`] any of its endpoints (`/metrics`).
 //!
 //! Which binary: `KNP_SIM_AGENT_BIN` if set (an agent built elsewhere), otherwise this crate's
 //! `kube-nftpol`.
@@ -151,6 +151,11 @@ impl NetnsProcess {
         }
     }
 
+    /// Its log (stdout and stderr): the agent's drop log lines are the JSON ones.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last `lines` lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -168,6 +173,12 @@ impl Drop for NetnsProcess {
 
 /// The HTTP status of `GET PATH` on the agent's metrics address, from inside its namespace.
 pub async fn http_status(inside: &InNetns, path: &str) -> Result<u16> {
+    http_get(inside, path).await.map(|(status, _)| status)
+}
+
+/// `GET PATH` on the agent's metrics address, from inside its namespace: the status and the
+/// body. HTTP/1.0, so the body is never chunked: it is what follows the headers.
+pub async fn http_get(inside: &InNetns, path: &str) -> Result<(u16, String)> {
     let socket = inside
         .socket(Domain::IPV4, Type::STREAM, None)
         .await
@@ -176,8 +187,7 @@ pub async fn http_status(inside: &InNetns, path: &str) -> Result<u16> {
     let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, METRICS_PORT));
     let exchange = async {
         let mut stream = socket.connect(addr).await?;
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await?;
@@ -187,12 +197,18 @@ pub async fn http_status(inside: &InNetns, path: &str) -> Result<u16> {
         .await
         .map_err(|_| format!("GET {path}: no answer within 2 s"))?
         .map_err(|e| format!("GET {path}: {e}"))?;
-    // `HTTP/1.1 200 OK`
-    String::from_utf8_lossy(&answer)
+    let answer = String::from_utf8_lossy(&answer);
+    // `HTTP/1.0 200 OK`
+    let status = answer
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("GET {path}: not an HTTP answer"))
+        .ok_or_else(|| format!("GET {path}: not an HTTP answer"))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_owned();
+    Ok((status, body))
 }
 
 /// Whether the agent answers `/readyz` with 200.

@@ -20,7 +20,8 @@
 //! - [`nft`]: `nft` in a namespace and reading the table back;
 //! - the suites: [`suite_conformance`] (58 upstream cases), [`suite_restart`] (agent killed
 //!   under traffic), [`suite_policy_change`] (one policy changed, other chains untouched),
-//!   [`suite_cleanup`] (nothing is left behind).
+//!   [`suite_cleanup`] (nothing is left behind), [`suite_audit_metrics`] (flow metrics and
+//!   audit mode, with the agent: `/metrics` and the drop log read from the nodes).
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
 //! skips it). The suites run one at a time (they share the machine's 2 cores and time
@@ -55,6 +56,7 @@ mod servers;
 mod setns;
 
 mod suite_api;
+mod suite_audit_metrics;
 mod suite_cleanup;
 mod suite_conformance;
 mod suite_policy_change;

@@ -28,6 +28,11 @@ pub struct AgentArgs {
     /// NFLOG group for default-deny drop logs
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub nflog_group: u16,
+    /// Audit every namespace: default deny logs (`"action":"audit"`) and counts what it would
+    /// drop, and lets it through. Without it, only namespaces annotated
+    /// `kube-nftpol.io/enforcement: audit` are audited
+    #[arg(long)]
+    pub audit: bool,
     /// Address for /healthz, /readyz and /metrics
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9640")]
     pub metrics_addr: SocketAddr,
@@ -55,6 +60,7 @@ impl AgentArgs {
             },
             compile: Options {
                 nflog_group: self.nflog_group,
+                audit_all: self.audit,
                 ..Options::default()
             },
             metrics_addr: self.metrics_addr,
@@ -103,6 +109,7 @@ mod tests {
             Source::Kubernetes { kubeconfig: None }
         ));
         assert_eq!(config.compile.nflog_group, 100);
+        assert!(!config.compile.audit_all);
         assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:9640");
         assert_eq!(config.resync_interval.as_secs(), 10);
     }
@@ -120,8 +127,10 @@ mod tests {
             "3",
             "--manifests-poll-interval-ms",
             "50",
+            "--audit",
         ]);
         assert_eq!(config.compile.nflog_group, 7);
+        assert!(config.compile.audit_all);
         assert_eq!(config.metrics_addr.port(), 9999);
         assert_eq!(config.resync_interval.as_secs(), 3);
         let Source::Manifests {
