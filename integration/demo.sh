@@ -118,7 +118,7 @@ ip netns exec "$node" nft list table inet kube-nftpol |
   awk '/^\tchain /{chain=$2} /counter packets [1-9]/{sub(/^[ \t]+/, ""); print chain ": " $0}'
 
 say "Metrics (GET /metrics, excerpt)"
-http_get /metrics | grep -E '^kube_nftpol_(dataplane_applies|dataplane_repairs|ruleset|source_loads|flowlog)' || true
+http_get /metrics | grep -E '^kube_nftpol_(dataplane_applies|dataplane_repairs|ruleset|source_loads|flowlog|flows_(allowed|denied))' || true
 
 say "Suggested policies for what was denied (GET /hints?format=yaml; kube-nftpol suggest reads kubectl logs)"
 http_get '/hints?format=yaml' || true

@@ -379,6 +379,10 @@ fn kitchen_sink_interfaces() -> compile::PodInterfaces {
 
 fn clusters() -> Vec<(&'static str, Ruleset)> {
     let options = Options::default();
+    let audited = Options {
+        audit_all: true,
+        ..Options::default()
+    };
     vec![
         (
             "kitchen sink",
@@ -398,6 +402,15 @@ fn clusters() -> Vec<(&'static str, Ruleset)> {
         (
             "long names",
             compile::compile(&long_names(), NODE, &options),
+        ),
+        // Audit mode: the audit log prefix (one byte longer) and the counted accept/return.
+        (
+            "kitchen sink audited",
+            compile::compile(&kitchen_sink(), NODE, &audited),
+        ),
+        (
+            "long names audited",
+            compile::compile(&long_names(), NODE, &audited),
         ),
     ]
 }

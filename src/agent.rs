@@ -6,6 +6,7 @@
 //!                                       resync timer --> Dataplane::check (repair)
 //! kernel NFLOG (default-deny drops) --> decode, dedup, enrich with the snapshot --> stdout lines
 //!                                                                      \-> /hints aggregate
+//! rule counters (every few seconds, on scrape) --> flowmetrics --> /metrics
 //! ```
 //!
 //! Snapshots arrive on a `watch` channel, so a burst of changes collapses into the latest one
@@ -35,6 +36,7 @@ use tracing::{debug, error, info, warn};
 use crate::compile::{self, Options, PodInterfaces, Ruleset};
 use crate::dataplane::nft::Nft;
 use crate::dataplane::{Applied, Check, Dataplane};
+use crate::flowmetrics::{self, FlowCounters};
 use crate::http::{self, Shared};
 use crate::metrics::{ApplyKind, ApplyLabels, Metrics};
 use crate::source::manifests::Loaded;
@@ -161,6 +163,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&shared),
         denied_events,
     ));
+    let flows = Arc::new(FlowCounters::new(
+        nft.clone(),
+        &shared.metrics.flows,
+        rx.clone(),
+    ));
+    // Before the first apply: what a previous agent's rules counted is not reported as new.
+    flows.baseline().await;
+    let _ = shared.flows.set(Arc::clone(&flows));
+    let flow_counters = tokio::spawn(flowmetrics::run(flows));
     info!(node = %config.node_name, source = %config.source, %addr, "agent started");
 
     let result = control_loop(
@@ -174,6 +185,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await;
     interfaces.abort();
     drops.abort();
+    flow_counters.abort();
     source.abort();
     http.abort();
     info!("agent stopped; the table stays in place and keeps enforcing");

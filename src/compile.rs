@@ -26,7 +26,9 @@
 //! - One chain per isolated pod and direction (`in_<ns>_<pod>`, `eg_<ns>_<pod>`) on this node:
 //!   traffic to itself first, then one rule per policy rule and address set (counted, commented
 //!   with the policy), then a rate-limited NFLOG rule and a counted drop. Egress chains `return`
-//!   on allow so the destination's ingress chain still runs; ingress chains `accept`.
+//!   on allow so the destination's ingress chain still runs; ingress chains `accept`. A pod of
+//!   an audited namespace ([`crate::model::Enforcement::Audit`], or [`Options::audit_all`])
+//!   ends its chains with the NFLOG rule under the audit prefix and a counted allow instead.
 //! - Peers live in named sets shared by every pod a policy rule applies to:
 //!   `np_<ns>_<policy>_<dir><rule>_pods4` (pod IPs), `..._cidr4` (ipBlocks, interval set) and
 //!   `..._named4` (`address . protocol . port` for egress named ports, resolved per destination
@@ -43,7 +45,7 @@ pub mod ruleset;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use crate::model::{ObjectKey, Pod, Protocol, Snapshot};
+use crate::model::{Enforcement, ObjectKey, Pod, Protocol, Snapshot};
 use crate::policy::{
     Direction, NamespaceScope, PeerKind, Policy, PortSpec, Rule as PolicyRule, Selector,
     namespace_in_scope,
@@ -64,6 +66,9 @@ pub struct Options {
     pub log_rate_per_second: u32,
     /// Burst allowed above the rate, in packets.
     pub log_burst_packets: u32,
+    /// Audit every namespace, whatever its annotation (`agent --audit`): default deny logs
+    /// and accepts instead of dropping.
+    pub audit_all: bool,
 }
 
 impl Default for Options {
@@ -72,12 +77,22 @@ impl Default for Options {
             nflog_group: 100,
             log_rate_per_second: 10,
             log_burst_packets: 20,
+            audit_all: false,
         }
     }
 }
 
 /// The NFLOG prefix of default-deny drops: `knp:deny:<direction>:<namespace>/<pod>`.
 pub const LOG_PREFIX: &str = "knp:deny:";
+/// The NFLOG prefix of packets an audited pod's default deny let through:
+/// `knp:audit:<direction>:<namespace>/<pod>`.
+pub const AUDIT_LOG_PREFIX: &str = "knp:audit:";
+/// The comment of the counted drop that ends an enforced pod chain
+/// (`default deny ingress <ns>/<pod>`).
+pub const DENY_COMMENT: &str = "default deny";
+/// The comment of the counted accept (or return) that ends an audited pod chain
+/// (`audit ingress <ns>/<pod>`).
+pub const AUDIT_COMMENT: &str = "audit";
 /// nftables caps log prefixes at 127 bytes.
 const MAX_LOG_PREFIX: usize = 127;
 /// Chain and set names are capped well below the kernel's 256 bytes.
@@ -512,38 +527,55 @@ fn pod_chain(
         }
     }
 
-    let prefix = truncate(
-        format!(
-            "{LOG_PREFIX}{}:{}/{}",
-            direction, pod.key.namespace, pod.key.name
-        ),
-        MAX_LOG_PREFIX,
-    );
-    rules.push(Rule {
-        exprs: vec![
-            Expr::Limit {
-                rate_per_second: options.log_rate_per_second,
-                burst_packets: options.log_burst_packets,
-            },
-            Expr::Log {
-                prefix,
-                group: options.nflog_group,
-            },
-        ],
-        comment: Some("log default deny".into()),
-    });
-    rules.push(Rule {
-        exprs: vec![Expr::Counter, Expr::Drop],
-        comment: Some(truncate(
-            format!("default deny {direction} {}", pod.key),
-            MAX_COMMENT,
-        )),
-    });
+    let audited =
+        options.audit_all || snapshot.enforcement(&pod.key.namespace) == Enforcement::Audit;
+    rules.extend(default_deny(pod, direction, audited, options));
     Chain {
         name: pod_chain_name(pod, direction),
         hook: None,
         rules,
     }
+}
+
+/// The end of a pod chain, for packets no policy rule allowed: a rate-limited NFLOG rule and a
+/// counted drop; for an audited pod, an NFLOG rule with the audit prefix and a counted accept
+/// instead (`return` for egress, so the destination's ingress chain still decides, as for an
+/// allowed packet).
+fn default_deny(pod: &Pod, direction: Direction, audited: bool, options: &Options) -> [Rule; 2] {
+    let (log_prefix, comment, verdict) = match (audited, direction) {
+        (false, _) => (LOG_PREFIX, DENY_COMMENT, Expr::Drop),
+        (true, Direction::Ingress) => (AUDIT_LOG_PREFIX, AUDIT_COMMENT, Expr::Accept),
+        (true, Direction::Egress) => (AUDIT_LOG_PREFIX, AUDIT_COMMENT, Expr::Return),
+    };
+    let prefix = truncate(
+        format!(
+            "{log_prefix}{}:{}/{}",
+            direction, pod.key.namespace, pod.key.name
+        ),
+        MAX_LOG_PREFIX,
+    );
+    [
+        Rule {
+            exprs: vec![
+                Expr::Limit {
+                    rate_per_second: options.log_rate_per_second,
+                    burst_packets: options.log_burst_packets,
+                },
+                Expr::Log {
+                    prefix,
+                    group: options.nflog_group,
+                },
+            ],
+            comment: Some(format!("log {comment}")),
+        },
+        Rule {
+            exprs: vec![Expr::Counter, verdict],
+            comment: Some(truncate(
+                format!("{comment} {direction} {}", pod.key),
+                MAX_COMMENT,
+            )),
+        },
+    ]
 }
 
 /// Compiles one policy rule for one target pod into match lists (one per emitted rule).

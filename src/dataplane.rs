@@ -11,6 +11,7 @@
 //! Shutting the agent down leaves the table in place: enforcement goes on until a new agent
 //! takes it over (again in one transaction) or `kube-nftpol uninstall` removes it.
 
+pub mod counters;
 pub mod interfaces;
 pub mod nft;
 pub mod readback;

@@ -2,7 +2,8 @@
 //!
 //! Every isolated pod's chain ends with a rate-limited
 //! `log prefix "knp:deny:<direction>:<ns>/<pod>" group G snaplen 128 queue-threshold 1` before
-//! its counted drop (see [`compile`](mod@crate::compile)). This module turns those records into
+//! its counted drop (see [`compile`](mod@crate::compile)); an audited pod's chain logs with
+//! `knp:audit:` and accepts instead. This module turns those records into
 //! deduplicated drop log lines in five steps, each in its own file:
 //!
 //! ```text

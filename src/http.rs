@@ -5,14 +5,17 @@
 //!   never goes back: a later failed apply leaves the previous ruleset enforcing).
 //! - `GET /metrics`: the OpenMetrics text of [`crate::metrics::Metrics`].
 //! - `GET /hints`: NetworkPolicies suggested from recent denied flows ([`hints`]).
+//! - `GET /metrics`: the OpenMetrics text of [`crate::metrics::Metrics`], with the flow
+//!   counters read from the table first unless they are fresh ([`crate::flowmetrics`]).
 //!
 //! Nothing here can change enforcement.
 
 pub mod hints;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -21,7 +24,11 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::flowmetrics::{FlowCounters, SCRAPE_MIN_AGE};
 use crate::metrics::Metrics;
+
+/// How long a scrape waits for the flow counters before it serves the last values.
+const SCRAPE_REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the endpoints read.
 #[derive(Debug)]
@@ -32,6 +39,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Recent denied flows, for `/hints`.
     pub hints: hints::RecentDrops,
+    /// The flow counters a scrape refreshes, once the agent has set them up.
+    pub flows: OnceLock<Arc<FlowCounters>>,
 }
 
 impl Shared {
@@ -42,6 +51,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             metrics,
             hints: hints::RecentDrops::new(hints::MAX_FLOWS, evicted),
+            flows: OnceLock::new(),
         }
     }
 
@@ -83,6 +93,11 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if let Some(flows) = shared.flows.get() {
+        // A slow `nft` must not hold the scrape: serve the last values then.
+        let refresh = flows.refresh_if_older(SCRAPE_MIN_AGE);
+        let _ = tokio::time::timeout(SCRAPE_REFRESH_TIMEOUT, refresh).await;
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -15,6 +15,7 @@
 //! - [`flowlog`]: NFLOG records of default-deny drops (the rules' `log group`) to one JSON or
 //!   text line per denied flow and window, naming both ends and the isolating policies.
 //! - [`hints`]: denied flows from the drop log to suggested NetworkPolicies (pure).
+//! - [`flowmetrics`]: allowed and denied flow counters from the table's rule counters.
 //! - [`cli`]: the command line.
 
 pub mod agent;
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod compile;
 pub mod dataplane;
 pub mod flowlog;
+pub mod flowmetrics;
 pub mod hints;
 pub mod http;
 pub mod metrics;

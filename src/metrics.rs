@@ -1,16 +1,20 @@
 //! The agent's Prometheus metrics: one registry with the `kube_nftpol` prefix, one struct per
 //! subsystem registered into it, served as OpenMetrics text at `/metrics` (see [`crate::http`]).
 //!
-//! Label values come from fixed enums only, never from object names or error strings, so the
-//! number of series stays bounded.
+//! Label values come from fixed enums, never from error strings or pod names or addresses, so
+//! the number of series stays bounded; the flow counters alone carry namespace and policy
+//! names, and drop a series once its policy or namespace is gone ([`crate::flowmetrics`]).
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+use crate::model::Enforcement;
+use crate::policy::Direction;
 
 /// Every metric of the agent.
 #[derive(Debug)]
@@ -25,6 +29,8 @@ pub struct Metrics {
     pub flowlog: FlowlogMetrics,
     /// `/hints` metrics.
     pub hints: HintsMetrics,
+    /// Flow counters read from the table's rules.
+    pub flows: FlowMetrics,
 }
 
 /// The metrics of the agent's aggregate of denied flows for `/hints` (`kube_nftpol_hints_*`).
@@ -32,6 +38,54 @@ pub struct Metrics {
 pub struct HintsMetrics {
     /// Distinct denied flows evicted to keep the aggregate within its bound.
     pub evicted_flows: Counter,
+}
+
+/// Flows counted by the table's rules (`kube_nftpol_flows_*`), filled by
+/// [`crate::flowmetrics`].
+#[derive(Debug, Default, Clone)]
+pub struct FlowMetrics {
+    /// First packets of new connections accepted by a policy rule.
+    pub allowed: Family<AllowedLabels, Counter>,
+    /// Packets that reached a pod's default deny: dropped, or accepted in audit mode.
+    pub denied: Family<DeniedLabels, Counter>,
+    /// Times the counters could not be read.
+    pub read_errors: Counter,
+}
+
+/// Labels of `kube_nftpol_flows_allowed_total`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
+pub struct AllowedLabels {
+    /// The policy's namespace (that of the pods it selects).
+    pub namespace: String,
+    /// The policy whose rule accepted the flow.
+    pub policy: String,
+    /// Ingress or egress, from the selected pod's side.
+    pub direction: Direction,
+}
+
+/// Labels of `kube_nftpol_flows_denied_total`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
+pub struct DeniedLabels {
+    /// The namespace of the isolated pod.
+    pub namespace: String,
+    /// Ingress or egress, from the isolated pod's side.
+    pub direction: Direction,
+    /// `enforce` (dropped) or `audit` (logged and accepted).
+    pub mode: Enforcement,
+}
+
+/// `ingress`, `egress`.
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// `enforce`, `audit`.
+impl EncodeLabelValue for Enforcement {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
 /// The drop log's metrics (`kube_nftpol_flowlog_*`).
@@ -219,12 +273,22 @@ impl Metrics {
         let help = "Distinct denied flows evicted from the /hints aggregate to keep it bounded";
         let sub = registry.sub_registry_with_prefix("hints");
         sub.register("evicted_flows", help, hints.evicted_flows.clone());
+        let flows = FlowMetrics::default();
+        let sub = registry.sub_registry_with_prefix("flows");
+        let help = "New connections accepted by a policy rule (their first packets), by policy";
+        sub.register("allowed", help, flows.allowed.clone());
+        let help = "Packets that reached a default deny (first packets of connections, SYN \
+                    retransmissions included), by namespace and mode";
+        sub.register("denied", help, flows.denied.clone());
+        let help = "Times the table's counters could not be read";
+        sub.register("read_errors", help, flows.read_errors.clone());
         Self {
             registry,
             dataplane,
             source,
             flowlog,
             hints,
+            flows,
         }
     }
 
@@ -287,5 +351,41 @@ mod tests {
             text.contains("kube_nftpol_flowlog_dedup_flows 42\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn flow_counters_are_encoded_with_namespace_policy_direction_and_mode() {
+        let metrics = Metrics::new();
+        let allowed = AllowedLabels {
+            namespace: "shop".into(),
+            policy: "frontend-to-backend".into(),
+            direction: Direction::Ingress,
+        };
+        metrics.flows.allowed.get_or_create(&allowed).inc_by(3);
+        let denied = DeniedLabels {
+            namespace: "payments".into(),
+            direction: Direction::Egress,
+            mode: Enforcement::Audit,
+        };
+        metrics.flows.denied.get_or_create(&denied).inc();
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "kube_nftpol_flows_allowed_total{namespace=\"shop\",policy=\"frontend-to-backend\",direction=\"ingress\"} 3\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "kube_nftpol_flows_denied_total{namespace=\"payments\",direction=\"egress\",mode=\"audit\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("kube_nftpol_flows_read_errors_total 0\n"),
+            "{text}"
+        );
+        metrics.flows.denied.remove(&denied);
+        assert!(!metrics.encode().contains("payments"));
     }
 }

@@ -7,6 +7,12 @@
 //! pod behind a veth of its own that the agent knows, so the anti-spoofing rules are live and
 //! must let correctly wired pods through) and bridged (no veth known, as `kube-nftpol compile`
 //! or a bridge CNI). The root suites repeat this with real packets in the kernel.
+//!
+//! Audit mode: `evaluate` gives the policy's verdict whatever the namespace's mode; the
+//! ruleset of an audited pod accepts what its policies deny and logs it with the audit prefix.
+//! The audit tests check that mapping exactly: the interpreter reports each side's default
+//! deny by its log prefix, and a side is audit-denied (or deny-logged, when enforced) exactly
+//! when `evaluate` denies it.
 
 mod support;
 
@@ -15,10 +21,11 @@ use std::net::IpAddr;
 
 use kube_nftpol::compile::{self, Options, PodInterfaces, Ruleset};
 use kube_nftpol::evaluate;
+use kube_nftpol::model::Enforcement;
 use kube_nftpol::model::{ObjectKey, Protocol, Snapshot};
-use kube_nftpol::policy::Endpoint;
+use kube_nftpol::policy::{DirectionVerdict, Endpoint, Verdict};
 use support::conformance::{self, Case};
-use support::interpret::{Packet, dropped_by, node_accepts};
+use support::interpret::{Packet, Trace, dropped_by, node_accepts, trace};
 
 /// The interface between nodes.
 const UPLINK: &str = "eth0";
@@ -54,6 +61,16 @@ impl Node {
 
 /// Every node's ruleset and links; pod `i` of the snapshot is behind `veth<i>` when routed.
 fn nodes(snapshot: &Snapshot, names: &[&str], wiring: Wiring) -> BTreeMap<String, Node> {
+    nodes_with(snapshot, names, wiring, &Options::default())
+}
+
+/// [`nodes`], compiled with `options`.
+fn nodes_with(
+    snapshot: &Snapshot,
+    names: &[&str],
+    wiring: Wiring,
+    options: &Options,
+) -> BTreeMap<String, Node> {
     names
         .iter()
         .map(|name| {
@@ -79,8 +96,7 @@ fn nodes(snapshot: &Snapshot, names: &[&str], wiring: Wiring) -> BTreeMap<String
                     }
                 }
             }
-            let ruleset =
-                compile::compile_with_interfaces(snapshot, name, &interfaces, &Options::default());
+            let ruleset = compile::compile_with_interfaces(snapshot, name, &interfaces, options);
             ((*name).to_owned(), Node { ruleset, links })
         })
         .collect()
@@ -92,11 +108,25 @@ fn nodes(snapshot: &Snapshot, names: &[&str], wiring: Wiring) -> BTreeMap<String
 /// through its link.
 fn pod_to_pod_accepted(
     nodes: &BTreeMap<String, Node>,
+    source: (&str, IpAddr),
+    destination: (&str, IpAddr),
+    protocol: Protocol,
+    port: u16,
+) -> bool {
+    pod_to_pod_trace(nodes, source, destination, protocol, port)
+        .dropped_by
+        .is_none()
+}
+
+/// What the nodes on the way did with the packet: the chain that dropped it, if one did, and
+/// the log prefixes it met (source node first).
+fn pod_to_pod_trace(
+    nodes: &BTreeMap<String, Node>,
     (src_node, source): (&str, IpAddr),
     (dst_node, destination): (&str, IpAddr),
     protocol: Protocol,
     port: u16,
-) -> bool {
+) -> Trace {
     let at = |node: &Node, input: String| Packet {
         source,
         destination,
@@ -107,13 +137,15 @@ fn pod_to_pod_accepted(
         output: node.interface(destination),
     };
     let first = &nodes[src_node];
-    if !node_accepts(&first.ruleset, &at(first, first.interface(source))) {
-        return false;
+    let mut seen = trace(&first.ruleset, &at(first, first.interface(source)));
+    if seen.dropped_by.is_some() || src_node == dst_node {
+        return seen;
     }
-    src_node == dst_node || {
-        let second = &nodes[dst_node];
-        node_accepts(&second.ruleset, &at(second, UPLINK.into()))
-    }
+    let second = &nodes[dst_node];
+    let mut then = trace(&second.ruleset, &at(second, UPLINK.into()));
+    seen.logged.append(&mut then.logged);
+    seen.dropped_by = then.dropped_by;
+    seen
 }
 
 fn node_of(snapshot: &Snapshot, endpoint: &Endpoint) -> (String, IpAddr) {
@@ -553,6 +585,166 @@ fn generated_clusters_agree_between_the_ruleset_and_evaluate() {
     assert!(
         allowed > compared / 10 && allowed < compared * 9 / 10,
         "the generator should mix verdicts: {allowed}/{compared}"
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches[..mismatches.len().min(30)].join("\n")
+    );
+}
+
+// --- Audit mode -----------------------------------------------------------------------------
+
+/// What the ruleset must do with a flow `evaluate` judged `verdict`, given each side's mode:
+/// whether it gets through, and the log prefixes on its way. Each side `evaluate` denies hits
+/// that pod's default deny: audited, it logs `knp:audit:` and lets the packet on; enforced, it
+/// logs `knp:deny:` and drops it (so an egress drop leaves no ingress log).
+fn expected_with_audit(
+    verdict: &Verdict,
+    mode_of: impl Fn(&ObjectKey) -> Enforcement,
+) -> (bool, Vec<String>) {
+    let mut logs = Vec::new();
+    for (direction, side) in [("egress", &verdict.egress), ("ingress", &verdict.ingress)] {
+        if let DirectionVerdict::Denied { pod, .. } = side {
+            let (prefix, passes) = match mode_of(pod) {
+                Enforcement::Audit => ("knp:audit", true),
+                Enforcement::Enforce => ("knp:deny", false),
+            };
+            logs.push(format!("{prefix}:{direction}:{pod}"));
+            if !passes {
+                return (false, logs);
+            }
+        }
+    }
+    (true, logs)
+}
+
+#[test]
+fn audit_everywhere_accepts_every_upstream_probe_and_logs_exactly_what_evaluate_denies() {
+    let file = conformance::load();
+    let options = Options {
+        audit_all: true,
+        ..Options::default()
+    };
+    let mut mismatches = Vec::new();
+    let (mut probes, mut audit_denied) = (0, 0);
+    for case in &file.cases {
+        let snapshot = case.snapshot_with(|i| format!("node-{}", 1 + i % 2));
+        let wiring = Wiring::Routed {
+            v4_route_only: false,
+        };
+        let nodes = nodes_with(&snapshot, &["node-1", "node-2"], wiring, &options);
+        for probe in &case.probes {
+            let flow = probe.flow();
+            let verdict = evaluate(&snapshot, &flow).expect("probe");
+            let expected = expected_with_audit(&verdict, |_| Enforcement::Audit);
+            let (src_node, source) = node_of(&snapshot, &flow.source);
+            let (dst_node, destination) = node_of(&snapshot, &flow.destination);
+            let got = pod_to_pod_trace(
+                &nodes,
+                (&src_node, source),
+                (&dst_node, destination),
+                flow.protocol,
+                flow.port,
+            );
+            probes += 1;
+            audit_denied += usize::from(!verdict.allowed);
+            // Audit-denied (accepted, with an audit log) exactly when evaluate denies, and
+            // logged once per denying side.
+            if got.audit_denied() == verdict.allowed
+                || (got.dropped_by.is_none(), &got.logged) != (expected.0, &expected.1)
+            {
+                mismatches.push(format!(
+                    "{}: {} -> {} {}/{}: evaluate {}, expected {expected:?}, ruleset {got:?}",
+                    case.name, probe.from, probe.to, probe.protocol, probe.port, verdict.allowed
+                ));
+            }
+        }
+    }
+    println!("{probes} probes, {audit_denied} audit-denied");
+    assert!(audit_denied > probes / 10, "the cases deny some probes");
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches[..mismatches.len().min(30)].join("\n")
+    );
+}
+
+#[test]
+fn generated_clusters_with_audited_namespaces_agree_with_evaluate() {
+    use kube_nftpol::policy::Flow;
+    let mut mismatches = Vec::new();
+    let (mut compared, mut audit_denied, mut dropped) = (0usize, 0usize, 0usize);
+    for seed in 1..=150u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut snapshot = random_cluster(&mut rng);
+        // One or two audited namespaces, from the seed (the clusters stay as they were).
+        let audited = [format!("n{}", seed % 3), format!("n{}", (seed / 3) % 3)];
+        let namespaces: Vec<_> = snapshot.namespaces().cloned().collect();
+        for mut namespace in namespaces {
+            if audited.contains(&namespace.name) {
+                namespace.enforcement = Enforcement::Audit;
+                snapshot.upsert_namespace(namespace);
+            }
+        }
+        let wiring = if seed % 2 == 0 {
+            Wiring::Bridged
+        } else {
+            Wiring::Routed {
+                v4_route_only: false,
+            }
+        };
+        let nodes = nodes_with(
+            &snapshot,
+            &["node-1", "node-2"],
+            wiring,
+            &Options::default(),
+        );
+        let pods: Vec<_> = snapshot.pods().cloned().collect();
+        for src in &pods {
+            for dst in &pods {
+                let (Some(source), Some(destination)) = (src.ips.first(), dst.ips.first()) else {
+                    continue;
+                };
+                for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+                    for port in [80, 81, 443] {
+                        let flow = Flow {
+                            source: Endpoint::Ip(*source),
+                            destination: Endpoint::Ip(*destination),
+                            protocol,
+                            port,
+                        };
+                        let verdict = evaluate(&snapshot, &flow).unwrap();
+                        let expected = expected_with_audit(&verdict, |pod| {
+                            snapshot.enforcement(&pod.namespace)
+                        });
+                        let got = pod_to_pod_trace(
+                            &nodes,
+                            (src.node.as_deref().unwrap(), *source),
+                            (dst.node.as_deref().unwrap(), *destination),
+                            protocol,
+                            port,
+                        );
+                        compared += 1;
+                        dropped += usize::from(!expected.0);
+                        audit_denied += usize::from(got.audit_denied());
+                        if (got.dropped_by.is_none(), &got.logged) != (expected.0, &expected.1) {
+                            mismatches.push(format!(
+                                "seed {seed} ({wiring:?}, audited {audited:?}): {} ({source}) -> {} ({destination}) {protocol}/{port}: expected {expected:?}, ruleset {got:?}",
+                                src.key, dst.key
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!("{compared} flows compared, {audit_denied} audit-denied, {dropped} dropped");
+    assert!(
+        audit_denied > compared / 20 && dropped > compared / 20,
+        "the generator should mix audited and enforced denials: {audit_denied} audit-denied, {dropped} dropped of {compared}"
     );
     assert!(
         mismatches.is_empty(),

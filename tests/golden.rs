@@ -10,7 +10,7 @@ mod support;
 use std::path::PathBuf;
 
 use kube_nftpol::compile::{self, Options, PodInterfaces, render_text};
-use kube_nftpol::model::Snapshot;
+use kube_nftpol::model::{Enforcement, Snapshot};
 use serde_json::json;
 use support::cluster::{pod, snapshot, with_ports};
 
@@ -216,4 +216,52 @@ fn anti_spoofing_pairs_each_veth_with_its_pods_addresses() {
     ]
     .into();
     check_with_interfaces("anti-spoofing", &s, "node-1", &interfaces);
+}
+
+#[test]
+fn an_audited_namespace_logs_and_accepts_what_its_policies_deny() {
+    // Namespace `staging` carries `kube-nftpol.io/enforcement: audit`; `prod` enforces. Both
+    // have the same policies: deny everything but ingress from app=web on TCP 8080.
+    let policies = ["staging", "prod"].map(|ns| {
+        json!({
+            "metadata": {"name": "web-only", "namespace": ns},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "api"}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                             "ports": [{"port": 8080}]}]
+            }
+        })
+    });
+    let mut s = snapshot(
+        &[("staging", &[]), ("prod", &[])],
+        vec![
+            pod(
+                "staging",
+                "api-0",
+                &[("app", "api")],
+                "node-1",
+                &["10.244.1.10"],
+            ),
+            pod(
+                "staging",
+                "web-0",
+                &[("app", "web")],
+                "node-1",
+                &["10.244.1.11"],
+            ),
+            pod(
+                "prod",
+                "api-0",
+                &[("app", "api")],
+                "node-1",
+                &["10.244.1.20"],
+            ),
+        ],
+        policies.into(),
+    );
+    let mut staging = s.namespace("staging").cloned().expect("namespace");
+    staging.enforcement = Enforcement::Audit;
+    s.upsert_namespace(staging);
+    check("audit", &s, "node-1");
 }

@@ -419,6 +419,7 @@ fn drops_of(snapshot: &Snapshot, flow: &Flow, logged: Logged) -> Vec<DeniedFlow>
                 },
                 source_port: Some(40000),
                 destination_port: Some(flow.port),
+                enforcement: kube_nftpol::model::Enforcement::Enforce,
             };
             let record = enrich::enrich(&packet, snapshot, SystemTime::now());
             let line = format!(

@@ -284,8 +284,9 @@ impl Cluster {
             .namespaces
             .iter()
             .map(|(name, labels)| {
+                let annotations = case.namespace_annotations.get(name);
                 json!({"apiVersion": "v1", "kind": "Namespace",
-                       "metadata": {"name": name, "labels": labels}})
+                       "metadata": {"name": name, "labels": labels, "annotations": annotations}})
             })
             .collect();
         for (pod, sim) in case.pods.iter().zip(&self.pods) {

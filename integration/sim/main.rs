@@ -21,7 +21,9 @@
 //! - the suites: [`suite_conformance`] (58 upstream cases), [`suite_restart`] (agent killed
 //!   under traffic), [`suite_policy_change`] (one policy changed, other chains untouched),
 //!   [`suite_cleanup`] (nothing is left behind), [`suite_flood`] (100,000 denied packets
-//!   against the agent: allowed traffic, its memory and its drop log stay fine).
+//!   against the agent: allowed traffic, its memory and its drop log stay fine),
+//!   [`suite_audit_metrics`] (flow metrics and audit mode, with the agent: `/metrics` and the
+//!   drop log read from the nodes).
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
 //! skips it). The suites run one at a time (they share the machine's 2 cores and time
@@ -57,6 +59,7 @@ mod servers;
 mod setns;
 
 mod suite_api;
+mod suite_audit_metrics;
 mod suite_cleanup;
 mod suite_conformance;
 mod suite_flood;

@@ -29,6 +29,11 @@ pub struct AgentArgs {
     /// NFLOG group for default-deny drop logs
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub nflog_group: u16,
+    /// Audit every namespace: default deny logs (`"action":"audit"`) and counts what it would
+    /// drop, and lets it through. Without it, only namespaces annotated
+    /// `kube-nftpol.io/enforcement: audit` are audited
+    #[arg(long)]
+    pub audit: bool,
     /// Address for /healthz, /readyz and /metrics
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9640")]
     pub metrics_addr: SocketAddr,
@@ -72,6 +77,7 @@ impl AgentArgs {
             },
             compile: Options {
                 nflog_group: self.nflog_group,
+                audit_all: self.audit,
                 ..Options::default()
             },
             metrics_addr: self.metrics_addr,
@@ -128,6 +134,7 @@ mod tests {
             Source::Kubernetes { kubeconfig: None }
         ));
         assert_eq!(config.compile.nflog_group, 100);
+        assert!(!config.compile.audit_all);
         assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:9640");
         assert_eq!(config.resync_interval.as_secs(), 10);
         assert_eq!(config.drop_log, DropLogOptions::default());
@@ -152,10 +159,12 @@ mod tests {
             "30",
             "--drop-log-format",
             "text",
+            "--audit",
         ]);
         assert_eq!(config.compile.nflog_group, 7);
         assert_eq!(config.drop_log.window.as_secs(), 30);
         assert_eq!(config.drop_log.format, Format::Text);
+        assert!(config.compile.audit_all);
         assert_eq!(config.metrics_addr.port(), 9999);
         assert_eq!(config.resync_interval.as_secs(), 3);
         let Source::Manifests {

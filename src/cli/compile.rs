@@ -26,6 +26,10 @@ pub struct CompileArgs {
     /// NFLOG group that default-deny drops are logged to
     #[arg(long, value_name = "GROUP", default_value_t = Options::default().nflog_group)]
     pub nflog_group: u16,
+    /// Compile every namespace in audit mode, as `agent --audit` does (namespaces annotated
+    /// `kube-nftpol.io/enforcement: audit` are audited without it)
+    #[arg(long)]
+    pub audit: bool,
 }
 
 /// How `compile` prints the ruleset.
@@ -42,6 +46,7 @@ impl CompileArgs {
     pub fn options(&self) -> Options {
         Options {
             nflog_group: self.nflog_group,
+            audit_all: self.audit,
             ..Options::default()
         }
     }
@@ -144,6 +149,16 @@ mod tests {
     fn nflog_group_sets_the_log_group() {
         let args = parse(&with_required(&["--nflog-group", "7"])).unwrap();
         assert_eq!(args.options().nflog_group, 7);
+    }
+
+    #[test]
+    fn audit_compiles_every_namespace_in_audit_mode() {
+        assert!(
+            parse(&with_required(&["--audit"]))
+                .unwrap()
+                .options()
+                .audit_all
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::json;
 
 use super::*;
-use crate::model::{Namespace, ObjectKey, PodPhase};
+use crate::model::{Enforcement, Labels, Namespace, ObjectKey, PodPhase};
 
 fn pod(ns: &str, name: &str, app: &str, node: &str, ip: &str) -> Pod {
     Pod::running(
@@ -216,6 +216,7 @@ fn the_log_rule_uses_the_configured_group_and_rate() {
         nflog_group: 7,
         log_rate_per_second: 3,
         log_burst_packets: 4,
+        ..Options::default()
     };
     let r = compile(&s, "n1", &options);
     let chain = r.chain("in_web_a1").unwrap();
@@ -238,6 +239,114 @@ fn the_log_rule_uses_the_configured_group_and_rate() {
         chain.rules.last().unwrap().exprs,
         [Expr::Counter, Expr::Drop]
     );
+}
+
+/// The last two rules of a chain: its log rule's prefix, and the final rule's exprs and
+/// comment.
+fn chain_tail(r: &Ruleset, chain: &str) -> (String, Vec<Expr>, String) {
+    let rules = &r.chain(chain).unwrap().rules;
+    let prefix = rules[rules.len() - 2]
+        .exprs
+        .iter()
+        .find_map(|e| match e {
+            Expr::Log { prefix, .. } => Some(prefix.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let last = rules.last().unwrap();
+    (prefix, last.exprs.clone(), last.comment.clone().unwrap())
+}
+
+fn audit_cluster(audited: &[&str]) -> Snapshot {
+    let mut s = Snapshot::new();
+    for ns in ["web", "api"] {
+        let mut namespace = Namespace::new(ns, Labels::new());
+        if audited.contains(&ns) {
+            namespace.enforcement = Enforcement::Audit;
+        }
+        s.upsert_namespace(namespace);
+        s.upsert_pod(pod(
+            ns,
+            "a",
+            "a",
+            "n1",
+            if ns == "web" { "10.0.0.1" } else { "10.0.0.2" },
+        ));
+        let spec = json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]});
+        s.upsert_network_policy(&policy(ns, "deny", spec)).unwrap();
+    }
+    s
+}
+
+#[test]
+fn an_audited_namespace_logs_with_the_audit_prefix_and_lets_the_packet_on() {
+    let r = compile(&audit_cluster(&["web"]), "n1", &Options::default());
+    assert_eq!(
+        chain_tail(&r, "in_web_a"),
+        (
+            "knp:audit:ingress:web/a".into(),
+            vec![Expr::Counter, Expr::Accept],
+            "audit ingress web/a".into()
+        )
+    );
+    // Egress returns, so the destination's ingress chain still runs.
+    assert_eq!(
+        chain_tail(&r, "eg_web_a"),
+        (
+            "knp:audit:egress:web/a".into(),
+            vec![Expr::Counter, Expr::Return],
+            "audit egress web/a".into()
+        )
+    );
+    // The other namespace enforces.
+    assert_eq!(
+        chain_tail(&r, "in_api_a"),
+        (
+            "knp:deny:ingress:api/a".into(),
+            vec![Expr::Counter, Expr::Drop],
+            "default deny ingress api/a".into()
+        )
+    );
+    let log_comments = ["in_web_a", "in_api_a"].map(|c| {
+        r.chain(c)
+            .unwrap()
+            .rules
+            .iter()
+            .rev()
+            .nth(1)
+            .unwrap()
+            .comment
+            .clone()
+    });
+    assert_eq!(
+        log_comments,
+        [Some("log audit".into()), Some("log default deny".into())]
+    );
+}
+
+#[test]
+fn the_audit_all_option_audits_every_namespace_and_changes_nothing_else() {
+    let options = Options {
+        audit_all: true,
+        ..Options::default()
+    };
+    let all = compile(&audit_cluster(&[]), "n1", &options);
+    assert_eq!(
+        all,
+        compile(&audit_cluster(&["web", "api"]), "n1", &Options::default())
+    );
+    let enforced = compile(&audit_cluster(&[]), "n1", &Options::default());
+    for (a, e) in all.chains.iter().zip(&enforced.chains) {
+        assert_eq!(a.name, e.name);
+        let n = a.rules.len();
+        let keep = if a.hook.is_none() && a.name != STARTING_PODS_CHAIN {
+            n - 2
+        } else {
+            n
+        };
+        assert_eq!(a.rules[..keep], e.rules[..keep], "{}", a.name);
+    }
+    assert_eq!((all.sets, all.maps), (enforced.sets, enforced.maps));
 }
 
 #[test]

@@ -71,10 +71,21 @@ impl Nft {
 
     /// Lists the agent's table as JSON; `None` when the table does not exist.
     pub async fn list_table(&self) -> Result<Option<String>, Error> {
-        match self
-            .run(&["-j", "list", "table", TABLE_FAMILY, TABLE_NAME], None)
+        self.list(&["-j", "list", "table", TABLE_FAMILY, TABLE_NAME])
             .await
-        {
+    }
+
+    /// Lists the agent's table as JSON without set and map elements (`nft -t`): the rules
+    /// with their counters, cheap whatever the size of the sets; `None` when the table does
+    /// not exist.
+    pub async fn list_table_rules(&self) -> Result<Option<String>, Error> {
+        self.list(&["-j", "-t", "list", "table", TABLE_FAMILY, TABLE_NAME])
+            .await
+    }
+
+    /// Runs a listing of the agent's table; `None` when the table does not exist.
+    async fn list(&self, args: &[&str]) -> Result<Option<String>, Error> {
+        match self.run(args, None).await {
             Ok(listing) => Ok(Some(listing)),
             Err(Error::Rejected { stderr }) if stderr.contains("No such file or directory") => {
                 Ok(None)

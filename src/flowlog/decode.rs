@@ -1,5 +1,6 @@
-//! Decoding one NFLOG record of a default-deny drop: which pod and direction (from the log
-//! prefix) and what the packet was (addresses, protocol, ports from its first bytes).
+//! Decoding one NFLOG record of a default-deny drop: which pod and direction, and whether the
+//! pod's namespace enforces or audits (from the log prefix), and what the packet was
+//! (addresses, protocol, ports from its first bytes).
 //!
 //! Pure and total: the payload is whatever a peer put on the wire, cut at the rule's snaplen
 //! (128 bytes), so every length is checked (by etherparse's lax slices, which accept packets cut
@@ -14,13 +15,17 @@ use etherparse::{Ipv6ExtensionSlice, LaxIpSlice, TcpHeaderSlice, UdpHeaderSlice}
 use serde::{Serialize, Serializer};
 
 use super::Record;
-use crate::compile::LOG_PREFIX;
-use crate::model::ObjectKey;
+use crate::compile::{AUDIT_LOG_PREFIX, LOG_PREFIX};
+use crate::model::{Enforcement, ObjectKey};
 use crate::policy::Direction;
 
 /// A packet dropped by a pod's default deny, as far as its first bytes tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeniedPacket {
+    /// Whether the default deny dropped the packet ([`Enforcement::Enforce`], prefix
+    /// `knp:deny:`) or, the pod being audited, logged it and let it through
+    /// ([`Enforcement::Audit`], prefix `knp:audit:`).
+    pub enforcement: Enforcement,
     /// Whether the pod was receiving (ingress) or sending (egress) it.
     pub direction: Direction,
     /// The policed pod, from the log prefix. The compiler cuts prefixes at 127 bytes, so a very
@@ -112,8 +117,9 @@ impl Serialize for IpProtocol {
 /// Why a record is not a decodable default-deny drop.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The prefix does not start with [`LOG_PREFIX`]: another rule logs to the same group.
-    #[error("log prefix {prefix:?} is not a kube-nftpol deny prefix")]
+    /// The prefix starts with neither [`LOG_PREFIX`] nor [`AUDIT_LOG_PREFIX`]: another rule
+    /// logs to the same group.
+    #[error("log prefix {prefix:?} is not a kube-nftpol deny or audit prefix")]
     ForeignPrefix {
         /// The prefix as received.
         prefix: String,
@@ -139,7 +145,7 @@ pub enum DecodeError {
 
 /// Decodes one record. Only the prefix and the payload are read.
 pub fn decode(record: &Record) -> Result<DeniedPacket, DecodeError> {
-    let (direction, pod) = parse_prefix(&record.prefix)?;
+    let (enforcement, direction, pod) = parse_prefix(&record.prefix)?;
     if record.payload.is_empty() {
         return Err(DecodeError::NoPayload);
     }
@@ -159,6 +165,7 @@ pub fn decode(record: &Record) -> Result<DeniedPacket, DecodeError> {
             (None, None)
         };
     Ok(DeniedPacket {
+        enforcement,
         direction,
         pod,
         source: ip.source_addr(),
@@ -169,17 +176,22 @@ pub fn decode(record: &Record) -> Result<DeniedPacket, DecodeError> {
     })
 }
 
-/// Parses `knp:deny:<ingress|egress>:<namespace>/<pod>`.
-pub fn parse_prefix(prefix: &str) -> Result<(Direction, ObjectKey), DecodeError> {
+/// Parses `knp:deny:<ingress|egress>:<namespace>/<pod>` and
+/// `knp:audit:<ingress|egress>:<namespace>/<pod>`.
+pub fn parse_prefix(prefix: &str) -> Result<(Enforcement, Direction, ObjectKey), DecodeError> {
     let bad = |problem| DecodeError::BadPrefix {
         prefix: prefix.to_owned(),
         problem,
     };
-    let rest = prefix
-        .strip_prefix(LOG_PREFIX)
-        .ok_or_else(|| DecodeError::ForeignPrefix {
+    let (enforcement, rest) = if let Some(rest) = prefix.strip_prefix(LOG_PREFIX) {
+        (Enforcement::Enforce, rest)
+    } else if let Some(rest) = prefix.strip_prefix(AUDIT_LOG_PREFIX) {
+        (Enforcement::Audit, rest)
+    } else {
+        return Err(DecodeError::ForeignPrefix {
             prefix: prefix.to_owned(),
-        })?;
+        });
+    };
     let (direction, key) = rest.split_once(':').ok_or_else(|| bad("no direction"))?;
     let direction = match direction {
         "ingress" => Direction::Ingress,
@@ -191,7 +203,7 @@ pub fn parse_prefix(prefix: &str) -> Result<(Direction, ObjectKey), DecodeError>
     if namespace.is_empty() || name.is_empty() || name.contains('/') {
         return Err(bad("namespace or pod name empty or malformed"));
     }
-    Ok((direction, ObjectKey::new(namespace, name)))
+    Ok((enforcement, direction, ObjectKey::new(namespace, name)))
 }
 
 /// Whether the IP payload begins with the transport header: the packet is not fragmented, or

@@ -33,7 +33,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::decode::{DeniedPacket, IpProtocol};
-use crate::model::ObjectKey;
+use crate::model::{Enforcement, ObjectKey};
 use crate::policy::Direction;
 
 /// What deduplication calls one flow: everything the log line says about a drop except the
@@ -52,6 +52,8 @@ pub struct FlowKey {
     pub protocol: IpProtocol,
     /// The destination port, when the protocol has one.
     pub destination_port: Option<u16>,
+    /// Dropped, or audited and let through: a namespace leaving audit mode starts new flows.
+    pub enforcement: Enforcement,
 }
 
 impl FlowKey {
@@ -64,6 +66,7 @@ impl FlowKey {
             destination: packet.destination,
             protocol: packet.protocol,
             destination_port: packet.destination_port,
+            enforcement: packet.enforcement,
         }
     }
 
@@ -77,6 +80,7 @@ impl FlowKey {
             protocol: self.protocol,
             source_port: None,
             destination_port: self.destination_port,
+            enforcement: self.enforcement,
         }
     }
 }

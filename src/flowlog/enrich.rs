@@ -15,8 +15,8 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use super::decode::{DeniedPacket, IpProtocol};
-use crate::compile::LOG_PREFIX;
-use crate::model::{Labels, ObjectKey, Owner, Pod, Snapshot};
+use crate::compile::{AUDIT_LOG_PREFIX, LOG_PREFIX};
+use crate::model::{Enforcement, Labels, ObjectKey, Owner, Pod, Snapshot};
 use crate::policy::Direction;
 
 /// nftables' limit on log prefixes: the compiler cuts longer ones, losing the end of the name.
@@ -27,7 +27,8 @@ const MAX_LOG_PREFIX: usize = 127;
 pub struct DropRecord {
     /// When the drop was seen, RFC 3339 in UTC with milliseconds.
     pub ts: String,
-    /// Always [`Action::Deny`]: only default-deny drops are logged.
+    /// [`Action::Deny`], or [`Action::Audit`] when the pod's namespace is audited (the packet
+    /// went through).
     pub action: Action,
     /// Ingress (the policed pod was receiving) or egress (it was sending).
     pub direction: Direction,
@@ -58,6 +59,8 @@ pub struct DropRecord {
 pub enum Action {
     /// Dropped by a default deny.
     Deny,
+    /// Would have been dropped by a default deny; the pod is audited, so it went through.
+    Audit,
 }
 
 /// A pod as flow logs describe it.
@@ -128,7 +131,10 @@ pub fn enrich(packet: &DeniedPacket, snapshot: &Snapshot, now: SystemTime) -> Dr
     };
     DropRecord {
         ts: rfc3339_millis(now),
-        action: Action::Deny,
+        action: match packet.enforcement {
+            Enforcement::Enforce => Action::Deny,
+            Enforcement::Audit => Action::Audit,
+        },
         direction: packet.direction,
         pod,
         peer,
@@ -151,7 +157,11 @@ fn policed_pod<'a>(
     if let Some(pod) = snapshot.pod(&packet.pod) {
         return Some(pod);
     }
-    let prefix_len = LOG_PREFIX.len()
+    let log_prefix = match packet.enforcement {
+        Enforcement::Enforce => LOG_PREFIX,
+        Enforcement::Audit => AUDIT_LOG_PREFIX,
+    };
+    let prefix_len = log_prefix.len()
         + packet.direction.as_str().len()
         + 1
         + packet.pod.namespace.len()

@@ -95,7 +95,7 @@ impl DropLine {
         }
     }
 
-    /// `TS DENY DIRECTION SOURCE -> DESTINATION PROTO/PORT (policies: ...)`, then for summaries
+    /// `TS DENY|AUDIT DIRECTION SOURCE -> DESTINATION PROTO/PORT (policies: ...)`, then for summaries
     /// `xCOUNT since FIRST_TS`. Pods are `namespace/name`, anything else its address.
     pub fn to_text(&self) -> String {
         let r = &self.record;
@@ -108,8 +108,12 @@ impl DropLine {
             Direction::Egress => (pod, peer),
             Direction::Ingress => (peer, pod),
         };
+        let action = match r.action {
+            crate::flowlog::enrich::Action::Deny => "DENY",
+            crate::flowlog::enrich::Action::Audit => "AUDIT",
+        };
         let mut line = format!(
-            "{} DENY {} {source} -> {destination} {}",
+            "{} {action} {} {source} -> {destination} {}",
             r.ts, r.direction, r.protocol
         );
         // Writing to a String cannot fail.

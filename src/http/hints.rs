@@ -223,6 +223,7 @@ mod tests {
             protocol: IpProtocol::Tcp,
             source_port: Some(40000),
             destination_port: Some(port),
+            enforcement: crate::model::Enforcement::Enforce,
         };
         enrich::enrich(&packet, snapshot, SystemTime::UNIX_EPOCH)
     }

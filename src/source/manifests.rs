@@ -532,6 +532,22 @@ status:
     }
 
     #[test]
+    fn a_namespace_annotated_for_audit_is_loaded_in_audit_mode() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  \
+                    annotations: {kube-nftpol.io/enforcement: audit}\n---\n\
+                    apiVersion: v1\nkind: Namespace\nmetadata: {name: pay}\n";
+        let loaded = load_str(text, "ns.yaml").unwrap();
+        assert_eq!(
+            loaded.snapshot.enforcement("shop"),
+            model::Enforcement::Audit
+        );
+        assert_eq!(
+            loaded.snapshot.enforcement("pay"),
+            model::Enforcement::Enforce
+        );
+    }
+
+    #[test]
     fn json_list_is_expanded() {
         let text = r#"{"apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "a"}},

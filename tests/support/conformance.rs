@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube_nftpol::model::{
-    ContainerPort, Labels, Namespace, ObjectKey, Pod, PodPhase, Protocol, Snapshot,
+    ContainerPort, ENFORCEMENT_ANNOTATION, Enforcement, Labels, Namespace, ObjectKey, Pod,
+    PodPhase, Protocol, Snapshot,
 };
 use kube_nftpol::policy::{Endpoint, Flow};
 use serde::Deserialize;
@@ -27,6 +28,10 @@ pub struct File {
 pub struct Case {
     pub name: String,
     pub namespaces: std::collections::BTreeMap<String, Labels>,
+    /// Namespace annotations, by namespace (the upstream data has none; the simulator's
+    /// scenarios set `kube-nftpol.io/enforcement`).
+    #[serde(default)]
+    pub namespace_annotations: std::collections::BTreeMap<String, Labels>,
     pub pods: Vec<CasePod>,
     pub policies: Vec<serde_json::Value>,
     pub probes: Vec<Probe>,
@@ -75,7 +80,13 @@ impl Case {
     pub fn snapshot_with(&self, node_of: impl Fn(usize) -> String) -> Snapshot {
         let mut snapshot = Snapshot::new();
         for (name, labels) in &self.namespaces {
-            snapshot.upsert_namespace(Namespace::new(name, labels.clone()));
+            let mut namespace = Namespace::new(name, labels.clone());
+            let annotation = self
+                .namespace_annotations
+                .get(name)
+                .and_then(|a| a.get(ENFORCEMENT_ANNOTATION));
+            namespace.enforcement = Enforcement::from_annotation(annotation.map(String::as_str));
+            snapshot.upsert_namespace(namespace);
         }
         for (i, p) in self.pods.iter().enumerate() {
             snapshot.upsert_pod(Pod {

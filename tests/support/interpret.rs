@@ -2,9 +2,14 @@
 //!
 //! It runs the first packet of a connection (connection tracking state `new`) through a node's
 //! `prerouting` chain (anti-spoofing) and `postrouting` chain the way nftables would (verdict
-//! maps, jump/goto/return, set lookups, `iifname`/`oifname` pairs). It checks that the
-//! compiled structure means what `evaluate` says; the root suites check that the kernel agrees
-//! with real packets.
+//! maps, jump/goto/return, set lookups, `iifname`/`oifname` pairs), and notes the NFLOG
+//! prefixes of the log rules it passes ([`trace`]; the rate limit is taken as never reached).
+//! It checks that the compiled structure means what `evaluate` says; the root suites check
+//! that the kernel agrees with real packets.
+//!
+//! Audit mode: an audited pod's default deny logs with the audit prefix and accepts, so the
+//! node accepts the packet; [`Trace::audit_denied`] tells such packets apart from those a
+//! policy allowed.
 //!
 //! Every packet says which interfaces it crosses on the node, as the node's links and routes
 //! would make it: the anti-spoofing rules are decided by them, so a caller cannot leave them
@@ -15,7 +20,7 @@
 use std::net::IpAddr;
 
 use kube_nftpol::compile::{
-    ANTI_SPOOF_CHAIN, AddrField, Expr, Family, MapVerdict, Ruleset, SetElement,
+    ANTI_SPOOF_CHAIN, AUDIT_LOG_PREFIX, AddrField, Expr, Family, MapVerdict, Ruleset, SetElement,
 };
 use kube_nftpol::model::Protocol;
 
@@ -52,17 +57,46 @@ pub fn node_accepts(ruleset: &Ruleset, packet: &Packet) -> bool {
 
 /// The base chain that drops the packet on this node, if one does.
 pub fn dropped_by(ruleset: &Ruleset, packet: &Packet) -> Option<&'static str> {
+    trace(ruleset, packet).dropped_by
+}
+
+/// What a node did with a packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    /// The base chain that dropped it, if one did.
+    pub dropped_by: Option<&'static str>,
+    /// The prefixes of the NFLOG rules it passed, in order.
+    pub logged: Vec<String>,
+}
+
+impl Trace {
+    /// Accepted by an audited pod's default deny: the node let it through, and logged it with
+    /// the audit prefix (a default deny would have dropped it).
+    pub fn audit_denied(&self) -> bool {
+        self.dropped_by.is_none() && self.logged.iter().any(|p| p.starts_with(AUDIT_LOG_PREFIX))
+    }
+}
+
+/// Runs the packet through the node's `prerouting` (when it enters the node) and
+/// `postrouting` chains.
+pub fn trace(ruleset: &Ruleset, packet: &Packet) -> Trace {
     assert!(
         !packet.output.is_empty() && packet.input.as_deref() != Some(""),
         "a packet crosses named interfaces: {packet:?}"
     );
-    if packet.input.is_some() && run_chain(ruleset, ANTI_SPOOF_CHAIN, packet) == Outcome::Drop {
-        return Some(ANTI_SPOOF_CHAIN);
+    let mut logged = Vec::new();
+    let mut dropped_by = None;
+    if packet.input.is_some()
+        && run_chain(ruleset, ANTI_SPOOF_CHAIN, packet, &mut logged) == Outcome::Drop
+    {
+        dropped_by = Some(ANTI_SPOOF_CHAIN);
+    } else if run_chain(ruleset, "postrouting", packet, &mut logged) == Outcome::Drop {
+        dropped_by = Some("postrouting");
     }
-    (run_chain(ruleset, "postrouting", packet) == Outcome::Drop).then_some("postrouting")
+    Trace { dropped_by, logged }
 }
 
-fn run_chain(ruleset: &Ruleset, name: &str, packet: &Packet) -> Outcome {
+fn run_chain(ruleset: &Ruleset, name: &str, packet: &Packet, logged: &mut Vec<String>) -> Outcome {
     let chain = ruleset
         .chain(name)
         .unwrap_or_else(|| panic!("no chain {name}"));
@@ -143,9 +177,11 @@ fn run_chain(ruleset: &Ruleset, name: &str, packet: &Packet) -> Outcome {
                         continue 'rules;
                     }
                 }
-                Expr::Counter | Expr::Log { .. } => {}
-                // The rate limit only decides whether the drop is logged; never the verdict.
-                Expr::Limit { .. } => continue 'rules,
+                Expr::Counter => {}
+                Expr::Log { prefix, .. } => logged.push(prefix.clone()),
+                // The rate limit only decides whether the drop is logged, never the verdict;
+                // the first packet of a connection is taken as within the rate.
+                Expr::Limit { .. } => {}
                 Expr::DispatchBy(field, family, map) => {
                     let addr = address(packet, *field);
                     if Family::of(addr) != *family {
@@ -160,14 +196,14 @@ fn run_chain(ruleset: &Ruleset, name: &str, packet: &Packet) -> Outcome {
                     {
                         None => continue 'rules,
                         Some(MapVerdict::Jump(target)) => {
-                            match run_chain(ruleset, target, packet) {
+                            match run_chain(ruleset, target, packet, logged) {
                                 Outcome::Continue => continue 'rules,
                                 final_verdict => return final_verdict,
                             }
                         }
                         // goto: the called chain's end is the end of the base chain.
                         Some(MapVerdict::Goto(target)) => {
-                            return run_chain(ruleset, target, packet);
+                            return run_chain(ruleset, target, packet, logged);
                         }
                     }
                 }

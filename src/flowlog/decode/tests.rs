@@ -73,6 +73,7 @@ fn a_captured_ipv4_tcp_syn_decodes_to_pod_direction_addresses_and_ports() {
     assert_eq!(
         packet,
         DeniedPacket {
+            enforcement: Enforcement::Enforce,
             direction: Direction::Ingress,
             pod: ObjectKey::new("shop", "backend-0"),
             source: ip("10.99.0.1"),
@@ -80,6 +81,19 @@ fn a_captured_ipv4_tcp_syn_decodes_to_pod_direction_addresses_and_ports() {
             protocol: IpProtocol::Tcp,
             source_port: Some(59284),
             destination_port: Some(9090),
+        }
+    );
+}
+
+#[test]
+fn a_record_with_the_audit_prefix_decodes_as_audited() {
+    let packet = decode_hex("knp:audit:ingress:shop/backend-0", TCP4_SYN).unwrap();
+    assert_eq!(packet.enforcement, Enforcement::Audit);
+    assert_eq!(
+        packet,
+        DeniedPacket {
+            enforcement: Enforcement::Audit,
+            ..decode_hex(INGRESS, TCP4_SYN).unwrap()
         }
     );
 }
@@ -251,11 +265,15 @@ fn prefixes_are_checked() {
     let key = || ObjectKey::new("shop", "backend-0");
     assert_eq!(
         parse_prefix("knp:deny:egress:shop/backend-0"),
-        Ok((Direction::Egress, key()))
+        Ok((Enforcement::Enforce, Direction::Egress, key()))
+    );
+    assert_eq!(
+        parse_prefix("knp:audit:ingress:shop/backend-0"),
+        Ok((Enforcement::Audit, Direction::Ingress, key()))
     );
     // Pod names are DNS subdomains: dots stay in the name.
     assert_eq!(
-        parse_prefix("knp:deny:ingress:shop/web.v2-0").unwrap().1,
+        parse_prefix("knp:deny:ingress:shop/web.v2-0").unwrap().2,
         ObjectKey::new("shop", "web.v2-0")
     );
     assert!(matches!(
@@ -266,7 +284,14 @@ fn prefixes_are_checked() {
         parse_prefix(""),
         Err(DecodeError::ForeignPrefix { .. })
     ));
+    assert!(matches!(
+        parse_prefix("knp:auditor:ingress:shop/a"),
+        Err(DecodeError::ForeignPrefix { .. })
+    ));
     for bad in [
+        "knp:audit:",
+        "knp:audit:sideways:shop/a",
+        "knp:audit:egress:shop",
         "knp:deny:",
         "knp:deny:sideways:shop/a",
         "knp:deny:ingress",

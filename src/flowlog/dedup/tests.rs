@@ -51,6 +51,7 @@ fn packet(source_port: u16, destination_port: u16) -> DeniedPacket {
         protocol: IpProtocol::Tcp,
         source_port: Some(source_port),
         destination_port: Some(destination_port),
+        enforcement: crate::model::Enforcement::Enforce,
     }
 }
 

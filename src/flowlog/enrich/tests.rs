@@ -71,6 +71,7 @@ fn snapshot() -> Snapshot {
 fn packet(direction: Direction, pod: &str, source: &str, destination: &str) -> DeniedPacket {
     let (namespace, name) = pod.split_once('/').unwrap();
     DeniedPacket {
+        enforcement: Enforcement::Enforce,
         direction,
         pod: ObjectKey::new(namespace, name),
         source: source.parse().unwrap(),
@@ -279,6 +280,7 @@ fn the_example_cluster_logs_a_denied_call_from_payments_to_the_shop_backend() {
     )
     .unwrap();
     let denied = DeniedPacket {
+        enforcement: Enforcement::Enforce,
         direction: Direction::Ingress,
         pod: ObjectKey::new("shop", "backend-5c8b6-qx2lp"),
         source: "10.244.1.20".parse().unwrap(),
@@ -300,4 +302,39 @@ fn the_example_cluster_logs_a_denied_call_from_payments_to_the_shop_backend() {
         "{:?}",
         record.policies
     );
+}
+
+#[test]
+fn an_audited_packet_is_recorded_with_the_audit_action() {
+    let mut audited = packet(
+        Direction::Ingress,
+        "shop/backend-0",
+        "10.244.1.20",
+        "10.244.1.11",
+    );
+    audited.enforcement = Enforcement::Audit;
+    let record = enrich(&audited, &snapshot(), now());
+    assert_eq!(record.action, Action::Audit);
+    let json: serde_json::Value = serde_json::from_str(&record.to_json_line().unwrap()).unwrap();
+    assert_eq!(json["action"], "audit");
+    assert_eq!(json["pod"]["name"], "backend-0");
+}
+
+#[test]
+fn a_pod_name_cut_by_the_audit_prefix_limit_is_found_through_its_address() {
+    // The audit prefix is one byte longer than the deny prefix: one byte less of the name.
+    let long_name = format!("backend-{}", "x".repeat(150));
+    let mut s = snapshot();
+    s.upsert_pod(pod("shop", &long_name, "backend", "10.244.1.30"));
+    let cut = &long_name[..127 - "knp:audit:ingress:shop/".len()];
+    let mut audited = packet(
+        Direction::Ingress,
+        &format!("shop/{cut}"),
+        "10.244.1.20",
+        "10.244.1.30",
+    );
+    audited.enforcement = Enforcement::Audit;
+    let record = enrich(&audited, &s, now());
+    assert_eq!(record.pod.name, long_name);
+    assert_eq!(record.action, Action::Audit);
 }

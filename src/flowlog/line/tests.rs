@@ -136,3 +136,14 @@ fn in_text_external_peers_are_addresses_and_portless_protocols_have_no_port() {
 fn the_default_format_is_json() {
     assert_eq!(Format::default(), Format::Json);
 }
+
+#[test]
+fn in_text_an_audited_drop_says_audit() {
+    let mut audited = record();
+    audited.action = crate::flowlog::enrich::Action::Audit;
+    let text = DropLine::first(audited).to_text();
+    assert!(
+        text.starts_with("2026-11-23T13:47:44.351Z AUDIT egress "),
+        "{text}"
+    );
+}

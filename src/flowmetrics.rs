@@ -1,0 +1,335 @@
+//! Flow metrics from the table's own rule counters, not from sampled logs:
+//! `kube_nftpol_flows_allowed_total{namespace,policy,direction}` and
+//! `kube_nftpol_flows_denied_total{namespace,direction,mode}`.
+//!
+//! Every policy rule of a pod chain and the counted verdict at its end carry a counter and a
+//! comment naming the policy or the pod ([`crate::compile`]). The counters count packets, but
+//! `postrouting` accepts `ct state established,related` before dispatching to pod chains, so
+//! those rules see only packets of connections conntrack does not know as established: the
+//! first packet of each new connection (for UDP, every datagram sent before the first reply),
+//! and, since a dropped packet never confirms its conntrack entry, every retransmission of a
+//! denied one. The counts are exact whatever the drop log's rate limit.
+//!
+//! [`FlowCounters`] lists the table without set elements (`nft -j -t`), maps each counted rule
+//! to its series ([`attribute`]), adds what each rule counted since the last read
+//! ([`accumulate`]) and removes the series of deleted policies and namespaces. It reads every
+//! [`READ_INTERVAL`] and, at most once per [`SCRAPE_MIN_AGE`], when `/metrics` is scraped.
+//! It never changes the table.
+
+pub mod accumulate;
+pub mod attribute;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, watch};
+use tracing::{debug, warn};
+
+use crate::dataplane::counters::{self, RuleCounter};
+use crate::dataplane::nft::{self, Nft};
+use crate::dataplane::readback;
+use crate::metrics::FlowMetrics;
+use crate::model::{ObjectKey, Snapshot};
+use crate::source::manifests::Loaded;
+use accumulate::{Accumulator, RuleId};
+use attribute::{FlowKey, attribute};
+
+/// How often the counters are read when nobody scrapes: also the most a rule can have counted
+/// unseen when a change removes it.
+pub const READ_INTERVAL: Duration = Duration::from_secs(5);
+/// A scrape reads the counters again unless they were read this recently.
+pub const SCRAPE_MIN_AGE: Duration = Duration::from_secs(1);
+
+/// Why the counters could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `nft` failed.
+    #[error("cannot list the table's counters")]
+    List(#[from] nft::Error),
+    /// The listing did not parse.
+    #[error("cannot read the table's counters")]
+    Parse(#[from] readback::Error),
+}
+
+/// Reads the table's counters into the flow metrics.
+#[derive(Debug)]
+pub struct FlowCounters {
+    nft: Nft,
+    metrics: FlowMetrics,
+    snapshots: watch::Receiver<Option<Arc<Loaded>>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    accumulator: Accumulator,
+    /// Series created in the metrics.
+    published: BTreeSet<FlowKey>,
+    last_read: Option<Instant>,
+}
+
+impl FlowCounters {
+    /// Counters of the table `nft` lists, into `metrics`, labelled with the help of the
+    /// latest snapshot.
+    pub fn new(
+        nft: Nft,
+        metrics: &FlowMetrics,
+        snapshots: watch::Receiver<Option<Arc<Loaded>>>,
+    ) -> Self {
+        Self {
+            nft,
+            metrics: metrics.clone(),
+            snapshots,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Notes what the table's rules have counted so far without reporting it: call once,
+    /// before the agent's first apply, so a previous agent's counts are not taken for new.
+    pub async fn baseline(&self) {
+        let mut state = self.state.lock().await;
+        match self.read().await {
+            Ok(rules) => state
+                .accumulator
+                .baseline(rules.into_iter().map(|r| (rule_id(&r), r.packets))),
+            Err(error) => self.read_failed(error),
+        }
+        state.last_read = Some(Instant::now());
+    }
+
+    /// Reads the counters and updates the metrics.
+    pub async fn refresh(&self) {
+        let mut state = self.state.lock().await;
+        self.refresh_locked(&mut state).await;
+    }
+
+    /// [`Self::refresh`], unless the counters were read less than `age` ago.
+    pub async fn refresh_if_older(&self, age: Duration) {
+        let mut state = self.state.lock().await;
+        if state.last_read.is_some_and(|t| t.elapsed() < age) {
+            return;
+        }
+        self.refresh_locked(&mut state).await;
+    }
+
+    async fn refresh_locked(&self, state: &mut State) {
+        let rules = match self.read().await {
+            Ok(rules) => rules,
+            Err(error) => return self.read_failed(error),
+        };
+        state.last_read = Some(Instant::now());
+        let loaded = self.snapshots.borrow().clone();
+        let snapshot = loaded.as_deref().map(|l| &l.snapshot);
+        let readings = rules.into_iter().filter_map(|rule| {
+            let key = attribute(&rule.chain, &rule.comment, snapshot)?;
+            Some((rule_id(&rule), key, rule.packets))
+        });
+        let counted = state.accumulator.update(readings);
+        for (key, delta) in &counted {
+            match key {
+                FlowKey::Allowed(labels) => {
+                    self.metrics.allowed.get_or_create(labels).inc_by(*delta);
+                }
+                FlowKey::Denied(labels) => {
+                    self.metrics.denied.get_or_create(labels).inc_by(*delta);
+                }
+            }
+            if !state.published.contains(key) {
+                state.published.insert(key.clone());
+            }
+        }
+        let exists = |key: &FlowKey| snapshot.is_none_or(|s| object_exists(s, key));
+        for key in accumulate::stale(&state.published, &counted, exists) {
+            match &key {
+                FlowKey::Allowed(labels) => self.metrics.allowed.remove(labels),
+                FlowKey::Denied(labels) => self.metrics.denied.remove(labels),
+            };
+            state.published.remove(&key);
+        }
+        debug!(
+            rules = state.accumulator.len(),
+            series = state.published.len(),
+            "flow counters read"
+        );
+    }
+
+    /// Counts and logs a failed read; the series keep their values.
+    fn read_failed(&self, error: Error) {
+        self.metrics.read_errors.inc();
+        warn!(error = %format!("{:#}", anyhow::Error::from(error)), "cannot read the flow counters");
+    }
+
+    async fn read(&self) -> Result<Vec<RuleCounter>, Error> {
+        match self.nft.list_table_rules().await? {
+            Some(listing) => Ok(counters::parse(&listing)?),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Reads the counters every [`READ_INTERVAL`] until the task is dropped.
+pub async fn run(counters: Arc<FlowCounters>) {
+    let mut every = tokio::time::interval(READ_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        counters.refresh_if_older(READ_INTERVAL / 2).await;
+    }
+}
+
+fn rule_id(rule: &RuleCounter) -> RuleId {
+    RuleId {
+        chain: rule.chain.clone(),
+        comment: rule.comment.clone(),
+        handle: rule.handle,
+    }
+}
+
+/// Whether the policy (allowed) or namespace (denied) of a series is still in the cluster.
+fn object_exists(snapshot: &Snapshot, key: &FlowKey) -> bool {
+    match key {
+        FlowKey::Allowed(labels) => snapshot
+            .policy(&ObjectKey::new(
+                labels.namespace.as_str(),
+                labels.policy.as_str(),
+            ))
+            .is_some(),
+        FlowKey::Denied(labels) => snapshot.namespace(&labels.namespace).is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// A listing with policy `x/p`'s rule (handle `handle`, `allowed` packets) in `in_x_a` and
+    /// its default deny (handle 11, `denied` packets).
+    fn listing(rule: Option<(u64, u64)>, denied: u64) -> String {
+        let mut items = vec![json!({"table": {"family": "inet", "name": "kube-nftpol"}})];
+        if let Some((handle, packets)) = rule {
+            items.push(json!({"rule": {"chain": "in_x_a", "handle": handle,
+                "comment": "x/p ingress[0]",
+                "expr": [{"counter": {"packets": packets, "bytes": 0}}, {"accept": null}]}}));
+        }
+        items.push(json!({"rule": {"chain": "in_x_a", "handle": 11,
+            "comment": "default deny ingress x/a",
+            "expr": [{"counter": {"packets": denied, "bytes": 0}}, {"drop": null}]}}));
+        json!({"nftables": items}).to_string()
+    }
+
+    fn loaded(with_policy: bool) -> Option<Arc<Loaded>> {
+        let mut snapshot = Snapshot::new();
+        snapshot.upsert_namespace(crate::model::Namespace::implicit("x"));
+        if with_policy {
+            let policy = serde_json::from_value(json!({
+                "metadata": {"name": "p", "namespace": "x"},
+                "spec": {"podSelector": {}, "ingress": [{}]}
+            }))
+            .unwrap();
+            snapshot.upsert_network_policy(&policy).unwrap();
+        }
+        Some(Arc::new(Loaded {
+            snapshot,
+            ..Loaded::default()
+        }))
+    }
+
+    /// `nft` replaced by `cat` of a file the test rewrites.
+    fn fake_nft(path: &Path) -> Nft {
+        Nft::with_command(["sh", "-c", &format!("cat '{}'", path.display()), "nft"])
+    }
+
+    fn lines(metrics: &Metrics) -> Vec<String> {
+        metrics
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("kube_nftpol_flows_") && !l.contains("read_errors"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    const ALLOWED: &str =
+        "kube_nftpol_flows_allowed_total{namespace=\"x\",policy=\"p\",direction=\"ingress\"}";
+    const DENIED: &str =
+        "kube_nftpol_flows_denied_total{namespace=\"x\",direction=\"ingress\",mode=\"enforce\"}";
+
+    #[tokio::test]
+    async fn counters_become_monotonic_series_that_go_with_their_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("listing.json");
+        let metrics = Metrics::new();
+        let (tx, rx) = watch::channel(loaded(true));
+        let counters = FlowCounters::new(fake_nft(&file), &metrics.flows, rx);
+
+        // A previous agent's counts are not reported.
+        std::fs::write(&file, listing(Some((10, 7)), 40)).unwrap();
+        counters.baseline().await;
+        std::fs::write(&file, listing(Some((10, 9)), 45)).unwrap();
+        counters.refresh().await;
+        assert_eq!(
+            lines(&metrics),
+            [format!("{ALLOWED} 2"), format!("{DENIED} 5")]
+        );
+
+        // The chain is refilled: the policy rule gets handle 20, its counter starts at 0.
+        std::fs::write(&file, listing(Some((20, 3)), 46)).unwrap();
+        counters.refresh().await;
+        assert_eq!(
+            lines(&metrics),
+            [format!("{ALLOWED} 5"), format!("{DENIED} 6")]
+        );
+
+        // A read within the scrape age is skipped.
+        std::fs::write(&file, listing(Some((20, 4)), 46)).unwrap();
+        counters.refresh_if_older(Duration::from_secs(60)).await;
+        assert_eq!(lines(&metrics)[0], format!("{ALLOWED} 5"));
+
+        // The policy's rule is gone but the policy exists: the series stays.
+        std::fs::write(&file, listing(None, 46)).unwrap();
+        counters.refresh().await;
+        assert_eq!(
+            lines(&metrics),
+            [format!("{ALLOWED} 5"), format!("{DENIED} 6")]
+        );
+
+        // The policy is deleted: its series goes.
+        tx.send_replace(loaded(false));
+        counters.refresh().await;
+        assert_eq!(lines(&metrics), [format!("{DENIED} 6")]);
+        assert!(
+            metrics
+                .encode()
+                .contains("kube_nftpol_flows_read_errors_total 0\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_is_counted_and_changes_no_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("listing.json");
+        let metrics = Metrics::new();
+        let (_tx, rx) = watch::channel(loaded(true));
+        let counters = FlowCounters::new(fake_nft(&file), &metrics.flows, rx);
+        std::fs::write(&file, listing(Some((10, 1)), 1)).unwrap();
+        counters.refresh().await;
+        std::fs::write(&file, "not json").unwrap();
+        counters.refresh().await;
+        std::fs::write(&file, "{}").unwrap();
+        counters.refresh().await;
+        assert_eq!(
+            lines(&metrics),
+            [format!("{ALLOWED} 1"), format!("{DENIED} 1")]
+        );
+        assert!(
+            metrics
+                .encode()
+                .contains("kube_nftpol_flows_read_errors_total 2\n")
+        );
+    }
+}
