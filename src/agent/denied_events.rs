@@ -52,9 +52,10 @@ impl DeniedEvents {
         Self { queue, shared }
     }
 
-    /// Queues one denied flow (of a pod the snapshot knows); never waits.
+    /// Queues one denied flow (of a pod the snapshot knows); never waits. Audited flows went
+    /// through: their drop-log line and metric say so, and they get no Event.
     pub fn denied(&self, record: &DropRecord) {
-        if record.pod.unknown {
+        if record.pod.unknown || record.action == crate::flowlog::enrich::Action::Audit {
             return;
         }
         if self.queue.try_send(record.clone()).is_err() {
