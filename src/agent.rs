@@ -277,21 +277,18 @@ fn compile_node(
 ) -> Ruleset {
     let mut interfaces =
         bindings.update(&loaded.snapshot, &config.node_name, learned, Instant::now());
-    // Veths whose address no pod owns yet: the compiler drops them while an isolated pod of
-    // this node waits for its IP (pods are plugged in before the API reports their IP).
-    let owned: std::collections::HashSet<std::net::IpAddr> = loaded
-        .snapshot
-        .pods()
-        .filter(|p| p.is_policy_endpoint())
-        .flat_map(|p| p.ips.iter().copied())
-        .collect();
+    // The other veths as the routes say: the compiler drops those whose address no pod owns
+    // yet while an isolated pod of this node waits for its IP (pods are plugged in before the
+    // API reports their IP). A bound address keeps its binding.
     for (ip, veth) in learned {
-        if !owned.contains(ip) {
-            interfaces.entry(*ip).or_insert_with(|| veth.clone());
-        }
+        interfaces.entry(*ip).or_insert_with(|| veth.clone());
     }
-    let bound = interfaces;
-    compile::compile_with_interfaces(&loaded.snapshot, &config.node_name, &bound, &config.compile)
+    compile::compile_with_interfaces(
+        &loaded.snapshot,
+        &config.node_name,
+        &interfaces,
+        &config.compile,
+    )
 }
 
 /// Applies `ruleset`; true when the kernel now enforces it (applied or already there).

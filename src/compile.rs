@@ -172,17 +172,14 @@ pub fn compile_with_interfaces(
             pod_chains.push(chain);
         }
     }
-    if let Some(chain) = starting_pods_chain(snapshot, node, interfaces) {
-        for ip in interfaces
-            .keys()
-            .filter(|ip| snapshot.pod_by_ip(**ip).is_none())
-        {
+    if let Some((chain, unclaimed)) = starting_pods_chain(snapshot, node, interfaces) {
+        for ip in unclaimed {
             for (direction, verdict) in [
                 (Direction::Ingress, MapVerdict::Goto(chain.name.clone())),
                 (Direction::Egress, MapVerdict::Jump(chain.name.clone())),
             ] {
-                if let Some(map) = maps.get_mut(&dispatch_map_name(direction, Family::of(*ip))) {
-                    map.push((*ip, verdict));
+                if let Some(map) = maps.get_mut(&dispatch_map_name(direction, Family::of(ip))) {
+                    map.push((ip, verdict));
                 }
             }
         }
@@ -332,10 +329,8 @@ fn is_safe_interface_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
 }
 
-/// Drops packets that enter from a pod's veth with a source address that is not the pod's,
-/// and packets from a pod's address that enter through anything but its veth.
-/// The chain that drops the traffic of pod veths no pod claims yet, when the node has an
-/// isolated pod still waiting for its IP; `None` otherwise.
+/// The chain that drops the traffic of pod veths no pod claims yet, and those veths' addresses,
+/// when the node has an isolated pod still waiting for its IP; `None` otherwise.
 ///
 /// The CNI plugs a pod in (veth, address, route) before the kubelet reports the pod's IP to
 /// the API, and its containers may already send. An isolated pod must not get through that
@@ -347,10 +342,8 @@ fn starting_pods_chain(
     snapshot: &Snapshot,
     node: &str,
     interfaces: &PodInterfaces,
-) -> Option<Chain> {
-    let unclaimed = interfaces
-        .keys()
-        .any(|ip| snapshot.pod_by_ip(*ip).is_none());
+) -> Option<(Chain, Vec<IpAddr>)> {
+    // Cheap test first: most nodes have no isolated pod waiting for its IP.
     let isolated_pod_waits = snapshot.pods().any(|pod| {
         pod.node.as_deref() == Some(node)
             && pod.phase == crate::model::PodPhase::Active
@@ -360,19 +353,38 @@ fn starting_pods_chain(
                 .policies_in(&pod.key.namespace)
                 .any(|p| p.selects(pod))
     });
-    (unclaimed && isolated_pod_waits).then(|| Chain {
+    if !isolated_pod_waits {
+        return None;
+    }
+    let owned: std::collections::HashSet<IpAddr> = snapshot
+        .pods()
+        .filter(|p| p.is_policy_endpoint())
+        .flat_map(|p| p.ips.iter().copied())
+        .collect();
+    let unclaimed: Vec<IpAddr> = interfaces
+        .keys()
+        .filter(|ip| !owned.contains(ip))
+        .copied()
+        .collect();
+    if unclaimed.is_empty() {
+        return None;
+    }
+    let chain = Chain {
         name: STARTING_PODS_CHAIN.into(),
         hook: None,
         rules: vec![Rule {
             exprs: vec![Expr::Counter, Expr::Drop],
             comment: Some("pod without a reported IP while an isolated pod starts".into()),
         }],
-    })
+    };
+    Some((chain, unclaimed))
 }
 
 /// The chain of [`starting_pods_chain`].
 pub const STARTING_PODS_CHAIN: &str = "starting_pods";
 
+/// Drops packets that enter from a pod's veth with a source address that is not the pod's,
+/// and packets from a pod's address that enter through anything but its veth.
 fn anti_spoof_chain() -> Chain {
     let spoofed = |family: Family| {
         let mut exprs = vec![Expr::InputInterfaceInSet(POD_INTERFACES_SET.into())];

@@ -55,6 +55,27 @@ impl Flow {
     }
 }
 
+/// Probes every flow once (many at a time) and describes those whose verdict was wrong.
+pub async fn wrong_verdicts(cluster: &Cluster, flows: &[Flow]) -> Result<Vec<String>> {
+    let probes = flows
+        .iter()
+        .map(|f| f.probe(cluster))
+        .collect::<Result<Vec<_>>>()?;
+    let outcomes = probes::run_many(&probes).await;
+    Ok(flows
+        .iter()
+        .zip(outcomes)
+        .filter(|(f, got)| got.allowed() != Some(f.allowed))
+        .map(|(f, got)| {
+            format!(
+                "{}: expected allowed={}, got {got}",
+                f.describe(),
+                f.allowed
+            )
+        })
+        .collect())
+}
+
 /// The conformance cluster (its first case's namespaces and pods) with these policies.
 pub fn case(name: &str, policies: Vec<Value>) -> Result<Case> {
     let path = conformance_data::path();

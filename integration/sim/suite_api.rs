@@ -20,33 +20,12 @@ use serde_json::json;
 
 use crate::cluster::{self, Cluster, NODES};
 use crate::enforcer::{Enforcer, Mode};
-use crate::probes::{self, Via};
-use crate::scenario::{self, CHANGE_FLOWS, Flow, RESTART_FLOWS};
+use crate::probes::Via;
+use crate::scenario::{self, CHANGE_FLOWS, Flow, RESTART_FLOWS, wrong_verdicts};
 use crate::{Result, begin, links, runtime, say};
 
 /// How long the API server stays down.
 const OUTAGE: Duration = Duration::from_secs(30);
-
-/// Probes every flow once; the flows whose verdict was wrong, described.
-async fn wrong_verdicts(cluster: &Cluster, flows: &[Flow]) -> Result<Vec<String>> {
-    let probes = flows
-        .iter()
-        .map(|f| f.probe(cluster))
-        .collect::<Result<Vec<_>>>()?;
-    let outcomes = probes::run_many(&probes).await;
-    Ok(flows
-        .iter()
-        .zip(outcomes)
-        .filter(|(f, got)| got.allowed() != Some(f.allowed))
-        .map(|(f, got)| {
-            format!(
-                "{}: expected allowed={}, got {got}",
-                f.describe(),
-                f.allowed
-            )
-        })
-        .collect())
-}
 
 /// Probes until every flow has its verdict, or fails after `limit`.
 async fn converge(cluster: &Cluster, flows: &[Flow], limit: Duration) -> Result<Duration> {

@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use crate::cluster::{self, Cluster};
 use crate::conformance_data::Case;
 use crate::enforcer::{Enforcer, Mode};
-use crate::probes::{self, Via};
-use crate::scenario::{self, Flow};
+use crate::probes::Via;
+use crate::scenario::{self, Flow, wrong_verdicts};
 use crate::{Result, agent, begin, runtime, say};
 
 /// Default deny: all of x's traffic in and out, and y's ingress.
@@ -86,26 +86,6 @@ fn all_flows(cluster: &Cluster, case: &Case) -> Result<Vec<Flow>> {
         }
     }
     Ok(flows)
-}
-
-async fn wrong_verdicts(cluster: &Cluster, flows: &[Flow]) -> Result<Vec<String>> {
-    let probes = flows
-        .iter()
-        .map(|f| f.probe(cluster))
-        .collect::<Result<Vec<_>>>()?;
-    let outcomes = probes::run_many(&probes).await;
-    Ok(flows
-        .iter()
-        .zip(outcomes)
-        .filter(|(f, got)| got.allowed() != Some(f.allowed))
-        .map(|(f, got)| {
-            format!(
-                "{}: expected allowed={}, got {got}",
-                f.describe(),
-                f.allowed
-            )
-        })
-        .collect())
 }
 
 /// `kube-nftpol suggest --manifests DIR --format json` on `logs`: the suggested policies.

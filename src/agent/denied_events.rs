@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::flowlog::enrich::DropRecord;
 use crate::http::Shared;
+use crate::source::kubernetes::events::{limit_note, recorder};
 
 /// The Event reason.
 pub const REASON: &str = "PolicyDenied";
@@ -40,15 +41,7 @@ impl DeniedEvents {
     /// Starts the writer task; `node` is the reporting instance.
     pub fn spawn(client: Client, node: String, shared: Arc<Shared>) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        let reporter = Reporter {
-            controller: "kube-nftpol".into(),
-            instance: Some(node),
-        };
-        tokio::spawn(write(
-            Recorder::new(client, reporter),
-            rx,
-            Arc::clone(&shared),
-        ));
+        tokio::spawn(write(recorder(client, node), rx, Arc::clone(&shared)));
         Self { queue, shared }
     }
 
@@ -133,8 +126,7 @@ pub fn note(record: &DropRecord, held_back: u64) -> String {
         ));
     }
     note.push_str("; see the drop log, or kube-nftpol suggest for a policy that allows it");
-    note.truncate(1024);
-    note
+    limit_note(note)
 }
 
 async fn write(recorder: Recorder, mut rx: mpsc::Receiver<DropRecord>, shared: Arc<Shared>) {

@@ -18,7 +18,7 @@
 //! version of the policy.
 
 mod cache;
-mod events;
+pub(crate) mod events;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

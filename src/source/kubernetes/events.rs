@@ -111,10 +111,24 @@ pub fn note(policy: &InvalidPolicy) -> String {
         .iter()
         .map(|e| format!("{}: {}", e.field, e.message))
         .collect();
-    let mut note = format!(
+    limit_note(format!(
         "invalid, enforced fail-closed (its pods stay isolated): {}",
         errors.join("; ")
-    );
+    ))
+}
+
+/// The recorder every Event of this agent goes through: controller `kube-nftpol`, reporting
+/// instance the node.
+pub(crate) fn recorder(client: Client, node: String) -> Recorder {
+    let reporter = Reporter {
+        controller: "kube-nftpol".into(),
+        instance: Some(node),
+    };
+    Recorder::new(client, reporter)
+}
+
+/// A note cut to the API's 1 KiB limit (at a character boundary, ending in `...`).
+pub(crate) fn limit_note(mut note: String) -> String {
     if note.len() > NOTE_LIMIT {
         let mut cut = NOTE_LIMIT - 3;
         while !note.is_char_boundary(cut) {
