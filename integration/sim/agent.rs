@@ -219,6 +219,12 @@ pub async fn http_status(inside: &InNetns, path: &str) -> Result<u16> {
 /// `GET PATH` on the agent's metrics address, from inside its namespace: the status and the
 /// body.
 pub async fn http_get(inside: &InNetns, path: &str) -> Result<(u16, String)> {
+    http_request(inside, "GET", path).await
+}
+
+/// `METHOD PATH` (no body) on the agent's metrics address, from inside its namespace: the
+/// status and the body.
+pub async fn http_request(inside: &InNetns, method: &str, path: &str) -> Result<(u16, String)> {
     let socket = inside
         .socket(Domain::IPV4, Type::STREAM, None)
         .await
@@ -227,7 +233,8 @@ pub async fn http_get(inside: &InNetns, path: &str) -> Result<(u16, String)> {
     let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, METRICS_PORT));
     let exchange = async {
         let mut stream = socket.connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let request =
+            format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await?;
@@ -235,15 +242,15 @@ pub async fn http_get(inside: &InNetns, path: &str) -> Result<(u16, String)> {
     };
     let answer = timeout(Duration::from_secs(2), exchange)
         .await
-        .map_err(|_| format!("GET {path}: no answer within 2 s"))?
-        .map_err(|e| format!("GET {path}: {e}"))?;
+        .map_err(|_| format!("{method} {path}: no answer within 2 s"))?
+        .map_err(|e| format!("{method} {path}: {e}"))?;
     // `HTTP/1.1 200 OK`, headers, a blank line, the body.
     let answer = String::from_utf8_lossy(&answer);
     let status = answer
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("GET {path}: not an HTTP answer"))?;
+        .ok_or_else(|| format!("{method} {path}: not an HTTP answer"))?;
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
     Ok((status, body.to_owned()))
 }

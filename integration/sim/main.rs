@@ -23,7 +23,8 @@
 //!   [`suite_cleanup`] (nothing is left behind), [`suite_flood`] (100,000 denied packets
 //!   against the agent: allowed traffic, its memory and its drop log stay fine),
 //!   [`suite_audit_metrics`] (flow metrics and audit mode, with the agent: `/metrics` and the
-//!   drop log read from the nodes).
+//!   drop log read from the nodes), [`suite_spoof`] (pods forging another pod's address or an
+//!   allowed block's are dropped at their veth).
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
 //! skips it). The suites run one at a time (they share the machine's 2 cores and time
@@ -66,6 +67,7 @@ mod suite_flood;
 mod suite_hints;
 mod suite_policy_change;
 mod suite_restart;
+mod suite_spoof;
 
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard, PoisonError};

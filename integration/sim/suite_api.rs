@@ -426,6 +426,7 @@ async fn container() -> Result<()> {
             return Err(format!("/metrics on {} answered {metrics}", node.name));
         }
     }
+    read_only_endpoints(&cluster).await?;
     // A denied flow (z/a -> x/a:80; x/a is on node-1) shows up in the drop log.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
@@ -475,5 +476,63 @@ async fn container() -> Result<()> {
     say(
         "sim: the DaemonSet's agent (NET_ADMIN only, no new privileges) enforced, logged, wrote Events and served /metrics",
     );
+    Ok(())
+}
+
+/// The agent's endpoints serve reads only: every writing method on them is refused (405),
+/// paths that are not endpoints do not exist (404), and after all those requests every
+/// node's table has the same rules (same handles) and every verdict is unchanged.
+async fn read_only_endpoints(cluster: &Cluster) -> Result<()> {
+    const ENDPOINTS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/hints"];
+    const WRITES: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
+    const NOT_ENDPOINTS: [&str; 5] = ["/", "/apply", "/config", "/debug/pprof", "/hints/apply"];
+    let handles = |listing: Option<String>| {
+        listing
+            .ok_or_else(|| "the table is missing".to_owned())
+            .and_then(|l| crate::nft::rule_handles(&l))
+    };
+    let mut before = Vec::new();
+    for node in &cluster.nodes {
+        before.push(handles(crate::nft::list_table(node.netns.name()).await?)?);
+    }
+    let mut wrong = Vec::new();
+    for node in &cluster.nodes {
+        let mut requests: Vec<(&str, &str, u16)> = Vec::new();
+        for path in ENDPOINTS {
+            for method in WRITES {
+                requests.push((method, path, 405));
+            }
+        }
+        for path in NOT_ENDPOINTS {
+            requests.push(("GET", path, 404));
+            requests.push(("POST", path, 404));
+        }
+        for (method, path, status) in requests {
+            let (got, _) = crate::agent::http_request(&node.inside, method, path).await?;
+            if got != status {
+                wrong.push(format!(
+                    "{}: {method} {path} answered {got}, not {status}",
+                    node.name
+                ));
+            }
+        }
+    }
+    for (node, old) in cluster.nodes.iter().zip(&before) {
+        let now = handles(crate::nft::list_table(node.netns.name()).await?)?;
+        if &now != old {
+            wrong.push(format!(
+                "{}: the table's rules changed after the requests",
+                node.name
+            ));
+        }
+    }
+    wrong.extend(wrong_verdicts(cluster, &RESTART_FLOWS).await?);
+    if !wrong.is_empty() {
+        return Err(format!(
+            "the endpoints are not read-only:\n{}",
+            wrong.join("\n")
+        ));
+    }
+    say("sim: every write to the agent's endpoints was refused (405) and changed nothing");
     Ok(())
 }
