@@ -46,8 +46,9 @@ pub enum SourceArgs {
     /// `--kubeconfig FILE`.
     Kubeconfig(PathBuf),
     /// As `deploy/daemonset.yaml` runs it: its arguments and environment, every capability
-    /// dropped but the ones it adds, no new privileges; the API server through `KUBECONFIG`
-    /// (in a cluster: the in-cluster service account).
+    /// dropped but the ones it adds, no new privileges; the API server through `KUBECONFIG`,
+    /// authenticated as its service account with `deploy/rbac.yaml`'s permissions (in a
+    /// cluster: the in-cluster service account token).
     Container(PathBuf),
 }
 

@@ -182,11 +182,10 @@ impl Enforcer {
                 ..
             } => {
                 api.sync(&cluster.objects(case)).await?;
-                let kubeconfig = api.agent_kubeconfig(cluster.scratch())?;
                 let source = if *container {
-                    agent::SourceArgs::Container(kubeconfig)
+                    agent::SourceArgs::Container(api.service_account_kubeconfig(cluster.scratch())?)
                 } else {
-                    agent::SourceArgs::Kubeconfig(kubeconfig)
+                    agent::SourceArgs::Kubeconfig(api.agent_kubeconfig(cluster.scratch())?)
                 };
                 start_agents(cluster, agents, &source)?;
                 wait_ready(cluster, agents).await?;
