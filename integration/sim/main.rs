@@ -57,6 +57,7 @@ mod scenario;
 mod sctp;
 mod servers;
 mod setns;
+mod steady;
 
 mod suite_api;
 mod suite_audit_metrics;
@@ -66,6 +67,7 @@ mod suite_flood;
 mod suite_hints;
 mod suite_policy_change;
 mod suite_restart;
+mod suite_tamper;
 
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard, PoisonError};
