@@ -1,4 +1,4 @@
-//! Suite 9: changes made to the agent's table behind its back are repaired within the repair
+//! The tamper suite: changes made to the agent's table behind its back are repaired within the repair
 //! interval, and the gap is measured.
 //!
 //! The agent runs on both nodes ([`Mode::Agent`]) with `--resync-interval-secs 2`, enforcing
@@ -109,7 +109,7 @@ impl Tamper {
             listing
                 .lines()
                 .filter_map(|l| l.trim().rsplit_once(" # handle "))
-                .last()
+                .next_back()
                 .and_then(|(rule, handle)| Some((handle.parse().ok()?, rule.to_owned())))
                 .ok_or_else(|| format!("chain {chain} has no rules:\n{listing}"))
         };
