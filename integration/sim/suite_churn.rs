@@ -35,7 +35,8 @@
 //! (`policy::evaluate`) denies the flow in every version from the first at its start to the
 //! last at its end: then no state the cluster was in, or had just left, allows it. Denied
 //! probes are never counted wrong (a starting pod, a rebinding address and a late change all
-//! fail closed); those denied although every version of their window allows them are printed.
+//! fail closed); those denied although every version of their window allows them are counted
+//! and the count printed.
 //!
 //! **Afterwards.** The test waits for each node's table to equal, exactly
 //! ([`nft::exact_differences`]), the compiler's ruleset for the final model (compiled here with
