@@ -44,6 +44,8 @@
 mod conformance_data;
 #[path = "../support/netns.rs"]
 mod netns;
+#[path = "../../tests/support/rng.rs"]
+mod rng;
 
 #[path = "../support/apiserver.rs"]
 mod apiserver;

@@ -24,7 +24,8 @@
 //! instants the call started and returned, and the snapshot after it, with IP conflicts
 //! resolved by the README's rule: a terminating pod loses the address to a live one, and
 //! among equals the latest claim wins). Fifteen TCP flows between real pods (slots included,
-//! by pod IP and Service IP) are probed all along ([`steady`]).
+//! by pod IP and Service IP) are probed all along ([`steady`]). The churn is drawn from a seeded
+//! generator (`KNP_CHURN_SEED` repeats a run).
 //!
 //! **When a probe counts as wrongly allowed.** A probe ran from `start` to `end`. The policy
 //! "at the start" is any version that may have been the one the agent enforced at `start`:
@@ -63,6 +64,7 @@ use crate::cluster::{self, Cluster, NODES};
 use crate::conformance_data::{Case, CasePod, CasePort};
 use crate::enforcer::{Enforcer, Mode};
 use crate::probes::{self, Outcome, Via};
+use crate::rng::Rng;
 use crate::steady::{self, Attempt};
 use crate::{Result, begin, nft, runtime, say};
 
@@ -109,28 +111,6 @@ const FLOWS: [(&str, &str, Via, u16); 15] = [
     ("y/c", "z/b", Via::PodIp, 81),
     ("x/s2", "y/b", Via::ServiceIp, 80),
 ];
-
-/// A tiny deterministic generator (xorshift64*), so a failing run can be repeated
-/// (`KNP_CHURN_SEED`).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
-    }
-    fn one_in(&mut self, n: u64) -> bool {
-        self.next().is_multiple_of(n)
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 type Key = (String, String);
 
