@@ -149,14 +149,9 @@ pub fn objects(listing: &str) -> Result<BTreeMap<String, String>> {
             _ => {}
         }
     }
-    let value: Value =
-        serde_json::from_str(listing).map_err(|e| format!("listing is not JSON: {e}"))?;
-    let items = value
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or("listing has no nftables array")?;
+    let items = listing_items(listing)?;
     let mut out: BTreeMap<String, String> = BTreeMap::new();
-    for item in items {
+    for item in &items {
         let Some((kind, object)) = item.as_object().and_then(|o| o.iter().next()) else {
             continue;
         };
@@ -236,14 +231,19 @@ pub fn exact_differences(
     Ok(out)
 }
 
+/// The items of a JSON listing's `nftables` array.
+fn listing_items(listing: &str) -> Result<Vec<Value>> {
+    let mut value: Value =
+        serde_json::from_str(listing).map_err(|e| format!("listing is not JSON: {e}"))?;
+    match value.get_mut("nftables").map(Value::take) {
+        Some(Value::Array(items)) => Ok(items),
+        _ => Err("listing has no nftables array".to_owned()),
+    }
+}
+
 /// Each chain's rule handles, in order, from a JSON listing.
 pub fn rule_handles(listing: &str) -> Result<BTreeMap<String, Vec<u64>>> {
-    let value: Value =
-        serde_json::from_str(listing).map_err(|e| format!("listing is not JSON: {e}"))?;
-    let items = value
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or("listing has no nftables array")?;
+    let items = listing_items(listing)?;
     let mut chains: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for item in items {
         if let Some(chain) = item.get("chain").and_then(|c| c.get("name")) {

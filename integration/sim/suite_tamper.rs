@@ -10,7 +10,8 @@
 //! chain; at the top of the `postrouting` base chain; y/a's address deleted from the peer set
 //! of x/a's policy; x/a's default-deny rule deleted; and x/a's default deny turned into an
 //! accept (same comment, same length, so only the fingerprint sees it) just before a policy
-//! change makes the agent update other objects of node-1's table.
+//! change makes the agent update other objects of node-1's table (timed just after a check,
+//! so the update, not the next check, has to find the edit; the report says which did).
 //!
 //! For each: the table is polled every 20 ms; the gap runs from the start of the `nft` command
 //! that tampers to the first listing that equals again exactly what the compiler makes of the
@@ -263,11 +264,25 @@ async fn tamper_each(
 
     let mut expected = cluster.expected(case, true).remove(0);
     let mut reference = nft::reference_listing(&expected).await?;
-    let mut measured = Vec::new();
+    let mut measured: Vec<Measured> = Vec::new();
     for (i, tamper) in Tamper::ALL.into_iter().enumerate() {
         let phase =
             (PHASE_STEP * u32::try_from(i).unwrap_or(0)).as_millis() % RESYNC_INTERVAL.as_millis();
-        tokio::time::sleep(SETTLE + Duration::from_millis(u64::try_from(phase).unwrap_or(0))).await;
+        let settled = Instant::now() + SETTLE;
+        let start = match (tamper, measured.last()) {
+            // Just after a check (the last repair was seen just after one, and the checks keep
+            // their period), so the update comes before the next check: it is the update that
+            // must find the edit. Not asserted: a very slow update may still lose the race.
+            (Tamper::DefaultDenyFlippedThenUpdate, Some(last)) => {
+                let mut at = last.to;
+                while at < settled {
+                    at += RESYNC_INTERVAL;
+                }
+                at
+            }
+            _ => settled + Duration::from_millis(u64::try_from(phase).unwrap_or(0)),
+        };
+        tokio::time::sleep_until(start.into()).await;
         let listing = nft::list_table(netns).await?;
         let before = nft::exact_differences(listing.as_deref(), &expected, &reference)?;
         if !before.is_empty() {
