@@ -30,6 +30,10 @@ pub const METRICS_PORT: u16 = 9640;
 /// How often the agent looks at the manifest directory.
 pub const MANIFESTS_POLL_INTERVAL_MS: u64 = 250;
 
+/// The agent's `--resync-interval-secs` unless a suite asks for another (the tamper suite
+/// shortens it).
+pub const RESYNC_INTERVAL_SECS: u64 = 10;
+
 /// The `kube-nftpol` binary the agent runs from.
 pub fn binary() -> PathBuf {
     std::env::var_os("KNP_SIM_AGENT_BIN").map_or_else(
@@ -52,10 +56,16 @@ pub enum SourceArgs {
     Container(PathBuf),
 }
 
-/// The program and arguments that start the agent of `node`.
-pub fn command(node: &str, source: &SourceArgs) -> Result<(PathBuf, Vec<String>)> {
+/// The program and arguments that start the agent of `node`, repairing its table every
+/// `resync_interval_secs` (not for [`SourceArgs::Container`], which runs the DaemonSet's
+/// arguments as they are).
+pub fn command(
+    node: &str,
+    source: &SourceArgs,
+    resync_interval_secs: u64,
+) -> Result<(PathBuf, Vec<String>)> {
     let SourceArgs::Container(kubeconfig) = source else {
-        return Ok((binary(), agent_args(node, source)));
+        return Ok((binary(), agent_args(node, source, resync_interval_secs)));
     };
     let container = crate::daemonset::agent_container()?;
     let mut args = vec![format!("KUBECONFIG={}", kubeconfig.display())];
@@ -87,7 +97,7 @@ pub fn command(node: &str, source: &SourceArgs) -> Result<(PathBuf, Vec<String>)
 }
 
 /// The agent's arguments for one node.
-pub fn agent_args(node: &str, source: &SourceArgs) -> Vec<String> {
+pub fn agent_args(node: &str, source: &SourceArgs, resync_interval_secs: u64) -> Vec<String> {
     let mut args: Vec<String> = match source {
         SourceArgs::Manifests(dir) => vec![
             "--manifests".into(),
@@ -108,7 +118,7 @@ pub fn agent_args(node: &str, source: &SourceArgs) -> Vec<String> {
         "--nflog-group",
         "100",
         "--resync-interval-secs",
-        "10",
+        &resync_interval_secs.to_string(),
     ]
     .map(str::to_owned);
     args.splice(0..0, common);
@@ -259,4 +269,18 @@ pub async fn http_request(inside: &InNetns, method: &str, path: &str) -> Result<
 /// Whether the agent answers `/readyz` with 200.
 pub async fn ready(inside: &InNetns) -> bool {
     matches!(http_status(inside, "/readyz").await, Ok(200))
+}
+
+/// The value of an unlabelled series (`kube_nftpol_dataplane_repairs_total`) on the agent's
+/// `/metrics`, from inside its namespace.
+pub async fn metric(inside: &InNetns, name: &str) -> Result<u64> {
+    let (status, body) = http_get(inside, "/metrics").await?;
+    if status != 200 {
+        return Err(format!("GET /metrics answered {status}"));
+    }
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .ok_or_else(|| format!("no {name} in /metrics"))
 }

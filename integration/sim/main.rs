@@ -13,7 +13,8 @@
 //! - [`cluster`]: builds the cluster and writes its manifests;
 //! - [`kube_proxy`]: the Service DNAT table;
 //! - [`servers`] and [`sctp`]: what runs in the pods, and SCTP INITs on the wire;
-//! - [`probes`]: TCP, UDP and SCTP probes, many at once;
+//! - [`probes`]: TCP, UDP and SCTP probes, many at once; [`steady`]: probe loops under
+//!   change, every attempt timed;
 //! - [`scenario`]: the hand-written policies and flows of the restart and change suites;
 //! - [`agent`]: processes inside node namespaces (the agent under test);
 //! - [`enforcer`]: what loads policy into the kernels, pluggable ([`enforcer::Mode`]);
@@ -24,7 +25,10 @@
 //!   against the agent: allowed traffic, its memory and its drop log stay fine),
 //!   [`suite_audit_metrics`] (flow metrics and audit mode, with the agent: `/metrics` and the
 //!   drop log read from the nodes), [`suite_spoof`] (pods forging another pod's address or an
-//!   allowed block's are dropped at their veth).
+//!   allowed block's are dropped at their veth), [`suite_tamper`] (the agent's table flushed,
+//!   deleted or edited behind its back: repaired within the interval, the gap measured),
+//!   [`suite_churn`] (1,000 pods with reused IPs and changing policies through the API server:
+//!   nothing wrongly allowed, the final table exactly the compiled one).
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
 //! skips it). The suites run one at a time (they share the machine's 2 cores and time
@@ -41,6 +45,8 @@
 mod conformance_data;
 #[path = "../support/netns.rs"]
 mod netns;
+#[path = "../../tests/support/rng.rs"]
+mod rng;
 
 #[path = "../support/apiserver.rs"]
 mod apiserver;
@@ -58,9 +64,11 @@ mod scenario;
 mod sctp;
 mod servers;
 mod setns;
+mod steady;
 
 mod suite_api;
 mod suite_audit_metrics;
+mod suite_churn;
 mod suite_cleanup;
 mod suite_conformance;
 mod suite_flood;
@@ -68,6 +76,7 @@ mod suite_hints;
 mod suite_policy_change;
 mod suite_restart;
 mod suite_spoof;
+mod suite_tamper;
 
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard, PoisonError};
