@@ -1,4 +1,5 @@
 //! Shared test helpers.
 pub mod cluster;
 pub mod conformance;
+pub mod hostile;
 pub mod interpret;
