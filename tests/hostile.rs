@@ -304,34 +304,8 @@ fn the_compiled_rulesets_agree_with_evaluate_on_every_pair_of_pods() {
 /// stays a plain identifier.
 #[test]
 fn names_the_api_server_would_refuse_cannot_merge_chains_or_inject_nft_syntax() {
-    let names = [
-        ("a_b", "c"),
-        ("a", "b_c"),
-        ("x", "p; flush ruleset"),
-        ("x", "q\"\n}\ntable ip evil {"),
-        ("x", "Pöd"),
-        ("x", "UPPER"),
-    ];
-    let mut items = Vec::new();
-    for (i, (ns, name)) in names.iter().enumerate() {
-        items.push(json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"namespace": ns, "name": name, "labels": {"i": i.to_string()}},
-            "spec": {"nodeName": "node-1", "containers": []},
-            "status": {"podIP": format!("10.0.0.{}", i + 1)}}));
-        // Each pod gets its own policy; pod 0 lets 10.0.0.100 in, the others nobody.
-        let from = if i == 0 {
-            json!([{"ipBlock": {"cidr": "10.0.0.100/32"}}])
-        } else {
-            json!([])
-        };
-        items.push(
-            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"namespace": ns, "name": format!("{name} policy")},
-            "spec": {"podSelector": {"matchLabels": {"i": i.to_string()}},
-                     "ingress": if i == 0 { json!([{"from": from}]) } else { json!([]) }}}),
-        );
-    }
-    let text = json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string();
+    let names = hostile::ODD_NAMES;
+    let text = hostile::odd_names_manifests();
     let snapshot = load_str(&text, "odd.json").unwrap().snapshot;
     let ruleset = compile::compile(&snapshot, "node-1", &Options::default());
     check_names(&ruleset);

@@ -517,3 +517,39 @@ pub fn key_of(short: &str) -> String {
         pod => format!("{NS}/{pod}"),
     }
 }
+
+/// Namespace and pod names only a manifest can carry (the API server refuses them): `_`,
+/// which chain names use as their separator (`a_b`/`c` and `a`/`b_c`), spaces, quotes, `;`
+/// and newlines, which `nft -f` would read as syntax, non-ASCII and uppercase.
+pub const ODD_NAMES: [(&str, &str); 6] = [
+    ("a_b", "c"),
+    ("a", "b_c"),
+    ("x", "p; flush ruleset"),
+    ("x", "q\"\n}\ntable ip evil {"),
+    ("x", "P\u{f6}d"),
+    ("x", "UPPER"),
+];
+
+/// A JSON `List` with one pod per [`ODD_NAMES`] entry on `node-1` (pod `i` at `10.0.0.<i+1>`,
+/// label `i`) and one policy each (`<name> policy`, same odd namespace) isolating it for
+/// ingress: the first lets `10.0.0.100` in, the others nobody.
+pub fn odd_names_manifests() -> String {
+    let mut items = Vec::new();
+    for (i, (ns, name)) in ODD_NAMES.iter().enumerate() {
+        items.push(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"namespace": ns, "name": name, "labels": {"i": i.to_string()}},
+            "spec": {"nodeName": "node-1", "containers": []},
+            "status": {"podIP": format!("10.0.0.{}", i + 1)}}));
+        let ingress = if i == 0 {
+            json!([{"from": [{"ipBlock": {"cidr": "10.0.0.100/32"}}]}])
+        } else {
+            json!([])
+        };
+        items.push(
+            json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"namespace": ns, "name": format!("{name} policy")},
+            "spec": {"podSelector": {"matchLabels": {"i": i.to_string()}}, "ingress": ingress}}),
+        );
+    }
+    json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
+}
