@@ -23,7 +23,8 @@
 //!   [`suite_cleanup`] (nothing is left behind), [`suite_flood`] (100,000 denied packets
 //!   against the agent: allowed traffic, its memory and its drop log stay fine),
 //!   [`suite_audit_metrics`] (flow metrics and audit mode, with the agent: `/metrics` and the
-//!   drop log read from the nodes).
+//!   drop log read from the nodes), [`suite_hostile`] (invalid and extreme policies and names:
+//!   fail closed, verdicts equal `evaluate`, errors reported).
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
 //! skips it). The suites run one at a time (they share the machine's 2 cores and time
@@ -40,6 +41,15 @@
 mod conformance_data;
 #[path = "../support/netns.rs"]
 mod netns;
+/// The hostile cluster of the core tests (`tests/support/hostile.rs`), which names the
+/// conformance data `super::conformance`.
+#[path = "../../tests/support"]
+mod hostile_support {
+    pub(crate) use crate::conformance_data as conformance;
+    #[path = "hostile.rs"]
+    pub mod hostile;
+}
+use hostile_support::hostile as hostile_data;
 
 #[path = "../support/apiserver.rs"]
 mod apiserver;
@@ -64,6 +74,7 @@ mod suite_cleanup;
 mod suite_conformance;
 mod suite_flood;
 mod suite_hints;
+mod suite_hostile;
 mod suite_policy_change;
 mod suite_restart;
 

@@ -73,11 +73,24 @@ pub struct Invalid {
     pub name: &'static str,
     /// The field its one error names.
     pub field: String,
-    /// Whether kube-apiserver v1.20.2 stores it: its validation refuses all the others (a
-    /// newer server also refuses this one, with StrictIPCIDRValidation).
-    pub accepted_by_v1_20: bool,
+    /// What kube-apiserver v1.20.2 does with it.
+    pub v1_20: V120,
     /// The policy object.
     pub object: Value,
+}
+
+/// What kube-apiserver v1.20.2 (the test server) does with an invalid policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V120 {
+    /// Refuses it (HTTP 422), as every server does.
+    Refuses,
+    /// Stores it as it is: Go parses `::ffff:10.244.0.0/112` as an IPv4 CIDR (servers from
+    /// 1.33 refuse it with StrictIPCIDRValidation).
+    Stores,
+    /// Stores it without `endPort`, a field it does not know (1.21+ validate it): what
+    /// remains is a valid policy, which the agent then enforces as such. `{endPort: 90}`
+    /// alone becomes "every TCP port": on such servers endPort must not be used.
+    DropsEndPort,
 }
 
 /// A NetworkPolicy object.
@@ -95,13 +108,13 @@ pub fn policy(namespace: &str, name: &str, spec: Value) -> Value {
 /// one broken peer or port: installed half, it would let the client in.
 pub fn invalid_policies() -> Vec<Invalid> {
     let everyone = || json!([{"podSelector": {}}, {"namespaceSelector": {}}]);
-    let with_peer = |name: &'static str, peer: Value, field: &str, accepted: bool| {
+    let with_peer = |name: &'static str, peer: Value, field: &str, stored: bool| {
         let mut peers = everyone();
         peers.as_array_mut().expect("a list").push(peer);
         Invalid {
             name,
             field: format!("spec.ingress[0].from[2]{field}"),
-            accepted_by_v1_20: accepted,
+            v1_20: if stored { V120::Stores } else { V120::Refuses },
             object: policy(
                 NS,
                 name,
@@ -113,7 +126,11 @@ pub fn invalid_policies() -> Vec<Invalid> {
     let with_port = |name: &'static str, port: Value, field: &str| Invalid {
         name,
         field: format!("spec.ingress[0].ports[1]{field}"),
-        accepted_by_v1_20: false,
+        v1_20: if field == ".endPort" {
+            V120::DropsEndPort
+        } else {
+            V120::Refuses
+        },
         object: policy(
             NS,
             name,
@@ -254,7 +271,7 @@ pub fn invalid_policies() -> Vec<Invalid> {
     out.push(Invalid {
         name: "policy-type-typo",
         field: "spec.policyTypes[0]".into(),
-        accepted_by_v1_20: false,
+        v1_20: V120::Refuses,
         object: policy(
             NS,
             "policy-type-typo",
@@ -265,7 +282,7 @@ pub fn invalid_policies() -> Vec<Invalid> {
     out.push(Invalid {
         name: "half-invalid",
         field: "spec.ingress[1].from[0].ipBlock.cidr".into(),
-        accepted_by_v1_20: false,
+        v1_20: V120::Refuses,
         object: policy(
             NS,
             "half-invalid",
@@ -307,7 +324,7 @@ pub fn valid_policies(other_ip: &str) -> Vec<Value> {
     let client_peer = json!({"podSelector": {"matchLabels": {"app": CLIENT}}});
     let duplicate_rule = json!({
         "from": [client_peer.clone(), client_peer.clone(), client_peer],
-        "ports": [{"port": 80}, {"port": 80, "protocol": "TCP"}, {"port": 80, "endPort": 80}],
+        "ports": [{"port": 80}, {"port": 80, "protocol": "TCP"}, {"port": 80}],
     });
     let duplicates = json!({
         "podSelector": {"matchLabels": {"app": "dup"}},
@@ -341,7 +358,7 @@ pub fn valid_policies(other_ip: &str) -> Vec<Value> {
                 }],
             }),
         ),
-        // The same rule twice, each peer three times, port 80 three ways.
+        // The same rule twice, each peer three times, port 80 three times (two spellings).
         policy(NS, "duplicates", duplicates),
         // Odd named ports: one letter, and fifteen characters (the limit); `h` is UDP only.
         policy(
