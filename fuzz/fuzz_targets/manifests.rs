@@ -44,7 +44,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(text) else {
         return;
     };
-    let origin = if mode % 2 == 1 { "fuzz.json" } else { "fuzz.yaml" };
+    let origin = if mode % 2 == 1 {
+        "fuzz.json"
+    } else {
+        "fuzz.yaml"
+    };
     let Ok(loaded) = load_str(text, origin) else {
         return;
     };

@@ -35,7 +35,9 @@ fn snapshot() -> &'static Snapshot {
             include_str!("../../deploy/examples/allow-dns.yaml"),
         ]
         .join("\n---\n");
-        load_str(&text, "demo.yaml").expect("the demo cluster loads").snapshot
+        load_str(&text, "demo.yaml")
+            .expect("the demo cluster loads")
+            .snapshot
     })
 }
 
