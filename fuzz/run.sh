@@ -51,12 +51,16 @@ for target in "${targets[@]}"; do
     artifacts="$here/artifacts/$target"
     mkdir -p "$corpus" "$artifacts"
     echo "==> fuzzing $target for ${seconds}s (corpus $corpus)"
-    if ! cargo "${toolchain[@]}" fuzz run --sanitizer "$sanitizer" --target-dir "$target_dir" \
+    log="$target_dir/fuzz-$target.log"
+    if cargo "${toolchain[@]}" fuzz run --sanitizer "$sanitizer" --target-dir "$target_dir" \
         "$target" "$corpus" "$here/seeds/$target" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
         "${parallel[@]}" -print_final_stats=1 \
-        -artifact_prefix="$artifacts/" 2>&1 | tail -n 25; then
-        echo "FUZZ FAILURE: $target; crash inputs in $artifacts" >&2
+        -artifact_prefix="$artifacts/" >"$log" 2>&1; then
+        grep -E '^(#[0-9]+.*DONE|Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || tail -n 5 "$log"
+    else
+        grep -B2 -A6 -E 'panicked|ERROR: libFuzzer' "$log" | grep -vE '^\s+(at |[0-9]+: )' | head -n 40
+        echo "FUZZ FAILURE: $target; crash inputs in $artifacts; full output in $log" >&2
         status=1
     fi
 done
