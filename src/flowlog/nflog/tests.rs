@@ -158,7 +158,10 @@ fn a_message_of_another_netfilter_subsystem_is_skipped_unparsed() {
     bytes.extend(hex(INGRESS_TCP));
     let datagram = parse_datagram(&bytes, at(0));
     assert_eq!(datagram.records.len(), 1);
-    assert_eq!(datagram.records[0].prefix, "knp:deny:ingress:shop/backend-0");
+    assert_eq!(
+        datagram.records[0].prefix,
+        "knp:deny:ingress:shop/backend-0"
+    );
     assert_eq!(datagram.malformed, 1);
 }
 
