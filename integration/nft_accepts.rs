@@ -412,7 +412,35 @@ fn clusters() -> Vec<(&'static str, Ruleset)> {
             "long names audited",
             compile::compile(&long_names(), NODE, &audited),
         ),
+        // The hostile cluster (tests/support/hostile.rs): 10,000 ipBlocks, selectors with
+        // thousands of values, a 63-character namespace with 253-character pod and policy
+        // names, invalid policies compiled fail-closed; on both nodes.
+        (
+            "hostile node-1",
+            compile::compile(&hostile_snapshot(), "node-1", &options),
+        ),
+        (
+            "hostile node-2",
+            compile::compile(&hostile_snapshot(), "node-2", &options),
+        ),
+        // Names the API server refuses (`_`, `;`, quotes, newlines, non-ASCII): each pod its own
+        // chain, every name a plain identifier.
+        ("odd names", compile::compile(&odd_names(), NODE, &options)),
     ]
+}
+
+/// The hostile cluster with pod `i` on node `i % 2`.
+fn hostile_snapshot() -> Snapshot {
+    let (case, _) = support::hostile::case();
+    case.snapshot_with(|i| ["node-1", "node-2"][i % 2].to_owned())
+}
+
+/// The pods and policies of [`support::hostile::ODD_NAMES`], through the manifest source.
+fn odd_names() -> Snapshot {
+    let text = support::hostile::odd_names_manifests();
+    kube_nftpol::source::manifests::load_str(&text, "odd-names.json")
+        .expect("the odd names load")
+        .snapshot
 }
 
 // --- Checks -------------------------------------------------------------------------------

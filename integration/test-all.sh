@@ -4,7 +4,8 @@
 # It installs what it needs (Debian packages; crates come through cargo), then runs, in order:
 # formatting, clippy, the cargo tests (no root needed), the build of a real kube-apiserver
 # (cached after the first run), the root suites (real nftables inside network namespaces the
-# tests create and delete; the API server), and a one-iteration run of the benchmark.
+# tests create and delete; the API server), a one-iteration run of the benchmark, and 30 s of
+# each cargo fuzz target.
 # Any suite that cannot run fails loudly; nothing is skipped silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +71,12 @@ done
 
 step "benchmark smoke run (one iteration each; full run: cargo bench --bench compile)"
 cargo bench --quiet --bench compile -- --test
+
+# Both cargo fuzz targets (fuzz/), briefly: builds them (nightly, or stable with
+# RUSTC_BOOTSTRAP=1), installs cargo-fuzz if missing, fuzzes each from its committed seeds.
+# A crash fails the run and leaves its input in fuzz/artifacts/. Longer runs: see the README.
+step "fuzzing: each cargo fuzz target for ${KNP_FUZZ_SECONDS:-30} s (fuzz/run.sh)"
+fuzz/run.sh "${KNP_FUZZ_SECONDS:-30}"
 
 step "all suites passed"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

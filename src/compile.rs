@@ -37,6 +37,7 @@
 //! Per packet: one verdict-map lookup per direction, then only the rules of the policies that
 //! select that pod, each one set lookup. Nothing walks the cluster's pods or policies.
 
+mod names;
 pub mod ranges;
 pub mod render_json;
 pub mod render_text;
@@ -95,8 +96,6 @@ pub const DENY_COMMENT: &str = "default deny";
 pub const AUDIT_COMMENT: &str = "audit";
 /// nftables caps log prefixes at 127 bytes.
 const MAX_LOG_PREFIX: usize = 127;
-/// Chain and set names are capped well below the kernel's 256 bytes.
-const MAX_NAME: usize = 200;
 /// nftables caps rule comments at 128 bytes.
 const MAX_COMMENT: usize = 128;
 
@@ -111,7 +110,7 @@ pub fn pod_chain_name(pod: &Pod, direction: Direction) -> String {
         Direction::Ingress => "in",
         Direction::Egress => "eg",
     };
-    bounded_name(format!("{dir}_{}_{}", pod.key.namespace, pod.key.name))
+    names::object_name(dir, &[&pod.key.namespace, &pod.key.name], "")
 }
 
 /// The host-side interface of each local pod address, as the node's routes say
@@ -693,13 +692,11 @@ impl<'a> RuleCompiler<'a> {
             Direction::Ingress => "in",
             Direction::Egress => "eg",
         };
-        bounded_name(format!(
-            "np_{}_{}_{dir}{}_{what}{}",
-            self.policy.key.namespace,
-            self.policy.key.name,
-            self.rule.index,
-            family.suffix()
-        ))
+        names::object_name(
+            "np",
+            &[&self.policy.key.namespace, &self.policy.key.name],
+            &format!("_{dir}{}_{what}{}", self.rule.index, family.suffix()),
+        )
     }
 
     fn comment(&self, what: &str) -> String {
@@ -879,16 +876,6 @@ fn merge_ports(mut ports: Vec<ProtocolPorts>) -> Vec<ProtocolPorts> {
     out
 }
 
-/// Keeps a name under [`MAX_NAME`] bytes; longer names keep a readable head and a hash of the
-/// whole name, so they stay unique and stable.
-fn bounded_name(name: String) -> String {
-    if name.len() <= MAX_NAME {
-        return name;
-    }
-    let head = truncate(name.clone(), MAX_NAME - 17);
-    format!("{head}_{:016x}", fnv1a(name.as_bytes()))
-}
-
 /// Truncates at a char boundary to at most `max` bytes.
 fn truncate(mut text: String, max: usize) -> String {
     if text.len() > max {
@@ -899,13 +886,6 @@ fn truncate(mut text: String, max: usize) -> String {
         text.truncate(cut);
     }
     text
-}
-
-/// FNV-1a, 64 bit: a stable hash for long names (std's hasher is not stable across releases).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

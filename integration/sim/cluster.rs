@@ -78,6 +78,18 @@ pub fn plan(pods: &[CasePod]) -> Result<Vec<PodPlan>> {
         .collect()
 }
 
+/// The network namespace of a pod: `<cluster>-<ns>-<pod>`, or `<cluster>-<veth>` when that
+/// would pass the 255 bytes a file name in `/run/netns` may have (a 63-character namespace with
+/// a 253-character pod name); the veth name is unique in the cluster.
+fn pod_netns_name(cluster: &str, namespace: &str, pod: &str, veth: &str) -> String {
+    let name = format!("{cluster}-{namespace}-{pod}");
+    if name.len() <= 200 {
+        name
+    } else {
+        format!("{cluster}-{veth}")
+    }
+}
+
 /// A simulated node. Fields drop in order: the thread inside leaves before the namespace goes.
 #[derive(Debug)]
 pub struct Node {
@@ -174,7 +186,7 @@ impl Cluster {
             if let Some(other) = pods.iter().find(|o| o.veth == veth || o.plan.ip == p.ip) {
                 return Err(format!("{identity} clashes with {}", other.identity));
             }
-            let netns = Netns::named(format!("{id}-{}-{}", p.namespace, p.name));
+            let netns = Netns::named(pod_netns_name(&id, &p.namespace, &p.name, &veth));
             let gateway = Ipv4Addr::new(10, 244, NODES[p.node].2, 1);
             links::attach_pod(node.netns.name(), netns.name(), &veth, p.ip, gateway)?;
             for (_, other) in nodes.iter().enumerate().filter(|(i, _)| *i != p.node) {

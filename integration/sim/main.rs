@@ -28,7 +28,9 @@
 //!   allowed block's are dropped at their veth), [`suite_tamper`] (the agent's table flushed,
 //!   deleted or edited behind its back: repaired within the interval, the gap measured),
 //!   [`suite_churn`] (1,000 pods with reused IPs and changing policies through the API server:
-//!   nothing wrongly allowed, the final table exactly the compiled one).
+//!   nothing wrongly allowed, the final table exactly the compiled one), [`suite_hostile`]
+//!   (invalid and extreme policies and names: fail closed, verdicts equal `evaluate`, errors
+//!   reported).
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
 //! skips it). The suites run one at a time (they share the machine's 2 cores and time
@@ -47,6 +49,15 @@ mod conformance_data;
 mod netns;
 #[path = "../../tests/support/rng.rs"]
 mod rng;
+/// The hostile cluster of the core tests (`tests/support/hostile.rs`), which names the
+/// conformance data `super::conformance`.
+#[path = "../../tests/support"]
+mod hostile_support {
+    pub(crate) use crate::conformance_data as conformance;
+    #[path = "hostile.rs"]
+    pub mod hostile;
+}
+use hostile_support::hostile as hostile_data;
 
 #[path = "../support/apiserver.rs"]
 mod apiserver;
@@ -73,6 +84,7 @@ mod suite_cleanup;
 mod suite_conformance;
 mod suite_flood;
 mod suite_hints;
+mod suite_hostile;
 mod suite_policy_change;
 mod suite_restart;
 mod suite_spoof;

@@ -188,7 +188,10 @@ fn long_names_are_bounded_stable_and_unique() {
         .map(|c| c.name.as_str())
         .chain(r.sets.iter().map(|s| s.name.as_str()))
         .collect();
-    assert!(names.iter().all(|n| n.len() <= MAX_NAME), "{names:?}");
+    assert!(
+        names.iter().all(|n| n.len() <= names::MAX_NAME),
+        "{names:?}"
+    );
     let pod_chains: Vec<&&str> = names.iter().filter(|n| n.starts_with("in_")).collect();
     assert_eq!(pod_chains.len(), 2);
     assert_ne!(pod_chains[0], pod_chains[1]);

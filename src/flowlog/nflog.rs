@@ -432,9 +432,26 @@ pub struct Ack {
     pub error: Option<NonZeroI32>,
 }
 
+/// `NLMSG_ERROR`: the kernel's answer to a request (an error or, with 0, an acknowledgement).
+const NLMSG_ERROR: u16 = 2;
+/// `NLMSG_DONE`: the end of a multipart batch.
+const NLMSG_DONE: u16 = 3;
+/// `NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_PACKET`: one logged packet.
+const NFULNL_PACKET: u16 = 4 << 8;
+
+/// Whether a message of this type is one an NFLOG socket gets and this module reads. Only
+/// those reach netlink-packet-netfilter's parser: it decodes every netfilter subsystem, and
+/// its nftables set parser panics on a nested attribute shorter than its header
+/// (netlink-packet-core 0.9.0 `NlaBuffer::value_length`, found by the `nflog_decode` fuzz
+/// target; regression seed `fuzz/seeds/nflog_decode/crash-nftables-set-short-attribute`).
+fn is_read(message_type: u16) -> bool {
+    matches!(message_type, NLMSG_ERROR | NLMSG_DONE | NFULNL_PACKET)
+}
+
 /// Splits one datagram into its messages and keeps the NFLOG packets and acknowledgements.
 /// Messages are walked by their headers' lengths; one that does not parse is counted and
-/// skipped, and a header whose length does not fit ends the walk.
+/// skipped, as is one of a type an NFLOG socket never gets, and a header whose length does not
+/// fit ends the walk.
 pub fn parse_datagram(datagram: &[u8], received_at: SystemTime) -> Datagram {
     let mut out = Datagram::default();
     let mut rest = datagram;
@@ -449,7 +466,12 @@ pub fn parse_datagram(datagram: &[u8], received_at: SystemTime) -> Datagram {
             out.malformed += 1;
             break;
         };
-        match NetlinkMessage::<NetfilterMessage>::deserialize(message) {
+        let parsed = if is_read(buffer.message_type()) {
+            NetlinkMessage::<NetfilterMessage>::deserialize(message).map_err(drop)
+        } else {
+            Err(())
+        };
+        match parsed {
             Ok(message) => match message.payload {
                 NetlinkPayload::InnerMessage(NetfilterMessage {
                     header,

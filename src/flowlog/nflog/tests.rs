@@ -138,6 +138,33 @@ fn a_message_that_does_not_parse_is_skipped_and_the_next_ones_are_read() {
     assert_eq!(seqs, [Some(1), Some(2)]);
 }
 
+/// Found by the `nflog_decode` fuzz target (`fuzz/seeds/nflog_decode/
+/// crash-nftables-set-short-attribute`): an nftables set message (subsystem 10, type 0x0a0a)
+/// whose nested attribute is shorter than its own header made netlink-packet-netfilter panic
+/// (an overflowing subtraction in netlink-packet-core 0.9.0), which would end the reader
+/// thread. Messages of types an NFLOG socket never gets are now skipped unparsed and counted.
+const NFTABLES_SET_SHORT_ATTRIBUTE: &str = "450000000a0a00980000000000062b00000000000a0011000000000000ffffff\
+    ffffffffffffffffffffffffffffff004a00000000006300003a040b3a000996\
+    9100000108";
+
+#[test]
+fn a_message_of_another_netfilter_subsystem_is_skipped_unparsed() {
+    let mut bytes = hex(NFTABLES_SET_SHORT_ATTRIBUTE);
+    let datagram = parse_datagram(&bytes, at(0));
+    assert_eq!(datagram.records, []);
+    assert_eq!(datagram.malformed, 1);
+    // A record after it (at the next 4-byte boundary) is still read.
+    bytes.resize(bytes.len().next_multiple_of(4), 0);
+    bytes.extend(hex(INGRESS_TCP));
+    let datagram = parse_datagram(&bytes, at(0));
+    assert_eq!(datagram.records.len(), 1);
+    assert_eq!(
+        datagram.records[0].prefix,
+        "knp:deny:ingress:shop/backend-0"
+    );
+    assert_eq!(datagram.malformed, 1);
+}
+
 #[test]
 fn acknowledgements_are_reported_with_their_sequence_and_errno() {
     // Built: NLMSG_ERROR (type 2) with sequence 7 and error -1 (EPERM, what a second binder
