@@ -24,6 +24,9 @@
 //!   against the agent: allowed traffic, its memory and its drop log stay fine),
 //!   [`suite_audit_metrics`] (flow metrics and audit mode, with the agent: `/metrics` and the
 //!   drop log read from the nodes).
+//! - [`bench_dataplane`]: the dataplane benchmark (`#[ignore]`d; `integration/bench/run.sh`
+//!   runs it in release mode), with its traffic ([`bench_traffic`]) and the shared
+//!   10,000-pod cluster ([`bench_scale_cluster`], also `benches/compile.rs`'s).
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
 //! skips it). The suites run one at a time (they share the machine's 2 cores and time
@@ -57,6 +60,13 @@ mod scenario;
 mod sctp;
 mod servers;
 mod setns;
+
+#[path = "../bench/dataplane.rs"]
+mod bench_dataplane;
+#[path = "../bench/scale_cluster.rs"]
+mod bench_scale_cluster;
+#[path = "../bench/traffic.rs"]
+mod bench_traffic;
 
 mod suite_api;
 mod suite_audit_metrics;
