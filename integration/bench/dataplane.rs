@@ -11,7 +11,8 @@
 //! connection). 110 of the cluster's object-only pods are placed on node-1 too, so its table is
 //! a full node's.
 //!
-//! Rounds alternate the modes, no agent first (A B, B A, A B, ...), so drift hits both:
+//! The pods' SCTP observers are stopped (their packet sockets would copy every packet). Rounds
+//! alternate the modes, no agent first (A B, B A, A B, ...), so drift hits both:
 //! - no agent: the agent killed and its table deleted (kube-proxy's table stays, as in both);
 //! - agent: a fresh agent process, ready, its table checked against the compiler's.
 //!
@@ -28,7 +29,6 @@
 //! (a connection error, a table that is not the compiled one), never on a figure.
 //! `KNP_BENCH_QUICK=1` makes it short (one round each, brief phases) for CI.
 
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ use kube_nftpol::source::manifests;
 use serde_json::{Value, json};
 
 use crate::agent::{self, NetnsProcess, SourceArgs};
+use crate::bench_report::{self as report, Measured};
 use crate::bench_scale_cluster as scale_cluster;
 use crate::bench_traffic::{self as traffic, BenchServer, Run};
 use crate::cluster::{Cluster, NODES, PodPlan};
@@ -81,8 +82,8 @@ impl Settings {
             }
         } else {
             Self {
-                rounds: 3,
-                phase: Duration::from_secs(3),
+                rounds: 5,
+                phase: Duration::from_secs(2),
                 fresh_requests: 3_000,
                 round_trips: 10_000,
             }
@@ -107,28 +108,11 @@ enum Mode {
     Agent,
 }
 
-/// Everything measured in one mode, over all its rounds.
-#[derive(Debug, Default)]
-struct Measured {
-    connections_per_second: Vec<f64>,
-    bits_per_second: Vec<f64>,
-    fresh: Vec<Duration>,
-    kept_open: Vec<Duration>,
-    flood_connections_per_second: Vec<f64>,
-    flood_packets_per_second: Vec<f64>,
-    /// Agent only: NFLOG records received and lost during the floods, the floods' seconds and
-    /// how many floods.
-    records: u64,
-    lost: u64,
-    flood_seconds: f64,
-    floods: u32,
-    /// Agent only: the agent's CPU time over its measuring phases, and their wall time.
-    agent_cpu: Duration,
-    agent_wall: Duration,
-}
-
 async fn benchmark(settings: Settings) -> Result<String> {
-    let cluster = Cluster::build(plan()).await?;
+    let mut cluster = Cluster::build(plan()).await?;
+    for pod in &mut cluster.pods {
+        pod.servers.stop_sctp_observer();
+    }
     let node = &cluster.nodes[NODE];
     crate::links::ip(
         Some(node.netns.name()),
@@ -197,23 +181,23 @@ async fn benchmark(settings: Settings) -> Result<String> {
             let allowed_before = allowed_count(&cluster, mode).await?;
             let connections = measure_round(&cluster, settings, measured, mode).await?;
             let allowed = allowed_count(&cluster, mode).await? - allowed_before;
-            if mode == Mode::Agent && allowed < connections {
+            // A SYN that reuses the ports of a connection conntrack still holds as open (its
+            // closing RST was out of window) passes as established and skips the chains; a
+            // handful of the tens of thousands do. More than 1 % means the load is not taking
+            // the chain being measured.
+            if mode == Mode::Agent && allowed * 100 < connections * 99 {
                 return Err(format!(
                     "the allowing rule counted {allowed} packets for {connections} connections: \
                      the connections did not take the chain being measured"
                 ));
             }
+            measured.syns_through_chain += allowed.min(connections);
+            measured.connections += connections;
             if let (Some(before), Some(after)) = (cpu_before, agent.as_ref().and_then(cpu_time)) {
                 measured.agent_cpu += after.saturating_sub(before);
                 measured.agent_wall += wall.elapsed();
             }
-            let flood = flood_round(&cluster, settings, &flood_targets, mode).await?;
-            measured.flood_connections_per_second.push(flood.0);
-            measured.flood_packets_per_second.push(flood.1);
-            measured.records += flood.2;
-            measured.lost += flood.3;
-            measured.flood_seconds += flood.4;
-            measured.floods += 1;
+            flood_round(&cluster, settings, &flood_targets, mode, measured).await?;
             say(&format!(
                 "bench: round {} {}: {:.0} connections/s, {:.2} Gbit/s, {:.0} connections/s under a flood of {:.0} packets/s",
                 round + 1,
@@ -224,19 +208,28 @@ async fn benchmark(settings: Settings) -> Result<String> {
                     .copied()
                     .unwrap_or(0.0),
                 measured.bits_per_second.last().copied().unwrap_or(0.0) / 1e9,
-                flood.0,
-                flood.1,
+                measured
+                    .flood_connections_per_second
+                    .last()
+                    .copied()
+                    .unwrap_or(0.0),
+                measured
+                    .flood_packets_per_second
+                    .last()
+                    .copied()
+                    .unwrap_or(0.0),
             ));
             drop(agent);
         }
     }
     delete_table(&cluster).await?;
-    Ok(report(
+    Ok(report::table(
         &results,
         &expected,
         &layout,
         flood_targets.len(),
-        settings,
+        settings.rounds,
+        settings.phase,
     ))
 }
 
@@ -314,14 +307,15 @@ async fn connections(cluster: &Cluster, length: Duration) -> Result<Run> {
     Ok(total)
 }
 
-/// New connections while the flooder floods: (connections/s, flood packets/s, NFLOG records
-/// received, lost, seconds the flood lasted).
+/// New connections while the flooder floods, and the NFLOG records the agent received and
+/// lost meanwhile.
 async fn flood_round(
     cluster: &Cluster,
     settings: Settings,
     targets: &[Ipv4Addr],
     mode: Mode,
-) -> Result<(f64, f64, u64, u64, f64)> {
+    measured: &mut Measured,
+) -> Result<()> {
     let node = &cluster.nodes[NODE];
     let before = flowlog_counts(node, mode).await?;
     let ramp = Duration::from_millis(200);
@@ -347,13 +341,17 @@ async fn flood_round(
     // Records of the flood's last packets may still be on their way.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = flowlog_counts(node, mode).await?;
-    Ok((
-        rate.done as f64 / rate.took.as_secs_f64(),
-        flood.done as f64 / flood.took.as_secs_f64(),
-        after.0 - before.0,
-        after.1 - before.1,
-        flood.took.as_secs_f64(),
-    ))
+    measured
+        .flood_connections_per_second
+        .push(rate.done as f64 / rate.took.as_secs_f64());
+    measured
+        .flood_packets_per_second
+        .push(flood.done as f64 / flood.took.as_secs_f64());
+    measured.records += after.0 - before.0;
+    measured.lost += after.1 - before.1;
+    measured.flood_seconds += flood.took.as_secs_f64();
+    measured.floods += 1;
+    Ok(())
 }
 
 fn check(run: &Run, what: &str) -> Result<()> {
@@ -625,128 +623,4 @@ fn cpu_time(agent: &NetnsProcess) -> Option<Duration> {
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     // USER_HZ is 100 on Linux.
     Some(Duration::from_millis(ticks * 10))
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
-}
-
-fn percentile(samples: &[Duration], p: f64) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let index = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);
-    sorted
-        .get(index.min(sorted.len().saturating_sub(1)))
-        .map_or(0.0, |d| d.as_secs_f64() * 1e6)
-}
-
-fn report(
-    results: &[Measured; 2],
-    ruleset: &compile::Ruleset,
-    layout: &str,
-    flood_targets: usize,
-    settings: Settings,
-) -> String {
-    let [base, agent] = results;
-    let mut out = String::new();
-    let rules: usize = ruleset.chains.iter().map(|c| c.rules.len()).sum();
-    let elements: usize = ruleset.sets.iter().map(|s| s.elements.len()).sum();
-    let _ = writeln!(
-        out,
-        "\nDataplane benchmark: {} rounds per mode, {:?} phases; the agent's table on node-1: \
-         {} chains, {rules} rules, {} sets, {elements} set elements\n{layout}\n",
-        settings.rounds,
-        settings.phase,
-        ruleset.chains.len(),
-        ruleset.sets.len(),
-    );
-    let _ = writeln!(out, "| measure | no agent | agent | ratio | target |");
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: | --- |");
-    let mut row = |what: &str, unit: &str, a: f64, b: f64, target: &str| {
-        let ratio = if a > 0.0 { b / a } else { 0.0 };
-        let _ = writeln!(
-            out,
-            "| {what} | {a:.1} {unit} | {b:.1} {unit} | {ratio:.3} | {target} |"
-        );
-    };
-    let cps = |m: &Measured| median(&m.connections_per_second);
-    row(
-        "new TCP connections/s, 4 clients",
-        "/s",
-        cps(base),
-        cps(agent),
-        ">= 0.95",
-    );
-    let gbps = |m: &Measured| median(&m.bits_per_second) / 1e9;
-    row(
-        "bulk throughput, 1 TCP stream",
-        "Gbit/s",
-        gbps(base),
-        gbps(agent),
-        ">= 0.98",
-    );
-    for (name, samples, p, target) in [
-        ("latency p50, fresh connection", 0, 0.50, ""),
-        ("latency p99, fresh connection", 0, 0.99, "<= 1.1"),
-        ("latency p50, kept-open connection", 1, 0.50, ""),
-        ("latency p99, kept-open connection", 1, 0.99, "<= 1.1"),
-    ] {
-        let pick = |m: &Measured| {
-            if samples == 0 {
-                percentile(&m.fresh, p)
-            } else {
-                percentile(&m.kept_open, p)
-            }
-        };
-        row(name, "µs", pick(base), pick(agent), target);
-    }
-    let fcps = |m: &Measured| median(&m.flood_connections_per_second);
-    row(
-        "new TCP connections/s during the UDP flood",
-        "/s",
-        fcps(base),
-        fcps(agent),
-        "",
-    );
-    let fpps = |m: &Measured| median(&m.flood_packets_per_second);
-    row(
-        "flood packets/s sent (1 thread)",
-        "/s",
-        fpps(base),
-        fpps(agent),
-        "",
-    );
-    let _ = writeln!(
-        out,
-        "\nFlood cost on allowed traffic (connections/s during the flood / without): no agent {:.3}, agent {:.3}",
-        fcps(base) / cps(base).max(1e-9),
-        fcps(agent) / cps(agent).max(1e-9),
-    );
-    // Each flooded pod's log rule lets through its burst, then its rate (compile::Options).
-    let options = Options::default();
-    let limit = flood_targets as f64
-        * (f64::from(agent.floods) * f64::from(options.log_burst_packets)
-            + agent.flood_seconds * f64::from(options.log_rate_per_second));
-    let _ = writeln!(
-        out,
-        "NFLOG during the floods (agent; {flood_targets} pod IPs flooded for {:.1} s in all, each \
-         pod's log rule limited to {}/s with a burst of {}): {} records received ({:.0}/s), at \
-         most {limit:.0} let through by the limits, {} lost",
-        agent.flood_seconds,
-        options.log_rate_per_second,
-        options.log_burst_packets,
-        agent.records,
-        agent.records as f64 / agent.flood_seconds.max(1e-9),
-        agent.lost,
-    );
-    let _ = writeln!(
-        out,
-        "agent CPU while measuring (floods excluded): {:.2} s over {:.1} s ({:.1} % of one core)",
-        agent.agent_cpu.as_secs_f64(),
-        agent.agent_wall.as_secs_f64(),
-        100.0 * agent.agent_cpu.as_secs_f64() / agent.agent_wall.as_secs_f64().max(1e-9),
-    );
-    out
 }

@@ -25,7 +25,8 @@
 //!   [`suite_audit_metrics`] (flow metrics and audit mode, with the agent: `/metrics` and the
 //!   drop log read from the nodes).
 //! - [`bench_dataplane`]: the dataplane benchmark (`#[ignore]`d; `integration/bench/run.sh`
-//!   runs it in release mode), with its traffic ([`bench_traffic`]) and the shared
+//!   runs it in release mode), with its traffic ([`bench_traffic`]), its table
+//!   ([`bench_report`]) and the shared
 //!   10,000-pod cluster ([`bench_scale_cluster`], also `benches/compile.rs`'s).
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
@@ -63,6 +64,8 @@ mod setns;
 
 #[path = "../bench/dataplane.rs"]
 mod bench_dataplane;
+#[path = "../bench/report.rs"]
+mod bench_report;
 #[path = "../bench/scale_cluster.rs"]
 mod bench_scale_cluster;
 #[path = "../bench/traffic.rs"]
