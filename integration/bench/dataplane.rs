@@ -402,10 +402,9 @@ fn plan() -> Vec<PodPlan> {
 /// The generated cluster (whose `node-1` pods land on the simulator's node-1 as objects) plus
 /// the bench namespaces, pods and policies, as one `List`.
 fn manifest(cluster: &Cluster) -> Value {
-    let mut list = scale_cluster::list();
-    let mut bench = Vec::new();
+    let mut items: Vec<Value> = scale_cluster::objects().collect();
     for (namespace, team) in [("bench", "bench"), ("bench-flood", "flood")] {
-        bench.push(json!({"apiVersion": "v1", "kind": "Namespace",
+        items.push(json!({"apiVersion": "v1", "kind": "Namespace",
                           "metadata": {"name": namespace, "labels": {"team": team}}}));
     }
     for p in &cluster.pods {
@@ -415,7 +414,7 @@ fn manifest(cluster: &Cluster) -> Value {
             _ => "client",
         };
         let ip = p.plan.ip.to_string();
-        bench.push(json!({
+        items.push(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"namespace": p.plan.namespace, "name": p.plan.name,
                          "labels": {"role": role}},
@@ -424,11 +423,8 @@ fn manifest(cluster: &Cluster) -> Value {
             "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
         }));
     }
-    bench.extend(bench_policies());
-    if let Some(items) = list["items"].as_array_mut() {
-        items.extend(bench);
-    }
-    list
+    items.extend(bench_policies());
+    json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
 
 /// The bench namespace's policies. Rules of a pod's chain follow the policies' names, so the

@@ -12,8 +12,8 @@
 //! 9000-9100 from app-3 and from the next team's namespaces, anything from 10.0.0.0/8 but
 //! 10.244.0.0/16, and reach any pod of their namespace on `http`).
 //!
-//! It owns only the objects; loading them (`source::manifests::load_str`) and what runs them
-//! belong to the benchmarks.
+//! It owns only the objects; converting or loading them and what runs them belong to the
+//! benchmarks.
 
 use std::net::Ipv4Addr;
 
@@ -37,42 +37,42 @@ pub fn node_of(index: usize) -> String {
     format!("node-{}", index / PODS_PER_NODE)
 }
 
-/// Every Namespace, Pod and NetworkPolicy of the cluster.
-pub fn objects() -> Vec<Value> {
-    let mut items = Vec::new();
-    let mut index = 0usize;
-    for n in 0..NAMESPACES {
+/// Every Namespace, Pod and NetworkPolicy of the cluster, one at a time (a consumer that
+/// converts them as they come never holds all 11,500 JSON objects at once).
+pub fn objects() -> impl Iterator<Item = Value> {
+    (0..NAMESPACES).flat_map(|n| {
         let ns = format!("ns-{n}");
-        items.push(json!({
+        let namespace = json!({
             "apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": ns, "labels": {"team": format!("team-{}", n % 50)}},
-        }));
-        for i in 0..PODS_PER_NAMESPACE {
-            let app = format!("app-{}", i % 5);
-            let ip = pod_ip(index).to_string();
-            items.push(json!({
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"namespace": ns, "name": format!("{app}-{i}"),
-                             "labels": {"app": app, "pod-template-hash": format!("h{i}")}},
-                "spec": {
-                    "nodeName": node_of(index),
-                    "containers": [{"name": "app", "image": "app", "ports": [
-                        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
-                        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
-                    ]}],
-                },
-                "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
-            }));
-            index += 1;
-        }
-        items.extend(policies(&ns, n));
-    }
-    items
+        });
+        let pods = (0..PODS_PER_NAMESPACE).map({
+            let ns = ns.clone();
+            move |i| pod(&ns, i, n * PODS_PER_NAMESPACE + i)
+        });
+        std::iter::once(namespace)
+            .chain(pods)
+            .chain(policies(&ns, n))
+    })
 }
 
-/// The whole cluster as one `List` document.
-pub fn list() -> Value {
-    json!({"apiVersion": "v1", "kind": "List", "items": objects()})
+/// Pod `i` of namespace `ns`, the `index`th of the cluster.
+fn pod(ns: &str, i: usize, index: usize) -> Value {
+    let app = format!("app-{}", i % 5);
+    let ip = pod_ip(index).to_string();
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"namespace": ns, "name": format!("{app}-{i}"),
+                     "labels": {"app": app, "pod-template-hash": format!("h{i}")}},
+        "spec": {
+            "nodeName": node_of(index),
+            "containers": [{"name": "app", "image": "app", "ports": [
+                {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+            ]}],
+        },
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    })
 }
 
 fn policies(ns: &str, n: usize) -> [Value; 2] {
