@@ -264,6 +264,44 @@ fn a_table_someone_else_changed_is_repaired() {
     });
 }
 
+/// Someone turns the default deny of `in_web_a` into an accept (same comment, same number of
+/// expressions, so only the fingerprint sees it), then an update touching other objects comes
+/// before the next check: the update must repair the table, not take the edit for its own.
+#[test]
+fn an_edit_made_before_an_incremental_update_is_repaired_not_absorbed() {
+    let ns = Netns::new();
+    runtime().block_on(async {
+        let mut dp = Dataplane::new(Nft::in_netns(&ns.0));
+        let mut s = cluster();
+        dp.apply(&ruleset(&s)).await.unwrap();
+        let pristine = ns.nft(&["list", "chain", "inet", "kube-nftpol", "in_web_a"]);
+        let listing = ns.nft(&["-a", "list", "chain", "inet", "kube-nftpol", "in_web_a"]);
+        let (rule, handle) = listing
+            .lines()
+            .filter_map(|l| l.trim().rsplit_once(" # handle "))
+            .find(|(rule, _)| rule.ends_with("drop") || rule.contains(" drop comment "))
+            .expect("in_web_a ends in a drop");
+        let flipped = rule.replace(" drop", " accept");
+        ns.nft_script(&format!(
+            "replace rule inet kube-nftpol in_web_a handle {handle} {flipped}\n"
+        ));
+        let tampered = ns.summary();
+        assert_eq!(
+            tampered,
+            Summary::of(&ruleset(&s)),
+            "the summary cannot see it"
+        );
+
+        s.upsert_pod(pod("web", "b2", "b", "10.0.0.9"));
+        assert_eq!(dp.apply(&ruleset(&s)).await.unwrap(), Applied::Repaired);
+        assert_eq!(
+            ns.nft(&["list", "chain", "inet", "kube-nftpol", "in_web_a"]),
+            pristine
+        );
+        assert_eq!(dp.check().await.unwrap(), Check::Intact);
+    });
+}
+
 #[test]
 fn a_stale_table_from_an_older_agent_is_replaced_exactly() {
     let ns = Netns::new();

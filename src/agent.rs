@@ -304,6 +304,12 @@ async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, shared: &Shared) ->
         Ok(applied) => {
             let kind = match applied {
                 Applied::Full => ApplyKind::Full,
+                Applied::Repaired => {
+                    // Someone changed the table since the last check; counted as the resync
+                    // would have counted it.
+                    metrics.repairs.inc();
+                    ApplyKind::Full
+                }
                 _ => ApplyKind::Incremental,
             };
             let seconds = started.elapsed().as_secs_f64();

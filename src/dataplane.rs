@@ -6,7 +6,9 @@
 //! ([`transaction::incremental`]): only the set elements, map elements and chains that differ.
 //! After each apply the table is read back and compared with what was asked
 //! ([`readback::Summary`]); its [`readback::Fingerprint`] is kept, and [`Dataplane::check`]
-//! compares it again later: a table someone else flushed, deleted or edited is replaced.
+//! compares it again later: a table someone else flushed, deleted or edited is replaced. An
+//! incremental apply also compares the objects it did not touch with the kept fingerprint, so
+//! an edit made since the last check is repaired there and then, not taken for ours.
 //!
 //! Shutting the agent down leaves the table in place: enforcement goes on until a new agent
 //! takes it over (again in one transaction) or `kube-nftpol uninstall` removes it.
@@ -36,6 +38,10 @@ pub enum Error {
     /// After an apply, the kernel's table differs from what was applied.
     #[error("the table differs from the applied ruleset after applying it: {0}")]
     Mismatch(String),
+    /// After an incremental apply, an object the update did not touch differs from the last
+    /// verified table: someone else changed it.
+    #[error("{0} was changed by someone else")]
+    Tampered(String),
 }
 
 /// What an apply did.
@@ -47,6 +53,9 @@ pub enum Applied {
     Incremental(Touched),
     /// The table's content was replaced in one transaction.
     Full,
+    /// Someone else had changed the table since the last verified apply; its content was
+    /// replaced with the desired ruleset in one transaction.
+    Repaired,
 }
 
 /// What a periodic check found.
@@ -90,10 +99,15 @@ impl Dataplane {
             match transaction::incremental(installed, desired) {
                 Plan::Nothing => return Ok(Applied::Unchanged),
                 Plan::Script { script, touched } => match self.nft.apply(&script).await {
-                    Ok(()) => {
-                        self.verify(desired).await?;
-                        return Ok(Applied::Incremental(touched));
-                    }
+                    Ok(()) => match self.verify(desired, Some(&touched)).await {
+                        Ok(()) => return Ok(Applied::Incremental(touched)),
+                        Err(Error::Tampered(object)) => {
+                            warn!(%object, "the table was changed by someone else; repairing it");
+                            self.replace(desired).await?;
+                            return Ok(Applied::Repaired);
+                        }
+                        Err(error) => return Err(error),
+                    },
                     Err(error) => {
                         warn!(%error, "incremental update failed; replacing the table's content");
                     }
@@ -119,7 +133,7 @@ impl Dataplane {
             self.fingerprint = None;
             return Err(error.into());
         }
-        self.verify(desired).await
+        self.verify(desired, None).await
     }
 
     /// Compares the table with the installed ruleset's fingerprint and replaces its content
@@ -143,7 +157,9 @@ impl Dataplane {
         Ok(Check::Repaired)
     }
 
-    async fn verify(&mut self, desired: &Ruleset) -> Result<(), Error> {
+    /// Reads the table back and checks it holds `desired`; after an incremental update that
+    /// changed only `touched`, also that nothing else changed since the last verified apply.
+    async fn verify(&mut self, desired: &Ruleset, touched: Option<&Touched>) -> Result<(), Error> {
         let listing = self
             .nft
             .list_table()
@@ -155,6 +171,13 @@ impl Dataplane {
             self.installed = None;
             self.fingerprint = None;
             return Err(Error::Mismatch(describe_difference(&expected, &summary)));
+        }
+        if let (Some(touched), Some(before)) = (touched, &self.fingerprint)
+            && let Some(object) = before.changed_besides(&fingerprint, touched)
+        {
+            self.installed = None;
+            self.fingerprint = None;
+            return Err(Error::Tampered(object));
         }
         debug!(
             chains = summary.chains.len(),

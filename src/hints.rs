@@ -49,7 +49,7 @@ use crate::model::{Labels, ObjectKey, Owner, Protocol, Snapshot};
 use crate::policy::{self, Direction, DirectionVerdict, Endpoint, Flow, PeerKind};
 
 pub use aggregate::Aggregate;
-pub use input::{LineError, parse_line};
+pub use input::{LineError, LoggedDrop, parse_line, read_line};
 pub use workload::{PER_INSTANCE_LABELS, PER_RUN_LABELS, Workload};
 
 /// The label every suggested policy carries (`kubectl get netpol -l kube-nftpol.io/hint`).

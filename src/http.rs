@@ -3,12 +3,12 @@
 //! - `GET /healthz`: 200 while the process serves requests (liveness).
 //! - `GET /readyz`: 200 once the first complete ruleset is in the kernel, 503 before (the latch
 //!   never goes back: a later failed apply leaves the previous ruleset enforcing).
-//! - `GET /metrics`: the OpenMetrics text of [`crate::metrics::Metrics`].
 //! - `GET /hints`: NetworkPolicies suggested from recent denied flows ([`hints`]).
 //! - `GET /metrics`: the OpenMetrics text of [`crate::metrics::Metrics`], with the flow
 //!   counters read from the table first unless they are fresh ([`crate::flowmetrics`]).
 //!
-//! Nothing here can change enforcement.
+//! Nothing here can change enforcement: every route is `GET` (and `HEAD`); other methods get
+//! 405 and other paths 404 (the DaemonSet suite of the node simulator checks both).
 
 pub mod hints;
 

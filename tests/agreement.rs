@@ -26,6 +26,7 @@ use kube_nftpol::model::{ObjectKey, Protocol, Snapshot};
 use kube_nftpol::policy::{DirectionVerdict, Endpoint, Verdict};
 use support::conformance::{self, Case};
 use support::interpret::{Packet, Trace, dropped_by, node_accepts, trace};
+use support::rng::Rng;
 
 /// The interface between nodes.
 const UPLINK: &str = "eth0";
@@ -369,27 +370,6 @@ fn once_the_new_pod_is_paired_its_own_policy_applies() {
         !node_accepts(&ruleset, &stale),
         "and nothing comes from the old veth's name any more"
     );
-}
-
-/// A small deterministic generator (xorshift64*), so failures reproduce from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
 }
 
 const LABEL_VALUES: [&str; 3] = ["a", "b", "c"];

@@ -616,7 +616,7 @@ fn deploy_examples_explain_the_documented_flows() {
 #[test]
 fn explain_drop_log_explains_each_drop_line_on_stdin() {
     let drop = r#"{"ts":"2026-11-23T13:47:44.351Z","action":"deny","direction":"egress","pod":{"namespace":"payments","name":"payments-api-0","labels":{"app":"payments-api"}},"peer":{"namespace":"shop","name":"backend-5c8b6-qx2lp","labels":{"app":"backend"}},"protocol":"tcp","port":9090,"source_port":46356,"source":"10.244.1.20","destination":"10.244.1.11","policies":["payments/allow-dns","payments/default-deny-all"]}"#;
-    let icmp = r#"{"direction":"egress","pod":{"namespace":"payments","name":"payments-api-0"},"peer":{"ip":"192.0.2.1"},"protocol":"icmp","source":"10.244.1.20","destination":"192.0.2.1"}"#;
+    let icmp = r#"{"action":"deny","direction":"egress","pod":{"namespace":"payments","name":"payments-api-0"},"peer":{"ip":"192.0.2.1"},"protocol":"icmp","source":"10.244.1.20","destination":"192.0.2.1"}"#;
     let input = format!("2026-11-23T13:47:44Z INFO unrelated log line\n{drop}\n{icmp}\n");
     let output = kube_nftpol_with_stdin(
         &["explain", "--manifests", "deploy/examples", "--drop-log"],

@@ -28,6 +28,7 @@ use kube_nftpol::model::{ObjectKey, Owner, Pod, Protocol, Snapshot};
 use kube_nftpol::policy::{Direction, Endpoint, Flow, Verdict};
 use serde_json::json;
 use support::cluster;
+use support::rng::Rng;
 
 // --- Building clusters ---
 
@@ -811,26 +812,6 @@ fn hints_in_rounds_from_only_the_new_lines_keep_what_earlier_hints_allowed() {
 }
 
 // --- Generated clusters ---
-
-/// xorshift64*: a small deterministic generator, so failures reproduce by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 /// Three namespaces of 2 to 4 workloads (Deployments, StatefulSets, pods without a controller)
 /// of 1 to 3 pods, with labels drawn from a small set so that workloads often share some (and

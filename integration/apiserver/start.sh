@@ -5,7 +5,9 @@
 #   kubectl --kubeconfig DIR/kubeconfig get ns
 #   integration/apiserver/stop.sh DIR
 # The API server listens on PORT (default: a free one), etcd on PORT+1 (clients) and PORT+2
-# (peers). Authentication is a static token (DIR/token), authorization AlwaysAllow; TLS is
+# (peers). Authentication is by static tokens: DIR/token is a system:masters user (allowed
+# everything), DIR/agent-token is the agent's service account kube-system/kube-nftpol, which
+# may do only what deploy/rbac.yaml grants once that is applied (authorization: RBAC). TLS is
 # verified against DIR/ca.crt. Running it again on the same DIR reuses its port, certificates
 # and etcd data and starts whichever process is not running (integration/support/apiserver.rs
 # restarts the API server that way). Binaries: $KNP_APISERVER_BIN, else build.sh's cache.
@@ -53,7 +55,11 @@ if [ ! -f "$dir/kubeconfig" ]; then
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
     openssl rand -hex 16 >token
-    echo "$(cat token),admin,admin,system:masters" >tokens.csv
+    openssl rand -hex 16 >agent-token
+    {
+      echo "$(cat token),admin,admin,system:masters"
+      echo "$(cat agent-token),system:serviceaccount:kube-system:kube-nftpol,kube-nftpol-sa,\"system:serviceaccounts,system:serviceaccounts:kube-system\""
+    } >tokens.csv
     cat >kubeconfig.tmp <<EOF
 apiVersion: v1
 kind: Config
@@ -125,7 +131,7 @@ if ! running "$dir/kube-apiserver.pid" kube-apiserver; then
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$port" --insecure-port=0 \
     --etcd-servers="http://127.0.0.1:$etcd_port" --cert-dir="$dir/cert-dir" \
     --tls-cert-file="$dir/apiserver.crt" --tls-private-key-file="$dir/apiserver.key" \
-    --token-auth-file="$dir/tokens.csv" --authorization-mode=AlwaysAllow \
+    --token-auth-file="$dir/tokens.csv" --anonymous-auth=false --authorization-mode=RBAC \
     --disable-admission-plugins=ServiceAccount --allow-privileged=true \
     --service-account-key-file="$dir/sa.pub" --service-account-signing-key-file="$dir/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \

@@ -482,7 +482,11 @@ fn bench_policies() -> Vec<Value> {
 /// Starts the agent on the node and waits until it is ready and its table is the compiled one.
 async fn start_agent(cluster: &Cluster, expected: &Summary) -> Result<NetnsProcess> {
     let node = &cluster.nodes[NODE];
-    let (program, args) = agent::command(node.name, &SourceArgs::Manifests(cluster.manifests()))?;
+    let (program, args) = agent::command(
+        node.name,
+        &SourceArgs::Manifests(cluster.manifests()),
+        agent::RESYNC_INTERVAL_SECS,
+    )?;
     let log = cluster.scratch().join("agent-bench.log");
     let mut process = NetnsProcess::spawn(node.netns.name(), &program, args, log)?;
     let deadline = Instant::now() + READY_TIMEOUT;

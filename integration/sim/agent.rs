@@ -30,6 +30,10 @@ pub const METRICS_PORT: u16 = 9640;
 /// How often the agent looks at the manifest directory.
 pub const MANIFESTS_POLL_INTERVAL_MS: u64 = 250;
 
+/// The agent's `--resync-interval-secs` unless a suite asks for another (the tamper suite
+/// shortens it).
+pub const RESYNC_INTERVAL_SECS: u64 = 10;
+
 /// The `kube-nftpol` binary the agent runs from.
 pub fn binary() -> PathBuf {
     std::env::var_os("KNP_SIM_AGENT_BIN").map_or_else(
@@ -46,15 +50,22 @@ pub enum SourceArgs {
     /// `--kubeconfig FILE`.
     Kubeconfig(PathBuf),
     /// As `deploy/daemonset.yaml` runs it: its arguments and environment, every capability
-    /// dropped but the ones it adds, no new privileges; the API server through `KUBECONFIG`
-    /// (in a cluster: the in-cluster service account).
+    /// dropped but the ones it adds, no new privileges; the API server through `KUBECONFIG`,
+    /// authenticated as its service account with `deploy/rbac.yaml`'s permissions (in a
+    /// cluster: the in-cluster service account token).
     Container(PathBuf),
 }
 
-/// The program and arguments that start the agent of `node`.
-pub fn command(node: &str, source: &SourceArgs) -> Result<(PathBuf, Vec<String>)> {
+/// The program and arguments that start the agent of `node`, repairing its table every
+/// `resync_interval_secs` (not for [`SourceArgs::Container`], which runs the DaemonSet's
+/// arguments as they are).
+pub fn command(
+    node: &str,
+    source: &SourceArgs,
+    resync_interval_secs: u64,
+) -> Result<(PathBuf, Vec<String>)> {
     let SourceArgs::Container(kubeconfig) = source else {
-        return Ok((binary(), agent_args(node, source)));
+        return Ok((binary(), agent_args(node, source, resync_interval_secs)));
     };
     let container = crate::daemonset::agent_container()?;
     let mut args = vec![format!("KUBECONFIG={}", kubeconfig.display())];
@@ -86,7 +97,7 @@ pub fn command(node: &str, source: &SourceArgs) -> Result<(PathBuf, Vec<String>)
 }
 
 /// The agent's arguments for one node.
-pub fn agent_args(node: &str, source: &SourceArgs) -> Vec<String> {
+pub fn agent_args(node: &str, source: &SourceArgs, resync_interval_secs: u64) -> Vec<String> {
     let mut args: Vec<String> = match source {
         SourceArgs::Manifests(dir) => vec![
             "--manifests".into(),
@@ -107,7 +118,7 @@ pub fn agent_args(node: &str, source: &SourceArgs) -> Vec<String> {
         "--nflog-group",
         "100",
         "--resync-interval-secs",
-        "10",
+        &resync_interval_secs.to_string(),
     ]
     .map(str::to_owned);
     args.splice(0..0, common);
@@ -219,6 +230,12 @@ pub async fn http_status(inside: &InNetns, path: &str) -> Result<u16> {
 /// `GET PATH` on the agent's metrics address, from inside its namespace: the status and the
 /// body.
 pub async fn http_get(inside: &InNetns, path: &str) -> Result<(u16, String)> {
+    http_request(inside, "GET", path).await
+}
+
+/// `METHOD PATH` (no body) on the agent's metrics address, from inside its namespace: the
+/// status and the body.
+pub async fn http_request(inside: &InNetns, method: &str, path: &str) -> Result<(u16, String)> {
     let socket = inside
         .socket(Domain::IPV4, Type::STREAM, None)
         .await
@@ -227,7 +244,8 @@ pub async fn http_get(inside: &InNetns, path: &str) -> Result<(u16, String)> {
     let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, METRICS_PORT));
     let exchange = async {
         let mut stream = socket.connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let request =
+            format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await?;
@@ -235,15 +253,15 @@ pub async fn http_get(inside: &InNetns, path: &str) -> Result<(u16, String)> {
     };
     let answer = timeout(Duration::from_secs(2), exchange)
         .await
-        .map_err(|_| format!("GET {path}: no answer within 2 s"))?
-        .map_err(|e| format!("GET {path}: {e}"))?;
+        .map_err(|_| format!("{method} {path}: no answer within 2 s"))?
+        .map_err(|e| format!("{method} {path}: {e}"))?;
     // `HTTP/1.1 200 OK`, headers, a blank line, the body.
     let answer = String::from_utf8_lossy(&answer);
     let status = answer
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("GET {path}: not an HTTP answer"))?;
+        .ok_or_else(|| format!("{method} {path}: not an HTTP answer"))?;
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
     Ok((status, body.to_owned()))
 }
@@ -251,4 +269,18 @@ pub async fn http_get(inside: &InNetns, path: &str) -> Result<(u16, String)> {
 /// Whether the agent answers `/readyz` with 200.
 pub async fn ready(inside: &InNetns) -> bool {
     matches!(http_status(inside, "/readyz").await, Ok(200))
+}
+
+/// The value of an unlabelled series (`kube_nftpol_dataplane_repairs_total`) on the agent's
+/// `/metrics`, from inside its namespace.
+pub async fn metric(inside: &InNetns, name: &str) -> Result<u64> {
+    let (status, body) = http_get(inside, "/metrics").await?;
+    if status != 200 {
+        return Err(format!("GET /metrics answered {status}"));
+    }
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .ok_or_else(|| format!("no {name} in /metrics"))
 }

@@ -82,6 +82,26 @@ impl ApiCluster {
         Ok(path)
     }
 
+    /// Applies `deploy/rbac.yaml` and writes a kubeconfig like [`Self::agent_kubeconfig`]'s
+    /// that authenticates as the agent's service account, so the agent can do exactly what the
+    /// ClusterRole grants (the server authorizes with RBAC).
+    pub fn service_account_kubeconfig(&self, dir: &Path) -> Result<PathBuf> {
+        let rbac = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rbac.yaml");
+        self.server
+            .kubectl(&["apply", "-f", &rbac.display().to_string()])?;
+        let path = self.agent_kubeconfig(dir)?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let admin = format!("token: {}", self.server.token());
+        let agent = format!("token: {}", self.server.agent_token()?);
+        let as_agent = text.replace(&admin, &agent);
+        if as_agent == text {
+            return Err("the kubeconfig holds no admin token to replace".into());
+        }
+        std::fs::write(&path, as_agent).map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(path)
+    }
+
     /// Makes the API hold exactly `items` (Namespace, Pod and NetworkPolicy objects as in a
     /// manifest): creates what is missing, updates what differs, deletes other pods and
     /// policies (force-deleted, as a kubelet confirms a deletion). Namespaces are never

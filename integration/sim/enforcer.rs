@@ -81,11 +81,23 @@ enum Running {
 pub struct Enforcer {
     mode: Mode,
     running: Running,
+    resync_interval_secs: u64,
 }
 
 impl Enforcer {
     /// Starts enforcing `case` on every node and waits until the kernels hold it.
     pub async fn start(mode: Mode, cluster: &Cluster, case: &Case) -> Result<Self> {
+        Self::start_with_resync(mode, cluster, case, agent::RESYNC_INTERVAL_SECS).await
+    }
+
+    /// [`Self::start`], with agents that check and repair their table every
+    /// `resync_interval_secs` (agent modes but [`Mode::Container`]).
+    pub async fn start_with_resync(
+        mode: Mode,
+        cluster: &Cluster,
+        case: &Case,
+        resync_interval_secs: u64,
+    ) -> Result<Self> {
         let running = match mode {
             Mode::Static => Running::Static,
             Mode::Dataplane => Running::Dataplane(Vec::new()),
@@ -104,7 +116,11 @@ impl Enforcer {
                 }
             }
         };
-        let mut this = Self { mode, running };
+        let mut this = Self {
+            mode,
+            running,
+            resync_interval_secs,
+        };
         cluster.write_manifests(case)?;
         this.resume(cluster, case).await?;
         Ok(this)
@@ -172,7 +188,7 @@ impl Enforcer {
             }
             Running::Agent(agents) => {
                 let source = agent::SourceArgs::Manifests(cluster.manifests());
-                start_agents(cluster, agents, &source)?;
+                start_agents(cluster, agents, &source, self.resync_interval_secs)?;
                 wait_ready(cluster, agents).await?;
             }
             Running::ApiAgent {
@@ -182,13 +198,12 @@ impl Enforcer {
                 ..
             } => {
                 api.sync(&cluster.objects(case)).await?;
-                let kubeconfig = api.agent_kubeconfig(cluster.scratch())?;
                 let source = if *container {
-                    agent::SourceArgs::Container(kubeconfig)
+                    agent::SourceArgs::Container(api.service_account_kubeconfig(cluster.scratch())?)
                 } else {
-                    agent::SourceArgs::Kubeconfig(kubeconfig)
+                    agent::SourceArgs::Kubeconfig(api.agent_kubeconfig(cluster.scratch())?)
                 };
-                start_agents(cluster, agents, &source)?;
+                start_agents(cluster, agents, &source, self.resync_interval_secs)?;
                 wait_ready(cluster, agents).await?;
             }
         }
@@ -335,11 +350,12 @@ fn start_agents(
     cluster: &Cluster,
     agents: &mut Vec<NetnsProcess>,
     source: &agent::SourceArgs,
+    resync_interval_secs: u64,
 ) -> Result<()> {
     if agents.is_empty() {
         for node in &cluster.nodes {
             let log = cluster.scratch().join(format!("agent-{}.log", node.name));
-            let (program, args) = agent::command(node.name, source)?;
+            let (program, args) = agent::command(node.name, source, resync_interval_secs)?;
             agents.push(NetnsProcess::spawn(node.netns.name(), &program, args, log)?);
         }
     } else {

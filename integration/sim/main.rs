@@ -13,7 +13,8 @@
 //! - [`cluster`]: builds the cluster and writes its manifests;
 //! - [`kube_proxy`]: the Service DNAT table;
 //! - [`servers`] and [`sctp`]: what runs in the pods, and SCTP INITs on the wire;
-//! - [`probes`]: TCP, UDP and SCTP probes, many at once;
+//! - [`probes`]: TCP, UDP and SCTP probes, many at once; [`steady`]: probe loops under
+//!   change, every attempt timed;
 //! - [`scenario`]: the hand-written policies and flows of the restart and change suites;
 //! - [`agent`]: processes inside node namespaces (the agent under test);
 //! - [`enforcer`]: what loads policy into the kernels, pluggable ([`enforcer::Mode`]);
@@ -23,11 +24,15 @@
 //!   [`suite_cleanup`] (nothing is left behind), [`suite_flood`] (100,000 denied packets
 //!   against the agent: allowed traffic, its memory and its drop log stay fine),
 //!   [`suite_audit_metrics`] (flow metrics and audit mode, with the agent: `/metrics` and the
-//!   drop log read from the nodes).
+//!   drop log read from the nodes), [`suite_spoof`] (pods forging another pod's address or an
+//!   allowed block's are dropped at their veth), [`suite_tamper`] (the agent's table flushed,
+//!   deleted or edited behind its back: repaired within the interval, the gap measured),
+//!   [`suite_churn`] (1,000 pods with reused IPs and changing policies through the API server:
+//!   nothing wrongly allowed, the final table exactly the compiled one).
 //! - [`bench_dataplane`]: the dataplane benchmark (`#[ignore]`d; `integration/bench/run.sh`
 //!   runs it in release mode), with its traffic ([`bench_traffic`]), its table
-//!   ([`bench_report`]) and the shared
-//!   10,000-pod cluster ([`bench_scale_cluster`], also `benches/compile.rs`'s).
+//!   ([`bench_report`]) and the shared 10,000-pod cluster ([`bench_scale_cluster`], also
+//!   `benches/compile.rs`'s).
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
 //! skips it). The suites run one at a time (they share the machine's 2 cores and time
@@ -44,6 +49,8 @@
 mod conformance_data;
 #[path = "../support/netns.rs"]
 mod netns;
+#[path = "../../tests/support/rng.rs"]
+mod rng;
 
 #[path = "../support/apiserver.rs"]
 mod apiserver;
@@ -61,6 +68,7 @@ mod scenario;
 mod sctp;
 mod servers;
 mod setns;
+mod steady;
 
 #[path = "../bench/dataplane.rs"]
 mod bench_dataplane;
@@ -73,12 +81,15 @@ mod bench_traffic;
 
 mod suite_api;
 mod suite_audit_metrics;
+mod suite_churn;
 mod suite_cleanup;
 mod suite_conformance;
 mod suite_flood;
 mod suite_hints;
 mod suite_policy_change;
 mod suite_restart;
+mod suite_spoof;
+mod suite_tamper;
 
 use std::io::Write;
 use std::sync::{Mutex, MutexGuard, PoisonError};

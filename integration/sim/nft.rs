@@ -5,17 +5,25 @@
 //! except objects the agent may add for anti-spoofing (a `prerouting` chain, sets and maps
 //! named `pod_*`). [`rule_handles`] lists each chain's rule handles, to tell a chain the agent
 //! left alone from one it rewrote.
+//!
+//! [`exact_differences`] is the strict check of the tamper and churn suites: the agent's table
+//! against the compiler's ruleset loaded by `nft -f` into a scratch namespace and listed back
+//! the same way, object by object with every rule's expressions, in order ([`objects`]:
+//! handles and counter values left out, set elements sorted), and the [`Summary`] compared
+//! exactly, with nothing tolerated.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kube_nftpol::compile::{TABLE_FAMILY, TABLE_NAME};
+use kube_nftpol::compile::{Ruleset, TABLE_FAMILY, TABLE_NAME, render_text};
 use kube_nftpol::dataplane::readback::{self, Summary};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::Result;
+use crate::netns::Netns;
+use crate::{NETNS_PREFIX, Result};
 
 /// Runs `nft ARGS` inside `netns` with `stdin` as its input; stdout, or nft's stderr as the
 /// error.
@@ -119,14 +127,123 @@ pub fn differences(expected: &Summary, actual: &Summary) -> Vec<String> {
     out
 }
 
+/// A JSON listing as comparable text per object: `table NAME`, `chain NAME`, `set NAME`,
+/// `map NAME`, and `rules CHAIN` (its rules in order), each without handles and counter
+/// values, set and map elements sorted (the kernel lists hash sets in its own order).
+pub fn objects(listing: &str) -> Result<BTreeMap<String, String>> {
+    fn strip(value: &mut Value) {
+        match value {
+            Value::Object(object) => {
+                object.remove("handle");
+                if let Some(counter) = object.get_mut("counter")
+                    && counter.is_object()
+                {
+                    *counter = Value::Null;
+                }
+                if let Some(Value::Array(elements)) = object.get_mut("elem") {
+                    elements.sort_by_key(Value::to_string);
+                }
+                object.values_mut().for_each(strip);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let items = listing_items(listing)?;
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for item in &items {
+        let Some((kind, object)) = item.as_object().and_then(|o| o.iter().next()) else {
+            continue;
+        };
+        if kind == "metainfo" {
+            continue;
+        }
+        let mut object = object.clone();
+        strip(&mut object);
+        let field = |name: &str| object[name].as_str().unwrap_or_default().to_owned();
+        let key = if kind == "rule" {
+            format!("rules {}", field("chain"))
+        } else {
+            format!("{kind} {}", field("name"))
+        };
+        let entry = out.entry(key).or_default();
+        entry.push_str(&object.to_string());
+        entry.push('\n');
+    }
+    Ok(out)
+}
+
+/// What `nft` lists for `ruleset` loaded into an empty namespace: the reference the agent's
+/// table is compared with.
+pub async fn reference_listing(ruleset: &Ruleset) -> Result<String> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let scratch = Netns::named(format!("{NETNS_PREFIX}-{}-ref{n}", std::process::id()));
+    apply(scratch.name(), &render_text::render(ruleset)).await?;
+    list_table(scratch.name())
+        .await?
+        .ok_or_else(|| "the reference table did not load".to_owned())
+}
+
+/// Every way the agent's table (`listing`) differs from the reference (`reference`, from
+/// [`reference_listing`] of `expected`): its summary, then each object; empty when they are
+/// the same.
+pub fn exact_differences(
+    listing: Option<&str>,
+    expected: &Ruleset,
+    reference: &str,
+) -> Result<Vec<String>> {
+    let Some(listing) = listing else {
+        return Ok(vec!["the table does not exist".to_owned()]);
+    };
+    let (summary, _) =
+        readback::parse(listing).map_err(|e| format!("cannot read the listing: {e}"))?;
+    let wanted = Summary::of(expected);
+    let mut out = Vec::new();
+    if summary != wanted {
+        out.push("its summary differs from the compiled ruleset's".to_owned());
+        out.extend(differences(&wanted, &summary));
+        for name in summary
+            .chains
+            .keys()
+            .filter(|n| !wanted.chains.contains_key(*n))
+        {
+            if is_tolerated_extra(name) {
+                out.push(format!("unexpected chain {name}"));
+            }
+        }
+    }
+    let (have, want) = (objects(listing)?, objects(reference)?);
+    for (key, text) in &want {
+        match have.get(key) {
+            None => out.push(format!("{key} missing")),
+            Some(got) if got != text => out.push(format!(
+                "{key} differs:\n  kernel:   {got}  compiled: {text}"
+            )),
+            Some(_) => {}
+        }
+    }
+    out.extend(
+        have.keys()
+            .filter(|k| !want.contains_key(*k))
+            .map(|k| format!("unexpected {k}")),
+    );
+    Ok(out)
+}
+
+/// The items of a JSON listing's `nftables` array.
+fn listing_items(listing: &str) -> Result<Vec<Value>> {
+    let mut value: Value =
+        serde_json::from_str(listing).map_err(|e| format!("listing is not JSON: {e}"))?;
+    match value.get_mut("nftables").map(Value::take) {
+        Some(Value::Array(items)) => Ok(items),
+        _ => Err("listing has no nftables array".to_owned()),
+    }
+}
+
 /// Each chain's rule handles, in order, from a JSON listing.
 pub fn rule_handles(listing: &str) -> Result<BTreeMap<String, Vec<u64>>> {
-    let value: Value =
-        serde_json::from_str(listing).map_err(|e| format!("listing is not JSON: {e}"))?;
-    let items = value
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or("listing has no nftables array")?;
+    let items = listing_items(listing)?;
     let mut chains: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for item in items {
         if let Some(chain) = item.get("chain").and_then(|c| c.get("name")) {

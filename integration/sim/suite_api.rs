@@ -426,6 +426,8 @@ async fn container() -> Result<()> {
             return Err(format!("/metrics on {} answered {metrics}", node.name));
         }
     }
+    read_only_endpoints(&cluster).await?;
+    service_account_is_least_privilege(enforcer.api().ok_or("no API server")?)?;
     // A denied flow (z/a -> x/a:80; x/a is on node-1) shows up in the drop log.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
@@ -474,6 +476,126 @@ async fn container() -> Result<()> {
     say(&format!("sim: PolicyDenied on x/a: {note}"));
     say(
         "sim: the DaemonSet's agent (NET_ADMIN only, no new privileges) enforced, logged, wrote Events and served /metrics",
+    );
+    Ok(())
+}
+
+/// The agent's endpoints serve reads only: every writing method on them is refused (405),
+/// paths that are not endpoints do not exist (404), and after all those requests every
+/// node's table has the same rules (same handles) and every verdict is unchanged.
+async fn read_only_endpoints(cluster: &Cluster) -> Result<()> {
+    const ENDPOINTS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/hints"];
+    const WRITES: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
+    const NOT_ENDPOINTS: [&str; 5] = ["/", "/apply", "/config", "/debug/pprof", "/hints/apply"];
+    let handles = |listing: Option<String>| {
+        listing
+            .ok_or_else(|| "the table is missing".to_owned())
+            .and_then(|l| crate::nft::rule_handles(&l))
+    };
+    let mut before = Vec::new();
+    for node in &cluster.nodes {
+        before.push(handles(crate::nft::list_table(node.netns.name()).await?)?);
+    }
+    let mut wrong = Vec::new();
+    for node in &cluster.nodes {
+        let mut requests: Vec<(&str, &str, u16)> = Vec::new();
+        for path in ENDPOINTS {
+            for method in WRITES {
+                requests.push((method, path, 405));
+            }
+        }
+        for path in NOT_ENDPOINTS {
+            requests.push(("GET", path, 404));
+            requests.push(("POST", path, 404));
+        }
+        for (method, path, status) in requests {
+            let (got, _) = crate::agent::http_request(&node.inside, method, path).await?;
+            if got != status {
+                wrong.push(format!(
+                    "{}: {method} {path} answered {got}, not {status}",
+                    node.name
+                ));
+            }
+        }
+    }
+    for (node, old) in cluster.nodes.iter().zip(&before) {
+        let now = handles(crate::nft::list_table(node.netns.name()).await?)?;
+        if &now != old {
+            wrong.push(format!(
+                "{}: the table's rules changed after the requests",
+                node.name
+            ));
+        }
+    }
+    wrong.extend(wrong_verdicts(cluster, &RESTART_FLOWS).await?);
+    if !wrong.is_empty() {
+        return Err(format!(
+            "the endpoints are not read-only:\n{}",
+            wrong.join("\n")
+        ));
+    }
+    say("sim: every write to the agent's endpoints was refused (405) and changed nothing");
+    Ok(())
+}
+
+/// An API request: method, path and optional (content type, body).
+type Request<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>);
+
+/// The identity the DaemonSet's agent ran with (its service account, `deploy/rbac.yaml`) may
+/// read pods, namespaces and policies and write Events, and is refused everything else the
+/// server is asked here: so the agent above enforced, logged and wrote its Event with only
+/// those permissions.
+fn service_account_is_least_privilege(api: &crate::api::ApiCluster) -> Result<()> {
+    let token = api.server.agent_token()?;
+    let allowed = [
+        ("GET", "/api/v1/pods"),
+        ("GET", "/api/v1/namespaces"),
+        ("GET", "/apis/networking.k8s.io/v1/networkpolicies"),
+    ];
+    let policy = r#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy","metadata":{"name":"allow-all"},"spec":{"podSelector":{},"ingress":[{}]}}"#;
+    let refused: [Request<'_>; 6] = [
+        ("GET", "/api/v1/secrets", None),
+        ("GET", "/api/v1/namespaces/kube-system/configmaps", None),
+        ("DELETE", "/api/v1/namespaces/x/pods/a", None),
+        (
+            "POST",
+            "/apis/networking.k8s.io/v1/namespaces/x/networkpolicies",
+            Some(("application/json", policy)),
+        ),
+        (
+            "DELETE",
+            "/apis/networking.k8s.io/v1/namespaces/x/networkpolicies/a-from-y",
+            None,
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/x",
+            Some((
+                "application/merge-patch+json",
+                r#"{"metadata":{"labels":{"ns":"y"}}}"#,
+            )),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (method, path) in allowed {
+        if let Err(e) = api.server.request_as(&token, method, path, None) {
+            wrong.push(format!("refused what the ClusterRole grants: {e}"));
+        }
+    }
+    for (method, path, body) in refused {
+        match api.server.request_as(&token, method, path, body) {
+            Err(e) if e.contains("HTTP 403") => {}
+            other => wrong.push(format!("{method} {path}: expected 403, got {other:?}")),
+        }
+    }
+    if !wrong.is_empty() {
+        return Err(format!(
+            "the agent's service account is not least privilege:\n{}",
+            wrong.join("\n")
+        ));
+    }
+    say(
+        "sim: the agent's service account may read pods, namespaces and policies, and nothing else asked",
     );
     Ok(())
 }

@@ -27,6 +27,11 @@ fn restarting_under_steady_traffic_keeps_every_verdict_with_the_agent() {
     run(Mode::Agent);
 }
 
+#[test]
+fn restarting_under_steady_traffic_keeps_every_verdict_with_the_agent_reading_the_api_server() {
+    run(Mode::ApiAgent);
+}
+
 /// How long each steady phase lasts.
 const PHASE: Duration = Duration::from_millis(2500);
 /// Parallel client loops per denied flow (each attempt waits out the probe timeout), started

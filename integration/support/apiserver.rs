@@ -79,9 +79,15 @@ impl ApiServer {
         format!("https://127.0.0.1:{}", self.port)
     }
 
-    /// The bearer token the server accepts (authorization is AlwaysAllow).
+    /// The bearer token of a `system:masters` user (allowed everything).
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// The bearer token of the agent's service account `kube-system/kube-nftpol`: it may do
+    /// what `deploy/rbac.yaml` grants, once applied, and nothing else (authorization is RBAC).
+    pub fn agent_token(&self) -> Result<String, String> {
+        self.read("agent-token")
     }
 
     /// The CA certificate that signed the serving certificate (SAN 127.0.0.1 and localhost).
@@ -142,6 +148,17 @@ impl ApiServer {
         path: &str,
         body: Option<(&str, &str)>,
     ) -> Result<String, String> {
+        self.request_as(&self.token, method, path, body)
+    }
+
+    /// [`Self::request`] with another bearer token.
+    pub fn request_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &str)>,
+    ) -> Result<String, String> {
         let mut curl = Command::new("curl");
         curl.args([
             "-sS",
@@ -155,7 +172,7 @@ impl ApiServer {
         .arg("--cacert")
         .arg(self.ca_path())
         .arg("-H")
-        .arg(format!("Authorization: Bearer {}", self.token));
+        .arg(format!("Authorization: Bearer {token}"));
         if let Some((content_type, content)) = body {
             curl.args([
                 "-H",

@@ -34,7 +34,7 @@ pub struct AgentArgs {
     /// `kube-nftpol.io/enforcement: audit` are audited
     #[arg(long)]
     pub audit: bool,
-    /// Address for /healthz, /readyz and /metrics
+    /// Address for /healthz, /readyz, /metrics and /hints (read-only)
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9640")]
     pub metrics_addr: SocketAddr,
     /// Seconds between checks that the table is as the agent left it (repairs it otherwise)

@@ -1,79 +1,71 @@
-//! Drop-log lines as flows for `kube-nftpol explain --drop-log`: the JSON lines the agent
-//! writes (see [`crate::flowlog::enrich::DropRecord`]), read back.
+//! Drop-log lines as flows for `kube-nftpol explain --drop-log`. The line is read as `suggest`
+//! reads it ([`crate::hints::read_line`]: kubectl prefixes skipped, unknown fields ignored);
+//! this module only turns it into the flow to explain.
 //!
-//! Only the fields that identify the flow are read (`direction`, `pod`, `peer`, `source`,
-//! `destination`, `protocol`, `port`); others, including ones added later, are ignored. A pod
-//! named in the line stands for itself when the cluster still has it; otherwise its address
-//! from the line is used, so a line about a pod deleted since is explained for whatever now
-//! owns that address (or for an address outside the cluster).
+//! A pod named in the line stands for itself when the cluster still has it; otherwise its
+//! address from the line is used, so a line about a pod deleted since is explained for
+//! whatever now owns that address (or for an address outside the cluster).
 
 use std::net::IpAddr;
 
-use serde::Deserialize;
-
+use crate::flowlog::decode::IpProtocol;
+use crate::hints::{FlowPeer, LoggedDrop, read_line};
 use crate::model::{ObjectKey, Protocol, Snapshot};
-use crate::policy::{Endpoint, Flow};
+use crate::policy::{Direction, Endpoint, Flow};
 
 /// Why a line is not a flow to explain.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
-    /// Not a drop-log JSON object.
+    /// Not a drop-log line, or a malformed one.
     #[error("not a drop-log line: {0}")]
     NotADropLine(String),
     /// A protocol that NetworkPolicy ports do not name (ICMP, ...).
     #[error("{0} has no ports; NetworkPolicy decides it by peers only and explain needs a port")]
     NoPort(String),
-}
-
-#[derive(Debug, Deserialize)]
-struct Line {
-    direction: String,
-    pod: Named,
-    peer: serde_json::Value,
-    source: IpAddr,
-    destination: IpAddr,
-    protocol: String,
-    port: Option<u16>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Named {
-    namespace: String,
-    name: String,
+    /// A pod the cluster no longer has, on a line without its address.
+    #[error("{0} is not in the cluster and the line has no address for it")]
+    NoAddress(ObjectKey),
 }
 
 /// The flow a drop-log line describes, with endpoints resolved against `snapshot`.
 pub fn flow(line: &str, snapshot: &Snapshot) -> Result<Flow, Error> {
-    let parsed: Line =
-        serde_json::from_str(line.trim()).map_err(|e| Error::NotADropLine(e.to_string()))?;
-    let protocol = Protocol::parse_any_case(&parsed.protocol);
-    let (Some(protocol), Some(port)) = (protocol, parsed.port) else {
-        return Err(Error::NoPort(parsed.protocol));
+    let logged = read_line(line)
+        .map_err(|e| Error::NotADropLine(e.to_string()))?
+        .ok_or_else(|| Error::NotADropLine("no \"action\" of deny or audit".into()))?;
+    let LoggedDrop {
+        flow: denied,
+        source,
+        destination,
+    } = logged;
+    let protocol = match denied.protocol {
+        IpProtocol::Tcp => Protocol::Tcp,
+        IpProtocol::Udp => Protocol::Udp,
+        IpProtocol::Sctp => Protocol::Sctp,
+        other => return Err(Error::NoPort(other.to_string())),
     };
-    let endpoint = |named: Option<ObjectKey>, address: IpAddr| match named {
-        Some(key) if snapshot.pod(&key).is_some() => Endpoint::Pod(key),
-        _ => Endpoint::Ip(address),
-    };
-    let pod = Some(ObjectKey::new(parsed.pod.namespace, parsed.pod.name));
-    let peer = match (
-        parsed.peer["namespace"].as_str(),
-        parsed.peer["name"].as_str(),
-    ) {
-        (Some(namespace), Some(name)) => Some(ObjectKey::new(namespace, name)),
-        _ => None,
-    };
-    let (source, destination) = match parsed.direction.as_str() {
-        "egress" => (
-            endpoint(pod, parsed.source),
-            endpoint(peer, parsed.destination),
-        ),
-        "ingress" => (
-            endpoint(peer, parsed.source),
-            endpoint(pod, parsed.destination),
-        ),
-        other => {
-            return Err(Error::NotADropLine(format!("unknown direction {other:?}")));
+    let port = denied
+        .port
+        .ok_or_else(|| Error::NoPort(denied.protocol.to_string()))?;
+    let endpoint = |key: ObjectKey, address: Option<IpAddr>| {
+        if snapshot.pod(&key).is_some() {
+            Ok(Endpoint::Pod(key))
+        } else {
+            address.map(Endpoint::Ip).ok_or(Error::NoAddress(key))
         }
+    };
+    // The pod's own address is the source on egress and the destination on ingress.
+    let (pod_address, peer_address) = match denied.direction {
+        Direction::Egress => (source, destination),
+        Direction::Ingress => (destination, source),
+    };
+    let pod = endpoint(denied.pod.key, pod_address)?;
+    let peer = match denied.peer {
+        FlowPeer::Pod(peer) => endpoint(peer.key, peer_address)?,
+        FlowPeer::External(ip) => Endpoint::Ip(ip),
+    };
+    let (source, destination) = match denied.direction {
+        Direction::Egress => (pod, peer),
+        Direction::Ingress => (peer, pod),
     };
     Ok(Flow {
         source,
@@ -118,7 +110,7 @@ mod tests {
 
     #[test]
     fn an_ingress_line_from_an_external_address_is_the_flow_into_the_pod() {
-        let line = r#"{"direction":"ingress","pod":{"namespace":"payments","name":"api-0"},"peer":{"ip":"192.0.2.7"},"protocol":"udp","port":53,"source":"192.0.2.7","destination":"10.244.1.20"}"#;
+        let line = r#"{"action":"deny","direction":"ingress","pod":{"namespace":"payments","name":"api-0"},"peer":{"ip":"192.0.2.7"},"protocol":"udp","port":53,"source":"192.0.2.7","destination":"10.244.1.20"}"#;
         let flow = flow(line, &snapshot()).unwrap();
         assert_eq!(flow.source, Endpoint::Ip("192.0.2.7".parse().unwrap()));
         assert_eq!(
@@ -134,7 +126,23 @@ mod tests {
             flow("2026-11-23 INFO agent started", &snapshot()),
             Err(Error::NotADropLine(_))
         ));
-        let icmp = r#"{"direction":"egress","pod":{"namespace":"a","name":"b"},"peer":{"ip":"1.1.1.1"},"protocol":"icmp","source":"10.0.0.1","destination":"1.1.1.1"}"#;
+        let icmp = r#"{"action":"deny","direction":"egress","pod":{"namespace":"a","name":"b"},"peer":{"ip":"1.1.1.1"},"protocol":"icmp","source":"10.0.0.1","destination":"1.1.1.1"}"#;
         assert_eq!(flow(icmp, &snapshot()), Err(Error::NoPort("icmp".into())));
+        // Lines that are JSON but not drops, or drops without their deny action.
+        assert!(matches!(
+            flow(r#"{"level":"info","msg":"x"}"#, &snapshot()),
+            Err(Error::NotADropLine(_))
+        ));
+    }
+
+    #[test]
+    fn kubectl_prefixes_are_skipped_and_a_gone_pod_without_address_is_an_error() {
+        let prefixed = format!("[pod/kube-nftpol-x2v/agent] {EGRESS}");
+        assert_eq!(flow(&prefixed, &snapshot()), flow(EGRESS, &snapshot()));
+        let without = EGRESS.replace(r#""destination":"10.244.1.11","#, "");
+        assert_eq!(
+            flow(&without, &snapshot()),
+            Err(Error::NoAddress(ObjectKey::new("shop", "backend")))
+        );
     }
 }

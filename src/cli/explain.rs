@@ -161,7 +161,9 @@ fn drop_log_flows(snapshot: &crate::Snapshot) -> anyhow::Result<Vec<Flow>> {
         .context("reading drop-log lines from stdin")?;
     let mut flows = Vec::new();
     for (number, line) in input.lines().enumerate() {
-        if !line.trim_start().starts_with('{') {
+        // Lines without a JSON object are the agent's other output; kubectl's `--prefix` and
+        // `--timestamps` prefixes before the object are skipped by the reader.
+        if !line.contains('{') {
             continue;
         }
         match drop_line::flow(line, snapshot) {

@@ -6,12 +6,19 @@
 //!   `nft` writes them. `Summary::of(&ruleset) == Summary::from_listing(..)` means the kernel
 //!   holds what the compiler asked for (rule expressions are compared through their count and
 //!   comment, elements exactly).
-//! - [`Fingerprint`]: the whole listing with counter values and handles removed. The dataplane
-//!   takes one after each apply; a later listing with another fingerprint means someone else
-//!   changed the table (a rule added, a set flushed, the table deleted).
+//! - [`Fingerprint`]: the whole listing with counter values and handles removed, object by
+//!   object (the table, each chain's declaration, each chain's rules in order, each set and
+//!   map with its elements). The dataplane takes one after each apply; a later listing with
+//!   another fingerprint means someone else changed the table (a rule added, a set flushed,
+//!   the table deleted). After an incremental update, the objects the update did not touch
+//!   must still match the previous fingerprint ([`Fingerprint::changed_besides`]): otherwise
+//!   someone changed them in between, and taking the new listing as the reference would
+//!   absorb their change.
 
 use serde_json::Value;
 use std::collections::BTreeMap;
+
+use super::transaction::Touched;
 
 use crate::compile::ranges;
 use crate::compile::{Family, MapVerdict, Ruleset, SetElement};
@@ -39,19 +46,52 @@ pub struct Summary {
     pub maps: BTreeMap<String, Vec<String>>,
 }
 
-/// The listing without counter values and handles: equal fingerprints mean an unchanged table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint(String);
+/// The listing without counter values and handles, keyed by object (`table`, `chain NAME`,
+/// `rules NAME`, `set NAME`, `map NAME`, ...): equal fingerprints mean an unchanged table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fingerprint(BTreeMap<String, String>);
+
+impl Fingerprint {
+    /// The first object, other than those `touched` by an update, that differs between this
+    /// fingerprint (taken before the update) and `now` (taken after it); `None` when the
+    /// update explains every difference. A chain the update refilled is compared by its
+    /// declaration only (the refill rewrote its rules); chains, sets and maps it added,
+    /// deleted or changed are left out.
+    pub fn changed_besides(&self, now: &Self, touched: &Touched) -> Option<String> {
+        let left_out = |key: &str| {
+            let (kind, name) = key.split_once(' ').unwrap_or((key, ""));
+            let touched_name = |names: &[String]| names.iter().any(|n| n == name);
+            match kind {
+                "rules" => touched_name(&touched.chains),
+                "chain" => {
+                    touched_name(&touched.chains)
+                        && !(self.0.contains_key(key) && now.0.contains_key(key))
+                }
+                "set" => touched_name(&touched.sets),
+                "map" => touched_name(&touched.maps),
+                _ => false,
+            }
+        };
+        self.0
+            .keys()
+            .chain(now.0.keys())
+            .filter(|key| !left_out(key))
+            .find(|key| self.0.get(*key) != now.0.get(*key))
+            .cloned()
+    }
+}
 
 /// Parses a listing into its [`Summary`] and [`Fingerprint`].
 pub fn parse(listing: &str) -> Result<(Summary, Fingerprint), Error> {
-    let mut value: Value = serde_json::from_str(listing).map_err(Error::Json)?;
+    let value: Value = serde_json::from_str(listing).map_err(Error::Json)?;
     let items = value
         .get("nftables")
         .and_then(Value::as_array)
         .ok_or(Error::Shape)?;
     let mut summary = Summary::default();
+    let mut fingerprint = Fingerprint::default();
     for item in items {
+        add_to_fingerprint(&mut fingerprint, item);
         if let Some(chain) = item.get("chain") {
             let name = str_field(chain, "name");
             summary.chains.entry(name).or_default();
@@ -88,8 +128,31 @@ pub fn parse(listing: &str) -> Result<(Summary, Fingerprint), Error> {
                 .push((comment, exprs));
         }
     }
-    strip_volatile(&mut value);
-    Ok((summary, Fingerprint(value.to_string())))
+    Ok((summary, fingerprint))
+}
+
+/// Adds one listing item, without its volatile parts, to the fingerprint: rules are appended
+/// to their chain's `rules` entry in listing order, so rule order counts.
+fn add_to_fingerprint(fingerprint: &mut Fingerprint, item: &Value) {
+    let Some((kind, object)) = item.as_object().and_then(|o| o.iter().next()) else {
+        return;
+    };
+    if kind == "metainfo" {
+        return;
+    }
+    let mut object = object.clone();
+    strip_volatile(&mut object);
+    let text = object.to_string();
+    let key = if kind == "rule" {
+        format!("rules {}", str_field(&object, "chain"))
+    } else {
+        format!("{kind} {}", str_field(&object, "name"))
+    };
+    let entry = fingerprint.0.entry(key).or_default();
+    if !entry.is_empty() {
+        entry.push('\n');
+    }
+    entry.push_str(&text);
 }
 
 impl Summary {
@@ -243,5 +306,77 @@ fn strip_volatile(value: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(rules: &[(&str, &str)], elements: &[&str]) -> String {
+        let mut items = vec![
+            r#"{"metainfo": {"version": "1.0.6"}}"#.to_owned(),
+            r#"{"table": {"family": "inet", "name": "kube-nftpol", "handle": 1}}"#.to_owned(),
+            r#"{"chain": {"family": "inet", "table": "kube-nftpol", "name": "a", "handle": 2}}"#
+                .to_owned(),
+            r#"{"chain": {"family": "inet", "table": "kube-nftpol", "name": "b", "handle": 3}}"#
+                .to_owned(),
+        ];
+        let elements: Vec<String> = elements.iter().map(|e| format!("{e:?}")).collect();
+        items.push(format!(
+            r#"{{"set": {{"family": "inet", "name": "s", "table": "kube-nftpol", "type": "ipv4_addr", "handle": 4, "elem": [{}]}}}}"#,
+            elements.join(",")
+        ));
+        for (handle, (chain, verdict)) in rules.iter().enumerate() {
+            items.push(format!(
+                r#"{{"rule": {{"family": "inet", "table": "kube-nftpol", "chain": "{chain}", "handle": {}, "comment": "c", "expr": [{{"counter": {{"packets": {handle}, "bytes": 9}}}}, {{"{verdict}": null}}]}}}}"#,
+                handle + 10
+            ));
+        }
+        format!(r#"{{"nftables": [{}]}}"#, items.join(","))
+    }
+
+    fn fingerprint(rules: &[(&str, &str)], elements: &[&str]) -> Fingerprint {
+        parse(&listing(rules, elements)).unwrap().1
+    }
+
+    #[test]
+    fn counters_and_handles_do_not_change_the_fingerprint_but_order_and_elements_do() {
+        let base = fingerprint(&[("a", "drop"), ("a", "accept")], &["10.0.0.1", "10.0.0.2"]);
+        let text = listing(&[("a", "drop"), ("a", "accept")], &["10.0.0.1", "10.0.0.2"])
+            .replace("\"bytes\": 9", "\"bytes\": 77");
+        assert_eq!(parse(&text).unwrap().1, base);
+        let swapped = fingerprint(&[("a", "accept"), ("a", "drop")], &["10.0.0.1", "10.0.0.2"]);
+        assert_ne!(swapped, base, "rule order counts");
+        let fewer = fingerprint(&[("a", "drop"), ("a", "accept")], &["10.0.0.1"]);
+        assert_ne!(fewer, base, "set elements count");
+    }
+
+    #[test]
+    fn a_change_outside_what_an_update_touched_is_named() {
+        let before = fingerprint(&[("a", "drop"), ("b", "drop")], &["10.0.0.1"]);
+        // The update refilled chain a and changed set s; someone flipped chain b's verdict.
+        let after = fingerprint(&[("a", "accept"), ("b", "accept")], &["10.0.0.2"]);
+        let touched = Touched {
+            chains: vec!["a".into()],
+            sets: vec!["s".into()],
+            maps: Vec::new(),
+        };
+        assert_eq!(
+            before.changed_besides(&after, &touched).as_deref(),
+            Some("rules b")
+        );
+        let touched_b = Touched {
+            chains: vec!["a".into(), "b".into()],
+            ..touched.clone()
+        };
+        assert_eq!(before.changed_besides(&after, &touched_b), None);
+        // Nothing touched: every difference counts; the first in name order is named.
+        assert_eq!(
+            before
+                .changed_besides(&after, &Touched::default())
+                .as_deref(),
+            Some("rules a")
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! so they name the policies whose chain dropped the packet, provided the snapshot is the one
 //! the ruleset came from. It does not decode packets ([`super::decode`]) or write lines anywhere.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::decode::{DeniedPacket, IpProtocol};
 use crate::compile::{AUDIT_LOG_PREFIX, LOG_PREFIX};
-use crate::model::{Enforcement, Labels, ObjectKey, Owner, Pod, Snapshot};
+use crate::model::{Enforcement, Labels, Owner, Pod, Snapshot};
 use crate::policy::Direction;
 
 /// nftables' limit on log prefixes: the compiler cuts longer ones, losing the end of the name.
@@ -207,37 +207,6 @@ impl DropRecord {
     pub fn to_json_line(&self) -> serde_json::Result<String> {
         serde_json::to_string(self)
     }
-
-    /// The record as one line for people, e.g.
-    /// `2025-01-02T03:04:05.678Z deny ingress shop/backend-0 <- payments/api-0: tcp
-    /// 10.244.1.20:51000 -> 10.244.1.11:9090 (policies: shop/default-deny-ingress)`.
-    /// Labels are left out; the JSON form has them.
-    pub fn to_text(&self) -> String {
-        let mut line = String::new();
-        let arrow = match self.direction {
-            Direction::Ingress => "<-",
-            Direction::Egress => "->",
-        };
-        let pod = ObjectKey::new(self.pod.namespace.as_str(), self.pod.name.as_str());
-        // Writing to a String cannot fail.
-        let _ = write!(
-            line,
-            "{} deny {} {pod}{} {arrow} {}: {} {} -> {}",
-            self.ts,
-            self.direction,
-            if self.pod.unknown { " (unknown)" } else { "" },
-            self.peer,
-            self.protocol,
-            Endpoint(self.source, self.source_port),
-            Endpoint(self.destination, self.port),
-        );
-        if self.policies.is_empty() {
-            line.push_str(" (no isolating policy in the snapshot)");
-        } else {
-            let _ = write!(line, " (policies: {})", self.policies.join(", "));
-        }
-        line
-    }
 }
 
 impl fmt::Display for Peer {
@@ -245,19 +214,6 @@ impl fmt::Display for Peer {
         match self {
             Peer::Pod(pod) => write!(f, "{}/{}", pod.namespace, pod.name),
             Peer::External { ip } => write!(f, "external {ip}"),
-        }
-    }
-}
-
-/// `10.0.0.1:80`, `[fd00::1]:80`, or the bare address without a port.
-struct Endpoint(IpAddr, Option<u16>);
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.0, self.1) {
-            (ip, None) => write!(f, "{ip}"),
-            (IpAddr::V4(ip), Some(port)) => write!(f, "{ip}:{port}"),
-            (IpAddr::V6(ip), Some(port)) => write!(f, "[{ip}]:{port}"),
         }
     }
 }

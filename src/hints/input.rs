@@ -1,5 +1,6 @@
-//! Denied flows from the drop log: one JSON line as the agent prints it ([`parse_line`]), or
-//! the agent's own [`DropRecord`] ([`from_record`]).
+//! Denied flows from the drop log: one JSON line as the agent prints it ([`parse_line`]; with
+//! the packet's addresses, [`read_line`], which `explain --drop-log` uses too), or the agent's
+//! own [`DropRecord`] ([`from_record`]).
 //!
 //! Lines come from `kubectl logs`, which may interleave other output and prefix lines (with
 //! `--prefix` or `--timestamps`), so the JSON object is looked for from the first `{`; lines
@@ -38,6 +39,10 @@ struct LineRecord {
     port: Option<u16>,
     #[serde(default)]
     count: Option<u64>,
+    #[serde(default)]
+    source: Option<IpAddr>,
+    #[serde(default)]
+    destination: Option<IpAddr>,
 }
 
 #[derive(Deserialize)]
@@ -65,8 +70,26 @@ enum LinePeer {
     External { ip: IpAddr },
 }
 
+/// A drop-log line read back: the denied flow and the packet's addresses, when the line has
+/// them (the agent always writes them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedDrop {
+    /// The denied flow.
+    pub flow: DeniedFlow,
+    /// The packet's source address.
+    pub source: Option<IpAddr>,
+    /// The packet's destination address.
+    pub destination: Option<IpAddr>,
+}
+
 /// The denied flow on a drop-log line; `Ok(None)` for lines that are not drop records.
 pub fn parse_line(line: &str) -> Result<Option<DeniedFlow>, LineError> {
+    Ok(read_line(line)?.map(|logged| logged.flow))
+}
+
+/// The denied flow on a drop-log line with the packet's addresses; `Ok(None)` for lines that
+/// are not drop records.
+pub fn read_line(line: &str) -> Result<Option<LoggedDrop>, LineError> {
     let Some(start) = line.find('{') else {
         return Ok(None);
     };
@@ -96,7 +119,7 @@ pub fn parse_line(line: &str) -> Result<Option<DeniedFlow>, LineError> {
     let protocol = parse_protocol(&record.protocol).ok_or_else(|| {
         LineError::Malformed(format!("protocol {} is not known", record.protocol))
     })?;
-    Ok(Some(DeniedFlow {
+    let flow = DeniedFlow {
         direction,
         pod: pod(record.pod),
         peer: match record.peer {
@@ -106,6 +129,11 @@ pub fn parse_line(line: &str) -> Result<Option<DeniedFlow>, LineError> {
         protocol,
         port: record.port,
         drops: record.count.unwrap_or(1).max(1),
+    };
+    Ok(Some(LoggedDrop {
+        flow,
+        source: record.source,
+        destination: record.destination,
     }))
 }
 
@@ -248,6 +276,18 @@ mod tests {
     fn a_bad_external_address_is_malformed() {
         let line = r#"{"action":"deny","direction":"egress","pod":{"namespace":"a","name":"p"},"peer":{"ip":"nope"},"protocol":"tcp","port":1}"#;
         assert!(matches!(parse_line(line), Err(LineError::Malformed(_))));
+    }
+
+    #[test]
+    fn the_packets_addresses_are_read_when_present() {
+        let logged = read_line(LINE).unwrap().unwrap();
+        assert_eq!(logged.source, Some("10.244.1.20".parse().unwrap()));
+        assert_eq!(logged.destination, Some("10.244.1.11".parse().unwrap()));
+        assert_eq!(logged.flow, flow(LINE));
+        let without = LINE.replace(r#""source":"10.244.1.20","#, "");
+        assert_eq!(read_line(&without).unwrap().unwrap().source, None);
+        let bad = LINE.replace(r#""source":"10.244.1.20""#, r#""source":"ten""#);
+        assert!(matches!(read_line(&bad), Err(LineError::Malformed(_))));
     }
 
     #[test]

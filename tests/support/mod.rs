@@ -2,3 +2,4 @@
 pub mod cluster;
 pub mod conformance;
 pub mod interpret;
+pub mod rng;
