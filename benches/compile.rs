@@ -5,95 +5,43 @@
 //! `compile` plus rendering to nft text, then the process's peak resident memory (VmHWM) after
 //! building the snapshot and after the measurements.
 
+#[path = "../integration/bench/scale_cluster.rs"]
+mod scale_cluster;
+
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::Criterion;
+use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube_nftpol::compile::{self, Options, render_text};
-use kube_nftpol::model::{
-    ContainerPort, Labels, Namespace, ObjectKey, Pod, PodPhase, Protocol, Snapshot,
-};
-use serde_json::json;
+use kube_nftpol::model::{Namespace, Pod, Snapshot};
+use serde_json::from_value;
 
-const NAMESPACES: usize = 500;
-const PODS_PER_NAMESPACE: usize = 20;
-const PODS_PER_NODE: usize = 110;
 const NODE: &str = "node-0";
 
-fn labels(pairs: &[(&str, String)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
-}
-
-/// 10,000 pods: namespace `ns-N` has pods `app-A-I` with app labels `app-0..app-4`, spread over
-/// nodes so that `node-0` holds 110 of them; two policies per namespace.
+/// The shared 10,000-pod cluster (`integration/bench/scale_cluster.rs`); `node-0` holds 110 of
+/// its pods. Objects are converted as they come, so the peak memory measured after this is
+/// the snapshot's, not the generator's.
 fn cluster() -> Snapshot {
     let mut snapshot = Snapshot::new();
-    let mut index = 0usize;
-    for n in 0..NAMESPACES {
-        let ns = format!("ns-{n}");
-        snapshot.upsert_namespace(Namespace::new(
-            &ns,
-            labels(&[("team", format!("team-{}", n % 50))]),
-        ));
-        for i in 0..PODS_PER_NAMESPACE {
-            let app = format!("app-{}", i % 5);
-            let ip = IpAddr::V4(Ipv4Addr::from(0x0af4_0000u32 + index as u32 + 2));
-            snapshot.upsert_pod(Pod {
-                key: ObjectKey::new(&ns, format!("{app}-{i}")),
-                labels: labels(&[("app", app.clone()), ("pod-template-hash", format!("h{i}"))]),
-                node: Some(format!("node-{}", index / PODS_PER_NODE)),
-                ips: vec![ip],
-                phase: PodPhase::Active,
-                host_network: false,
-                terminating: false,
-                ports: vec![
-                    ContainerPort {
-                        name: Some("http".into()),
-                        port: 8080,
-                        protocol: Protocol::Tcp,
-                    },
-                    ContainerPort {
-                        name: Some("metrics".into()),
-                        port: 9090,
-                        protocol: Protocol::Tcp,
-                    },
-                ],
-                owner: None,
-            });
-            index += 1;
-        }
-        for policy in policies(&ns, n) {
-            snapshot.upsert_network_policy(&policy).expect("named");
+    for object in scale_cluster::objects() {
+        match object["kind"].as_str() {
+            Some("Namespace") => {
+                let namespace: core::Namespace = from_value(object).expect("namespace JSON");
+                snapshot.upsert_namespace(Namespace::from_k8s(&namespace).expect("named"));
+            }
+            Some("Pod") => {
+                let pod: core::Pod = from_value(object).expect("pod JSON");
+                snapshot.upsert_pod(Pod::from_k8s(&pod).expect("a valid pod").0);
+            }
+            Some("NetworkPolicy") => {
+                let policy: NetworkPolicy = from_value(object).expect("policy JSON");
+                snapshot.upsert_network_policy(&policy).expect("named");
+            }
+            other => panic!("the generator made a {other:?}"),
         }
     }
     snapshot
-}
-
-fn policies(ns: &str, n: usize) -> [NetworkPolicy; 2] {
-    let deny = json!({
-        "metadata": {"name": "default-deny", "namespace": ns},
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
-                 "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ns-0"}}}],
-                             "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]}
-    });
-    let allow = json!({
-        "metadata": {"name": "allow-app", "namespace": ns},
-        "spec": {
-            "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["app-0", "app-1", "app-2"]}]},
-            "ingress": [
-                {"from": [{"podSelector": {"matchLabels": {"app": "app-3"}}},
-                          {"namespaceSelector": {"matchLabels": {"team": format!("team-{}", (n + 1) % 50)}}}],
-                 "ports": [{"port": "http"}, {"port": 9000, "endPort": 9100}]},
-                {"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.244.0.0/16"]}}]}
-            ],
-            "egress": [{"to": [{"podSelector": {}}], "ports": [{"port": "http"}]}]
-        }
-    });
-    [deny, allow].map(|v| serde_json::from_value(v).expect("policy JSON"))
 }
 
 fn peak_rss_kib() -> Option<u64> {

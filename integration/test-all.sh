@@ -4,8 +4,8 @@
 # It installs what it needs (Debian packages; crates come through cargo), then runs, in order:
 # formatting, clippy, the cargo tests (no root needed), the build of a real kube-apiserver
 # (cached after the first run), the root suites (real nftables inside network namespaces the
-# tests create and delete; the API server), a one-iteration run of the benchmark, and 30 s of
-# each cargo fuzz target.
+# tests create and delete; the API server), a one-iteration run of the compiler benchmark, a
+# quick run of the benchmarks of integration/bench, and 30 s of each cargo fuzz target.
 # Any suite that cannot run fails loudly; nothing is skipped silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +71,9 @@ done
 
 step "benchmark smoke run (one iteration each; full run: cargo bench --bench compile)"
 cargo bench --quiet --bench compile -- --test
+
+step "benchmarks of integration/bench, quick run (full run: sudo integration/bench/run.sh)"
+integration/bench/run.sh --quick
 
 # Both cargo fuzz targets (fuzz/), briefly: builds them (nightly, or stable with
 # RUSTC_BOOTSTRAP=1), installs cargo-fuzz if missing, fuzzes each from its committed seeds.

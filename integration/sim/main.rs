@@ -31,6 +31,10 @@
 //!   nothing wrongly allowed, the final table exactly the compiled one), [`suite_hostile`]
 //!   (invalid and extreme policies and names: fail closed, verdicts equal `evaluate`, errors
 //!   reported).
+//! - [`bench_dataplane`]: the dataplane benchmark (`#[ignore]`d; `integration/bench/run.sh`
+//!   runs it in release mode), with its traffic ([`bench_traffic`]), its table
+//!   ([`bench_report`]) and the shared 10,000-pod cluster ([`bench_scale_cluster`], also
+//!   `benches/compile.rs`'s).
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
 //! skips it). The suites run one at a time (they share the machine's 2 cores and time
@@ -76,6 +80,15 @@ mod sctp;
 mod servers;
 mod setns;
 mod steady;
+
+#[path = "../bench/dataplane.rs"]
+mod bench_dataplane;
+#[path = "../bench/report.rs"]
+mod bench_report;
+#[path = "../bench/scale_cluster.rs"]
+mod bench_scale_cluster;
+#[path = "../bench/traffic.rs"]
+mod bench_traffic;
 
 mod suite_api;
 mod suite_audit_metrics;

@@ -143,15 +143,24 @@ impl Servers {
     }
 }
 
+impl Servers {
+    /// Stops the SCTP observer: its packet socket gets a copy of every packet of the pod, a
+    /// cost the dataplane benchmark's traffic must not pay. SCTP probes to the pod then time
+    /// out.
+    pub fn stop_sctp_observer(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(watcher) = self.watcher.take() {
+            let _ = watcher.join();
+        }
+    }
+}
+
 impl Drop for Servers {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
         }
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(watcher) = self.watcher.take() {
-            let _ = watcher.join();
-        }
+        self.stop_sctp_observer();
     }
 }
 
