@@ -1,5 +1,6 @@
-//! Compiler benchmark at cluster scale: 10,000 pods in 500 namespaces, 1,000 policies, compiled
-//! for a node running 110 of those pods (Kubernetes' default pod limit per node).
+//! Compiler benchmark at cluster scale: 10,000 pods in 500 namespaces, 1,000 policies (the
+//! shared cluster of `tests/support/scale_cluster.rs`), compiled for a node running 110 of
+//! those pods (Kubernetes' default pod limit per node).
 //!
 //! `cargo bench --bench compile` prints criterion's timing for `compile` alone and for
 //! `compile` plus rendering to nft text, then the process's peak resident memory (VmHWM) after
@@ -14,86 +15,48 @@ use kube_nftpol::compile::{self, Options, render_text};
 use kube_nftpol::model::{
     ContainerPort, Labels, Namespace, ObjectKey, Pod, PodPhase, Protocol, Snapshot,
 };
-use serde_json::json;
 
-const NAMESPACES: usize = 500;
-const PODS_PER_NAMESPACE: usize = 20;
-const PODS_PER_NODE: usize = 110;
+#[path = "../tests/support/scale_cluster.rs"]
+mod scale_cluster;
+
+use scale_cluster::{POD_PORTS, ScaleCluster};
+
 const NODE: &str = "node-0";
 
-fn labels(pairs: &[(&str, String)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect()
-}
-
-/// 10,000 pods: namespace `ns-N` has pods `app-A-I` with app labels `app-0..app-4`, spread over
-/// nodes so that `node-0` holds 110 of them; two policies per namespace.
+/// The shared cluster at scale ([`scale_cluster`]) as a model snapshot; `node-0` holds 110 of
+/// its pods.
 fn cluster() -> Snapshot {
+    let scale = ScaleCluster::full(Ipv4Addr::new(10, 244, 0, 2));
     let mut snapshot = Snapshot::new();
-    let mut index = 0usize;
-    for n in 0..NAMESPACES {
-        let ns = format!("ns-{n}");
-        snapshot.upsert_namespace(Namespace::new(
-            &ns,
-            labels(&[("team", format!("team-{}", n % 50))]),
-        ));
-        for i in 0..PODS_PER_NAMESPACE {
-            let app = format!("app-{}", i % 5);
-            let ip = IpAddr::V4(Ipv4Addr::from(0x0af4_0000u32 + index as u32 + 2));
-            snapshot.upsert_pod(Pod {
-                key: ObjectKey::new(&ns, format!("{app}-{i}")),
-                labels: labels(&[("app", app.clone()), ("pod-template-hash", format!("h{i}"))]),
-                node: Some(format!("node-{}", index / PODS_PER_NODE)),
-                ips: vec![ip],
-                phase: PodPhase::Active,
-                host_network: false,
-                terminating: false,
-                ports: vec![
-                    ContainerPort {
-                        name: Some("http".into()),
-                        port: 8080,
-                        protocol: Protocol::Tcp,
-                    },
-                    ContainerPort {
-                        name: Some("metrics".into()),
-                        port: 9090,
-                        protocol: Protocol::Tcp,
-                    },
-                ],
-                owner: None,
-            });
-            index += 1;
-        }
-        for policy in policies(&ns, n) {
+    for n in 0..scale.namespaces {
+        let labels: Labels = ScaleCluster::namespace_labels(n).into_iter().collect();
+        snapshot.upsert_namespace(Namespace::new(&ScaleCluster::namespace_name(n), labels));
+        for policy in ScaleCluster::policies(n) {
+            let policy: NetworkPolicy = serde_json::from_value(policy).expect("policy JSON");
             snapshot.upsert_network_policy(&policy).expect("named");
         }
     }
+    for pod in scale.pods() {
+        snapshot.upsert_pod(Pod {
+            key: ObjectKey::new(&pod.namespace, &pod.name),
+            labels: pod.labels.into_iter().collect(),
+            node: Some(pod.node),
+            ips: vec![IpAddr::V4(pod.ip)],
+            phase: PodPhase::Active,
+            host_network: false,
+            terminating: false,
+            ports: POD_PORTS
+                .iter()
+                .map(|(name, port)| ContainerPort {
+                    name: Some((*name).into()),
+                    port: *port,
+                    protocol: Protocol::Tcp,
+                })
+                .collect(),
+            owner: None,
+        });
+    }
     snapshot
-}
-
-fn policies(ns: &str, n: usize) -> [NetworkPolicy; 2] {
-    let deny = json!({
-        "metadata": {"name": "default-deny", "namespace": ns},
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
-                 "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ns-0"}}}],
-                             "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}]}
-    });
-    let allow = json!({
-        "metadata": {"name": "allow-app", "namespace": ns},
-        "spec": {
-            "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["app-0", "app-1", "app-2"]}]},
-            "ingress": [
-                {"from": [{"podSelector": {"matchLabels": {"app": "app-3"}}},
-                          {"namespaceSelector": {"matchLabels": {"team": format!("team-{}", (n + 1) % 50)}}}],
-                 "ports": [{"port": "http"}, {"port": 9000, "endPort": 9100}]},
-                {"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.244.0.0/16"]}}]}
-            ],
-            "egress": [{"to": [{"podSelector": {}}], "ports": [{"port": "http"}]}]
-        }
-    });
-    [deny, allow].map(|v| serde_json::from_value(v).expect("policy JSON"))
 }
 
 fn peak_rss_kib() -> Option<u64> {

@@ -23,7 +23,10 @@
 //!   [`suite_cleanup`] (nothing is left behind), [`suite_flood`] (100,000 denied packets
 //!   against the agent: allowed traffic, its memory and its drop log stay fine),
 //!   [`suite_audit_metrics`] (flow metrics and audit mode, with the agent: `/metrics` and the
-//!   drop log read from the nodes).
+//!   drop log read from the nodes);
+//! - the benchmarks (`#[ignore]`d, run by `integration/bench/run.sh`): [`bench_programming`]
+//!   (programming latency at cluster scale against a real API server, and the agent's
+//!   footprint, measured with [`bench_usage`]).
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
 //! skips it). The suites run one at a time (they share the machine's 2 cores and time
@@ -43,6 +46,13 @@ mod netns;
 
 #[path = "../support/apiserver.rs"]
 mod apiserver;
+#[path = "../../tests/support/scale_cluster.rs"]
+mod scale_cluster;
+
+#[path = "../bench/programming.rs"]
+mod bench_programming;
+#[path = "../bench/usage.rs"]
+mod bench_usage;
 
 mod agent;
 mod api;
