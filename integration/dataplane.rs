@@ -265,6 +265,58 @@ fn a_table_someone_else_changed_is_repaired() {
 }
 
 #[test]
+fn a_table_changed_after_incremental_applies_is_repaired() {
+    // Incremental applies read back only the objects they wrote; the check still compares the
+    // whole table, so an edit that keeps every rule's comment and expression count (a drop
+    // turned into an accept) made after them is found and repaired.
+    let ns = Netns::new();
+    runtime().block_on(async {
+        let mut dp = Dataplane::new(Nft::in_netns(&ns.0));
+        let mut s = cluster();
+        dp.apply(&ruleset(&s)).await.unwrap();
+        s.upsert_pod(pod("web", "b2", "b", "10.0.0.9"));
+        s.upsert_pod(pod("api", "d", "d", "10.0.0.4"));
+        let desired = ruleset(&s);
+        assert!(matches!(
+            dp.apply(&desired).await.unwrap(),
+            Applied::Incremental(_)
+        ));
+        assert_eq!(ns.summary(), Summary::of(&desired));
+        assert_eq!(
+            dp.check().await.unwrap(),
+            Check::Intact,
+            "the kept fingerprint is exact"
+        );
+
+        let drop_rule = ns.handles()["in_api_d"].last().cloned().unwrap();
+        ns.nft(&[
+            "replace",
+            "rule",
+            "inet",
+            "kube-nftpol",
+            "in_api_d",
+            "handle",
+            &drop_rule,
+            "counter",
+            "accept",
+            "comment",
+            "\"default deny ingress api/d\"",
+        ]);
+        assert_eq!(
+            ns.summary(),
+            Summary::of(&desired),
+            "the edit keeps the summary"
+        );
+        assert_eq!(dp.check().await.unwrap(), Check::Repaired);
+        assert!(
+            !ns.nft(&["list", "chain", "inet", "kube-nftpol", "in_api_d"])
+                .contains("accept comment \"default deny")
+        );
+        assert_eq!(dp.check().await.unwrap(), Check::Intact);
+    });
+}
+
+#[test]
 fn a_stale_table_from_an_older_agent_is_replaced_exactly() {
     let ns = Netns::new();
     ns.nft_script(

@@ -77,6 +77,8 @@ const DENIED_WAIT: Duration = Duration::from_millis(30);
 const READBACK_EVERY: Duration = Duration::from_millis(5);
 /// The longest any one operation may take before the benchmark gives up.
 const LIMIT: Duration = Duration::from_secs(30);
+/// How long the agent may lag behind the API after the cluster is loaded.
+const LOAD_LIMIT: Duration = Duration::from_secs(600);
 /// Parallel requests while loading the cluster.
 const PARALLEL_WRITES: usize = 48;
 /// Pods created at once in (c).
@@ -277,6 +279,11 @@ impl Bench {
 
     /// Waits until the node's table is exactly the compiled objects.
     async fn wait_exact(&mut self) -> Result<()> {
+        self.wait_exact_within(LIMIT).await
+    }
+
+    /// Waits until the node's table is exactly the compiled objects, at most `limit`.
+    async fn wait_exact_within(&mut self, limit: Duration) -> Result<()> {
         let expected = Summary::of(&self.expected()?);
         let started = Instant::now();
         loop {
@@ -286,9 +293,9 @@ impl Bench {
                 return Ok(());
             }
             self.check_agent()?;
-            if started.elapsed() > LIMIT {
+            if started.elapsed() > limit {
                 return Err(format!(
-                    "the table is not the compiled cluster after {LIMIT:?}:\n  {}\n{}",
+                    "the table is not the compiled cluster after {limit:?}:\n  {}\n{}",
                     differences
                         .iter()
                         .take(10)
@@ -584,7 +591,7 @@ impl Bench {
         let written = started.elapsed();
         self.objects.extend(namespaces);
         self.objects.extend(rest);
-        self.wait_exact().await?;
+        self.wait_exact_within(LOAD_LIMIT).await?;
         let converged = started.elapsed();
         say(&format!(
             "bench: {} objects written in {:.1} s; the table held them all {:.1} s after the first write",

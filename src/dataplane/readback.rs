@@ -6,9 +6,14 @@
 //!   `nft` writes them. `Summary::of(&ruleset) == Summary::from_listing(..)` means the kernel
 //!   holds what the compiler asked for (rule expressions are compared through their count and
 //!   comment, elements exactly).
-//! - [`Fingerprint`]: the whole listing with counter values and handles removed. The dataplane
-//!   takes one after each apply; a later listing with another fingerprint means someone else
-//!   changed the table (a rule added, a set flushed, the table deleted).
+//! - [`Fingerprint`]: the listing with counter values and handles removed, one entry per
+//!   object (the table, each chain with its rules, each set and map with its elements). The
+//!   dataplane keeps one for the whole table: taken from a full listing after a full apply, and
+//!   after an incremental apply updated with listings of only the objects it wrote. A later full
+//!   listing with another fingerprint means someone else changed the table (a rule added, a
+//!   set flushed, the table deleted).
+//!
+//! A listing may hold several JSON documents (listings of single objects, concatenated).
 
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -39,18 +44,55 @@ pub struct Summary {
     pub maps: BTreeMap<String, Vec<String>>,
 }
 
-/// The listing without counter values and handles: equal fingerprints mean an unchanged table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint(String);
+/// The listing without counter values and handles, by object (`chain NAME` with its rules in
+/// order, `set NAME`, `map NAME`, `table`): equal fingerprints mean an unchanged table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fingerprint(BTreeMap<String, String>);
 
-/// Parses a listing into its [`Summary`] and [`Fingerprint`].
+impl Fingerprint {
+    /// Takes the entries of `part` (a listing of some objects, just written) and forgets the
+    /// objects in `gone` (just deleted): the fingerprint a full listing would now give.
+    pub fn update(&mut self, part: Fingerprint, gone: impl IntoIterator<Item = String>) {
+        for key in gone {
+            self.0.remove(&key);
+        }
+        self.0.extend(part.0);
+    }
+
+    /// The key of an object in a fingerprint: `chain NAME`, `set NAME`, `map NAME`.
+    pub fn key(kind: &str, name: &str) -> String {
+        format!("{kind} {name}")
+    }
+}
+
+/// Parses a listing (one or more JSON documents) into its [`Summary`] and [`Fingerprint`].
 pub fn parse(listing: &str) -> Result<(Summary, Fingerprint), Error> {
-    let mut value: Value = serde_json::from_str(listing).map_err(Error::Json)?;
+    let mut summary = Summary::default();
+    let mut fingerprint = Fingerprint::default();
+    let mut documents = 0;
+    for document in serde_json::Deserializer::from_str(listing).into_iter::<Value>() {
+        parse_document(
+            document.map_err(Error::Json)?,
+            &mut summary,
+            &mut fingerprint,
+        )?;
+        documents += 1;
+    }
+    if documents == 0 {
+        return Err(Error::Shape);
+    }
+    Ok((summary, fingerprint))
+}
+
+fn parse_document(
+    mut value: Value,
+    summary: &mut Summary,
+    fingerprint: &mut Fingerprint,
+) -> Result<(), Error> {
     let items = value
         .get("nftables")
         .and_then(Value::as_array)
         .ok_or(Error::Shape)?;
-    let mut summary = Summary::default();
     for item in items {
         if let Some(chain) = item.get("chain") {
             let name = str_field(chain, "name");
@@ -89,7 +131,25 @@ pub fn parse(listing: &str) -> Result<(Summary, Fingerprint), Error> {
         }
     }
     strip_volatile(&mut value);
-    Ok((summary, Fingerprint(value.to_string())))
+    if let Some(items) = value.get("nftables").and_then(Value::as_array) {
+        for item in items {
+            let Some((kind, object)) = item.as_object().and_then(|o| o.iter().next()) else {
+                continue;
+            };
+            let key = match kind.as_str() {
+                // A rule belongs to its chain's entry, after the chain itself.
+                "rule" => Fingerprint::key("chain", &str_field(object, "chain")),
+                "table" => "table".to_owned(),
+                _ => Fingerprint::key(kind, &str_field(object, "name")),
+            };
+            fingerprint
+                .0
+                .entry(key)
+                .or_default()
+                .push_str(&item.to_string());
+        }
+    }
+    Ok(())
 }
 
 impl Summary {
@@ -243,5 +303,50 @@ fn strip_volatile(value: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `nft -j list table inet kube-nftpol` prints for a table with one set and one
+    /// chain of one rule (trimmed: `nft` also prints `metainfo` and the table's handle).
+    const TABLE: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+        {"table": {"family": "inet", "name": "kube-nftpol", "handle": 1}},
+        {"chain": {"family": "inet", "table": "kube-nftpol", "name": "c1", "handle": 2}},
+        {"set": {"family": "inet", "name": "s1", "table": "kube-nftpol", "type": "ipv4_addr", "handle": 3, "elem": ["10.0.0.1", "10.0.0.2"]}},
+        {"rule": {"family": "inet", "table": "kube-nftpol", "chain": "c1", "handle": 5, "comment": "x", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@s1"}}, {"counter": {"packets": 7, "bytes": 420}}, {"accept": null}]}}]}"#;
+
+    /// What `nft -j -f -` prints for `list set` of `s1` (one element more) and `list chain`
+    /// of `c1` (other handles and counter values): one document per command.
+    const OBJECTS: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "inet", "name": "s1", "table": "kube-nftpol", "type": "ipv4_addr", "handle": 9, "elem": ["10.0.0.1", "10.0.0.2", "10.0.0.3"]}}]}
+{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"chain": {"family": "inet", "table": "kube-nftpol", "name": "c1", "handle": 2}}, {"rule": {"family": "inet", "table": "kube-nftpol", "chain": "c1", "handle": 8, "comment": "x", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "@s1"}}, {"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}}]}
+"#;
+
+    #[test]
+    fn a_listing_of_several_objects_reads_as_one() {
+        let (summary, _) = parse(OBJECTS).unwrap();
+        assert_eq!(summary.sets["s1"], ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        assert_eq!(summary.chains["c1"], [("x".to_owned(), 3)]);
+        assert!(matches!(parse(""), Err(Error::Shape)));
+    }
+
+    #[test]
+    fn a_fingerprint_updated_with_the_objects_written_equals_a_full_listing() {
+        let (_, mut fingerprint) = parse(TABLE).unwrap();
+        let after = TABLE.replace(r#""10.0.0.2"]"#, r#""10.0.0.2", "10.0.0.3"]"#);
+        let (_, full) = parse(&after).unwrap();
+        assert_ne!(fingerprint, full);
+        let (_, part) = parse(OBJECTS).unwrap();
+        fingerprint.update(part, []);
+        assert_eq!(fingerprint, full, "handles and counters do not count");
+
+        // An object deleted by the apply leaves the fingerprint; one someone else added shows.
+        let (_, mut without_set) = parse(TABLE).unwrap();
+        without_set.update(Fingerprint::default(), [Fingerprint::key("set", "s1")]);
+        assert!(!without_set.0.contains_key("set s1"));
+        let tampered = TABLE.replace(r#"{"accept": null}"#, r#"{"drop": null}"#);
+        assert_ne!(parse(&tampered).unwrap().1, parse(TABLE).unwrap().1);
     }
 }
