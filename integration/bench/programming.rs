@@ -161,6 +161,9 @@ impl Real {
     }
 }
 
+/// Which samples of a [`Phase`] a row of the table shows.
+type Samples = fn(&Phase) -> &Vec<Duration>;
+
 /// What one benchmark run measured, for the tables.
 #[derive(Default)]
 struct Phase {
@@ -652,7 +655,7 @@ impl Bench {
             "| operation (until) | n | baseline p50 / p99 | at scale p50 / p99 | p99 ratio | target |"
         );
         let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
-        let rows: [(&str, fn(&Phase) -> &Vec<Duration>, &str); 7] = [
+        let rows: [(&str, Samples, &str); 7] = [
             (
                 "(a) new policy selecting a local pod (a probe connects)",
                 |p| &p.new_policy,

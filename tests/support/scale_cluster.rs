@@ -111,7 +111,7 @@ impl ScaleCluster {
                    "ports": [{"port": "http"}, {"port": 9000, "endPort": 9100}]}),
             json!({"from": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.244.0.0/16"]}}]}),
         ];
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             let (key, value) = MONITORING_LABEL;
             ingress.push(json!({
                 "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}},
