@@ -4,11 +4,17 @@
 //! and every full resync replace the table's content in one transaction without deleting the
 //! base chains ([`transaction::full_replace`]); later changes are incremental
 //! ([`transaction::incremental`]): only the set elements, map elements and chains that differ.
-//! After each apply the table is read back and compared with what was asked
-//! ([`readback::Summary`]); its [`readback::Fingerprint`] is kept, and [`Dataplane::check`]
-//! compares it again later: a table someone else flushed, deleted or edited is replaced. An
-//! incremental apply also compares the objects it did not touch with the kept fingerprint, so
-//! an edit made since the last check is repaired there and then, not taken for ours.
+//! After each apply what it wrote is read back and compared with what was asked
+//! ([`readback::Summary`]): the whole table after a full apply, only the objects it changed
+//! after a small incremental one (reading 10,000 elements back after every small change would
+//! cost more than the change; a change of more than [`MAX_READBACK_CALLS`] objects reads the
+//! whole table). The table's [`readback::Fingerprint`] is kept per object, each entry read from
+//! the kernel right after the object was written, and [`Dataplane::check`] compares a full
+//! listing with it later: a table someone else flushed, deleted or edited is replaced, whatever
+//! apply came before. An edit made since the last check is never taken for ours: a small update
+//! does not read the objects it did not write (their entries stay as verified), and an update
+//! that reads the whole table compares those objects with the kept fingerprint and repairs the
+//! table there and then.
 //!
 //! Shutting the agent down leaves the table in place: enforcement goes on until a new agent
 //! takes it over (again in one transaction) or `kube-nftpol uninstall` removes it.
@@ -18,6 +24,8 @@ pub mod interfaces;
 pub mod nft;
 pub mod readback;
 pub mod transaction;
+
+use std::collections::BTreeMap;
 
 use tracing::{debug, warn};
 
@@ -99,7 +107,7 @@ impl Dataplane {
             match transaction::incremental(installed, desired) {
                 Plan::Nothing => return Ok(Applied::Unchanged),
                 Plan::Script { script, touched } => match self.nft.apply(&script).await {
-                    Ok(()) => match self.verify(desired, Some(&touched)).await {
+                    Ok(()) => match self.verify_touched(desired, &touched).await {
                         Ok(()) => return Ok(Applied::Incremental(touched)),
                         Err(Error::Tampered(object)) => {
                             warn!(%object, "the table was changed by someone else; repairing it");
@@ -157,6 +165,76 @@ impl Dataplane {
         Ok(Check::Repaired)
     }
 
+    /// After an incremental apply: reads back only the objects it wrote, compares them with
+    /// `desired`, and updates their fingerprint entries. Reads the whole table instead when the
+    /// change is large or no fingerprint is known.
+    async fn verify_touched(&mut self, desired: &Ruleset, touched: &Touched) -> Result<(), Error> {
+        let expected = Summary::of(desired);
+        let mut written = Summary::default();
+        let mut replaced = Vec::new();
+        take_touched(
+            "chain",
+            &touched.chains,
+            &expected.chains,
+            &mut written.chains,
+            &mut replaced,
+        );
+        take_touched(
+            "set",
+            &touched.sets,
+            &expected.sets,
+            &mut written.sets,
+            &mut replaced,
+        );
+        take_touched(
+            "map",
+            &touched.maps,
+            &expected.maps,
+            &mut written.maps,
+            &mut replaced,
+        );
+        // One `nft` call per object: nftables 1.0.6 narrows its cache to the object a `list`
+        // command names, so a second `list` in the same call fails ("No such file").
+        let calls: Vec<(&str, &str)> = [
+            ("chain", written.chains.keys().collect::<Vec<_>>()),
+            ("set", written.sets.keys().collect()),
+            ("map", written.maps.keys().collect()),
+        ]
+        .into_iter()
+        .flat_map(|(kind, names)| names.into_iter().map(move |name| (kind, name.as_str())))
+        .collect();
+        if calls.len() > MAX_READBACK_CALLS || self.fingerprint.is_none() {
+            return self.verify(desired, Some(touched)).await;
+        }
+        let mut listing = String::new();
+        for call in &calls {
+            match self.nft.list_object(call.0, call.1).await {
+                Ok(part) => listing.push_str(&part),
+                Err(error) => {
+                    self.installed = None;
+                    self.fingerprint = None;
+                    return Err(error.into());
+                }
+            }
+        }
+        let (summary, part) = if listing.is_empty() {
+            (Summary::default(), Fingerprint::default())
+        } else {
+            readback::parse(&listing)?
+        };
+        if summary != written {
+            self.installed = None;
+            self.fingerprint = None;
+            return Err(Error::Mismatch(describe_difference(&written, &summary)));
+        }
+        if let Some(fingerprint) = &mut self.fingerprint {
+            fingerprint.update(part, replaced);
+        }
+        debug!(calls = calls.len(), "changed objects verified");
+        self.installed = Some(desired.clone());
+        Ok(())
+    }
+
     /// Reads the table back and checks it holds `desired`; after an incremental update that
     /// changed only `touched`, also that nothing else changed since the last verified apply.
     async fn verify(&mut self, desired: &Ruleset, touched: Option<&Touched>) -> Result<(), Error> {
@@ -187,6 +265,28 @@ impl Dataplane {
         self.installed = Some(desired.clone());
         self.fingerprint = Some(fingerprint);
         Ok(())
+    }
+}
+
+/// Above this many `nft` calls to read the changed objects back, an incremental apply reads
+/// the whole table instead (one listing of everything then costs less).
+const MAX_READBACK_CALLS: usize = 4;
+
+/// Splits the `names` of one kind an incremental apply touched into those that exist in the
+/// `expected` table (copied into `written`, to be read back), and adds the fingerprint keys of
+/// all of them to `replaced` (the entries the read-back replaces; deleted objects just go).
+fn take_touched<V: Clone>(
+    kind: &str,
+    names: &[String],
+    expected: &BTreeMap<String, V>,
+    written: &mut BTreeMap<String, V>,
+    replaced: &mut Vec<String>,
+) {
+    for name in names {
+        replaced.extend(Fingerprint::keys(kind, name));
+        if let Some(content) = expected.get(name) {
+            written.insert(name.clone(), content.clone());
+        }
     }
 }
 

@@ -7,7 +7,8 @@
 #
 # 1. dataplane.rs: per-packet cost of enforcement on a simulated node, the agent with 10,000
 #    pods and 1,000 policies against no agent, in the same run (README: Benchmarks).
-# 2. programming.rs: programming latency against the API server (its own section below).
+# 2. programming.rs: programming latency and the agent's footprint at that scale against a
+#    real kube-apiserver (built by integration/apiserver/build.sh, cached after the first run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -29,5 +30,9 @@ cargo test "${profile[@]}" --quiet --test sim -- --ignored --exact \
   bench_dataplane::dataplane_benchmark_agent_with_10000_pods_against_no_agent \
   --nocapture --test-threads=1
 
-# The second benchmark (programming latency against the API server, integration/bench/
-# programming.rs) runs here and prints its table after the dataplane one.
+echo "==> programming latency and footprint benchmark (cargo test ${profile[*]} --test sim, ignored test)"
+KNP_APISERVER_BIN=${KNP_APISERVER_BIN:-$(integration/apiserver/build.sh | tail -1)}
+export KNP_APISERVER_BIN
+cargo test "${profile[@]}" --quiet --test sim -- --ignored --exact \
+  bench_programming::programming_latency_and_footprint_at_cluster_scale \
+  --nocapture --test-threads=1

@@ -35,6 +35,10 @@
 //!   runs it in release mode), with its traffic ([`bench_traffic`]), its table
 //!   ([`bench_report`]) and the shared 10,000-pod cluster ([`bench_scale_cluster`], also
 //!   `benches/compile.rs`'s).
+//! - [`bench_programming`]: programming latency at cluster scale against a real API server,
+//!   and the agent's footprint, measured with [`bench_usage`] (`#[ignore]`d, run by
+//!   `integration/bench/run.sh`; its cluster comes from [`scale_cluster`], which adds
+//!   scraper policies and keeps clear of the simulator's pod addresses).
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
 //! skips it). The suites run one at a time (they share the machine's 2 cores and time
@@ -65,6 +69,13 @@ use hostile_support::hostile as hostile_data;
 
 #[path = "../support/apiserver.rs"]
 mod apiserver;
+#[path = "../../tests/support/scale_cluster.rs"]
+mod scale_cluster;
+
+#[path = "../bench/programming.rs"]
+mod bench_programming;
+#[path = "../bench/usage.rs"]
+mod bench_usage;
 
 mod agent;
 mod api;

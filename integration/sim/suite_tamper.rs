@@ -11,7 +11,9 @@
 //! of x/a's policy; x/a's default-deny rule deleted; and x/a's default deny turned into an
 //! accept (same comment, same length, so only the fingerprint sees it) just before a policy
 //! change makes the agent update other objects of node-1's table (timed just after a check,
-//! so the update, not the next check, has to find the edit; the report says which did).
+//! so the update comes first; an update that reads the whole table back repairs the edit at
+//! once, a small one leaves it to the next check; either way it must never be adopted, and
+//! the report says which repaired it).
 //!
 //! For each: the table is polled every 20 ms; the gap runs from the start of the `nft` command
 //! that tampers to the first listing that equals again exactly what the compiler makes of the
@@ -271,8 +273,8 @@ async fn tamper_each(
         let settled = Instant::now() + SETTLE;
         let start = match (tamper, measured.last()) {
             // Just after a check (the last repair was seen just after one, and the checks keep
-            // their period), so the update comes before the next check: it is the update that
-            // must find the edit. Not asserted: a very slow update may still lose the race.
+            // their period), so the update comes before the next check and must not adopt the
+            // edit. Which of the two repairs it is reported, not asserted.
             (Tamper::DefaultDenyFlippedThenUpdate, Some(last)) => {
                 let mut at = last.to;
                 while at < settled {

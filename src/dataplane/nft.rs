@@ -75,6 +75,13 @@ impl Nft {
             .await
     }
 
+    /// Lists one chain, set or map (`kind`) of the agent's table as JSON. A missing object is
+    /// an error.
+    pub async fn list_object(&self, kind: &str, name: &str) -> Result<String, Error> {
+        self.run(&["-j", "list", kind, TABLE_FAMILY, TABLE_NAME, name], None)
+            .await
+    }
+
     /// Lists the agent's table as JSON without set and map elements (`nft -t`): the rules
     /// with their counters, cheap whatever the size of the sets; `None` when the table does
     /// not exist.

@@ -52,6 +52,26 @@ pub struct Summary {
 pub struct Fingerprint(BTreeMap<String, String>);
 
 impl Fingerprint {
+    /// Forgets the entries `replaced` (objects an update wrote or deleted) and takes those of
+    /// `part` (a listing of the objects it wrote, just read back): the fingerprint a full
+    /// listing would now give, without reading the objects the update did not touch.
+    pub fn update(&mut self, part: Fingerprint, replaced: impl IntoIterator<Item = String>) {
+        for key in replaced {
+            self.0.remove(&key);
+        }
+        self.0.extend(part.0);
+    }
+
+    /// The keys an object of `kind` (`chain`, `set`, `map`) named `name` has in a
+    /// fingerprint: a chain has its declaration and its rules.
+    pub fn keys(kind: &str, name: &str) -> Vec<String> {
+        if kind == "chain" {
+            vec![format!("chain {name}"), format!("rules {name}")]
+        } else {
+            vec![format!("{kind} {name}")]
+        }
+    }
+
     /// The first object, other than those `touched` by an update, that differs between this
     /// fingerprint (taken before the update) and `now` (taken after it); `None` when the
     /// update explains every difference. A chain the update refilled is compared by its
@@ -81,17 +101,37 @@ impl Fingerprint {
     }
 }
 
-/// Parses a listing into its [`Summary`] and [`Fingerprint`].
+/// Parses a listing (one or more JSON documents: listings of single objects, concatenated)
+/// into its [`Summary`] and [`Fingerprint`].
 pub fn parse(listing: &str) -> Result<(Summary, Fingerprint), Error> {
-    let value: Value = serde_json::from_str(listing).map_err(Error::Json)?;
+    let mut summary = Summary::default();
+    let mut fingerprint = Fingerprint::default();
+    let mut documents = 0;
+    for document in serde_json::Deserializer::from_str(listing).into_iter::<Value>() {
+        parse_document(
+            &document.map_err(Error::Json)?,
+            &mut summary,
+            &mut fingerprint,
+        )?;
+        documents += 1;
+    }
+    if documents == 0 {
+        return Err(Error::Shape);
+    }
+    Ok((summary, fingerprint))
+}
+
+fn parse_document(
+    value: &Value,
+    summary: &mut Summary,
+    fingerprint: &mut Fingerprint,
+) -> Result<(), Error> {
     let items = value
         .get("nftables")
         .and_then(Value::as_array)
         .ok_or(Error::Shape)?;
-    let mut summary = Summary::default();
-    let mut fingerprint = Fingerprint::default();
     for item in items {
-        add_to_fingerprint(&mut fingerprint, item);
+        add_to_fingerprint(fingerprint, item);
         if let Some(chain) = item.get("chain") {
             let name = str_field(chain, "name");
             summary.chains.entry(name).or_default();
@@ -128,7 +168,7 @@ pub fn parse(listing: &str) -> Result<(Summary, Fingerprint), Error> {
                 .push((comment, exprs));
         }
     }
-    Ok((summary, fingerprint))
+    Ok(())
 }
 
 /// Adds one listing item, without its volatile parts, to the fingerprint: rules are appended
@@ -378,5 +418,52 @@ mod tests {
                 .as_deref(),
             Some("rules a")
         );
+    }
+
+    /// What `nft -j list set` of `s` (one element more) and `list chain` of `a` (other
+    /// handles and counters, one rule) print: one document per command.
+    const OBJECTS: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"set": {"family": "inet", "name": "s", "table": "kube-nftpol", "type": "ipv4_addr", "handle": 9, "elem": ["10.0.0.1","10.0.0.2","10.0.0.3"]}}]}
+{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"chain": {"family": "inet", "table": "kube-nftpol", "name": "a", "handle": 2}}, {"rule": {"family": "inet", "table": "kube-nftpol", "chain": "a", "handle": 40, "comment": "c", "expr": [{"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}}]}
+"#;
+
+    #[test]
+    fn a_listing_of_several_objects_reads_as_one() {
+        let (summary, _) = parse(OBJECTS).unwrap();
+        assert_eq!(summary.sets["s"], ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        assert_eq!(summary.chains["a"].len(), 1);
+        assert!(matches!(parse(""), Err(Error::Shape)));
+    }
+
+    #[test]
+    fn a_fingerprint_updated_with_the_objects_written_equals_a_full_listing() {
+        let mut kept = fingerprint(
+            &[("a", "drop"), ("a", "accept"), ("b", "drop")],
+            &["10.0.0.1", "10.0.0.2"],
+        );
+        // The update refilled chain a with one rule and added an element to s.
+        let full = fingerprint(
+            &[("a", "accept"), ("b", "drop")],
+            &["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+        );
+        assert_ne!(kept, full);
+        let (_, part) = parse(OBJECTS).unwrap();
+        let replaced = [
+            Fingerprint::keys("chain", "a"),
+            Fingerprint::keys("set", "s"),
+        ]
+        .concat();
+        kept.update(part, replaced);
+        assert_eq!(kept, full, "handles and counters do not count");
+
+        // A chain emptied by the update loses its old rules entry; an untouched chain keeps
+        // its verified entry, so a later full listing with it edited still differs.
+        let mut emptied = fingerprint(&[("a", "drop"), ("b", "drop")], &["10.0.0.1"]);
+        let declaration_only = r#"{"nftables": [{"chain": {"family": "inet", "table": "kube-nftpol", "name": "a", "handle": 2}}]}"#;
+        emptied.update(
+            parse(declaration_only).unwrap().1,
+            Fingerprint::keys("chain", "a"),
+        );
+        assert_eq!(emptied, fingerprint(&[("b", "drop")], &["10.0.0.1"]));
+        assert_ne!(emptied, fingerprint(&[("b", "accept")], &["10.0.0.1"]));
     }
 }
