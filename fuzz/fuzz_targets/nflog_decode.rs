@@ -48,7 +48,6 @@ fn handle(record: &Record) {
     let _ = FlowKey::of(&packet).packet();
     let drop = enrich(&packet, snapshot(), record.received_at);
     let _ = drop.to_json_line().expect("a drop record serializes");
-    let _ = drop.to_text();
     let line = DropLine::first(drop.clone());
     for format in [Format::Json, Format::Text] {
         let _ = line.render(format).expect("a drop line renders");
