@@ -2,7 +2,9 @@
 //!
 //! Proves the table is applied exactly (read back), updated incrementally without touching
 //! unchanged chains (rule handles survive), repaired after someone else changes it, that a
-//! rejected script leaves the previous table enforcing, and that no other table is touched.
+//! rejected script leaves the previous table enforcing, and that no other table is touched;
+//! and that what the agent asks the kernel over netlink (the ruleset generation, the rule
+//! counters) agrees with what `nft` shows.
 //! Run with `cargo test --test dataplane` as root; it fails loudly otherwise.
 
 use std::process::Command;
@@ -10,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube_nftpol::compile::{self, Chain, Expr, Options, Rule, Ruleset};
+use kube_nftpol::dataplane::kernel::{Kernel, RuleCounter};
 use kube_nftpol::dataplane::nft::Nft;
 use kube_nftpol::dataplane::readback::{self, Summary};
 use kube_nftpol::dataplane::{Applied, Check, Dataplane};
@@ -576,6 +579,7 @@ fn a_pod_sending_with_another_address_is_dropped_at_its_veth() {
         chain.contains("counter packets 1 "),
         "the spoofed packet is counted:\n{chain}"
     );
+    assert_counters_as_nft_lists_them(&node);
 }
 
 fn pod_on(ns: &str, name: &str, ip: &str) -> Pod {
@@ -743,6 +747,7 @@ fn node_traffic_to_pods_is_allowed_pod_traffic_to_the_node_is_egress_and_a_pod_r
             "a correctly paired pod never meets the {guard:?} rules"
         );
     }
+    assert_counters_as_nft_lists_them(&node);
 }
 
 /// The packet counts of the rules with this comment (`nft list table`), in table order.
@@ -1135,4 +1140,84 @@ fn a_reused_ipv6_address_behind_a_new_veth_gets_nothing_until_it_is_paired() {
     let reachable = (0..3).any(|_| ping6(&node, "fd00::254", X));
     assert!(reachable, "the node reaches b once paired");
     assert!(ping6(&b, X, "fd00::254"), "b reaches its node once paired");
+}
+
+/// The rule counters the flow metrics read over netlink are those `nft -j list table` shows:
+/// the same rules (chain, handle, comment) with the same packet counts, some of them non-zero.
+fn assert_counters_as_nft_lists_them(node: &Netns) {
+    let listing: serde_json::Value =
+        serde_json::from_str(&node.nft(&["-j", "list", "table", "inet", "kube-nftpol"])).unwrap();
+    let listed: Vec<RuleCounter> = listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| {
+            let rule = item.get("rule")?;
+            let packets = rule["expr"]
+                .as_array()?
+                .iter()
+                .find_map(|e| e.get("counter")?.get("packets")?.as_u64())?;
+            Some(RuleCounter {
+                chain: rule["chain"].as_str()?.to_owned(),
+                handle: rule["handle"].as_u64()?,
+                comment: rule["comment"].as_str().unwrap_or_default().to_owned(),
+                packets,
+            })
+        })
+        .collect();
+    let read = runtime()
+        .block_on(Kernel::in_netns(&node.0).rule_counters())
+        .unwrap();
+    assert!(listed.len() > 5, "a table with counted rules: {listed:?}");
+    assert!(listed.iter().any(|r| r.packets > 0), "traffic was counted");
+    assert_eq!(read, listed);
+}
+
+/// Every transaction moves the generation by exactly one, whoever commits it and whatever
+/// table it changes; listings, counters and traffic never move it. That is what lets a check
+/// skip the listing while the generation stays where the last verification left it.
+#[test]
+fn the_ruleset_generation_moves_once_per_commit_and_only_then() {
+    let ns = Netns::new();
+    runtime().block_on(async {
+        let kernel = Kernel::in_netns(&ns.0);
+        let mut dp = Dataplane::new(Nft::in_netns(&ns.0));
+        let start = kernel.generation().await.unwrap();
+        let mut s = cluster();
+        assert_eq!(dp.apply(&ruleset(&s)).await.unwrap(), Applied::Full);
+        assert_eq!(kernel.generation().await.unwrap(), start + 1, "one script");
+        ns.nft(&["-j", "list", "ruleset"]);
+        ns.nft(&["list", "table", "inet", "kube-nftpol"]);
+        assert!(!kernel.rule_counters().await.unwrap().is_empty());
+        assert_eq!(dp.check().await.unwrap(), Check::Intact);
+        assert_eq!(kernel.generation().await.unwrap(), start + 1, "reads only");
+
+        s.upsert_pod(pod("web", "b2", "b", "10.0.0.9"));
+        assert!(matches!(
+            dp.apply(&ruleset(&s)).await.unwrap(),
+            Applied::Incremental(_)
+        ));
+        assert_eq!(kernel.generation().await.unwrap(), start + 2);
+
+        // Another table's change moves it too; the check then reads ours and finds it intact.
+        ns.nft(&["add", "table", "ip", "someone-else"]);
+        assert_eq!(kernel.generation().await.unwrap(), start + 3);
+        assert_eq!(dp.check().await.unwrap(), Check::Intact);
+        assert_eq!(dp.check().await.unwrap(), Check::Intact);
+        assert_eq!(kernel.generation().await.unwrap(), start + 3);
+
+        // A table that does not exist has no counted rules; another namespace's generation
+        // is its own.
+        ns.nft(&["delete", "table", "inet", "kube-nftpol"]);
+        assert_eq!(kernel.rule_counters().await.unwrap(), []);
+        let other = Netns::new();
+        let theirs = Kernel::in_netns(&other.0).generation().await.unwrap();
+        other.nft(&["add", "table", "ip", "t"]);
+        assert_eq!(
+            Kernel::in_netns(&other.0).generation().await.unwrap(),
+            theirs + 1
+        );
+        assert_eq!(kernel.generation().await.unwrap(), start + 4);
+        assert_eq!(dp.check().await.unwrap(), Check::Repaired);
+    });
 }

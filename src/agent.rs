@@ -164,7 +164,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         denied_events,
     ));
     let flows = Arc::new(FlowCounters::new(
-        nft.clone(),
+        nft.kernel().clone(),
         &shared.metrics.flows,
         rx.clone(),
     ));

@@ -11,6 +11,7 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use super::kernel::Kernel;
 use crate::compile::{TABLE_FAMILY, TABLE_NAME};
 
 /// Why an `nft` call failed.
@@ -39,6 +40,7 @@ pub enum Error {
 pub struct Nft {
     program: String,
     leading_args: Vec<String>,
+    kernel: Kernel,
 }
 
 impl Default for Nft {
@@ -56,12 +58,21 @@ impl Nft {
         Self {
             program,
             leading_args,
+            kernel: Kernel::current(),
         }
     }
 
     /// Runs `nft` inside the named network namespace (`ip netns exec NAME nft`).
     pub fn in_netns(name: &str) -> Self {
-        Self::with_command(["ip", "netns", "exec", name, "nft"])
+        Self {
+            kernel: Kernel::in_netns(name),
+            ..Self::with_command(["ip", "netns", "exec", name, "nft"])
+        }
+    }
+
+    /// The same network namespace's nf_tables over netlink, for the cheap questions.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
     }
 
     /// Applies a script as one transaction (`nft -f -`).
@@ -79,14 +90,6 @@ impl Nft {
     /// an error.
     pub async fn list_object(&self, kind: &str, name: &str) -> Result<String, Error> {
         self.run(&["-j", "list", kind, TABLE_FAMILY, TABLE_NAME, name], None)
-            .await
-    }
-
-    /// Lists the agent's table as JSON without set and map elements (`nft -t`): the rules
-    /// with their counters, cheap whatever the size of the sets; `None` when the table does
-    /// not exist.
-    pub async fn list_table_rules(&self) -> Result<Option<String>, Error> {
-        self.list(&["-j", "-t", "list", "table", TABLE_FAMILY, TABLE_NAME])
             .await
     }
 
