@@ -34,6 +34,9 @@
 //! Run (root, kube-apiserver built): `cargo test --release --test sim -- --ignored --exact
 //! bench_programming::programming_latency_and_footprint_at_cluster_scale --nocapture`;
 //! `KNP_BENCH_QUICK=1` runs it at a tenth of the scale with fewer repetitions (about a minute).
+//! `KNP_BENCH_PERF=DIR` also records the agent with `perf record -g` while it idles at scale and
+//! during the measurements at scale (`DIR/idle.data`, `DIR/scale.data`; read them with
+//! `perf report -i`).
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -233,10 +236,14 @@ async fn run(settings: Settings) -> Result<()> {
     say("bench: loading the cluster at scale");
     let (load, load_usage) = bench.load_scale().await?;
     let converged_memory = bench.memory()?;
+    let profile = Profile::start(bench.pid()?, "idle")?;
     let idle = bench.idle().await?;
+    profile.stop();
 
     say("bench: at scale");
+    let profile = Profile::start(bench.pid()?, "scale")?;
     let scale = bench.measure().await?;
+    profile.stop();
     bench.report(
         &baseline,
         &scale,
@@ -765,6 +772,48 @@ impl Bench {
 }
 
 /// Connects from `from` to `to`, waiting at most `wait` for the SYN-ACK.
+/// `perf record` of the agent while it lives, when `KNP_BENCH_PERF` names a directory.
+struct Profile(Option<std::process::Child>);
+
+impl Profile {
+    fn start(pid: u32, name: &str) -> Result<Self> {
+        let Some(dir) = std::env::var_os("KNP_BENCH_PERF") else {
+            return Ok(Self(None));
+        };
+        let output = std::path::Path::new(&dir).join(format!("{name}.data"));
+        let child = std::process::Command::new("perf")
+            .args([
+                "record",
+                "-q",
+                "-F",
+                "999",
+                "-g",
+                "-p",
+                &pid.to_string(),
+                "-o",
+            ])
+            .arg(&output)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("perf record: {e}"))?;
+        say(&format!(
+            "bench: perf records the agent into {}",
+            output.display()
+        ));
+        Ok(Self(Some(child)))
+    }
+
+    /// Ends the recording (perf writes its file on SIGINT).
+    fn stop(self) {
+        if let Some(mut child) = self.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
 async fn connects(from: &InNetns, to: SocketAddr, wait: Duration) -> Result<bool> {
     let socket = from
         .socket(Domain::IPV4, Type::STREAM, None)
