@@ -12,7 +12,9 @@
 //!   excepted: neighbour discovery and DAD use them), and a packet whose source is a paired
 //!   address but which enters through any other interface: a pod that got a reused address
 //!   behind a new veth before the agent heard of it cannot send as the address's previous
-//!   owner, nor match the peer sets that still hold it.
+//!   owner, nor match the peer sets that still hold it. A pod's packet from its own address
+//!   and veth is accepted first, after one set lookup (accept ends only this chain); the drops
+//!   come after, each testing what the accepts left to decide (see `anti_spoof_chain`).
 //! - Base chain `postrouting` (priority srcnat - 5: after Service DNAT, before SNAT) first drops
 //!   packets to a paired address that leave through an interface not paired with it (the same
 //!   reused address: nothing addressed to the previous owner, not even its established
@@ -310,7 +312,7 @@ fn pod_addresses_set_name(family: Family) -> String {
     format!("pod_addrs{}", family.suffix())
 }
 
-/// `::` and `fe80::/10`, the sources [`Expr::Ip6SourceNotLinkLocal`] lets through.
+/// `::` and `fe80::/10`, the sources `prerouting` lets through whatever their interface.
 fn is_link_scoped(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(_) => false,
@@ -384,35 +386,72 @@ pub const STARTING_PODS_CHAIN: &str = "starting_pods";
 
 /// Drops packets that enter from a pod's veth with a source address that is not the pod's,
 /// and packets from a pod's address that enter through anything but its veth.
+///
+/// Every packet that enters the node walks this chain, so the common case comes first: a pod
+/// sending from its own address through its own veth is accepted after one set lookup
+/// (`iifname . ip saddr @pod_iface_addrs4`). `accept` in a base chain only ends that chain
+/// (`man nft`, VERDICT STATEMENT: the packet goes on to the next base chain or hook, here
+/// connection tracking, `postrouting` and `input`), and the chain's policy is accept anyway,
+/// so accepting a packet no drop rule below would match changes nothing for it. The rules
+/// below see only packets whose `interface . source` pair is not paired, which is the second
+/// half of each drop condition, so they test the first half alone:
+///
+/// 1. `iifname . ip saddr @pod_iface_addrs4 accept`, and the IPv6 twin: a paired source from
+///    its veth. A rule with `ip saddr` tests the family first (nft adds `meta nfproto ipv4`
+///    before the concatenation), so the other family never does this lookup.
+/// 2. `ip6 saddr :: accept`, `ip6 saddr fe80::/10 accept`: link-scoped IPv6 sources, which
+///    neighbour discovery and DAD use and which no rule below may drop (`pod_addrs6` never
+///    holds one). Prefix compares, no lookup.
+/// 3. `meta nfproto ipv4 iifname @pod_ifaces counter drop` ("spoofed source address"), and
+///    the IPv6 twin: anything else from a pod veth (an IPv6 packet here is not link-scoped).
+///    The explicit family keeps one counter per family as before, and keeps the lookup
+///    behind it; nothing after it in the rule reads the IP header, so nft lists it as
+///    written (see [`Expr::FamilyIs`]).
+/// 4. `ip saddr @pod_addrs4 counter drop` ("pod address from another interface"), and the
+///    IPv6 twin: a paired address through any other interface. Any input interface, not
+///    only pod veths: the reused address arrives through a veth the agent has not paired yet
+///    (or, forged, through the uplink).
+///
+/// A packet is counted by the same drop rule as when each rule tested both halves (the rules
+/// keep their order and comments), and the same packets are dropped.
 fn anti_spoof_chain() -> Chain {
-    let spoofed = |family: Family| {
-        let mut exprs = vec![Expr::InputInterfaceInSet(POD_INTERFACES_SET.into())];
-        if family == Family::V6 {
-            exprs.push(Expr::Ip6SourceNotLinkLocal);
-        }
-        exprs.extend([
-            Expr::InterfaceSourceNotInSet(family, anti_spoof_set_name(family)),
+    let paired = |family: Family| Rule {
+        exprs: vec![
+            Expr::InterfaceSourceInSet(family, anti_spoof_set_name(family)),
+            Expr::Accept,
+        ],
+        comment: Some("own address from own veth".into()),
+    };
+    let link_scoped = |matches: Expr| Rule {
+        exprs: vec![matches, Expr::Accept],
+        comment: Some("link-scoped source".into()),
+    };
+    let spoofed = |family: Family| Rule {
+        exprs: vec![
+            Expr::FamilyIs(family),
+            Expr::InputInterfaceInSet(POD_INTERFACES_SET.into()),
             Expr::Counter,
             Expr::Drop,
-        ]);
-        Rule {
-            exprs,
-            comment: Some("spoofed source address".into()),
-        }
+        ],
+        comment: Some("spoofed source address".into()),
     };
-    // Any input interface, not only pod veths: the reused address arrives through a veth the
-    // agent has not paired yet (or, forged, through the uplink). `pod_addrs6` never holds a
-    // link-scoped address, so no link-local exception is needed here.
     let elsewhere = |family: Family| Rule {
         exprs: vec![
             Expr::AddressInSet(AddrField::Source, family, pod_addresses_set_name(family)),
-            Expr::InterfaceSourceNotInSet(family, anti_spoof_set_name(family)),
             Expr::Counter,
             Expr::Drop,
         ],
         comment: Some("pod address from another interface".into()),
     };
-    let mut rules: Vec<Rule> = Family::ALL.map(spoofed).into();
+    let mut rules: Vec<Rule> = Family::ALL.map(paired).into();
+    rules.extend([
+        link_scoped(Expr::AddressIs(
+            AddrField::Source,
+            IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        )),
+        link_scoped(Expr::Ip6SourceLinkLocal),
+    ]);
+    rules.extend(Family::ALL.map(spoofed));
     rules.extend(Family::ALL.map(elsewhere));
     Chain {
         name: ANTI_SPOOF_CHAIN.into(),

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 
 use super::ranges::{AddrRange, addr_to_int, as_prefix};
-use super::render_text::sanitize;
+use super::render_text::{nfproto, sanitize};
 use super::ruleset::{
     AddrField, Chain, Expr, Family, LOG_QUEUE_THRESHOLD, LOG_SNAPLEN, MapVerdict, ProtocolPorts,
     Rule, Ruleset, Set, SetElement, SetKind, TABLE_FAMILY, TABLE_NAME, VerdictMap,
@@ -184,8 +184,8 @@ fn expr(e: &Expr) -> Value {
             json!({"meta": {"key": "iifname"}}),
             json!(format!("@{set}")),
         ),
-        Expr::InterfaceSourceNotInSet(family, set) => matches(
-            "!=",
+        Expr::InterfaceSourceInSet(family, set) => matches(
+            "==",
             json!({"concat": [{"meta": {"key": "iifname"}}, addr_field(AddrField::Source, *family)]}),
             json!(format!("@{set}")),
         ),
@@ -194,10 +194,15 @@ fn expr(e: &Expr) -> Value {
             json!({"concat": [{"meta": {"key": "oifname"}}, addr_field(AddrField::Destination, *family)]}),
             json!(format!("@{set}")),
         ),
-        Expr::Ip6SourceNotLinkLocal => matches(
-            "!=",
+        Expr::Ip6SourceLinkLocal => matches(
+            "==",
             payload("ip6", "saddr"),
-            json!({"set": ["::", {"prefix": {"addr": "fe80::", "len": 10}}]}),
+            json!({"prefix": {"addr": "fe80::", "len": 10}}),
+        ),
+        Expr::FamilyIs(family) => matches(
+            "==",
+            json!({"meta": {"key": "nfproto"}}),
+            json!(nfproto(*family)),
         ),
         // An anonymous counter starting at zero: in input no properties are required
         // (man libnftables-json, COUNTER statement).
@@ -621,15 +626,15 @@ mod tests {
 
     #[test]
     fn interface_address_pairs_are_concatenations_of_the_interface_name_and_the_address() {
-        // nft: iifname . ip saddr != @pod_iface_addrs4
+        // nft: iifname . ip saddr @pod_iface_addrs4
         //      oifname . ip6 daddr != @pod_iface_addrs6
         //      set pod_iface_addrs4 { type ifname . ipv4_addr; elements = { "veth1" . 10.0.0.1 } }
         assert_eq!(
-            expr(&Expr::InterfaceSourceNotInSet(
+            expr(&Expr::InterfaceSourceInSet(
                 Family::V4,
                 "pod_iface_addrs4".into()
             )),
-            json!({"match": {"op": "!=",
+            json!({"match": {"op": "==",
                              "left": {"concat": [{"meta": {"key": "iifname"}},
                                                  {"payload": {"protocol": "ip", "field": "saddr"}}]},
                              "right": "@pod_iface_addrs4"}})
@@ -650,6 +655,27 @@ mod tests {
                 Family::V4
             ),
             json!({"concat": ["veth1", "10.0.0.1"]})
+        );
+    }
+
+    #[test]
+    fn family_and_link_local_matches_render_as_nft_lists_them() {
+        // nft: meta nfproto ipv6 iifname @pod_ifaces counter drop
+        //      ip6 saddr fe80::/10 accept
+        // (`nft -j list chain inet kube-nftpol prerouting`, nft 1.0.6)
+        assert_eq!(
+            expr(&Expr::FamilyIs(Family::V6)),
+            json!({"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "ipv6"}})
+        );
+        assert_eq!(
+            expr(&Expr::FamilyIs(Family::V4))["match"]["right"],
+            json!("ipv4")
+        );
+        assert_eq!(
+            expr(&Expr::Ip6SourceLinkLocal),
+            json!({"match": {"op": "==",
+                             "left": {"payload": {"protocol": "ip6", "field": "saddr"}},
+                             "right": {"prefix": {"addr": "fe80::", "len": 10}}}})
         );
     }
 

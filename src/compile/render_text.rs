@@ -134,15 +134,16 @@ fn expr(e: &Expr) -> String {
             format!("meta l4proto . th dport {{ {} }}", items.join(", "))
         }
         Expr::InputInterfaceInSet(set) => format!("iifname @{set}"),
-        Expr::InterfaceSourceNotInSet(family, set) => format!(
-            "iifname . {} != @{set}",
+        Expr::InterfaceSourceInSet(family, set) => format!(
+            "iifname . {} @{set}",
             addr_field(AddrField::Source, *family)
         ),
         Expr::InterfaceDestinationNotInSet(family, set) => format!(
             "oifname . {} != @{set}",
             addr_field(AddrField::Destination, *family)
         ),
-        Expr::Ip6SourceNotLinkLocal => "ip6 saddr != { ::, fe80::/10 }".into(),
+        Expr::Ip6SourceLinkLocal => "ip6 saddr fe80::/10".into(),
+        Expr::FamilyIs(family) => format!("meta nfproto {}", nfproto(*family)),
         Expr::Counter => "counter".into(),
         Expr::Limit {
             rate_per_second,
@@ -181,6 +182,14 @@ pub(crate) fn element(e: &SetElement, family: Family) -> String {
         }
         SetElement::Interface(name) => quote(name),
         SetElement::InterfaceAddress(name, ip) => format!("{} . {ip}", quote(name)),
+    }
+}
+
+/// The `meta nfproto` value of a family (`man nft`, META EXPRESSIONS).
+pub(crate) fn nfproto(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ipv4",
+        Family::V6 => "ipv6",
     }
 }
 

@@ -248,13 +248,19 @@ pub enum Expr {
     ProtocolPortIn(Vec<ProtocolPorts>),
     /// `iifname @set`: the packet entered through one of the set's interfaces.
     InputInterfaceInSet(String),
-    /// `iifname . ip saddr != @set`: the input interface may not send from this source.
-    InterfaceSourceNotInSet(Family, String),
+    /// `iifname . ip saddr @set`: the input interface may send from this source.
+    InterfaceSourceInSet(Family, String),
     /// `oifname . ip daddr != @set`: the output interface does not lead to this destination.
     InterfaceDestinationNotInSet(Family, String),
-    /// `ip6 saddr != { ::, fe80::/10 }`: not link-local or unspecified (neighbour discovery
-    /// and duplicate address detection use those).
-    Ip6SourceNotLinkLocal,
+    /// `ip6 saddr fe80::/10`: a link-local source (neighbour discovery uses those; `::`, which
+    /// duplicate address detection uses, is an [`Expr::AddressIs`]). A prefix compare, no set
+    /// lookup.
+    Ip6SourceLinkLocal,
+    /// `meta nfproto ipv4` (or `ipv6`): the packet's family, for a rule whose matches do not
+    /// imply it. `nft` lists it as written only when no later match of the rule reads that
+    /// family's header (it would take it for the implicit dependency of that match and leave
+    /// it out of the listing, one expression short of what was asked for).
+    FamilyIs(Family),
     /// `counter`.
     Counter,
     /// `limit rate N/second burst B packets`.

@@ -86,17 +86,45 @@ pub fn trace(ruleset: &Ruleset, packet: &Packet) -> Trace {
     );
     let mut logged = Vec::new();
     let mut dropped_by = None;
+    let mut rule = None;
     if packet.input.is_some()
-        && run_chain(ruleset, ANTI_SPOOF_CHAIN, packet, &mut logged) == Outcome::Drop
+        && run_chain(ruleset, ANTI_SPOOF_CHAIN, packet, &mut logged, &mut rule) == Outcome::Drop
     {
         dropped_by = Some(ANTI_SPOOF_CHAIN);
-    } else if run_chain(ruleset, "postrouting", packet, &mut logged) == Outcome::Drop {
+    } else if run_chain(ruleset, "postrouting", packet, &mut logged, &mut rule) == Outcome::Drop {
         dropped_by = Some("postrouting");
     }
     Trace { dropped_by, logged }
 }
 
-fn run_chain(ruleset: &Ruleset, name: &str, packet: &Packet, logged: &mut Vec<String>) -> Outcome {
+/// The comment of the `prerouting` rule that drops a packet entering the node (the rule whose
+/// counter counts it), or `None` when `prerouting` lets it through.
+pub fn prerouting_drop(ruleset: &Ruleset, packet: &Packet) -> Option<String> {
+    assert!(
+        packet.input.is_some(),
+        "only entering packets walk prerouting"
+    );
+    let mut rule = None;
+    match run_chain(
+        ruleset,
+        ANTI_SPOOF_CHAIN,
+        packet,
+        &mut Vec::new(),
+        &mut rule,
+    ) {
+        Outcome::Drop => Some(rule.expect("a drop comes from a rule").unwrap_or_default()),
+        Outcome::Accept | Outcome::Continue => None,
+    }
+}
+
+/// Runs a chain; `final_rule` is set to the comment of the rule that gave a final verdict.
+fn run_chain(
+    ruleset: &Ruleset,
+    name: &str,
+    packet: &Packet,
+    logged: &mut Vec<String>,
+    final_rule: &mut Option<Option<String>>,
+) -> Outcome {
     let chain = ruleset
         .chain(name)
         .unwrap_or_else(|| panic!("no chain {name}"));
@@ -149,13 +177,12 @@ fn run_chain(ruleset: &Ruleset, name: &str, packet: &Packet, logged: &mut Vec<St
                         continue 'rules;
                     }
                 }
-                Expr::InterfaceSourceNotInSet(family, set) => {
+                Expr::InterfaceSourceInSet(family, set) => {
                     let interface = packet.input.clone().unwrap_or_default();
                     let key = SetElement::InterfaceAddress(interface, packet.source);
-                    // `ip saddr` only matches IPv4 packets (`ip6 saddr` IPv6 ones), negated
-                    // lookup or not.
+                    // `ip saddr` only matches IPv4 packets (`ip6 saddr` IPv6 ones).
                     if Family::of(packet.source) != *family
-                        || set_contains(ruleset, set, |e| *e == key)
+                        || !set_contains(ruleset, set, |e| *e == key)
                     {
                         continue 'rules;
                     }
@@ -169,11 +196,16 @@ fn run_chain(ruleset: &Ruleset, name: &str, packet: &Packet, logged: &mut Vec<St
                         continue 'rules;
                     }
                 }
-                Expr::Ip6SourceNotLinkLocal => {
+                Expr::Ip6SourceLinkLocal => {
                     let IpAddr::V6(source) = packet.source else {
                         continue 'rules;
                     };
-                    if source.is_unspecified() || source.is_unicast_link_local() {
+                    if !source.is_unicast_link_local() {
+                        continue 'rules;
+                    }
+                }
+                Expr::FamilyIs(family) => {
+                    if Family::of(packet.source) != *family {
                         continue 'rules;
                     }
                 }
@@ -196,19 +228,25 @@ fn run_chain(ruleset: &Ruleset, name: &str, packet: &Packet, logged: &mut Vec<St
                     {
                         None => continue 'rules,
                         Some(MapVerdict::Jump(target)) => {
-                            match run_chain(ruleset, target, packet, logged) {
+                            match run_chain(ruleset, target, packet, logged, final_rule) {
                                 Outcome::Continue => continue 'rules,
                                 final_verdict => return final_verdict,
                             }
                         }
                         // goto: the called chain's end is the end of the base chain.
                         Some(MapVerdict::Goto(target)) => {
-                            return run_chain(ruleset, target, packet, logged);
+                            return run_chain(ruleset, target, packet, logged, final_rule);
                         }
                     }
                 }
-                Expr::Accept => return Outcome::Accept,
-                Expr::Drop => return Outcome::Drop,
+                Expr::Accept => {
+                    *final_rule = Some(rule.comment.clone());
+                    return Outcome::Accept;
+                }
+                Expr::Drop => {
+                    *final_rule = Some(rule.comment.clone());
+                    return Outcome::Drop;
+                }
                 Expr::Return => return Outcome::Continue,
             }
         }
