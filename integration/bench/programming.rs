@@ -212,11 +212,13 @@ async fn run(settings: Settings) -> Result<()> {
     create_all(&api.client, &objects).await?;
 
     let kubeconfig = api.agent_kubeconfig(cluster.scratch())?;
-    let (program, args) = agent::command(
+    let (program, mut args) = agent::command(
         NODES[NODE].0,
         &SourceArgs::Kubeconfig(kubeconfig),
         agent::RESYNC_INTERVAL_SECS,
     )?;
+    // Info lines carry the milestones of a start (listed, applied), shown after each resync.
+    args.push("--log-level=info".into());
     let log = cluster.scratch().join("agent.log");
     let agent = NetnsProcess::spawn(node.netns.name(), &program, args, log)?;
     let mut bench = Bench {
@@ -347,6 +349,25 @@ impl Bench {
                 ));
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The agent's log lines of its last start that say where a full resync spends its time.
+    fn say_start_milestones(&self) {
+        let log = self.agent.log_tail(400);
+        let last_start = log.rfind("agent started").unwrap_or(0);
+        let start = log[..last_start].rfind('\n').map_or(0, |i| i + 1);
+        for line in log[start..].lines().filter(|l| {
+            [
+                "agent started",
+                "listed; enforcing",
+                "ruleset applied",
+                "ready",
+            ]
+            .iter()
+            .any(|m| l.contains(m))
+        }) {
+            say(&format!("bench: resync: {line}"));
         }
     }
 
@@ -560,6 +581,7 @@ impl Bench {
         let started = Instant::now();
         self.agent.start()?;
         phase.resync_with_table = self.wait_ready(started).await?;
+        self.say_start_milestones();
         self.wait_exact().await?;
 
         self.agent.kill();
@@ -572,6 +594,7 @@ impl Bench {
         let started = Instant::now();
         self.agent.start()?;
         phase.resync_without_table = self.wait_ready(started).await?;
+        self.say_start_milestones();
         self.wait_exact().await?;
         phase.fresh_memory_kib = self.memory()?;
         Ok(())

@@ -17,16 +17,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    DefaultNla, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload, Nla as _,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NlaBuffer, NlasIterator,
 };
-use netlink_packet_netfilter::nftables::{
-    ExpressionAttribute, Expressions, GenAttribute, GenMessage, ListAttribute, NfTablesMessage,
-    RuleAttribute, RuleMessage,
-};
-use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
-};
+use netlink_packet_netfilter::nftables::{GenMessage, NfTablesMessage, RuleAttribute, RuleMessage};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{Socket, SocketAddr, constants::NETLINK_NETFILTER};
 
 use crate::compile::TABLE_NAME;
@@ -34,8 +29,28 @@ use crate::compile::TABLE_NAME;
 /// How long one call waits for each answer from the kernel.
 pub const RECEIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `NFTA_COUNTER_PACKETS` (`linux/netfilter/nf_tables.h`).
-const COUNTER_PACKETS: u16 = 2;
+// From `linux/netlink.h`, `linux/netfilter/nfnetlink.h` and `linux/netfilter/nf_tables.h`.
+// The answers are read attribute by attribute here rather than through
+// netlink-packet-netfilter's message types: its expression parser formats every attribute's
+// bytes into an error context whether or not parsing fails, which made a dump of a thousand
+// rules cost tens of milliseconds of `Debug` formatting.
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+/// The nf_tables subsystem in the high byte of a message type.
+const NFNL_SUBSYS_NFTABLES: u16 = 10 << 8;
+const NFT_MSG_NEWRULE: u16 = NFNL_SUBSYS_NFTABLES | 6;
+const NFT_MSG_NEWGEN: u16 = NFNL_SUBSYS_NFTABLES | 15;
+/// `struct nfgenmsg`, before the attributes of every nf_tables message.
+const NFGENMSG_BYTES: usize = 4;
+const NFTA_GEN_ID: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_COUNTER_PACKETS: u16 = 2;
 /// `NFTNL_UDATA_RULE_COMMENT`: the comment's type in a rule's user data (libnftnl `udata.h`),
 /// stored as type, length and the NUL-terminated text.
 const USER_DATA_COMMENT: u8 = 0;
@@ -110,15 +125,12 @@ impl Kernel {
             .ask(request, NetfilterProtoFamily::Unspec, false)
             .await?;
         answers
-            .into_iter()
-            .find_map(|message| match message {
-                NfTablesMessage::NewGen(GenMessage { attributes }) => {
-                    attributes.into_iter().find_map(|a| match a {
-                        GenAttribute::Id(id) => Some(id),
-                        _ => None,
-                    })
-                }
-                _ => None,
+            .iter()
+            .filter(|(kind, _)| *kind == NFT_MSG_NEWGEN)
+            .find_map(|(_, attributes)| {
+                nlas(attributes)
+                    .find(|nla| nla.kind() == NFTA_GEN_ID)
+                    .and_then(|nla| Some(u32::from_be_bytes(nla.value().try_into().ok()?)))
             })
             .ok_or_else(|| Error::Answer("no generation id".into()))
     }
@@ -134,21 +146,20 @@ impl Kernel {
             other => other?,
         };
         Ok(answers
-            .into_iter()
-            .filter_map(|message| match message {
-                NfTablesMessage::NewRule(rule) => counted_rule(rule),
-                _ => None,
-            })
+            .iter()
+            .filter(|(kind, _)| *kind == NFT_MSG_NEWRULE)
+            .filter_map(|(_, attributes)| counted_rule(attributes))
             .collect())
     }
 
-    /// Sends `request` and collects the nf_tables messages of the answer, on a blocking thread.
+    /// Sends `request` and collects the answer's nf_tables messages (type and attributes), on
+    /// a blocking thread.
     async fn ask(
         &self,
         request: NfTablesMessage,
         family: NetfilterProtoFamily,
         dump: bool,
-    ) -> Result<Vec<NfTablesMessage>, Error> {
+    ) -> Result<Vec<(u16, Vec<u8>)>, Error> {
         let netns = self.netns.clone();
         tokio::task::spawn_blocking(move || {
             let socket = open(netns)?;
@@ -159,20 +170,34 @@ impl Kernel {
     }
 }
 
-/// A rule of the dump as a [`RuleCounter`], when it has a counter.
-fn counted_rule(rule: RuleMessage) -> Option<RuleCounter> {
+/// The attributes in `bytes`, up to the first malformed one.
+fn nlas(bytes: &[u8]) -> impl Iterator<Item = NlaBuffer<&[u8]>> {
+    NlasIterator::new(bytes).map_while(Result::ok)
+}
+
+/// An attribute's value, borrowed from the message rather than from the attribute.
+fn value_of(nla: NlaBuffer<&[u8]>) -> &[u8] {
+    // The iterator checked 4 <= length <= the bytes it had.
+    let length = usize::from(nla.length());
+    nla.into_inner().get(4..length).unwrap_or_default()
+}
+
+fn be_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// A rule of the dump (its attributes) as a [`RuleCounter`], when it has a counter.
+fn counted_rule(attributes: &[u8]) -> Option<RuleCounter> {
     let mut chain = None;
     let mut handle = None;
     let mut comment = String::new();
     let mut packets = None;
-    for attribute in rule.attributes {
-        match attribute {
-            RuleAttribute::Chain(name) => chain = Some(name),
-            RuleAttribute::Handle(value) => handle = Some(value),
-            RuleAttribute::UserData(data) => comment = user_data_comment(&data).unwrap_or_default(),
-            RuleAttribute::Expressions(list) => {
-                packets = list.iter().find_map(counter_packets);
-            }
+    for nla in nlas(attributes) {
+        match nla.kind() {
+            NFTA_RULE_CHAIN => chain = Some(c_string(nla.value())),
+            NFTA_RULE_HANDLE => handle = be_u64(nla.value()),
+            NFTA_RULE_USERDATA => comment = user_data_comment(nla.value()).unwrap_or_default(),
+            NFTA_RULE_EXPRESSIONS => packets = nlas(nla.value()).find_map(counter_packets),
             _ => {}
         }
     }
@@ -184,30 +209,29 @@ fn counted_rule(rule: RuleMessage) -> Option<RuleCounter> {
     })
 }
 
-/// The packet count of a `counter` expression.
-fn counter_packets(element: &ListAttribute<ExpressionAttribute>) -> Option<u64> {
-    let ListAttribute::Element(attributes) = element else {
-        return None;
-    };
-    attributes.iter().find_map(|attribute| match attribute {
-        ExpressionAttribute::Data(Expressions::Other {
-            expression_type,
-            attributes,
-        }) if expression_type == "counter" => attributes
-            .iter()
-            .find(|nla| nla.kind() == COUNTER_PACKETS)
-            .and_then(be_u64),
-        _ => None,
-    })
-}
-
-fn be_u64(nla: &DefaultNla) -> Option<u64> {
-    let mut value = [0; 8];
-    if nla.value_len() != value.len() {
+/// The packet count of a list element that is a `counter` expression.
+fn counter_packets(element: NlaBuffer<&[u8]>) -> Option<u64> {
+    if element.kind() != NFTA_LIST_ELEM {
         return None;
     }
-    nla.emit_value(&mut value);
-    Some(u64::from_be_bytes(value))
+    let mut is_counter = false;
+    let mut data = None;
+    for nla in nlas(element.value()) {
+        match nla.kind() {
+            NFTA_EXPR_NAME => is_counter = c_string(nla.value()) == "counter",
+            NFTA_EXPR_DATA => data = Some(value_of(nla)),
+            _ => {}
+        }
+    }
+    nlas(data.filter(|_| is_counter)?)
+        .find(|nla| nla.kind() == NFTA_COUNTER_PACKETS)
+        .and_then(|nla| be_u64(nla.value()))
+}
+
+/// A NUL-terminated string attribute.
+fn c_string(bytes: &[u8]) -> String {
+    let text = bytes.split(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(text).into_owned()
 }
 
 /// The comment in a rule's user data (type-length-value records).
@@ -215,8 +239,7 @@ fn user_data_comment(mut data: &[u8]) -> Option<String> {
     while let [kind, length, rest @ ..] = data {
         let value = rest.get(..usize::from(*length))?;
         if *kind == USER_DATA_COMMENT {
-            let text = value.split(|b| *b == 0).next().unwrap_or_default();
-            return Some(String::from_utf8_lossy(text).into_owned());
+            return Some(c_string(value));
         }
         data = rest.get(usize::from(*length)..)?;
     }
@@ -259,13 +282,14 @@ fn connected_socket() -> Result<Socket, Error> {
     Ok(socket)
 }
 
-/// Sends one request and reads its answer: one message, or a dump until `NLMSG_DONE`.
+/// Sends one request and reads its answer: one message, or a dump until `NLMSG_DONE`. Each
+/// nf_tables message comes back as its type and its attributes.
 fn exchange(
     socket: &Socket,
     request: NfTablesMessage,
     family: NetfilterProtoFamily,
     dump: bool,
-) -> Result<Vec<NfTablesMessage>, Error> {
+) -> Result<Vec<(u16, Vec<u8>)>, Error> {
     const SEQUENCE: u32 = 1;
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
@@ -292,35 +316,39 @@ fn exchange(
             return Err(Error::Answer("empty datagram".into()));
         }
         while !rest.is_empty() {
-            let message = NetlinkMessage::<NetfilterMessage>::deserialize(rest)
-                .map_err(|e| Error::Answer(e.to_string()))?;
-            let size = usize::try_from(message.header.length).unwrap_or(usize::MAX);
-            if size == 0 {
-                return Err(Error::Answer("zero-length message".into()));
-            }
-            if message.header.sequence_number == SEQUENCE {
-                interrupted |= message.header.flags & NLM_F_DUMP_INTR != 0;
-                match message.payload {
-                    NetlinkPayload::InnerMessage(NetfilterMessage {
-                        inner: NetfilterMessageInner::NfTables(answer),
-                        ..
-                    }) => {
-                        answers.push(answer);
-                        if !dump {
-                            return Ok(answers);
-                        }
-                    }
-                    NetlinkPayload::Done(_) => {
+            let message = NetlinkBuffer::new_checked(rest)
+                .map_err(|e| Error::Answer(format!("netlink header: {e}")))?;
+            // new_checked guarantees 16 <= length <= rest.len().
+            let size = message.length() as usize;
+            if message.sequence_number() == SEQUENCE {
+                interrupted |= message.flags() & NLM_F_DUMP_INTR != 0;
+                let payload = message.payload();
+                match message.message_type() {
+                    NLMSG_DONE => {
                         return if interrupted {
                             Err(Error::Interrupted)
                         } else {
                             Ok(answers)
                         };
                     }
-                    NetlinkPayload::Error(error) => {
-                        return Err(Error::Refused(error.code.map_or(0, |c| -c.get())));
+                    NLMSG_ERROR => {
+                        let code = payload
+                            .get(..4)
+                            .and_then(|b| b.try_into().ok())
+                            .map_or(0, i32::from_ne_bytes);
+                        return if code == 0 {
+                            Ok(answers)
+                        } else {
+                            Err(Error::Refused(-code))
+                        };
                     }
-                    _ => {}
+                    kind => {
+                        let attributes = payload.get(NFGENMSG_BYTES..).unwrap_or_default();
+                        answers.push((kind, attributes.to_vec()));
+                        if !dump {
+                            return Ok(answers);
+                        }
+                    }
                 }
             }
             // Messages are 4-byte aligned (NLMSG_ALIGN).
@@ -332,18 +360,34 @@ fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_core::{DefaultNla, Emitable as _};
+    use netlink_packet_netfilter::nftables::{ExpressionAttribute, Expressions, ListAttribute};
 
-    fn counter_expression(packets: u64) -> ListAttribute<ExpressionAttribute> {
+    /// The attributes of a rule as the kernel sends them (emitted by netlink-packet-netfilter).
+    fn emitted(attributes: Vec<RuleAttribute>) -> Vec<u8> {
+        let mut bytes = vec![0; attributes.as_slice().buffer_len()];
+        attributes.as_slice().emit(&mut bytes);
+        bytes
+    }
+
+    fn expression(name: &str, attributes: Vec<DefaultNla>) -> ListAttribute<ExpressionAttribute> {
         ListAttribute::Element(vec![
-            ExpressionAttribute::Name("counter".into()),
+            ExpressionAttribute::Name(name.into()),
             ExpressionAttribute::Data(Expressions::Other {
-                expression_type: "counter".into(),
-                attributes: vec![
-                    DefaultNla::new(1, 4096u64.to_be_bytes().to_vec()),
-                    DefaultNla::new(COUNTER_PACKETS, packets.to_be_bytes().to_vec()),
-                ],
+                expression_type: name.into(),
+                attributes,
             }),
         ])
+    }
+
+    fn counter(packets: u64) -> ListAttribute<ExpressionAttribute> {
+        expression(
+            "counter",
+            vec![
+                DefaultNla::new(1, 4096u64.to_be_bytes().to_vec()),
+                DefaultNla::new(NFTA_COUNTER_PACKETS, packets.to_be_bytes().to_vec()),
+            ],
+        )
     }
 
     fn comment(text: &str) -> Vec<u8> {
@@ -355,17 +399,23 @@ mod tests {
 
     #[test]
     fn a_counted_rule_gives_chain_handle_comment_and_packets() {
-        let rule = RuleMessage {
-            attributes: vec![
-                RuleAttribute::Table(TABLE_NAME.into()),
-                RuleAttribute::Chain("in_x_a".into()),
-                RuleAttribute::Handle(22),
-                RuleAttribute::Expressions(vec![counter_expression(3)]),
-                RuleAttribute::UserData(comment("x/a-from-y ingress[0]")),
-            ],
-        };
+        let rule = emitted(vec![
+            RuleAttribute::Table(TABLE_NAME.into()),
+            RuleAttribute::Chain("in_x_a".into()),
+            RuleAttribute::Handle(22),
+            RuleAttribute::Expressions(vec![
+                // Another expression whose data holds an attribute of the counter's type.
+                expression(
+                    "payload",
+                    vec![DefaultNla::new(NFTA_COUNTER_PACKETS, vec![0; 8])],
+                ),
+                counter(3),
+                expression("immediate", vec![]),
+            ]),
+            RuleAttribute::UserData(comment("x/a-from-y ingress[0]")),
+        ]);
         assert_eq!(
-            counted_rule(rule),
+            counted_rule(&rule),
             Some(RuleCounter {
                 chain: "in_x_a".into(),
                 handle: 22,
@@ -377,32 +427,39 @@ mod tests {
 
     #[test]
     fn a_rule_without_counter_or_chain_is_skipped_and_comment_defaults_to_empty() {
-        let without_counter = RuleMessage {
-            attributes: vec![
-                RuleAttribute::Chain("c".into()),
-                RuleAttribute::Handle(1),
-                RuleAttribute::Expressions(vec![]),
-            ],
-        };
-        assert_eq!(counted_rule(without_counter), None);
-        let without_chain = RuleMessage {
-            attributes: vec![
-                RuleAttribute::Handle(1),
-                RuleAttribute::Expressions(vec![counter_expression(1)]),
-            ],
-        };
-        assert_eq!(counted_rule(without_chain), None);
-        let without_comment = RuleMessage {
-            attributes: vec![
-                RuleAttribute::Chain("c".into()),
-                RuleAttribute::Handle(5),
-                RuleAttribute::Expressions(vec![counter_expression(12)]),
-            ],
-        };
+        let without_counter = emitted(vec![
+            RuleAttribute::Chain("c".into()),
+            RuleAttribute::Handle(1),
+            RuleAttribute::Expressions(vec![expression("payload", vec![])]),
+        ]);
+        assert_eq!(counted_rule(&without_counter), None);
+        let without_chain = emitted(vec![
+            RuleAttribute::Handle(1),
+            RuleAttribute::Expressions(vec![counter(1)]),
+        ]);
+        assert_eq!(counted_rule(&without_chain), None);
+        let without_comment = emitted(vec![
+            RuleAttribute::Chain("c".into()),
+            RuleAttribute::Handle(5),
+            RuleAttribute::Expressions(vec![counter(12)]),
+        ]);
         assert_eq!(
-            counted_rule(without_comment).map(|r| (r.comment, r.packets)),
+            counted_rule(&without_comment).map(|r| (r.comment, r.packets)),
             Some((String::new(), 12))
         );
+    }
+
+    #[test]
+    fn a_counter_with_a_short_value_is_not_read() {
+        let rule = emitted(vec![
+            RuleAttribute::Chain("c".into()),
+            RuleAttribute::Handle(5),
+            RuleAttribute::Expressions(vec![expression(
+                "counter",
+                vec![DefaultNla::new(NFTA_COUNTER_PACKETS, vec![1, 2])],
+            )]),
+        ]);
+        assert_eq!(counted_rule(&rule), None);
     }
 
     #[test]
@@ -416,11 +473,27 @@ mod tests {
     }
 
     #[test]
-    fn a_counter_with_a_short_value_is_not_read() {
-        let short = ListAttribute::Element(vec![ExpressionAttribute::Data(Expressions::Other {
-            expression_type: "counter".into(),
-            attributes: vec![DefaultNla::new(COUNTER_PACKETS, vec![1, 2])],
-        })]);
-        assert_eq!(counter_packets(&short), None);
+    fn truncated_or_random_attributes_never_panic() {
+        let rule = emitted(vec![
+            RuleAttribute::Chain("in_x_a".into()),
+            RuleAttribute::Handle(22),
+            RuleAttribute::Expressions(vec![counter(3)]),
+            RuleAttribute::UserData(comment("c")),
+        ]);
+        for end in 0..rule.len() {
+            let _ = counted_rule(&rule[..end]);
+        }
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..2_000 {
+            let bytes: Vec<u8> = (0..64)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state.to_le_bytes()[0]
+                })
+                .collect();
+            let _ = counted_rule(&bytes);
+        }
     }
 }

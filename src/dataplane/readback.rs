@@ -47,9 +47,28 @@ pub struct Summary {
 }
 
 /// The listing without counter values and handles, keyed by object (`table`, `chain NAME`,
-/// `rules NAME`, `set NAME`, `map NAME`, ...): equal fingerprints mean an unchanged table.
+/// `rules NAME`, `set NAME`, `map NAME`, ...), each object's text kept as its SHA-256 (the
+/// texts of a 10,000-element table would take megabytes for as long as the agent runs): equal
+/// fingerprints mean an unchanged table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Fingerprint(BTreeMap<String, String>);
+pub struct Fingerprint(BTreeMap<String, [u8; 32]>);
+
+impl Fingerprint {
+    /// The fingerprint of objects given as their texts.
+    fn of_texts(texts: BTreeMap<String, String>) -> Self {
+        Self(
+            texts
+                .into_iter()
+                .map(|(key, text)| {
+                    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+                    let mut bytes = [0; 32];
+                    bytes.copy_from_slice(digest.as_ref());
+                    (key, bytes)
+                })
+                .collect(),
+        )
+    }
+}
 
 impl Fingerprint {
     /// Forgets the entries `replaced` (objects an update wrote or deleted) and takes those of
@@ -105,33 +124,29 @@ impl Fingerprint {
 /// into its [`Summary`] and [`Fingerprint`].
 pub fn parse(listing: &str) -> Result<(Summary, Fingerprint), Error> {
     let mut summary = Summary::default();
-    let mut fingerprint = Fingerprint::default();
+    let mut texts = BTreeMap::new();
     let mut documents = 0;
     for document in serde_json::Deserializer::from_str(listing).into_iter::<Value>() {
-        parse_document(
-            &document.map_err(Error::Json)?,
-            &mut summary,
-            &mut fingerprint,
-        )?;
+        parse_document(&document.map_err(Error::Json)?, &mut summary, &mut texts)?;
         documents += 1;
     }
     if documents == 0 {
         return Err(Error::Shape);
     }
-    Ok((summary, fingerprint))
+    Ok((summary, Fingerprint::of_texts(texts)))
 }
 
 fn parse_document(
     value: &Value,
     summary: &mut Summary,
-    fingerprint: &mut Fingerprint,
+    texts: &mut BTreeMap<String, String>,
 ) -> Result<(), Error> {
     let items = value
         .get("nftables")
         .and_then(Value::as_array)
         .ok_or(Error::Shape)?;
     for item in items {
-        add_to_fingerprint(fingerprint, item);
+        add_text(texts, item);
         if let Some(chain) = item.get("chain") {
             let name = str_field(chain, "name");
             summary.chains.entry(name).or_default();
@@ -171,9 +186,9 @@ fn parse_document(
     Ok(())
 }
 
-/// Adds one listing item, without its volatile parts, to the fingerprint: rules are appended
-/// to their chain's `rules` entry in listing order, so rule order counts.
-fn add_to_fingerprint(fingerprint: &mut Fingerprint, item: &Value) {
+/// Adds one listing item, without its volatile parts, to the fingerprint's texts: rules are
+/// appended to their chain's `rules` entry in listing order, so rule order counts.
+fn add_text(texts: &mut BTreeMap<String, String>, item: &Value) {
     let Some((kind, object)) = item.as_object().and_then(|o| o.iter().next()) else {
         return;
     };
@@ -188,7 +203,7 @@ fn add_to_fingerprint(fingerprint: &mut Fingerprint, item: &Value) {
     } else {
         format!("{kind} {}", str_field(&object, "name"))
     };
-    let entry = fingerprint.0.entry(key).or_default();
+    let entry = texts.entry(key).or_default();
     if !entry.is_empty() {
         entry.push('\n');
     }
