@@ -19,6 +19,7 @@
 
 mod cache;
 pub(crate) mod events;
+mod pod_fields;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ pub use cache::{Cache, InvalidPolicy, ObjectIdentity};
 use super::ChangeClock;
 use super::manifests::Loaded;
 use crate::http::Shared;
+use pod_fields::PodFields;
 
 /// One event from one of the three watches (Pods boxed: they are by far the largest).
 enum Change {
@@ -89,9 +91,9 @@ fn watches(client: &Client) -> Changes {
     // watch cache instead of reading etcd page by page, which dominated a restart at 10,000
     // pods. What it returns can be a little older than etcd; the watch that follows catches up.
     let config = watcher::Config::default().any_semantic();
-    let pods = watcher(Api::<core::Pod>::all(client.clone()), config.clone())
+    let pods = watcher(Api::<PodFields>::all(client.clone()), config.clone())
         .backoff(WatchBackoff::default())
-        .map(|r| r.map(|e| Change::Pod(Box::new(e))))
+        .map(|r| r.map(|e| Change::Pod(Box::new(pod_event(e)))))
         .boxed();
     let namespaces = watcher(Api::<core::Namespace>::all(client.clone()), config.clone())
         .backoff(WatchBackoff::default())
@@ -105,6 +107,18 @@ fn watches(client: &Client) -> Changes {
     .map(|r| r.map(Change::Policy))
     .boxed();
     futures::stream::select_all([pods, namespaces, policies])
+}
+
+/// The watch's event with the pod fields made a k8s-openapi Pod again.
+fn pod_event(event: watcher::Event<PodFields>) -> watcher::Event<core::Pod> {
+    use watcher::Event;
+    match event {
+        Event::Apply(pod) => Event::Apply(pod.into_pod()),
+        Event::Delete(pod) => Event::Delete(pod.into_pod()),
+        Event::Init => Event::Init,
+        Event::InitApply(pod) => Event::InitApply(pod.into_pod()),
+        Event::InitDone => Event::InitDone,
+    }
 }
 
 /// Watches the cluster through `client` and publishes each complete snapshot to `tx`; marks
@@ -190,7 +204,7 @@ pub async fn snapshot_once(client: &Client) -> anyhow::Result<Loaded> {
     use kube::api::ListParams;
     let params = ListParams::default();
     let mut cache = Cache::new();
-    let pods = Api::<core::Pod>::all(client.clone());
+    let pods = Api::<PodFields>::all(client.clone());
     let namespaces = Api::<core::Namespace>::all(client.clone());
     let policies = Api::<networking::NetworkPolicy>::all(client.clone());
     let (pods, namespaces, policies) = futures::try_join!(
@@ -200,7 +214,7 @@ pub async fn snapshot_once(client: &Client) -> anyhow::Result<Loaded> {
     )?;
     cache.apply_pod(watcher::Event::Init);
     for pod in pods {
-        cache.apply_pod(watcher::Event::InitApply(pod));
+        cache.apply_pod(watcher::Event::InitApply(pod.into_pod()));
     }
     cache.apply_pod(watcher::Event::InitDone);
     cache.apply_namespace(watcher::Event::Init);
