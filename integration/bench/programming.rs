@@ -36,7 +36,8 @@
 //! `KNP_BENCH_QUICK=1` runs it at a tenth of the scale with fewer repetitions (about a minute).
 //! `KNP_BENCH_PERF=DIR` also records the agent with `perf record -g` while it idles at scale and
 //! during the measurements at scale (`DIR/idle.data`, `DIR/scale.data`; read them with
-//! `perf report -i`).
+//! `perf report -i`) and keeps its log (`DIR/agent.log`; `RUST_LOG=kube_nftpol=debug` adds a
+//! line per apply).
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -246,6 +247,7 @@ async fn run(settings: Settings) -> Result<()> {
     let profile = Profile::start(bench.pid()?, "scale")?;
     let scale = bench.measure().await?;
     profile.stop();
+    Profile::keep_log(&bench.cluster.scratch().join("agent.log"));
     bench.report(
         &baseline,
         &scale,
@@ -824,6 +826,13 @@ impl Profile {
             output.display()
         ));
         Ok(Self(Some(child)))
+    }
+
+    /// Copies the agent's log next to the recordings.
+    fn keep_log(log: &std::path::Path) {
+        if let Some(dir) = std::env::var_os("KNP_BENCH_PERF") {
+            let _ = std::fs::copy(log, std::path::Path::new(&dir).join("agent.log"));
+        }
     }
 
     /// Ends the recording (perf writes its file on SIGINT).
