@@ -498,6 +498,22 @@ impl Snapshot {
         self.pods.namespaces()
     }
 
+    /// [`Snapshot::pod_namespaces`], each with its labels as [`Snapshot::namespace_labels`]
+    /// gives them, found by walking the namespaces alongside instead of a lookup for each.
+    pub fn pod_namespaces_with_labels(&self) -> impl Iterator<Item = (&str, Cow<'_, Labels>)> {
+        let mut objects = self.namespaces.iter().peekable();
+        self.pods.namespaces().map(move |name| {
+            while objects
+                .next_if(|(other, _)| other.as_str() < name)
+                .is_some()
+            {}
+            match objects.next_if(|(other, _)| other.as_str() == name) {
+                Some((_, namespace)) => (name, Cow::Borrowed(&namespace.labels)),
+                None => (name, Cow::Owned(Namespace::implicit(name).labels)),
+            }
+        })
+    }
+
     /// The pods of one namespace whose labels `selector` matches, ordered by name: the same
     /// pods as `pods_in(namespace)` filtered by [`Selector::matches`], found through the
     /// namespace's label index when it is large (see [`namespaced`]).

@@ -3,12 +3,15 @@
 //!
 //! The same test as [`crate::policy::Peer::selects_pod`], asked namespace by namespace instead
 //! of pod by pod: a namespace scope is decided once per namespace holding pods (only the
-//! policy's own namespace when no peer has a namespaceSelector), and the pod selectors go
+//! policy's own namespace when no peer has a namespaceSelector; [`NamespaceScope::covers`] is
+//! [`crate::policy::namespace_in_scope`] with the labels at hand), and the pod selectors go
 //! through [`Snapshot::pods_selected`], which uses the namespace's label index. At 10,000 pods
 //! a rule's peers no longer cost a test of every pod (issue 7). Pure; it builds no set.
 
-use crate::model::{Pod, Snapshot};
-use crate::policy::{NamespaceScope, PeerKind, Rule, Selector, namespace_in_scope};
+use std::borrow::Cow;
+
+use crate::model::{Labels, Pod, Snapshot};
+use crate::policy::{NamespaceScope, PeerKind, Rule, Selector};
 
 /// The policy endpoints (active, non-hostNetwork, addressed pods) selected by any pod peer of
 /// `rule`, a rule of a policy in `policy_namespace`; each once, ordered by namespace then name.
@@ -32,16 +35,19 @@ pub(super) fn peer_pods<'a>(
     let any_namespace = peers
         .iter()
         .any(|(scope, _)| matches!(scope, NamespaceScope::Matching(_)));
-    let namespaces: Vec<&str> = if any_namespace {
-        snapshot.pod_namespaces().collect()
+    let namespaces: Vec<(&str, Cow<'_, Labels>)> = if any_namespace {
+        snapshot.pod_namespaces_with_labels().collect()
     } else {
-        vec![policy_namespace]
+        vec![(
+            policy_namespace,
+            snapshot.namespace_labels(policy_namespace),
+        )]
     };
     let mut selected = Vec::new();
-    for namespace in namespaces {
+    for (namespace, labels) in namespaces {
         let selectors: Vec<&Selector> = peers
             .iter()
-            .filter(|(scope, _)| namespace_in_scope(snapshot, scope, policy_namespace, namespace))
+            .filter(|(scope, _)| scope.covers(policy_namespace, namespace, &labels))
             .map(|(_, pods)| *pods)
             .collect();
         let found: Vec<&Pod> = match selectors.as_slice() {

@@ -348,8 +348,15 @@ mod tests {
         selectors
     }
 
-    /// `pods_selected` against the plain scan, for every namespace and selector.
+    /// `pods_selected` against the plain scan, for every namespace and selector; the labels
+    /// `pod_namespaces_with_labels` walks to against the lookup of each.
     fn check(snapshot: &Snapshot, what: &str) {
+        let walked: Vec<_> = snapshot.pod_namespaces_with_labels().collect();
+        let looked_up: Vec<_> = snapshot
+            .pod_namespaces()
+            .map(|name| (name, snapshot.namespace_labels(name)))
+            .collect();
+        assert_eq!(walked, looked_up, "{what}");
         for namespace in NAMESPACES {
             for selector in selectors() {
                 let indexed: Vec<&ObjectKey> = snapshot
