@@ -89,30 +89,27 @@ fn relabelled(scraper: bool) -> core::Pod {
     from_value(object).expect("pod JSON")
 }
 
-/// The Kubernetes source's cache after listing the whole cluster.
+/// The Kubernetes source's cache after listing the whole cluster, one kind at a time as the
+/// watches do; objects are converted as they come (as in [`cluster`]), so the peak memory
+/// stays the snapshot's.
 fn listed_cache() -> Cache {
     let mut cache = Cache::new();
-    let (mut pods, mut namespaces, mut policies) = (Vec::new(), Vec::new(), Vec::new());
-    for object in scale_cluster::objects() {
-        match object["kind"].as_str() {
-            Some("Namespace") => namespaces.push(from_value(object).expect("namespace JSON")),
-            Some("Pod") => pods.push(from_value(object).expect("pod JSON")),
-            _ => policies.push(from_value(object).expect("policy JSON")),
-        }
-    }
+    let of_kind = |kind: &'static str| scale_cluster::objects().filter(move |o| o["kind"] == kind);
     cache.apply_pod(Event::Init);
-    for pod in pods {
-        cache.apply_pod(Event::InitApply(pod));
+    for pod in of_kind("Pod") {
+        cache.apply_pod(Event::InitApply(from_value(pod).expect("pod JSON")));
     }
     cache.apply_pod(Event::InitDone);
     cache.apply_namespace(Event::Init);
-    for namespace in namespaces {
-        cache.apply_namespace(Event::InitApply(namespace));
+    for namespace in of_kind("Namespace") {
+        cache.apply_namespace(Event::InitApply(
+            from_value(namespace).expect("namespace JSON"),
+        ));
     }
     cache.apply_namespace(Event::InitDone);
     cache.apply_policy(Event::Init);
-    for policy in policies {
-        cache.apply_policy(Event::InitApply(policy));
+    for policy in of_kind("NetworkPolicy") {
+        cache.apply_policy(Event::InitApply(from_value(policy).expect("policy JSON")));
     }
     cache.apply_policy(Event::InitDone);
     cache
