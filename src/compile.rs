@@ -40,19 +40,17 @@
 //! select that pod, each one set lookup. Nothing walks the cluster's pods or policies.
 
 mod names;
+mod peers;
 pub mod ranges;
 pub mod render_json;
 pub mod render_text;
 pub mod ruleset;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::model::{Enforcement, ObjectKey, Pod, Protocol, Snapshot};
-use crate::policy::{
-    Direction, NamespaceScope, PeerKind, Policy, PortSpec, Rule as PolicyRule, Selector,
-    namespace_in_scope,
-};
+use crate::model::{Enforcement, Pod, Protocol, Snapshot};
+use crate::policy::{Direction, PeerKind, Policy, PortSpec, Rule as PolicyRule};
 
 pub use ruleset::{
     AddrField, Chain, Expr, Family, Hook, MapVerdict, ProtocolPorts, Rule, Ruleset, Set,
@@ -564,6 +562,7 @@ fn pod_chain(
                 direction,
                 target: pod,
                 sets: &mut *sets,
+                peers: None,
             };
             for exprs in compiled.matchers() {
                 let mut exprs = exprs;
@@ -637,6 +636,8 @@ struct RuleCompiler<'a> {
     /// The pod whose chain this is.
     target: &'a Pod,
     sets: &'a mut BTreeMap<String, Set>,
+    /// The rule's pod peers once looked up: the pods set and the named-port set share them.
+    peers: Option<Vec<&'a Pod>>,
 }
 
 impl<'a> RuleCompiler<'a> {
@@ -767,52 +768,20 @@ impl<'a> RuleCompiler<'a> {
         self.sets.insert(name.to_owned(), set);
     }
 
-    /// Pods selected by any pod peer of the rule, anywhere in the cluster. Namespace scopes
-    /// are decided once per namespace (pods come ordered by namespace), then pod selectors per
-    /// pod: the same test as [`crate::policy::Peer::selects_pod`], without repeating the
-    /// namespace part for every pod.
-    fn peer_pods(&self) -> Vec<&'a Pod> {
-        let snapshot = self.snapshot;
-        let policy_namespace = self.policy.key.namespace.as_str();
-        let peers: Vec<(&NamespaceScope, &Selector)> = self
-            .rule
-            .peers
-            .iter()
-            .flatten()
-            .filter_map(|p| match &p.kind {
-                PeerKind::Pods { namespaces, pods } => Some((namespaces, pods)),
-                PeerKind::IpBlock { .. } => None,
-            })
-            .collect();
-        let mut selected = Vec::new();
-        let mut current: Option<(&str, Vec<&Selector>)> = None;
-        for pod in snapshot.pods().filter(|p| p.is_policy_endpoint()) {
-            let namespace = pod.key.namespace.as_str();
-            if current.as_ref().is_none_or(|(ns, _)| *ns != namespace) {
-                let in_scope = peers
-                    .iter()
-                    .filter(|(scope, _)| {
-                        namespace_in_scope(snapshot, scope, policy_namespace, namespace)
-                    })
-                    .map(|(_, pods)| *pods)
-                    .collect();
-                current = Some((namespace, in_scope));
-            }
-            if let Some((_, selectors)) = &current
-                && selectors.iter().any(|s| s.matches(&pod.labels))
-            {
-                selected.push(pod);
-            }
-        }
-        selected
+    /// Pods selected by any pod peer of the rule, anywhere in the cluster (see [`peers`]),
+    /// looked up once per rule compiler.
+    fn peer_pods(&mut self) -> &[&'a Pod] {
+        let (snapshot, namespace, rule) = (self.snapshot, &self.policy.key.namespace, self.rule);
+        self.peers
+            .get_or_insert_with(|| peers::peer_pods(snapshot, namespace, rule))
     }
 
-    /// The rule's pod-peer sets, IPv4 and IPv6, built together (one scan of the cluster).
+    /// The rule's pod-peer sets, IPv4 and IPv6, built together from one peer lookup.
     fn pod_sets(&mut self) -> [String; 2] {
         let names = Family::ALL.map(|family| self.set_name("pods", family));
         if !self.sets.contains_key(&names[0]) {
             let peers = self.peer_pods();
-            for (family, name) in Family::ALL.into_iter().zip(&names) {
+            let elements = Family::ALL.map(|family| {
                 let mut elements: Vec<SetElement> = peers
                     .iter()
                     .flat_map(|pod| pod.ips.iter().copied())
@@ -821,6 +790,9 @@ impl<'a> RuleCompiler<'a> {
                     .collect();
                 elements.sort();
                 elements.dedup();
+                elements
+            });
+            for ((family, name), elements) in Family::ALL.into_iter().zip(&names).zip(elements) {
                 self.insert_set(name, family, SetKind::Addresses, elements, "pod peers");
             }
         }
@@ -861,25 +833,42 @@ impl<'a> RuleCompiler<'a> {
         if self.sets.contains_key(&names[0]) {
             return names;
         }
-        let peers = self.rule.peers.as_deref();
-        let by_selector: BTreeSet<&ObjectKey> =
-            self.peer_pods().into_iter().map(|p| &p.key).collect();
+        let snapshot = self.snapshot;
+        let rule = self.rule;
         let mut elements = Vec::new();
-        for pod in self.snapshot.pods().filter(|p| p.is_policy_endpoint()) {
+        // The addresses of `pod` that `covered` accepts, with each named port it defines.
+        let mut add = |pod: &Pod, covered: &dyn Fn(IpAddr) -> bool| {
             for (port_name, protocol) in named {
                 let Some(port) = pod.named_port(port_name, *protocol) else {
                     continue;
                 };
-                // Addresses of this pod the rule's peers cover: all of them for a selector
-                // match (or no peers at all), only the contained ones for an ipBlock.
-                let covered = pod.ips.iter().filter(|ip| match peers {
-                    Some(peers) if !by_selector.contains(&pod.key) => {
-                        peers.iter().any(|p| p.contains_ip(**ip))
-                    }
-                    _ => true,
-                });
-                for ip in covered {
+                for ip in pod.ips.iter().filter(|ip| covered(**ip)) {
                     elements.push(SetElement::AddressProtocolPort(*ip, *protocol, port));
+                }
+            }
+        };
+        match rule.peers.as_deref() {
+            // No peers: every destination pod, all of its addresses.
+            None => {
+                for pod in snapshot.pods().filter(|p| p.is_policy_endpoint()) {
+                    add(pod, &|_| true);
+                }
+            }
+            Some(peers) => {
+                // A selector match covers all of the pod's addresses...
+                for pod in self.peer_pods() {
+                    add(pod, &|_| true);
+                }
+                // ... an ipBlock only the addresses it contains, on any pod. Only rules with
+                // both an ipBlock and a named egress port walk every pod.
+                if peers
+                    .iter()
+                    .any(|p| matches!(p.kind, PeerKind::IpBlock { .. }))
+                {
+                    let in_block = |ip: IpAddr| peers.iter().any(|p| p.contains_ip(ip));
+                    for pod in snapshot.pods().filter(|p| p.is_policy_endpoint()) {
+                        add(pod, &in_block);
+                    }
                 }
             }
         }

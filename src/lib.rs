@@ -31,6 +31,12 @@ pub mod model;
 pub mod policy;
 pub mod source;
 
+// The seeded generator of the cargo tests and the simulator, for the unit tests that compare
+// an index with the plain scan on generated clusters.
+#[cfg(test)]
+#[path = "../tests/support/rng.rs"]
+mod test_rng;
+
 pub use compile::{Options as CompileOptions, Ruleset, compile};
 pub use model::Snapshot;
 pub use policy::{Flow, Verdict, evaluate};

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::model::{ObjectKey, Pod, Protocol, Snapshot};
+use crate::model::{Labels, ObjectKey, Pod, Protocol, Snapshot};
 
 pub use evaluate::{
     Direction, DirectionVerdict, Endpoint, Flow, MissReason, RuleMiss, RuleRef, Verdict, evaluate,
@@ -199,6 +199,17 @@ pub fn namespace_in_scope(
         NamespaceScope::PolicyNamespace => namespace == policy_namespace,
         NamespaceScope::Matching(selector) => {
             selector.is_everything() || selector.matches(&snapshot.namespace_labels(namespace))
+        }
+    }
+}
+
+impl NamespaceScope {
+    /// [`namespace_in_scope`] for a caller that already holds the namespace's labels (as
+    /// [`Snapshot::namespace_labels`] gives them).
+    pub fn covers(&self, policy_namespace: &str, namespace: &str, labels: &Labels) -> bool {
+        match self {
+            Self::PolicyNamespace => namespace == policy_namespace,
+            Self::Matching(selector) => selector.is_everything() || selector.matches(labels),
         }
     }
 }

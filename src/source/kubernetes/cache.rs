@@ -10,9 +10,13 @@
 //! [`Cache::snapshot`] resolves pod IPs claimed by more than one pod, which happens when an IP
 //! is reused while the API still holds the previous owner: a pod that is terminating loses the
 //! address to one that is not, and otherwise the latest claim wins. The previous owner's
-//! permissions are never granted to the new pod's address.
+//! permissions are never granted to the new pod's address. [`claims`] keeps who holds each
+//! address as events arrive, so a snapshot costs a copy of the snapshot's `Arc`s per namespace
+//! plus the contested addresses, not a walk of every pod (issue 7).
 
-use std::collections::{BTreeMap, HashMap};
+mod claims;
+
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1 as core;
@@ -21,6 +25,7 @@ use kube::runtime::watcher::Event;
 
 use crate::model::{Namespace, ObjectKey, Pod, Snapshot};
 use crate::policy::{FieldError, Policy};
+use claims::Claims;
 
 /// The identity of an API object an Event can be about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +65,8 @@ impl<T> Default for Relist<T> {
 #[derive(Debug, Default)]
 pub struct Cache {
     snapshot: Snapshot,
-    /// Sequence number of each pod's latest IP claim (when its IPs last changed).
-    claims: HashMap<ObjectKey, (u64, Vec<IpAddr>)>,
-    next_claim: u64,
+    /// Each pod's latest IP claim (when its IPs last changed), and who holds each address.
+    claims: Claims,
     invalid: BTreeMap<ObjectKey, InvalidPolicy>,
     pods_relist: Option<Relist<Pod>>,
     namespaces_relist: Option<Relist<Namespace>>,
@@ -120,7 +124,7 @@ impl Cache {
             Event::Delete(pod) => {
                 if let Some(pod) = self.convert_pod(&pod) {
                     self.snapshot.remove_pod(&pod.key);
-                    self.claims.remove(&pod.key);
+                    self.claims.forget(&pod.key);
                 }
             }
             Event::Init => self.pods_relist = Some(Relist::default()),
@@ -144,7 +148,7 @@ impl Cache {
                     .collect();
                 for key in gone {
                     self.snapshot.remove_pod(&key);
-                    self.claims.remove(&key);
+                    self.claims.forget(&key);
                 }
                 for pod in listed {
                     self.upsert_pod(pod);
@@ -249,20 +253,14 @@ impl Cache {
     /// claimant but the winner, where a pod that is not terminating beats one that is and
     /// among equals the latest claim wins.
     fn ip_conflict_losers(&self) -> Vec<(IpAddr, Vec<ObjectKey>)> {
-        let mut claimants: BTreeMap<IpAddr, Vec<&Pod>> = BTreeMap::new();
-        for pod in self.snapshot.pods().filter(|p| p.is_policy_endpoint()) {
-            for ip in &pod.ips {
-                claimants.entry(*ip).or_default().push(pod);
-            }
-        }
-        claimants
-            .into_iter()
-            .filter(|(_, pods)| pods.len() > 1)
-            .map(|(ip, pods)| {
-                let rank = |pod: &Pod| {
-                    let claim = self.claims.get(&pod.key).map_or(0, |(seq, _)| *seq);
-                    (!pod.terminating, claim)
-                };
+        self.claims
+            .contested()
+            .map(|(ip, holders)| {
+                let pods: Vec<&Pod> = holders
+                    .into_iter()
+                    .filter_map(|key| self.snapshot.pod(key))
+                    .collect();
+                let rank = |pod: &Pod| (!pod.terminating, self.claims.sequence(&pod.key));
                 let winner = pods
                     .iter()
                     .max_by_key(|pod| rank(pod))
@@ -278,15 +276,7 @@ impl Cache {
     }
 
     fn upsert_pod(&mut self, pod: Pod) {
-        let changed = self
-            .claims
-            .get(&pod.key)
-            .is_none_or(|(_, ips)| *ips != pod.ips);
-        if changed {
-            self.next_claim += 1;
-            self.claims
-                .insert(pod.key.clone(), (self.next_claim, pod.ips.clone()));
-        }
+        self.claims.record(&pod);
         self.snapshot.upsert_pod(pod);
     }
 

@@ -189,3 +189,90 @@ fn bad_pod_ips_are_warned_about_and_left_out() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(cache.take_warnings().is_empty());
 }
+
+/// The contested addresses found by walking every pod of the cache, as `Cache::snapshot` did
+/// before the claims were kept as events arrive: the reference for the incremental ones.
+fn losers_by_scan(cache: &Cache) -> Vec<(IpAddr, Vec<ObjectKey>)> {
+    use crate::model::Pod;
+    let mut claimants: std::collections::BTreeMap<IpAddr, Vec<&Pod>> = Default::default();
+    for pod in cache.snapshot.pods().filter(|p| p.is_policy_endpoint()) {
+        for ip in &pod.ips {
+            claimants.entry(*ip).or_default().push(pod);
+        }
+    }
+    claimants
+        .into_iter()
+        .filter(|(_, pods)| pods.len() > 1)
+        .map(|(ip, pods)| {
+            let rank = |pod: &Pod| (!pod.terminating, cache.claims.sequence(&pod.key));
+            let winner = pods.iter().max_by_key(|pod| rank(pod)).map(|p| &p.key);
+            let losers = pods
+                .iter()
+                .map(|pod| pod.key.clone())
+                .filter(|key| Some(key) != winner)
+                .collect();
+            (ip, losers)
+        })
+        .collect()
+}
+
+#[test]
+fn kept_claims_find_the_same_ip_conflicts_as_walking_every_pod() {
+    use crate::test_rng::Rng;
+    let random_pod = |rng: &mut Rng| {
+        let name = format!("p{}", rng.below(12));
+        let ip = format!("10.0.0.{}", rng.below(6));
+        let namespace = if rng.chance(50) { "x" } else { "y" };
+        let mut pod = pod(
+            namespace,
+            &name,
+            "a",
+            Some(&ip).filter(|_| !rng.one_in(8)).map(String::as_str),
+        );
+        if rng.chance(30) {
+            pod.status.as_mut().unwrap().pod_ips = Some(vec![
+                serde_json::from_value(json!({"ip": format!("10.0.0.{}", rng.below(6))})).unwrap(),
+            ]);
+        }
+        if rng.one_in(6) {
+            pod.status.as_mut().unwrap().phase = Some("Failed".into());
+        }
+        if rng.one_in(8) {
+            pod.spec.as_mut().unwrap().host_network = Some(true);
+        }
+        if rng.one_in(4) { terminating(pod) } else { pod }
+    };
+    let mut contested = 0;
+    for seed in 1..=60u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut cache = synced();
+        for step in 0..200 {
+            match rng.below(10) {
+                0..=5 => cache.apply_pod(Event::Apply(random_pod(&mut rng))),
+                6..=8 => cache.apply_pod(Event::Delete(random_pod(&mut rng))),
+                _ => {
+                    cache.apply_pod(Event::Init);
+                    for _ in 0..rng.below(10) {
+                        cache.apply_pod(Event::InitApply(random_pod(&mut rng)));
+                    }
+                    cache.apply_pod(Event::InitDone);
+                }
+            }
+            let losers = cache.ip_conflict_losers();
+            assert_eq!(losers, losers_by_scan(&cache), "seed {seed} step {step}");
+            contested += losers.len();
+            // And the snapshot gives each address to one endpoint at most.
+            let snapshot = cache.snapshot();
+            let mut owners = std::collections::HashSet::new();
+            for pod in snapshot.pods().filter(|p| p.is_policy_endpoint()) {
+                for ip in &pod.ips {
+                    assert!(owners.insert(*ip), "seed {seed} step {step}: {ip} twice");
+                }
+            }
+        }
+    }
+    assert!(
+        contested > 500,
+        "the generated pods contest addresses: {contested}"
+    );
+}
