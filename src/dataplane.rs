@@ -227,9 +227,16 @@ impl Dataplane {
         if calls.len() > MAX_READBACK_CALLS || self.fingerprint.is_none() {
             return self.verify(desired, Some(touched)).await;
         }
+        // The listings only read, so they run side by side (in order of the calls).
+        let parts = futures::future::join_all(
+            calls
+                .iter()
+                .map(|(kind, name)| self.nft.list_object(kind, name)),
+        )
+        .await;
         let mut listing = String::new();
-        for call in &calls {
-            match self.nft.list_object(call.0, call.1).await {
+        for part in parts {
+            match part {
                 Ok(part) => listing.push_str(&part),
                 Err(error) => {
                     self.forget();
