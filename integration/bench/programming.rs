@@ -34,8 +34,9 @@
 //! Run (root, kube-apiserver built): `cargo test --release --test sim -- --ignored --exact
 //! bench_programming::programming_latency_and_footprint_at_cluster_scale --nocapture`;
 //! `KNP_BENCH_QUICK=1` runs it at a tenth of the scale with fewer repetitions (about a minute).
-//! `KNP_BENCH_PERF=DIR` also records the agent with `perf record -g` while it idles at scale and
-//! during the measurements at scale (`DIR/idle.data`, `DIR/scale.data`; read them with
+//! `KNP_BENCH_PERF=DIR` also records the agent with `perf record -g` while it idles at scale,
+//! during the measurements at scale and during each full resync without a table
+//! (`DIR/idle.data`, `DIR/scale.data`, `DIR/resync.data`, the last one kept; read them with
 //! `perf report -i`) and keeps its log (`DIR/agent.log`; `RUST_LOG=kube_nftpol=debug` adds a
 //! line per apply).
 
@@ -180,6 +181,8 @@ struct Phase {
     burst_deleted: Vec<Duration>,
     resync_with_table: Duration,
     resync_without_table: Duration,
+    /// A client's `GET /api/v1/pods?resourceVersion=0` (the agent's list), as text.
+    pods_listed: Vec<Duration>,
     churn: Option<Usage>,
     fresh_memory_kib: (u64, u64),
 }
@@ -579,6 +582,23 @@ impl Bench {
     }
 
     async fn full_resyncs(&mut self, phase: &mut Phase) -> Result<()> {
+        // What no agent can beat: the API server answering the list a start begins with.
+        for _ in 0..3 {
+            let request = k8s_openapi::http::Request::get("/api/v1/pods?resourceVersion=0")
+                .body(Vec::new())
+                .map_err(|e| e.to_string())?;
+            let started = Instant::now();
+            let text = self
+                .api
+                .client
+                .request_text(request)
+                .await
+                .map_err(|e| format!("listing pods: {e}"))?;
+            phase.pods_listed.push(started.elapsed());
+            if text.len() < 100 {
+                return Err(format!("listing pods: {text}"));
+            }
+        }
         self.agent.kill();
         let started = Instant::now();
         self.agent.start()?;
@@ -595,7 +615,9 @@ impl Bench {
         .await?;
         let started = Instant::now();
         self.agent.start()?;
+        let profile = Profile::start(self.pid()?, "resync")?;
         phase.resync_without_table = self.wait_ready(started).await?;
+        profile.stop();
         self.say_start_milestones();
         self.wait_exact().await?;
         phase.fresh_memory_kib = self.memory()?;
@@ -760,6 +782,17 @@ impl Bench {
                 ratio(s, b)
             );
         }
+        let (b, s) = (&baseline.pods_listed, &scale.pods_listed);
+        let _ = writeln!(
+            out,
+            "| for reference: the API server lists all pods (resourceVersion=0, as text) | {} | {} / {} | {} / {} | {:.2} | |",
+            s.len(),
+            ms(percentile(b, 0.5)),
+            ms(percentile(b, 1.0)),
+            ms(percentile(s, 0.5)),
+            ms(percentile(s, 1.0)),
+            ratio(percentile(s, 1.0), percentile(b, 1.0)),
+        );
         let _ = writeln!(out, "\nagent footprint at scale");
         let _ = writeln!(out, "| what | figure | baseline | target |");
         let _ = writeln!(out, "| --- | --- | --- | --- |");
