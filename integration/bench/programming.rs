@@ -584,7 +584,7 @@ impl Bench {
     async fn full_resyncs(&mut self, phase: &mut Phase) -> Result<()> {
         // What no agent can beat: the API server answering the list a start begins with.
         for _ in 0..3 {
-            let request = k8s_openapi::http::Request::get("/api/v1/pods?resourceVersion=0")
+            let request = http::Request::get("/api/v1/pods?resourceVersion=0")
                 .body(Vec::new())
                 .map_err(|e| e.to_string())?;
             let started = Instant::now();
