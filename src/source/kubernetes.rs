@@ -88,8 +88,8 @@ type Changes = SelectAll<BoxStream<'static, Result<Change, watcher::Error>>>;
 
 fn watches(client: &Client) -> Changes {
     // `resourceVersion=0` lists, as client-go's informers do: the API server answers from its
-    // watch cache instead of reading etcd page by page, which dominated a restart at 10,000
-    // pods. What it returns can be a little older than etcd; the watch that follows catches up.
+    // watch cache in one response instead of reading etcd page by page. What it returns can be
+    // a little older than etcd; the watch that follows catches up.
     let config = watcher::Config::default().any_semantic();
     let pods = watcher(Api::<PodFields>::all(client.clone()), config.clone())
         .backoff(WatchBackoff::default())
