@@ -357,6 +357,52 @@ impl Bench {
         }
     }
 
+    /// The same pod list by `kubectl get --raw`, straight to the API server and from the
+    /// node's namespace through the simulator's relay (the way the agent reaches the API).
+    async fn say_relay_cost(&self) -> Result<()> {
+        let bin =
+            std::env::var("KNP_APISERVER_BIN").map_err(|e| format!("KNP_APISERVER_BIN: {e}"))?;
+        let kubectl = std::path::Path::new(&bin).join("kubectl");
+        let relayed_config = self.cluster.scratch().join("agent-kubeconfig");
+        let direct_config = self.api.server.kubeconfig_path();
+        let list = ["get", "--raw", "/api/v1/pods?resourceVersion=0"];
+        let mut times = Vec::new();
+        for relayed in [false, true, false, true] {
+            let mut command = if relayed {
+                let mut c = tokio::process::Command::new("ip");
+                c.args(["netns", "exec", self.node().netns.name()])
+                    .arg(&kubectl)
+                    .arg("--kubeconfig")
+                    .arg(&relayed_config);
+                c
+            } else {
+                let mut c = tokio::process::Command::new(&kubectl);
+                c.arg("--kubeconfig").arg(&direct_config);
+                c
+            };
+            let started = Instant::now();
+            let status = command
+                .args(list)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .await
+                .map_err(|e| format!("kubectl: {e}"))?;
+            if !status.success() {
+                return Err(format!("kubectl get --raw failed (relayed: {relayed})"));
+            }
+            times.push(format!(
+                "{} {}",
+                if relayed { "relayed" } else { "direct" },
+                ms(started.elapsed())
+            ));
+        }
+        say(&format!(
+            "bench: kubectl get --raw of all pods: {}",
+            times.join(", ")
+        ));
+        Ok(())
+    }
+
     /// The agent's log lines of its last start that say where a full resync spends its time.
     fn say_start_milestones(&self) {
         let log = self.agent.log_tail(400);
@@ -599,6 +645,7 @@ impl Bench {
                 return Err(format!("listing pods: {text}"));
             }
         }
+        self.say_relay_cost().await?;
         self.agent.kill();
         let started = Instant::now();
         self.agent.start()?;

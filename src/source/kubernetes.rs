@@ -243,13 +243,31 @@ fn apply(
     metrics: &crate::metrics::SourceMetrics,
 ) {
     match change {
-        Ok(Change::Pod(event)) => cache.apply_pod(*event),
-        Ok(Change::Namespace(event)) => cache.apply_namespace(event),
-        Ok(Change::Policy(event)) => cache.apply_policy(event),
+        Ok(Change::Pod(event)) => {
+            log_relist("pods", &event);
+            cache.apply_pod(*event);
+        }
+        Ok(Change::Namespace(event)) => {
+            log_relist("namespaces", &event);
+            cache.apply_namespace(event);
+        }
+        Ok(Change::Policy(event)) => {
+            log_relist("networkpolicies", &event);
+            cache.apply_policy(event);
+        }
         Err(error) => {
             metrics.watch_errors.inc();
             warn!(error = %format!("{:#}", anyhow::Error::from(error)), "Kubernetes watch failed; retrying with backoff, the last state stays enforced");
         }
+    }
+}
+
+/// Marks a relist's start and end in the debug log (where a restart spends its time).
+fn log_relist<K>(kind: &str, event: &watcher::Event<K>) {
+    match event {
+        watcher::Event::Init => debug!(kind, "relist started"),
+        watcher::Event::InitDone => debug!(kind, "relist done"),
+        _ => {}
     }
 }
 
