@@ -16,10 +16,10 @@
 //! the last verification saw: an idle agent checks with one netlink request instead of a
 //! listing of 10,000 elements. An incremental apply keeps that generation only when its own
 //! commit was the only one since (the generation moved by exactly one); otherwise the next
-//! check reads the whole table. An edit made since the last check is never taken for ours: a small update
-//! does not read the objects it did not write (their entries stay as verified), and an update
-//! that reads the whole table compares those objects with the kept fingerprint and repairs the
-//! table there and then.
+//! check reads the whole table. An edit made since the last check is never taken for ours: a
+//! small update does not read the objects it did not write (their entries stay as verified),
+//! and an update that reads the whole table compares those objects with the kept fingerprint
+//! and repairs the table there and then.
 //!
 //! Shutting the agent down leaves the table in place: enforcement goes on until a new agent
 //! takes it over (again in one transaction) or `kube-nftpol uninstall` removes it.
@@ -184,12 +184,6 @@ impl Dataplane {
     /// `desired`, and updates their fingerprint entries. Reads the whole table instead when the
     /// change is large or no fingerprint is known.
     async fn verify_touched(&mut self, desired: &Ruleset, touched: &Touched) -> Result<(), Error> {
-        // Exactly one commit since the table was last verified: the update just applied.
-        let after_update = self.current_generation().await;
-        let only_ours = match (self.generation, after_update) {
-            (Some(verified), Some(now)) => now == verified.wrapping_add(1),
-            _ => false,
-        };
         let expected = Summary::of(desired);
         let mut written = Summary::default();
         let mut replaced = Vec::new();
@@ -227,6 +221,12 @@ impl Dataplane {
         if calls.len() > MAX_READBACK_CALLS || self.fingerprint.is_none() {
             return self.verify(desired, Some(touched)).await;
         }
+        // Exactly one commit since the table was last verified: the update just applied.
+        let after_update = self.current_generation().await;
+        let only_ours = match (self.generation, after_update) {
+            (Some(verified), Some(now)) => now == verified.wrapping_add(1),
+            _ => false,
+        };
         // The listings only read, so they run side by side (in order of the calls).
         let parts = futures::future::join_all(
             calls

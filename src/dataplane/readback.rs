@@ -68,9 +68,7 @@ impl Fingerprint {
                 .collect(),
         )
     }
-}
 
-impl Fingerprint {
     /// Forgets the entries `replaced` (objects an update wrote or deleted) and takes those of
     /// `part` (a listing of the objects it wrote, just read back): the fingerprint a full
     /// listing would now give, without reading the objects the update did not touch.
