@@ -4,7 +4,7 @@
 //! unchanged chains (rule handles survive), repaired after someone else changes it, that a
 //! rejected script leaves the previous table enforcing, and that no other table is touched;
 //! and that what the agent asks the kernel over netlink (the ruleset generation, the rule
-//! counters) agrees with what `nft` shows.
+//! counters, the table's chains, sets and maps) agrees with what `nft` shows.
 //! Run with `cargo test --test dataplane` as root; it fails loudly otherwise.
 
 use std::process::Command;
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube_nftpol::compile::{self, Chain, Expr, Options, Rule, Ruleset};
-use kube_nftpol::dataplane::kernel::{Kernel, RuleCounter};
+use kube_nftpol::dataplane::kernel::{Kernel, RuleCounter, TableObjects};
 use kube_nftpol::dataplane::nft::Nft;
 use kube_nftpol::dataplane::readback::{self, Summary};
 use kube_nftpol::dataplane::{Applied, Check, Dataplane};
@@ -371,7 +371,7 @@ fn a_stale_table_from_an_older_agent_is_replaced_exactly() {
     ns.nft_script(
         "table inet kube-nftpol {
             set stale { type ipv4_addr; elements = { 1.2.3.4 } }
-            chain in_old_pod { ip saddr @stale accept; }
+            chain in_old_pod { ip saddr @stale accept; ip saddr { 5.6.7.8, 9.9.9.9 } accept; }
             map ingress4 { type ipv4_addr : verdict; elements = { 10.9.9.9 : goto in_old_pod }; }
             chain postrouting { type filter hook postrouting priority srcnat - 5; policy accept;
                 ip daddr vmap @ingress4; }
@@ -1220,4 +1220,49 @@ fn the_ruleset_generation_moves_once_per_commit_and_only_then() {
         assert_eq!(kernel.generation().await.unwrap(), start + 4);
         assert_eq!(dp.check().await.unwrap(), Check::Repaired);
     });
+}
+
+/// The chains, sets and maps a full replace deletes come from netlink dumps: exactly the names
+/// `nft` lists for the agent's table, maps told from sets, without the anonymous sets of rules
+/// (`{ a, b }`), and nothing of another table, whether another name in the same family or the
+/// same name in another family.
+#[test]
+fn the_tables_objects_over_netlink_are_those_nft_lists() {
+    let ns = Netns::new();
+    let kernel = Kernel::in_netns(&ns.0);
+    let rt = runtime();
+    assert_eq!(rt.block_on(kernel.table_objects()).unwrap(), None);
+    ns.nft_script(FOREIGN_TABLES);
+    ns.nft_script("table ip kube-nftpol { set other { type ipv4_addr; }; chain other { }; }");
+    assert_eq!(rt.block_on(kernel.table_objects()).unwrap(), None);
+
+    ns.nft_script(
+        "table inet kube-nftpol {
+            set stale { type ipv4_addr; elements = { 1.2.3.4 } }
+            chain in_old_pod { ip saddr @stale accept; ip saddr { 5.6.7.8, 9.9.9.9 } accept; }
+            map ingress4 { type ipv4_addr : verdict; elements = { 10.9.9.9 : goto in_old_pod }; }
+            chain postrouting { type filter hook postrouting priority srcnat - 5; policy accept;
+                ip daddr vmap @ingress4; }
+        }",
+    );
+    let stale = rt.block_on(kernel.table_objects()).unwrap();
+    assert_eq!(
+        stale,
+        Some(TableObjects {
+            chains: ["in_old_pod", "postrouting"].map(String::from).into(),
+            sets: ["stale"].map(String::from).into(),
+            maps: ["ingress4"].map(String::from).into(),
+        })
+    );
+    assert_eq!(stale, Some(TableObjects::from(&ns.summary())));
+
+    rt.block_on(async {
+        let mut dp = Dataplane::new(Nft::in_netns(&ns.0));
+        assert_eq!(dp.apply(&ruleset(&cluster())).await.unwrap(), Applied::Full);
+    });
+    let applied = rt.block_on(kernel.table_objects()).unwrap();
+    assert_eq!(applied, Some(TableObjects::from(&ns.summary())));
+    let applied = applied.unwrap();
+    assert!(applied.maps.contains("egress4") && applied.sets.contains("pod_ifaces"));
+    assert!(!applied.chains.contains("other") && !applied.sets.contains("allowed"));
 }

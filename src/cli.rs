@@ -22,6 +22,7 @@ pub mod explain;
 pub mod flow;
 pub mod load;
 pub mod logging;
+pub mod malloc;
 pub mod suggest;
 pub mod uninstall;
 

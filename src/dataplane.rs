@@ -35,6 +35,7 @@ use std::collections::BTreeMap;
 use tracing::{debug, warn};
 
 use crate::compile::Ruleset;
+use kernel::TableObjects;
 use nft::Nft;
 use readback::{Fingerprint, Summary};
 use transaction::{Plan, Touched};
@@ -139,10 +140,7 @@ impl Dataplane {
 
     /// Replaces the table's content with `desired` in one transaction.
     pub async fn replace(&mut self, desired: &Ruleset) -> Result<(), Error> {
-        let current = match self.nft.list_table().await? {
-            Some(listing) => Some(readback::parse(&listing)?.0),
-            None => None,
-        };
+        let current = self.current_objects().await?;
         let script = transaction::full_replace(current.as_ref(), desired);
         if let Err(error) = self.nft.apply(&script).await {
             // The kernel kept its previous table (transactions are all or nothing), which is
@@ -294,6 +292,21 @@ impl Dataplane {
         self.fingerprint = Some(fingerprint);
         self.generation = generation;
         Ok(())
+    }
+
+    /// The chains, sets and maps the table holds now (what a full replace deletes): asked over
+    /// netlink, or read from a listing when the kernel cannot say.
+    async fn current_objects(&self) -> Result<Option<TableObjects>, Error> {
+        match self.nft.kernel().table_objects().await {
+            Ok(objects) => return Ok(objects),
+            Err(error) => {
+                debug!(%error, "cannot ask the kernel for the table's objects; listing it")
+            }
+        }
+        Ok(match self.nft.list_table().await? {
+            Some(listing) => Some(TableObjects::from(&readback::parse(&listing)?.0)),
+            None => None,
+        })
     }
 
     /// The namespace's ruleset generation now; `None` when the kernel cannot say (then every

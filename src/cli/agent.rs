@@ -95,6 +95,9 @@ impl AgentArgs {
 
 /// Runs the agent on a multi-threaded runtime until SIGTERM or SIGINT.
 pub fn run(args: &AgentArgs) -> anyhow::Result<Outcome> {
+    if !super::malloc::keep_large_buffers_returnable() {
+        tracing::debug!("the C library kept its own mmap threshold");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,17 +1,22 @@
-//! Asks the kernel's nf_tables directly over netlink the two questions the agent asks every few
-//! seconds, which must cost microseconds rather than an `nft` process and a JSON listing:
+//! Asks the kernel's nf_tables directly over netlink the questions that must cost microseconds
+//! rather than an `nft` process and a JSON listing:
 //!
 //! - [`Kernel::generation`]: the ruleset generation, which every commit in the network
 //!   namespace bumps by one (`NFT_MSG_GETGEN`). While it stays where it was when the table was
-//!   last verified, nobody has changed any table, ours included.
+//!   last verified, nobody has changed any table, ours included. Asked every few seconds.
 //! - [`Kernel::rule_counters`]: the counters of the agent's table's rules (an `NFT_MSG_GETRULE`
-//!   dump filtered to the table), for the flow metrics.
+//!   dump filtered to the table), for the flow metrics. Every few seconds.
+//! - [`Kernel::table_objects`]: the names of the table's chains, sets and maps (`GETCHAIN` and
+//!   `GETSET` dumps), which is all a full replace needs to know of what it replaces. At every
+//!   start and repair, where a JSON listing of a 10,000-pod table costs an `nft` process and
+//!   its parse.
 //!
 //! It only reads. Applying scripts and full listings go through `nft` ([`super::nft`]). Each
 //! call opens its own socket on a blocking thread (inside a named network namespace when one is
 //! given, for tests that drive a simulated node from outside), so nothing is shared and a stuck
 //! kernel answer ends at [`RECEIVE_TIMEOUT`].
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,7 +25,10 @@ use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
     NetlinkPayload, NlaBuffer, NlasIterator,
 };
-use netlink_packet_netfilter::nftables::{GenMessage, NfTablesMessage, RuleAttribute, RuleMessage};
+use netlink_packet_netfilter::nftables::{
+    ChainAttribute, ChainMessage, GenMessage, NfTablesMessage, RuleAttribute, RuleMessage,
+    SetAttribute, SetMessage,
+};
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{Socket, SocketAddr, constants::NETLINK_NETFILTER};
 
@@ -38,11 +46,23 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 /// The nf_tables subsystem in the high byte of a message type.
 const NFNL_SUBSYS_NFTABLES: u16 = 10 << 8;
+const NFT_MSG_NEWCHAIN: u16 = NFNL_SUBSYS_NFTABLES | 3;
 const NFT_MSG_NEWRULE: u16 = NFNL_SUBSYS_NFTABLES | 6;
+const NFT_MSG_NEWSET: u16 = NFNL_SUBSYS_NFTABLES | 9;
 const NFT_MSG_NEWGEN: u16 = NFNL_SUBSYS_NFTABLES | 15;
 /// `struct nfgenmsg`, before the attributes of every nf_tables message.
 const NFGENMSG_BYTES: usize = 4;
 const NFTA_GEN_ID: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+/// `NFT_SET_ANONYMOUS`: a set written inline in a rule (`{ a, b }`), which lives and dies
+/// with the rule and is not the table's to delete.
+const NFT_SET_ANONYMOUS: u32 = 0x1;
+/// `NFT_SET_MAP`: a map (`delete map`, not `delete set`).
+const NFT_SET_MAP: u32 = 0x8;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_HANDLE: u16 = 3;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
@@ -99,6 +119,27 @@ pub struct RuleCounter {
     pub packets: u64,
 }
 
+/// The named objects of the agent's table, as the kernel holds them now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableObjects {
+    /// Chain names, base chains included.
+    pub chains: BTreeSet<String>,
+    /// Named sets (not maps, not the anonymous sets of rules).
+    pub sets: BTreeSet<String>,
+    /// Named maps.
+    pub maps: BTreeSet<String>,
+}
+
+impl From<&super::readback::Summary> for TableObjects {
+    fn from(summary: &super::readback::Summary) -> Self {
+        Self {
+            chains: summary.chains.keys().cloned().collect(),
+            sets: summary.sets.keys().cloned().collect(),
+            maps: summary.maps.keys().cloned().collect(),
+        }
+    }
+}
+
 /// Where the questions go: the agent's own network namespace, or a named one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Kernel {
@@ -150,6 +191,55 @@ impl Kernel {
             .filter(|(kind, _)| *kind == NFT_MSG_NEWRULE)
             .filter_map(|(_, attributes)| counted_rule(attributes))
             .collect())
+    }
+
+    /// The chains, sets and maps of the agent's table; `None` when the table does not exist.
+    pub async fn table_objects(&self) -> Result<Option<TableObjects>, Error> {
+        let chains = NfTablesMessage::GetChain(ChainMessage {
+            attributes: vec![ChainAttribute::Table(TABLE_NAME.into())],
+        });
+        let sets = NfTablesMessage::GetSet(SetMessage {
+            attributes: vec![SetAttribute::Table(TABLE_NAME.into())],
+        });
+        let (chains, sets) = futures::join!(
+            self.ask(chains, NetfilterProtoFamily::Inet, true),
+            self.ask(sets, NetfilterProtoFamily::Inet, true)
+        );
+        let (chains, sets) = match (chains, sets) {
+            (Err(Error::Refused(NO_SUCH_ENTRY)), _) | (_, Err(Error::Refused(NO_SUCH_ENTRY))) => {
+                return Ok(None);
+            }
+            (chains, sets) => (chains?, sets?),
+        };
+        let mut objects = TableObjects::default();
+        for (_, attributes) in chains.iter().filter(|(kind, _)| *kind == NFT_MSG_NEWCHAIN) {
+            if let Some(name) = named_in_table(attributes, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME) {
+                objects.chains.insert(name);
+            }
+        }
+        for (_, attributes) in sets.iter().filter(|(kind, _)| *kind == NFT_MSG_NEWSET) {
+            let Some(name) = named_in_table(attributes, NFTA_SET_TABLE, NFTA_SET_NAME) else {
+                continue;
+            };
+            let flags = nlas(attributes)
+                .find(|nla| nla.kind() == NFTA_SET_FLAGS)
+                .and_then(|nla| Some(u32::from_be_bytes(nla.value().try_into().ok()?)))
+                .unwrap_or(0);
+            if flags & NFT_SET_ANONYMOUS != 0 {
+                continue;
+            }
+            if flags & NFT_SET_MAP != 0 {
+                objects.maps.insert(name);
+            } else {
+                objects.sets.insert(name);
+            }
+        }
+        // A table with no sets at all answers the set dump with nothing rather than ENOENT;
+        // without chains either, it is not there (the agent's tables always have chains).
+        if objects == TableObjects::default() {
+            return Ok(None);
+        }
+        Ok(Some(objects))
     }
 
     /// Sends `request` and collects the answer's nf_tables messages (type and attributes), on
@@ -207,6 +297,20 @@ fn counted_rule(attributes: &[u8]) -> Option<RuleCounter> {
         comment,
         packets: packets?,
     })
+}
+
+/// The object's name (attribute `name`) when its table (attribute `table`) is the agent's.
+fn named_in_table(attributes: &[u8], table: u16, name: u16) -> Option<String> {
+    let mut in_table = false;
+    let mut found = None;
+    for nla in nlas(attributes) {
+        if nla.kind() == table {
+            in_table = c_string(nla.value()) == TABLE_NAME;
+        } else if nla.kind() == name {
+            found = Some(c_string(nla.value()));
+        }
+    }
+    found.filter(|_| in_table)
 }
 
 /// The packet count of a list element that is a `counter` expression.

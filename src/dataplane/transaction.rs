@@ -13,13 +13,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use super::readback::Summary;
+use super::kernel::TableObjects;
 use crate::compile::render_text::{self, element, map_element, render_chain, render_set};
 use crate::compile::{Chain, Ruleset, Set, TABLE_FAMILY, TABLE_NAME};
 
-/// The script that makes the table exactly `desired`, given what the kernel holds now
+/// The script that makes the table exactly `desired`, given the objects the kernel holds now
 /// (`None`: the table does not exist).
-pub fn full_replace(current: Option<&Summary>, desired: &Ruleset) -> String {
+pub fn full_replace(current: Option<&TableObjects>, desired: &Ruleset) -> String {
     let mut out = String::new();
     let table = format!("{TABLE_FAMILY} {TABLE_NAME}");
     if let Some(current) = current {
@@ -30,13 +30,13 @@ pub fn full_replace(current: Option<&Summary>, desired: &Ruleset) -> String {
             .map(|c| c.name.as_str())
             .collect();
         let _ = writeln!(out, "flush table {table}");
-        for map in current.maps.keys() {
+        for map in &current.maps {
             let _ = writeln!(out, "delete map {table} {map}");
         }
-        for set in current.sets.keys() {
+        for set in &current.sets {
             let _ = writeln!(out, "delete set {table} {set}");
         }
-        for chain in current.chains.keys().filter(|c| !base.contains(c.as_str())) {
+        for chain in current.chains.iter().filter(|c| !base.contains(c.as_str())) {
             let _ = writeln!(out, "delete chain {table} {chain}");
         }
     }
@@ -410,7 +410,7 @@ mod tests {
     #[test]
     fn full_replace_keeps_base_chains_and_deletes_everything_else_first() {
         let ruleset = compile(&cluster(), "n1", &Options::default());
-        let current = crate::dataplane::readback::Summary::of(&ruleset);
+        let current = TableObjects::from(&crate::dataplane::readback::Summary::of(&ruleset));
         let script = full_replace(Some(&current), &ruleset);
         assert!(script.starts_with("flush table inet kube-nftpol\n"));
         assert!(!script.contains("delete chain inet kube-nftpol postrouting"));

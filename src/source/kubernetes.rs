@@ -86,11 +86,24 @@ impl Backoff for WatchBackoff {
 
 type Changes = SelectAll<BoxStream<'static, Result<Change, watcher::Error>>>;
 
+/// How every watch lists: `resourceVersion=0`, as client-go's informers do, so the API server
+/// answers from its watch cache in one response instead of reading etcd page by page. What it
+/// returns can be a little older than etcd; the watch that follows catches up.
+///
+/// Unpaged: kube-core leaves `resourceVersion=0` out of a list request that has a `limit`
+/// (and kube-runtime's default page size is 500), which turns the list into consistent reads
+/// from etcd, 500 objects a page: 21 requests and about a second for 10,000 pods, against a
+/// quarter of that from the cache. The price is one response in memory at a time (about 2 KB
+/// of JSON per pod) while it is parsed.
+fn watch_config() -> watcher::Config {
+    watcher::Config {
+        page_size: None,
+        ..watcher::Config::default().any_semantic()
+    }
+}
+
 fn watches(client: &Client) -> Changes {
-    // `resourceVersion=0` lists, as client-go's informers do: the API server answers from its
-    // watch cache in one response instead of reading etcd page by page. What it returns can be
-    // a little older than etcd; the watch that follows catches up.
-    let config = watcher::Config::default().any_semantic();
+    let config = watch_config();
     let pods = watcher(Api::<PodFields>::all(client.clone()), config.clone())
         .backoff(WatchBackoff::default())
         .map(|r| r.map(|e| Change::Pod(Box::new(pod_event(e)))))
@@ -274,6 +287,38 @@ fn log_relist<K>(kind: &str, event: &watcher::Event<K>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The list request each watch starts with, built the way kube-runtime's watcher builds it
+    /// from the config (`watcher::Config::to_list_params` is private).
+    fn first_list_url(config: &watcher::Config) -> String {
+        let params = kube::api::ListParams {
+            resource_version: match config.list_semantic {
+                watcher::ListSemantic::Any => Some("0".into()),
+                watcher::ListSemantic::MostRecent => None,
+            },
+            version_match: match config.list_semantic {
+                watcher::ListSemantic::Any => Some(kube::api::VersionMatch::NotOlderThan),
+                watcher::ListSemantic::MostRecent => None,
+            },
+            limit: config.page_size,
+            ..Default::default()
+        };
+        kube::core::Request::new("/api/v1/pods")
+            .list(&params)
+            .map(|request| request.uri().to_string())
+            .unwrap_or_else(|e| panic!("list request: {e}"))
+    }
+
+    #[test]
+    fn watches_list_from_the_api_servers_watch_cache_in_one_response() {
+        let url = first_list_url(&watch_config());
+        assert!(url.contains("resourceVersion=0"), "{url}");
+        assert!(!url.contains("limit="), "{url}");
+        // The trap the config avoids: kube-runtime's default page size silently drops
+        // `resourceVersion=0` and the list goes to etcd page by page.
+        let paged = first_list_url(&watcher::Config::default().any_semantic());
+        assert!(!paged.contains("resourceVersion=0"), "{paged}");
+    }
 
     #[test]
     fn watch_retries_back_off_to_the_maximum_and_reset() {
