@@ -652,13 +652,18 @@ impl<'a> RuleCompiler<'a> {
 
         let port_match = match (&self.rule.ports, numbered.is_empty()) {
             (None, _) => Some(None),
-            (Some(_), false) => Some(Some(Expr::ProtocolPortIn(numbered))),
+            (Some(_), false) => Some(Some(port_expr(numbered))),
             (Some(_), true) => None,
         };
         if let Some(port_match) = port_match {
-            let with_ports = |mut exprs: Vec<Expr>| {
-                exprs.extend(port_match.clone());
-                exprs
+            // One protocol's ports are compares (or one small lookup): they go first, so a
+            // packet to another port skips the peer lookup. Ports of several protocols are a
+            // concatenated set lookup, left after the peer.
+            let with_ports = |peer: Vec<Expr>| match &port_match {
+                Some(ports @ Expr::PortIn(..)) => {
+                    std::iter::once(ports.clone()).chain(peer).collect()
+                }
+                other => peer.into_iter().chain(other.clone()).collect::<Vec<_>>(),
             };
             match &self.rule.peers {
                 None => out.push(with_ports(Vec::new())),
@@ -884,6 +889,17 @@ impl<'a> RuleCompiler<'a> {
             self.insert_set(name, family, kind, elements, "named ports");
         }
         names
+    }
+}
+
+/// The match for merged numbered ports: [`Expr::PortIn`] when they are all of one protocol,
+/// [`Expr::ProtocolPortIn`] otherwise.
+fn port_expr(ports: Vec<ProtocolPorts>) -> Expr {
+    match ports.first().map(|p| p.protocol) {
+        Some(protocol) if ports.iter().all(|p| p.protocol == protocol) => {
+            Expr::PortIn(protocol, ports.iter().map(|p| (p.start, p.end)).collect())
+        }
+        _ => Expr::ProtocolPortIn(ports),
     }
 }
 

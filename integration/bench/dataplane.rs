@@ -27,7 +27,10 @@
 //! The table (medians over rounds for rates, pooled samples for percentiles, each as a ratio
 //! to no agent) goes to stderr. It is a benchmark: it fails only when the harness is broken
 //! (a connection error, a table that is not the compiled one), never on a figure.
-//! `KNP_BENCH_QUICK=1` makes it short (one round each, brief phases) for CI.
+//! `KNP_BENCH_QUICK=1` makes it short (one round each, brief phases) for CI. `KNP_BENCH_PERF=DIR`
+//! records every CPU with `perf` during the first round's new-connections phase of each mode
+//! (`DIR/connections-no-agent.data`, `DIR/connections-agent.data`): compare where the packets
+//! spend their time with `perf report -i FILE --no-children --sort sym`.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -38,6 +41,7 @@ use kube_nftpol::source::manifests;
 use serde_json::{Value, json};
 
 use crate::agent::{self, NetnsProcess, SourceArgs};
+use crate::bench_profile::{Profile, Target};
 use crate::bench_report::{self as report, Measured};
 use crate::bench_scale_cluster as scale_cluster;
 use crate::bench_traffic::{self as traffic, BenchServer, Run};
@@ -179,7 +183,7 @@ async fn benchmark(settings: Settings) -> Result<String> {
             let cpu_before = agent.as_ref().and_then(cpu_time);
             let wall = Instant::now();
             let allowed_before = allowed_count(&cluster, mode).await?;
-            let connections = measure_round(&cluster, settings, measured, mode).await?;
+            let connections = measure_round(&cluster, settings, measured, mode, round).await?;
             let allowed = allowed_count(&cluster, mode).await? - allowed_before;
             // A SYN that reuses the ports of a connection conntrack still holds as open (its
             // closing RST was out of window) passes as established and skips the chains; a
@@ -240,14 +244,24 @@ impl Mode {
             Self::Agent => "agent",
         }
     }
+
+    /// The mode in a file name.
+    fn slug(self) -> &'static str {
+        match self {
+            Self::NoAgent => "no-agent",
+            Self::Agent => "agent",
+        }
+    }
 }
 
-/// One round's connections, bulk and latency phases; returns the connections made.
+/// One round's connections, bulk and latency phases; returns the connections made. The first
+/// round's connections phase is recorded system-wide when `KNP_BENCH_PERF` asks for it.
 async fn measure_round(
     cluster: &Cluster,
     settings: Settings,
     measured: &mut Measured,
     mode: Mode,
+    round: usize,
 ) -> Result<u64> {
     let server = pod(cluster, SERVER)?.plan.ip;
     let clients = CLIENTS
@@ -256,7 +270,14 @@ async fn measure_round(
         .collect::<Result<Vec<_>>>()?;
     let context = |what: &str| format!("{what} ({})", mode.name());
 
-    let rate = connections(cluster, settings.phase).await?;
+    let profile = if round == 0 {
+        Profile::start(Target::System, &format!("connections-{}", mode.slug()))?
+    } else {
+        Profile::start_nothing()
+    };
+    let rate = connections(cluster, settings.phase).await;
+    profile.stop();
+    let rate = rate?;
     check(&rate, &context("new connections"))?;
     measured
         .connections_per_second

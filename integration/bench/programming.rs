@@ -59,6 +59,7 @@ use tokio::time::timeout;
 
 use crate::agent::{self, NetnsProcess, SourceArgs};
 use crate::api::{ApiCluster, Relay};
+use crate::bench_profile::{Profile, Target};
 use crate::bench_usage::{Usage, memory_kib};
 use crate::cluster::{Cluster, NODES, PodPlan};
 use crate::scale_cluster::{
@@ -242,12 +243,12 @@ async fn run(settings: Settings) -> Result<()> {
     say("bench: loading the cluster at scale");
     let (load, load_usage) = bench.load_scale().await?;
     let converged_memory = bench.memory()?;
-    let profile = Profile::start(bench.pid()?, "idle")?;
+    let profile = Profile::start(Target::Process(bench.pid()?), "idle")?;
     let idle = bench.idle().await?;
     profile.stop();
 
     say("bench: at scale");
-    let profile = Profile::start(bench.pid()?, "scale")?;
+    let profile = Profile::start(Target::Process(bench.pid()?), "scale")?;
     let scale = bench.measure().await?;
     profile.stop();
     Profile::keep_log(&bench.cluster.scratch().join("agent.log"));
@@ -662,7 +663,7 @@ impl Bench {
         .await?;
         let started = Instant::now();
         self.agent.start()?;
-        let profile = Profile::start(self.pid()?, "resync")?;
+        let profile = Profile::start(Target::Process(self.pid()?), "resync")?;
         phase.resync_without_table = self.wait_ready(started).await?;
         profile.stop();
         self.say_start_milestones();
@@ -871,55 +872,6 @@ impl Bench {
 }
 
 /// Connects from `from` to `to`, waiting at most `wait` for the SYN-ACK.
-/// `perf record` of the agent while it lives, when `KNP_BENCH_PERF` names a directory.
-struct Profile(Option<std::process::Child>);
-
-impl Profile {
-    fn start(pid: u32, name: &str) -> Result<Self> {
-        let Some(dir) = std::env::var_os("KNP_BENCH_PERF") else {
-            return Ok(Self(None));
-        };
-        let output = std::path::Path::new(&dir).join(format!("{name}.data"));
-        let child = std::process::Command::new("perf")
-            .args([
-                "record",
-                "-q",
-                "-F",
-                "999",
-                "-g",
-                "-p",
-                &pid.to_string(),
-                "-o",
-            ])
-            .arg(&output)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("perf record: {e}"))?;
-        say(&format!(
-            "bench: perf records the agent into {}",
-            output.display()
-        ));
-        Ok(Self(Some(child)))
-    }
-
-    /// Copies the agent's log next to the recordings.
-    fn keep_log(log: &std::path::Path) {
-        if let Some(dir) = std::env::var_os("KNP_BENCH_PERF") {
-            let _ = std::fs::copy(log, std::path::Path::new(&dir).join("agent.log"));
-        }
-    }
-
-    /// Ends the recording (perf writes its file on SIGINT).
-    fn stop(self) {
-        if let Some(mut child) = self.0 {
-            let _ = std::process::Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-}
-
 async fn connects(from: &InNetns, to: SocketAddr, wait: Duration) -> Result<bool> {
     let socket = from
         .socket(Domain::IPV4, Type::STREAM, None)

@@ -123,6 +123,28 @@ pub fn table(
         fpps(agent),
         "",
     );
+    // The machine's speed drifts over a run (on 2 shared cores, by a quarter between rounds);
+    // the two modes of a round ran back to back, so their ratio is what drift touches least.
+    for (what, pick) in [
+        (
+            "connections/s",
+            (|m: &Measured| &m.connections_per_second) as fn(&Measured) -> &Vec<f64>,
+        ),
+        ("throughput", |m| &m.bits_per_second),
+    ] {
+        let pairs: Vec<f64> = pick(base)
+            .iter()
+            .zip(pick(agent))
+            .map(|(a, b)| if *a > 0.0 { b / a } else { 0.0 })
+            .collect();
+        let listed: Vec<String> = pairs.iter().map(|r| format!("{r:.3}")).collect();
+        let _ = writeln!(
+            out,
+            "\n{what} ratio per round (both modes back to back): {}; median {:.3}",
+            listed.join(", "),
+            median(&pairs),
+        );
+    }
     let _ = writeln!(
         out,
         "\nFlood cost on allowed traffic (connections/s during the flood / without): no agent {:.3}, agent {:.3}",

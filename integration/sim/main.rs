@@ -72,6 +72,8 @@ mod apiserver;
 #[path = "../../tests/support/scale_cluster.rs"]
 mod scale_cluster;
 
+#[path = "../bench/profile.rs"]
+mod bench_profile;
 #[path = "../bench/programming.rs"]
 mod bench_programming;
 #[path = "../bench/usage.rs"]

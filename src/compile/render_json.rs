@@ -179,6 +179,16 @@ fn expr(e: &Expr) -> Value {
             json!({"concat": [{"meta": {"key": "l4proto"}}, payload("th", "dport")]}),
             json!({"set": ports.iter().map(protocol_ports).collect::<Vec<_>>()}),
         ),
+        Expr::PortIn(protocol, ports) => matches(
+            "==",
+            payload(protocol.as_str(), "dport"),
+            match ports.as_slice() {
+                [one] => port_range(*one),
+                _ => {
+                    json!({"set": ports.iter().map(|&range| port_range(range)).collect::<Vec<_>>()})
+                }
+            },
+        ),
         Expr::InputInterfaceInSet(set) => matches(
             "==",
             json!({"meta": {"key": "iifname"}}),
@@ -238,6 +248,14 @@ fn matches(op: &str, left: Value, right: Value) -> Value {
 
 fn payload(protocol: &str, field: &str) -> Value {
     json!({"payload": {"protocol": protocol, "field": field}})
+}
+
+fn port_range((start, end): (u16, u16)) -> Value {
+    if start == end {
+        json!(start)
+    } else {
+        json!({"range": [start, end]})
+    }
 }
 
 fn protocol_ports(p: &ProtocolPorts) -> Value {

@@ -133,6 +133,13 @@ fn expr(e: &Expr) -> String {
             let items: Vec<String> = ports.iter().map(protocol_ports).collect();
             format!("meta l4proto . th dport {{ {} }}", items.join(", "))
         }
+        Expr::PortIn(protocol, ports) => {
+            let items: Vec<String> = ports.iter().map(|&range| port_range(range)).collect();
+            match items.as_slice() {
+                [one] => format!("{protocol} dport {one}"),
+                _ => format!("{protocol} dport {{ {} }}", items.join(", ")),
+            }
+        }
         Expr::InputInterfaceInSet(set) => format!("iifname @{set}"),
         Expr::InterfaceSourceInSet(family, set) => format!(
             "iifname . {} @{set}",
@@ -161,6 +168,14 @@ fn expr(e: &Expr) -> String {
         Expr::Accept => "accept".into(),
         Expr::Drop => "drop".into(),
         Expr::Return => "return".into(),
+    }
+}
+
+fn port_range((start, end): (u16, u16)) -> String {
+    if start == end {
+        start.to_string()
+    } else {
+        format!("{start}-{end}")
     }
 }
 

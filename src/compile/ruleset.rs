@@ -244,8 +244,15 @@ pub enum Expr {
     AddressInSet(AddrField, Family, String),
     /// `ip daddr . meta l4proto . th dport @set`.
     DestinationProtocolPortInSet(Family, String),
-    /// `meta l4proto . th dport { tcp . 80, udp . 53-54 }` (sorted, merged).
+    /// `meta l4proto . th dport { tcp . 80, udp . 53-54 }` (sorted, merged): ports of more
+    /// than one protocol. With a range among them the kernel looks it up in a pipapo set,
+    /// which saves and restores the FPU state on every lookup.
     ProtocolPortIn(Vec<ProtocolPorts>),
+    /// `tcp dport 80`, `tcp dport 80-90` or `tcp dport { 80, 8000-8080 }` (sorted, merged):
+    /// ports of one protocol, as `(first, last)` ranges. A single port or range is a compare
+    /// in the rule, no set lookup; several are one lookup in a one-field set. Rules put it
+    /// before their peer lookup: a packet to another port fails at the compare.
+    PortIn(Protocol, Vec<(u16, u16)>),
     /// `iifname @set`: the packet entered through one of the set's interfaces.
     InputInterfaceInSet(String),
     /// `iifname . ip saddr @set`: the input interface may send from this source.

@@ -170,6 +170,15 @@ fn run_chain(
                         continue 'rules;
                     }
                 }
+                Expr::PortIn(protocol, ports) => {
+                    let hit = *protocol == packet.protocol
+                        && ports
+                            .iter()
+                            .any(|&(start, end)| (start..=end).contains(&packet.port));
+                    if !hit {
+                        continue 'rules;
+                    }
+                }
                 Expr::InputInterfaceInSet(set) => {
                     // A packet the node sends itself has no input interface (`iifname ""`).
                     let key = SetElement::Interface(packet.input.clone().unwrap_or_default());
