@@ -14,6 +14,7 @@
 //! - [`uninstall`]: `kube-nftpol uninstall`, removes the agent's table from a node.
 //! - [`load`]: loads manifests for both and reports warnings and invalid policies on stderr.
 //! - [`logging`]: `-v` and `--log-level` to a tracing subscriber on stderr.
+//! - [`malloc`]: the agent's glibc mmap threshold, fixed so large buffers go back when freed.
 
 pub mod agent;
 pub mod compile;
