@@ -234,8 +234,8 @@ impl Kernel {
                 objects.sets.insert(name);
             }
         }
-        // A table with no sets at all answers the set dump with nothing rather than ENOENT;
-        // without chains either, it is not there (the agent's tables always have chains).
+        // An empty table (no chains, no sets) is as good as none: a full replace has nothing
+        // to delete, and its script declares the table either way.
         if objects == TableObjects::default() {
             return Ok(None);
         }
