@@ -163,6 +163,18 @@ table inet cni-filter {
 }
 ";
 
+/// A table an older agent left: a set, a map, a chain with a rule's anonymous set, and the
+/// base chain this agent keeps.
+const STALE_TABLE: &str = "
+table inet kube-nftpol {
+    set stale { type ipv4_addr; elements = { 1.2.3.4 } }
+    chain in_old_pod { ip saddr @stale accept; ip saddr { 5.6.7.8, 9.9.9.9 } accept; }
+    map ingress4 { type ipv4_addr : verdict; elements = { 10.9.9.9 : goto in_old_pod }; }
+    chain postrouting { type filter hook postrouting priority srcnat - 5; policy accept;
+        ip daddr vmap @ingress4; }
+}
+";
+
 fn foreign(ns: &Netns) -> (String, String) {
     (
         ns.nft(&["list", "table", "ip", "kube-proxy-sim"]),
@@ -368,15 +380,7 @@ fn a_table_changed_after_incremental_applies_is_repaired() {
 #[test]
 fn a_stale_table_from_an_older_agent_is_replaced_exactly() {
     let ns = Netns::new();
-    ns.nft_script(
-        "table inet kube-nftpol {
-            set stale { type ipv4_addr; elements = { 1.2.3.4 } }
-            chain in_old_pod { ip saddr @stale accept; ip saddr { 5.6.7.8, 9.9.9.9 } accept; }
-            map ingress4 { type ipv4_addr : verdict; elements = { 10.9.9.9 : goto in_old_pod }; }
-            chain postrouting { type filter hook postrouting priority srcnat - 5; policy accept;
-                ip daddr vmap @ingress4; }
-        }",
-    );
+    ns.nft_script(STALE_TABLE);
     runtime().block_on(async {
         let mut dp = Dataplane::new(Nft::in_netns(&ns.0));
         let desired = ruleset(&cluster());
@@ -1236,15 +1240,7 @@ fn the_tables_objects_over_netlink_are_those_nft_lists() {
     ns.nft_script("table ip kube-nftpol { set other { type ipv4_addr; }; chain other { }; }");
     assert_eq!(rt.block_on(kernel.table_objects()).unwrap(), None);
 
-    ns.nft_script(
-        "table inet kube-nftpol {
-            set stale { type ipv4_addr; elements = { 1.2.3.4 } }
-            chain in_old_pod { ip saddr @stale accept; ip saddr { 5.6.7.8, 9.9.9.9 } accept; }
-            map ingress4 { type ipv4_addr : verdict; elements = { 10.9.9.9 : goto in_old_pod }; }
-            chain postrouting { type filter hook postrouting priority srcnat - 5; policy accept;
-                ip daddr vmap @ingress4; }
-        }",
-    );
+    ns.nft_script(STALE_TABLE);
     let stale = rt.block_on(kernel.table_objects()).unwrap();
     assert_eq!(
         stale,

@@ -12,23 +12,20 @@
 const MMAP_THRESHOLD_BYTES: i32 = 128 * 1024;
 
 /// Fixes the mmap threshold; false when the C library refused (or is not glibc).
-pub fn keep_large_buffers_returnable() -> bool {
-    fixed_mmap_threshold()
-}
-
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[expect(
     unsafe_code,
     reason = "mallopt(3) has no safe wrapper in the crates we use"
 )]
-fn fixed_mmap_threshold() -> bool {
+pub fn keep_large_buffers_returnable() -> bool {
     // SAFETY: mallopt only sets an allocator parameter; it takes plain integers, touches no
     // memory of ours, and is safe to call at any time, from any thread.
     unsafe { nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1 }
 }
 
+/// Fixes the mmap threshold; false when the C library refused (or is not glibc).
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn fixed_mmap_threshold() -> bool {
+pub fn keep_large_buffers_returnable() -> bool {
     let _ = MMAP_THRESHOLD_BYTES;
     false
 }

@@ -259,12 +259,7 @@ fn port_range((start, end): (u16, u16)) -> Value {
 }
 
 fn protocol_ports(p: &ProtocolPorts) -> Value {
-    let port = if p.start == p.end {
-        json!(p.start)
-    } else {
-        json!({"range": [p.start, p.end]})
-    };
-    json!({"concat": [p.protocol.as_str(), port]})
+    json!({"concat": [p.protocol.as_str(), port_range((p.start, p.end))]})
 }
 
 fn element(e: &SetElement, family: Family) -> Value {

@@ -180,11 +180,7 @@ fn port_range((start, end): (u16, u16)) -> String {
 }
 
 fn protocol_ports(p: &ProtocolPorts) -> String {
-    if p.start == p.end {
-        format!("{} . {}", p.protocol, p.start)
-    } else {
-        format!("{} . {}-{}", p.protocol, p.start, p.end)
-    }
+    format!("{} . {}", p.protocol, port_range((p.start, p.end)))
 }
 
 /// A set element as nft writes it.
