@@ -368,14 +368,14 @@ fn long_names() -> Snapshot {
 }
 
 /// The veths the agent would learn for the kitchen sink's local pods (the web pod only by its
-/// IPv4 route), plus a route to an address no pod has.
+/// IPv4 route, the debug pod behind two veths), plus a route to an address no pod has.
 fn kitchen_sink_interfaces() -> compile::PodInterfaces {
     [
         ("10.244.1.10", "veth1a2b3c4d"),
         ("10.244.1.11", "veth-db.0"),
         ("fd00:1::20", "vethmon@x"),
         ("10.244.1.30", "vethdebug"),
-        ("fd00:1::30", "vethdebug"),
+        ("fd00:1::30", "vethdebug6"),
         ("10.244.9.9", "vethnobody"),
     ]
     .into_iter()
@@ -658,8 +658,8 @@ fn kitchen_sink_cluster_exercises_every_set_and_expression_kind() {
         "meta nfproto ipv6 iifname @pod_ifaces counter drop",
         "ip saddr @pod_addrs4 counter drop",
         "ip6 saddr @pod_addrs6 counter drop",
-        "ip daddr @pod_addrs4 oifname . ip daddr != @pod_iface_addrs4",
-        "ip6 daddr @pod_addrs6 oifname . ip6 daddr != @pod_iface_addrs6",
+        "ip daddr vmap @pod_dests4",
+        "ip6 daddr vmap @pod_dests6",
     ] {
         assert!(
             text.contains(needle),
@@ -681,6 +681,13 @@ fn kitchen_sink_cluster_exercises_every_set_and_expression_kind() {
         "\"vethmon@x\" . fd00:1::20",
         "\t\t\tfd00:1::30\n",
         "\t\t\t10.244.1.30\n",
+        "10.244.1.10 : jump to_veth1a2b3c4d",
+        "fd00:1::10 : jump to_veth1a2b3c4d",
+        "oifname != \"veth1a2b3c4d\" counter drop",
+        "oifname != \"veth-db.0\" counter drop",
+        "chain to_vethmon_x__",
+        "10.244.1.30 : jump to_vethdebug_vethdebug6",
+        "oifname != { \"vethdebug\", \"vethdebug6\" } counter drop",
     ] {
         assert!(
             with_veths.contains(needle),

@@ -142,13 +142,17 @@ pub fn compile_with_interfaces(
             maps.insert(dispatch_map_name(direction, family), Vec::new());
         }
     }
-    let mut pod_chains = Vec::new();
 
     let local_pods: Vec<&Pod> = snapshot
         .pods()
         .filter(|p| p.node.as_deref() == Some(node) && p.is_policy_endpoint())
         .collect();
-    anti_spoof_sets(&local_pods, interfaces, &mut sets);
+    for family in Family::ALL {
+        maps.insert(destination_map_name(family), Vec::new());
+    }
+    let pairs = veth_pairs(&local_pods, interfaces);
+    anti_spoof_sets(&pairs, &mut sets);
+    let mut pod_chains = destination_guards(&pairs, &mut maps);
     for pod in local_pods {
         for direction in [Direction::Ingress, Direction::Egress] {
             let isolating: Vec<&Policy> = snapshot
@@ -217,33 +221,12 @@ pub fn compile_with_interfaces(
 /// `pod_ifaces` (the veths of local pods), `pod_iface_addrs4`/`6` (the addresses behind each:
 /// all of its pod's addresses, whichever of them the route named) and `pod_addrs4`/`6` (every
 /// address of those pairs, so a paired address is known wherever it shows up).
-fn anti_spoof_sets(
-    local_pods: &[&Pod],
-    interfaces: &PodInterfaces,
-    sets: &mut BTreeMap<String, Set>,
-) {
-    let mut veths = Vec::new();
-    let mut pairs = Vec::new();
-    for pod in local_pods {
-        let mut pod_veths: Vec<&String> = pod
-            .ips
-            .iter()
-            .filter_map(|ip| interfaces.get(ip))
-            .filter(|name| is_safe_interface_name(name))
-            .collect();
-        pod_veths.sort();
-        pod_veths.dedup();
-        for veth in pod_veths {
-            veths.push(SetElement::Interface(veth.clone()));
-            for ip in &pod.ips {
-                pairs.push(SetElement::InterfaceAddress(veth.clone(), *ip));
-            }
-        }
-    }
-    veths.sort();
+fn anti_spoof_sets(pairs: &[(String, IpAddr)], sets: &mut BTreeMap<String, Set>) {
+    let mut veths: Vec<SetElement> = pairs
+        .iter()
+        .map(|(veth, _)| SetElement::Interface(veth.clone()))
+        .collect();
     veths.dedup();
-    pairs.sort();
-    pairs.dedup();
     let mut add = |name: String, family, kind, elements, comment: &str| {
         let set = Set {
             name: name.clone(),
@@ -264,15 +247,9 @@ fn anti_spoof_sets(
     for family in Family::ALL {
         let family_pairs: Vec<(&String, IpAddr)> = pairs
             .iter()
-            .filter_map(|e| match e {
-                SetElement::InterfaceAddress(veth, ip) if Family::of(*ip) == family => {
-                    Some((veth, *ip))
-                }
-                _ => None,
-            })
+            .filter(|(_, ip)| Family::of(*ip) == family)
+            .map(|(veth, ip)| (veth, *ip))
             .collect();
-        // Link-scoped IPv6 addresses are unique per link only (and the spoofing rule lets
-        // them through anyway): they say nothing about which veth a packet must use.
         let mut addresses: Vec<SetElement> = family_pairs
             .iter()
             .map(|(_, ip)| *ip)
@@ -300,6 +277,72 @@ fn anti_spoof_sets(
             "addresses behind each pod veth",
         );
     }
+}
+
+/// Every `(veth, address)` pair of the local pods, sorted: each veth a pod's addresses sit
+/// behind (the routes say which), with every address of that pod. Veths with names `nft`
+/// could not read quoted are left out.
+fn veth_pairs(local_pods: &[&Pod], interfaces: &PodInterfaces) -> Vec<(String, IpAddr)> {
+    let mut pairs = Vec::new();
+    for pod in local_pods {
+        let mut pod_veths: Vec<&String> = pod
+            .ips
+            .iter()
+            .filter_map(|ip| interfaces.get(ip))
+            .filter(|name| is_safe_interface_name(name))
+            .collect();
+        pod_veths.sort();
+        pod_veths.dedup();
+        for veth in pod_veths {
+            for ip in &pod.ips {
+                pairs.push((veth.clone(), *ip));
+            }
+        }
+    }
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
+/// The guards of `postrouting` against misrouting: each paired address (link-scoped ones
+/// excepted, as in `pod_addrs4`/`6`) maps in `pod_dests4`/`6` to a chain `to_<veth>` that
+/// drops the packet unless it leaves through that veth (through one of them, for an address
+/// paired with several). One map lookup per packet on its destination address, then one
+/// compare for packets to a local pod: the packets of every connection of a node's pods pass
+/// here, established ones included.
+fn destination_guards(
+    pairs: &[(String, IpAddr)],
+    maps: &mut BTreeMap<String, Vec<(IpAddr, MapVerdict)>>,
+) -> Vec<Chain> {
+    let mut veths_of: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+    for (veth, ip) in pairs.iter().filter(|(_, ip)| !is_link_scoped(*ip)) {
+        veths_of.entry(*ip).or_default().push(veth.clone());
+    }
+    let mut chains: BTreeMap<String, Chain> = BTreeMap::new();
+    for (ip, veths) in veths_of {
+        let parts: Vec<&str> = veths.iter().map(String::as_str).collect();
+        let name = names::object_name("to", &parts, "");
+        if let Some(map) = maps.get_mut(&destination_map_name(Family::of(ip))) {
+            map.push((ip, MapVerdict::Jump(name.clone())));
+        }
+        chains.entry(name.clone()).or_insert_with(|| Chain {
+            name,
+            hook: None,
+            rules: vec![Rule {
+                exprs: vec![Expr::OutputInterfaceNotIn(veths), Expr::Counter, Expr::Drop],
+                comment: Some(MISROUTED_COMMENT.into()),
+            }],
+        });
+    }
+    chains.into_values().collect()
+}
+
+/// The comment of the guards' drops.
+const MISROUTED_COMMENT: &str = "pod address behind another interface";
+
+/// `pod_dests4`/`6`: paired pod addresses to their guard chain.
+fn destination_map_name(family: Family) -> String {
+    format!("pod_dests{}", family.suffix())
 }
 
 fn anti_spoof_set_name(family: Family) -> String {
@@ -458,31 +501,27 @@ fn anti_spoof_chain() -> Chain {
     }
 }
 
-/// Drops packets to a paired pod address that leave through an interface not paired with it:
-/// the address moved to a veth the agent has not paired yet.
+/// Sends packets to a paired pod address to its guard ([`destination_guards`]), which drops
+/// them unless they leave through the veth paired with it: the address moved to a veth the
+/// agent has not paired yet.
 ///
-/// They come first in `postrouting`, before `ct state established,related accept`: the
-/// previous owner's connections outlive it in conntrack (connections to it, and replies to
-/// the ones it opened, masqueraded or not), and their packets must not reach whoever holds the
-/// address now. Before "from this node" too, so the node's own packets (kubelet probes) do
-/// not reach a pod the agent has not paired either (its sockets get EPERM); that lasts until
-/// the agent pairs the new veth. Nothing else is affected: packets to a correctly paired pod
-/// leave through its veth, whether routed or generated by the node (postrouting sees both,
+/// First in `postrouting`, before `ct state established,related accept`: the previous
+/// owner's connections outlive it in conntrack (connections to it, and replies to the ones it
+/// opened, masqueraded or not), and their packets must not reach whoever holds the address
+/// now. Before "from this node" too, so the node's own packets (kubelet probes) do not reach
+/// a pod the agent has not paired either (its sockets get EPERM); that lasts until the agent
+/// pairs the new veth. Nothing else is affected: packets to a correctly paired pod leave
+/// through its veth, whether routed or generated by the node (postrouting sees both,
 /// `oifname` is the veth); replies to the node and to hostNetwork pods go to node addresses;
 /// packets to pods of other nodes leave through the uplink with addresses never paired here.
 fn misrouted_rule(family: Family) -> Rule {
     Rule {
-        exprs: vec![
-            Expr::AddressInSet(
-                AddrField::Destination,
-                family,
-                pod_addresses_set_name(family),
-            ),
-            Expr::InterfaceDestinationNotInSet(family, anti_spoof_set_name(family)),
-            Expr::Counter,
-            Expr::Drop,
-        ],
-        comment: Some("pod address behind another interface".into()),
+        exprs: vec![Expr::DispatchBy(
+            AddrField::Destination,
+            family,
+            destination_map_name(family),
+        )],
+        comment: Some("paired pod address: its veth only".into()),
     }
 }
 

@@ -28,9 +28,11 @@
 //! to no agent) goes to stderr. It is a benchmark: it fails only when the harness is broken
 //! (a connection error, a table that is not the compiled one), never on a figure.
 //! `KNP_BENCH_QUICK=1` makes it short (one round each, brief phases) for CI. `KNP_BENCH_PERF=DIR`
-//! records every CPU with `perf` during the first round's new-connections phase of each mode
-//! (`DIR/connections-no-agent.data`, `DIR/connections-agent.data`): compare where the packets
-//! spend their time with `perf report -i FILE --no-children --sort sym`.
+//! records every CPU with `perf` during each round's new-connections phase
+//! (`DIR/connections-agent-1.data`, `DIR/connections-no-agent-1.data`, ...); the table then
+//! says, per round, what share of the samples the agent's chains and process took and the
+//! connection rate that share predicts ([`bench_cpu_shares`](crate::bench_cpu_shares)). Compare
+//! where the packets spend their time with `perf report -i FILE --no-children --sort sym`.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -41,6 +43,7 @@ use kube_nftpol::source::manifests;
 use serde_json::{Value, json};
 
 use crate::agent::{self, NetnsProcess, SourceArgs};
+use crate::bench_cpu_shares::CpuShares;
 use crate::bench_profile::{Profile, Target};
 use crate::bench_report::{self as report, Measured};
 use crate::bench_scale_cluster as scale_cluster;
@@ -183,7 +186,9 @@ async fn benchmark(settings: Settings) -> Result<String> {
             let cpu_before = agent.as_ref().and_then(cpu_time);
             let wall = Instant::now();
             let allowed_before = allowed_count(&cluster, mode).await?;
-            let connections = measure_round(&cluster, settings, measured, mode, round).await?;
+            let agent_pid = agent.as_ref().and_then(NetnsProcess::pid);
+            let connections =
+                measure_round(&cluster, settings, measured, mode, (round, agent_pid)).await?;
             let allowed = allowed_count(&cluster, mode).await? - allowed_before;
             // A SYN that reuses the ports of a connection conntrack still holds as open (its
             // closing RST was out of window) passes as established and skips the chains; a
@@ -254,14 +259,15 @@ impl Mode {
     }
 }
 
-/// One round's connections, bulk and latency phases; returns the connections made. The first
-/// round's connections phase is recorded system-wide when `KNP_BENCH_PERF` asks for it.
+/// One round's connections, bulk and latency phases; returns the connections made. The
+/// connections phase is recorded system-wide when `KNP_BENCH_PERF` asks for it, and where its
+/// samples went is kept (`agent_pid` is the agent's process, if it runs).
 async fn measure_round(
     cluster: &Cluster,
     settings: Settings,
     measured: &mut Measured,
     mode: Mode,
-    round: usize,
+    (round, agent_pid): (usize, Option<u32>),
 ) -> Result<u64> {
     let server = pod(cluster, SERVER)?.plan.ip;
     let clients = CLIENTS
@@ -270,14 +276,18 @@ async fn measure_round(
         .collect::<Result<Vec<_>>>()?;
     let context = |what: &str| format!("{what} ({})", mode.name());
 
-    let profile = if round == 0 {
-        Profile::start(Target::System, &format!("connections-{}", mode.slug()))?
-    } else {
-        Profile::start_nothing()
-    };
+    let profile = Profile::start(
+        Target::System,
+        &format!("connections-{}-{}", mode.slug(), round + 1),
+    )?;
     let rate = connections(cluster, settings.phase).await;
-    profile.stop();
+    let recording = profile.stop();
     let rate = rate?;
+    if let Some(recording) = recording {
+        measured
+            .cpu_shares
+            .push(CpuShares::of_recording(&recording, agent_pid)?);
+    }
     check(&rate, &context("new connections"))?;
     measured
         .connections_per_second

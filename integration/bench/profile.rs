@@ -17,7 +17,7 @@ pub enum Target {
 }
 
 /// A recording in progress; [`Profile::stop`] writes it.
-pub struct Profile(Option<Child>);
+pub struct Profile(Option<(Child, PathBuf)>);
 
 impl Profile {
     /// The directory recordings go to, when asked for.
@@ -44,12 +44,7 @@ impl Profile {
             .spawn()
             .map_err(|e| format!("perf record: {e}"))?;
         say(&format!("bench: perf records into {}", output.display()));
-        Ok(Self(Some(child)))
-    }
-
-    /// A recording that records nothing (the phases not profiled).
-    pub fn start_nothing() -> Self {
-        Self(None)
+        Ok(Self(Some((child, output))))
     }
 
     /// Copies the agent's log next to the recordings.
@@ -59,13 +54,13 @@ impl Profile {
         }
     }
 
-    /// Ends the recording (perf writes its file on SIGINT).
-    pub fn stop(self) {
-        if let Some(mut child) = self.0 {
-            let _ = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
+    /// Ends the recording (perf writes its file on SIGINT); returns the file, if recording.
+    pub fn stop(self) -> Option<PathBuf> {
+        let (mut child, output) = self.0?;
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        Some(output)
     }
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use kube_nftpol::compile::{Options, Ruleset};
 
+use crate::bench_cpu_shares::CpuShares;
+
 /// Everything measured in one mode, over all its rounds.
 #[derive(Debug, Default)]
 pub struct Measured {
@@ -29,6 +31,8 @@ pub struct Measured {
     /// Agent only: the agent's CPU time over its measuring phases, and their wall time.
     pub agent_cpu: Duration,
     pub agent_wall: Duration,
+    /// Where each round's connections phase spent its CPU samples (`KNP_BENCH_PERF` only).
+    pub cpu_shares: Vec<CpuShares>,
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -145,6 +149,7 @@ pub fn table(
             median(&pairs),
         );
     }
+    profile_rounds(&mut out, base, agent);
     let _ = writeln!(
         out,
         "\nFlood cost on allowed traffic (connections/s during the flood / without): no agent {:.3}, agent {:.3}",
@@ -182,4 +187,48 @@ pub fn table(
         100.0 * agent.agent_cpu.as_secs_f64() / agent.agent_wall.as_secs_f64().max(1e-9),
     );
     out
+}
+
+/// Per profiled round: the agent's share of the CPU samples, the connection rate it predicts
+/// and the rate measured.
+fn profile_rounds(out: &mut String, base: &Measured, agent: &Measured) {
+    if agent.cpu_shares.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nWhere the connections phases' CPU went (perf, every CPU; the prediction takes the \
+         agent's chains and process out of a saturated machine):"
+    );
+    let rounds = base.cpu_shares.iter().zip(&agent.cpu_shares).enumerate();
+    let mut predicted = Vec::new();
+    for (round, (without, with)) in rounds {
+        let hooks: Vec<String> = with
+            .chains
+            .iter()
+            .map(|(hook, n)| format!("{hook} {:.1} %", with.percent(*n)))
+            .collect();
+        let measured = match (
+            base.connections_per_second.get(round),
+            agent.connections_per_second.get(round),
+        ) {
+            (Some(a), Some(b)) if *a > 0.0 => format!("{:.3}", b / a),
+            _ => "?".to_owned(),
+        };
+        predicted.push(with.predicted_ratio());
+        let _ = writeln!(
+            out,
+            "- round {}: the agent's chains {:.1} % of {} samples ({}), its process {:.2} %, idle \
+             {:.1} % (no agent: {:.1} %); connections/s ratio predicted {:.3}, measured {measured}",
+            round + 1,
+            with.percent(with.in_chains()),
+            with.samples,
+            hooks.join(", "),
+            with.percent(with.agent_process),
+            with.percent(with.idle),
+            without.percent(without.idle),
+            with.predicted_ratio(),
+        );
+    }
+    let _ = writeln!(out, "predicted ratio, median: {:.3}", median(&predicted));
 }

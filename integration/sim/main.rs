@@ -33,7 +33,8 @@
 //!   reported).
 //! - [`bench_dataplane`]: the dataplane benchmark (`#[ignore]`d; `integration/bench/run.sh`
 //!   runs it in release mode), with its traffic ([`bench_traffic`]), its table
-//!   ([`bench_report`]) and the shared 10,000-pod cluster ([`bench_scale_cluster`], also
+//!   ([`bench_report`]), where its profiles' samples went ([`bench_cpu_shares`]) and the
+//!   shared 10,000-pod cluster ([`bench_scale_cluster`], also
 //!   `benches/compile.rs`'s).
 //! - [`bench_programming`]: programming latency at cluster scale against a real API server,
 //!   and the agent's footprint, measured with [`bench_usage`] (`#[ignore]`d, run by
@@ -94,6 +95,8 @@ mod servers;
 mod setns;
 mod steady;
 
+#[path = "../bench/cpu_shares.rs"]
+mod bench_cpu_shares;
 #[path = "../bench/dataplane.rs"]
 mod bench_dataplane;
 #[path = "../bench/report.rs"]

@@ -199,10 +199,13 @@ fn expr(e: &Expr) -> Value {
             json!({"concat": [{"meta": {"key": "iifname"}}, addr_field(AddrField::Source, *family)]}),
             json!(format!("@{set}")),
         ),
-        Expr::InterfaceDestinationNotInSet(family, set) => matches(
+        Expr::OutputInterfaceNotIn(names) => matches(
             "!=",
-            json!({"concat": [{"meta": {"key": "oifname"}}, addr_field(AddrField::Destination, *family)]}),
-            json!(format!("@{set}")),
+            json!({"meta": {"key": "oifname"}}),
+            match names.as_slice() {
+                [one] => json!(sanitize(one)),
+                _ => json!({"set": names.iter().map(|n| sanitize(n)).collect::<Vec<_>>()}),
+            },
         ),
         Expr::Ip6SourceLinkLocal => matches(
             "==",
@@ -640,7 +643,6 @@ mod tests {
     #[test]
     fn interface_address_pairs_are_concatenations_of_the_interface_name_and_the_address() {
         // nft: iifname . ip saddr @pod_iface_addrs4
-        //      oifname . ip6 daddr != @pod_iface_addrs6
         //      set pod_iface_addrs4 { type ifname . ipv4_addr; elements = { "veth1" . 10.0.0.1 } }
         assert_eq!(
             expr(&Expr::InterfaceSourceInSet(
@@ -653,21 +655,30 @@ mod tests {
                              "right": "@pod_iface_addrs4"}})
         );
         assert_eq!(
-            expr(&Expr::InterfaceDestinationNotInSet(
-                Family::V6,
-                "pod_iface_addrs6".into()
-            )),
-            json!({"match": {"op": "!=",
-                             "left": {"concat": [{"meta": {"key": "oifname"}},
-                                                 {"payload": {"protocol": "ip6", "field": "daddr"}}]},
-                             "right": "@pod_iface_addrs6"}})
-        );
-        assert_eq!(
             element(
                 &SetElement::InterfaceAddress("veth1".into(), ip("10.0.0.1")),
                 Family::V4
             ),
             json!({"concat": ["veth1", "10.0.0.1"]})
+        );
+    }
+
+    #[test]
+    fn output_interface_guards_compare_one_name_or_look_up_several() {
+        // nft: oifname != "veth1"
+        //      oifname != { "veth1", "veth2" }
+        // (`nft -j list chain`, nft 1.0.6)
+        assert_eq!(
+            expr(&Expr::OutputInterfaceNotIn(vec!["veth1".into()])),
+            json!({"match": {"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": "veth1"}})
+        );
+        assert_eq!(
+            expr(&Expr::OutputInterfaceNotIn(vec![
+                "veth1".into(),
+                "veth2".into()
+            ])),
+            json!({"match": {"op": "!=", "left": {"meta": {"key": "oifname"}},
+                             "right": {"set": ["veth1", "veth2"]}}})
         );
     }
 

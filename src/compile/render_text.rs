@@ -145,10 +145,17 @@ fn expr(e: &Expr) -> String {
             "iifname . {} @{set}",
             addr_field(AddrField::Source, *family)
         ),
-        Expr::InterfaceDestinationNotInSet(family, set) => format!(
-            "oifname . {} != @{set}",
-            addr_field(AddrField::Destination, *family)
-        ),
+        Expr::OutputInterfaceNotIn(names) => match names.as_slice() {
+            [one] => format!("oifname != {}", quote(one)),
+            _ => format!(
+                "oifname != {{ {} }}",
+                names
+                    .iter()
+                    .map(|n| quote(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
         Expr::Ip6SourceLinkLocal => "ip6 saddr fe80::/10".into(),
         Expr::FamilyIs(family) => format!("meta nfproto {}", nfproto(*family)),
         Expr::Counter => "counter".into(),

@@ -257,8 +257,9 @@ pub enum Expr {
     InputInterfaceInSet(String),
     /// `iifname . ip saddr @set`: the input interface may send from this source.
     InterfaceSourceInSet(Family, String),
-    /// `oifname . ip daddr != @set`: the output interface does not lead to this destination.
-    InterfaceDestinationNotInSet(Family, String),
+    /// `oifname != "veth1"` (`oifname != { "veth1", "veth2" }` for several): the packet
+    /// leaves through none of these interfaces.
+    OutputInterfaceNotIn(Vec<String>),
     /// `ip6 saddr fe80::/10`: a link-local source (neighbour discovery uses those; `::`, which
     /// duplicate address detection uses, is an [`Expr::AddressIs`]). A prefix compare, no set
     /// lookup.

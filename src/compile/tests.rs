@@ -515,15 +515,27 @@ fn a_paired_address_is_only_accepted_from_and_sent_to_its_own_veth() {
     assert_eq!(
         postrouting[..3],
         [
-            "ip daddr @pod_addrs4 oifname . ip daddr != @pod_iface_addrs4 counter drop \
-             comment \"pod address behind another interface\"",
-            "ip6 daddr @pod_addrs6 oifname . ip6 daddr != @pod_iface_addrs6 counter drop \
-             comment \"pod address behind another interface\"",
+            "ip daddr vmap @pod_dests4 comment \"paired pod address: its veth only\"",
+            "ip6 daddr vmap @pod_dests6 comment \"paired pod address: its veth only\"",
             "ct state established,related accept comment \"replies\"",
         ],
         "the guard comes before replies: the previous owner's connections must not reach \
          the address's new pod"
     );
+    assert_eq!(
+        r.map("pod_dests4").unwrap().elements,
+        [(
+            "10.0.0.1".parse().unwrap(),
+            MapVerdict::Jump("to_vetha".into())
+        )]
+    );
+    assert_eq!(r.map("pod_dests6").unwrap().elements, []);
+    assert_eq!(
+        rule_texts(&r, "to_vetha"),
+        ["oifname != \"vetha\" counter drop comment \"pod address behind another interface\""],
+        "jumped to, so a packet through its veth goes on to the rest of postrouting"
+    );
+    assert_eq!(r.chain("to_vetha").unwrap().hook, None);
     assert!(
         rule_texts(&r, "input")
             .iter()
@@ -554,6 +566,58 @@ fn a_sticky_pairing_keeps_the_address_paired_with_its_old_veth() {
     assert_eq!(
         elements(&r, "pod_ifaces"),
         [SetElement::Interface("vethold".into())]
+    );
+    assert_eq!(
+        rule_texts(&r, "to_vethold"),
+        ["oifname != \"vethold\" counter drop comment \"pod address behind another interface\""]
+    );
+}
+
+#[test]
+fn an_address_paired_with_several_veths_may_leave_through_any_of_them() {
+    // A pod whose two addresses sit behind two veths (routes name both), and its IPv6
+    // link-local address, which is unique per link only: no guard for that one.
+    let mut s = Snapshot::new();
+    let mut two = pod("web", "a", "a", "n1", "10.0.0.1");
+    two.ips = vec![
+        "10.0.0.1".parse().unwrap(),
+        "10.0.0.2".parse().unwrap(),
+        "fe80::1".parse().unwrap(),
+    ];
+    s.upsert_pod(two);
+    s.upsert_pod(pod("web", "b", "b", "n1", "10.0.0.3"));
+    let interfaces: PodInterfaces = [
+        ("10.0.0.1".parse().unwrap(), "vetha1".to_string()),
+        ("10.0.0.2".parse().unwrap(), "vetha2".to_string()),
+        ("10.0.0.3".parse().unwrap(), "vethb".to_string()),
+    ]
+    .into();
+    let r = compile_with_interfaces(&s, "n1", &interfaces, &Options::default());
+    let both = MapVerdict::Jump("to_vetha1_vetha2".into());
+    assert_eq!(
+        r.map("pod_dests4").unwrap().elements,
+        [
+            ("10.0.0.1".parse().unwrap(), both.clone()),
+            ("10.0.0.2".parse().unwrap(), both),
+            (
+                "10.0.0.3".parse().unwrap(),
+                MapVerdict::Jump("to_vethb".into())
+            ),
+        ]
+    );
+    assert_eq!(r.map("pod_dests6").unwrap().elements, []);
+    assert_eq!(
+        rule_texts(&r, "to_vetha1_vetha2"),
+        ["oifname != { \"vetha1\", \"vetha2\" } counter drop \
+          comment \"pod address behind another interface\""]
+    );
+    assert_eq!(
+        r.chains
+            .iter()
+            .filter(|c| c.name.starts_with("to_"))
+            .count(),
+        2,
+        "one guard chain per set of veths"
     );
 }
 

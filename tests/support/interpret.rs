@@ -196,12 +196,8 @@ fn run_chain(
                         continue 'rules;
                     }
                 }
-                Expr::InterfaceDestinationNotInSet(family, set) => {
-                    let key =
-                        SetElement::InterfaceAddress(packet.output.clone(), packet.destination);
-                    if Family::of(packet.destination) != *family
-                        || set_contains(ruleset, set, |e| *e == key)
-                    {
+                Expr::OutputInterfaceNotIn(names) => {
+                    if names.contains(&packet.output) {
                         continue 'rules;
                     }
                 }
