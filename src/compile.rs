@@ -18,10 +18,11 @@
 //! - Base chain `postrouting` (priority srcnat - 5: after Service DNAT, before SNAT) first drops
 //!   packets to a paired address that leave through an interface not paired with it (the same
 //!   reused address: nothing addressed to the previous owner, not even its established
-//!   connections, reaches the new pod); then accepts established and related packets,
-//!   neighbour discovery, and packets from the node itself (kubelet probes); then dispatches on
-//!   the source address through the `egress4`/`egress6` verdict maps and on the destination
-//!   through `ingress4`/`ingress6`. Base chain `input` does the egress dispatch for packets
+//!   connections, reaches the new pod): `ip daddr vmap @pod_dests4` jumps to the address's
+//!   guard chain `to_<veth>`, `oifname != "<veth>" counter drop`. Then it accepts established
+//!   and related packets, neighbour discovery, and packets from the node itself (kubelet
+//!   probes); then dispatches on the source address through the `egress4`/`egress6` verdict
+//!   maps and on the destination through `ingress4`/`ingress6`. Base chain `input` does the egress dispatch for packets
 //!   from pods to the node's own addresses.
 //!   With no interface known (`kube-nftpol compile`, bridge CNIs) the anti-spoofing sets are
 //!   empty and none of these drops can match.

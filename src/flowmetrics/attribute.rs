@@ -197,7 +197,7 @@ mod tests {
     fn rules_that_count_no_flow_or_disagree_with_their_chain_map_to_nothing() {
         for (chain, comment) in [
             ("prerouting", "spoofed source address"),
-            ("postrouting", "pod address behind another interface"),
+            ("to_veth1a2b", "pod address behind another interface"),
             (
                 "starting_pods",
                 "pod without a reported IP while an isolated pod starts",
