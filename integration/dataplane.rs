@@ -756,7 +756,26 @@ fn node_traffic_to_pods_is_allowed_pod_traffic_to_the_node_is_egress_and_a_pod_r
 
 /// The packet counts of the rules with this comment (`nft list table`), in table order.
 fn rule_packets(node: &Netns, comment: &str) -> Vec<u64> {
-    node.nft(&["list", "table", "inet", "kube-nftpol"])
+    counted(
+        &node.nft(&["list", "table", "inet", "kube-nftpol"]),
+        comment,
+    )
+}
+
+/// The packets dropped by the destination guard of the addresses paired with `veth` (chain
+/// `to_<veth>`).
+fn guard_packets(node: &Netns, veth: &str) -> u64 {
+    let chain = format!("to_{veth}");
+    let listing = node.nft(&["list", "chain", "inet", "kube-nftpol", &chain]);
+    match counted(&listing, "pod address behind another interface")[..] {
+        [packets] => packets,
+        _ => panic!("not one guard rule in {chain}:\n{listing}"),
+    }
+}
+
+/// The packet counts of the rules with this comment in an `nft list` listing.
+fn counted(listing: &str, comment: &str) -> Vec<u64> {
+    listing
         .lines()
         .filter(|l| l.contains(&format!("comment \"{comment}\"")))
         .map(|l| {
@@ -767,27 +786,6 @@ fn rule_packets(node: &Netns, comment: &str) -> Vec<u64> {
             count.parse().unwrap()
         })
         .collect()
-}
-
-/// The packets dropped by the destination guard of the addresses paired with `veth` (chain
-/// `to_<veth>`).
-fn guard_packets(node: &Netns, veth: &str) -> u64 {
-    let chain = format!("to_{veth}");
-    let listing = node.nft(&["list", "chain", "inet", "kube-nftpol", &chain]);
-    let counters: Vec<u64> = listing
-        .lines()
-        .filter(|l| l.contains("comment \"pod address behind another interface\""))
-        .filter_map(|l| {
-            l.split_once("counter packets ")?
-                .1
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
-    assert_eq!(counters.len(), 1, "one guard rule in {chain}:\n{listing}");
-    counters[0]
 }
 
 /// Turns on IPv4 forwarding in a node namespace.

@@ -22,8 +22,8 @@
 //!   guard chain `to_<veth>`, `oifname != "<veth>" counter drop`. Then it accepts established
 //!   and related packets, neighbour discovery, and packets from the node itself (kubelet
 //!   probes); then dispatches on the source address through the `egress4`/`egress6` verdict
-//!   maps and on the destination through `ingress4`/`ingress6`. Base chain `input` does the egress dispatch for packets
-//!   from pods to the node's own addresses.
+//!   maps and on the destination through `ingress4`/`ingress6`. Base chain `input` does the
+//!   egress dispatch for packets from pods to the node's own addresses.
 //!   With no interface known (`kube-nftpol compile`, bridge CNIs) the anti-spoofing sets are
 //!   empty and none of these drops can match.
 //! - One chain per isolated pod and direction (`in_<ns>_<pod>`, `eg_<ns>_<pod>`) on this node:
@@ -143,14 +143,14 @@ pub fn compile_with_interfaces(
             maps.insert(dispatch_map_name(direction, family), Vec::new());
         }
     }
+    for family in Family::ALL {
+        maps.insert(destination_map_name(family), Vec::new());
+    }
 
     let local_pods: Vec<&Pod> = snapshot
         .pods()
         .filter(|p| p.node.as_deref() == Some(node) && p.is_policy_endpoint())
         .collect();
-    for family in Family::ALL {
-        maps.insert(destination_map_name(family), Vec::new());
-    }
     let pairs = veth_pairs(&local_pods, interfaces);
     anti_spoof_sets(&pairs, &mut sets);
     let mut pod_chains = destination_guards(&pairs, &mut maps);
@@ -251,6 +251,8 @@ fn anti_spoof_sets(pairs: &[(String, IpAddr)], sets: &mut BTreeMap<String, Set>)
             .filter(|(_, ip)| Family::of(*ip) == family)
             .map(|(veth, ip)| (veth, *ip))
             .collect();
+        // Link-scoped IPv6 addresses are unique per link only (and the spoofing rule lets
+        // them through anyway): they say nothing about which veth a packet must use.
         let mut addresses: Vec<SetElement> = family_pairs
             .iter()
             .map(|(_, ip)| *ip)

@@ -3,7 +3,7 @@
 //! connections phase's recording with it, so the table says how much of the gap to no agent
 //! the profile accounts for.
 //!
-//! The connections phase keeps both CPUs busy (idle is a fraction of a percent). Then a
+//! The connections phase keeps both CPUs busy (idle is 2 % or less of the samples). Then a
 //! connection's CPU cost with the agent is the baseline's plus the agent's share `s` of all
 //! samples, and the connection rate can only be `1 - s` of the baseline's: the profile's
 //! prediction, printed beside the measured ratio of the same round.
