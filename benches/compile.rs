@@ -3,13 +3,10 @@
 //!
 //! `cargo bench --bench compile` prints criterion's timing for `compile` alone, for `compile`
 //! plus rendering to nft text, for `compile` of the snapshot that follows one peer pod's label
-//! change (the case issue 7's latency target is about: a pod in another namespace starts or
+//! change (the case the programming latency target is about: a pod in another namespace starts or
 //! stops matching a cluster-wide selector), and for the Kubernetes source's copy of the
 //! snapshot after one pod event; then the process's peak resident memory (VmHWM) after building
 //! the snapshot and after the measurements.
-
-#[path = "../integration/bench/scale_cluster.rs"]
-mod scale_cluster;
 
 use std::hint::black_box;
 
@@ -20,6 +17,7 @@ use kube::runtime::watcher::Event;
 use kube_nftpol::compile::{self, Options, render_text};
 use kube_nftpol::model::{Namespace, Pod, Snapshot};
 use kube_nftpol::source::kubernetes::Cache;
+use kube_nftpol_test_support::scale_cluster::ScaleCluster;
 use serde_json::{Value, from_value, json};
 
 const NODE: &str = "node-0";
@@ -28,12 +26,12 @@ const NODE: &str = "node-0";
 /// `node-45`, far from [`NODE`].
 const RELABELLED: (&str, &str) = ("ns-250", "app-1-6");
 
-/// The shared 10,000-pod cluster (`integration/bench/scale_cluster.rs`); `node-0` holds 110 of
+/// The shared 10,000-pod cluster (`ScaleCluster::plain`, in the test-support crate); `node-0` holds 110 of
 /// its pods. Objects are converted as they come, so the peak memory measured after this is
 /// the snapshot's, not the generator's.
 fn cluster() -> Snapshot {
     let mut snapshot = Snapshot::new();
-    for object in scale_cluster::objects() {
+    for object in ScaleCluster::plain().objects() {
         match object["kind"].as_str() {
             Some("Namespace") => {
                 let namespace: core::Namespace = from_value(object).expect("namespace JSON");
@@ -78,7 +76,8 @@ fn scraper_policies(snapshot: &Snapshot) -> Vec<NetworkPolicy> {
 /// The generator's JSON of the [`RELABELLED`] pod, with `role: scraper` when `scraper`.
 fn relabelled(scraper: bool) -> core::Pod {
     let (ns, name) = RELABELLED;
-    let mut object: Value = scale_cluster::objects()
+    let mut object: Value = ScaleCluster::plain()
+        .objects()
         .find(|o| {
             o["kind"] == "Pod" && o["metadata"]["namespace"] == ns && o["metadata"]["name"] == name
         })
@@ -94,7 +93,11 @@ fn relabelled(scraper: bool) -> core::Pod {
 /// stays the snapshot's.
 fn listed_cache() -> Cache {
     let mut cache = Cache::new();
-    let of_kind = |kind: &'static str| scale_cluster::objects().filter(move |o| o["kind"] == kind);
+    let of_kind = |kind: &'static str| {
+        ScaleCluster::plain()
+            .objects()
+            .filter(move |o| o["kind"] == kind)
+    };
     cache.apply_pod(Event::Init);
     for pod in of_kind("Pod") {
         cache.apply_pod(Event::InitApply(from_value(pod).expect("pod JSON")));

@@ -8,9 +8,8 @@
 //! skips this target (`test = false` in Cargo.toml); run it with
 //! `cargo test --test apiserver_smoke`.
 
-#[path = "support/apiserver.rs"]
-mod apiserver;
 use apiserver::ApiServer;
+use kube_nftpol_test_support::apiserver;
 
 fn start() -> ApiServer {
     ApiServer::start().unwrap_or_else(|e| panic!("{e}"))

@@ -568,7 +568,7 @@ fn a_pod_sending_with_another_address_is_dropped_at_its_veth() {
     let mut s = Snapshot::new();
     s.upsert_pod(pod_on("web", "a", "10.0.0.1"));
     s.upsert_pod(pod_on("web", "b", "10.0.0.2"));
-    let interfaces: compile::PodInterfaces =
+    let interfaces: kube_nftpol::model::PodInterfaces =
         [("10.0.0.1".parse().unwrap(), "vethspoof1".to_string())].into();
     let desired = compile::compile_with_interfaces(&s, "n1", &interfaces, &Options::default());
     runtime().block_on(async {
@@ -688,7 +688,7 @@ fn node_traffic_to_pods_is_allowed_pod_traffic_to_the_node_is_egress_and_a_pod_r
     );
     // The agent's view of the node: the pod is paired with its veth, so the guards against a
     // reused address are live and must not get in the way of a correctly wired pod.
-    let interfaces: compile::PodInterfaces =
+    let interfaces: kube_nftpol::model::PodInterfaces =
         [("10.0.0.1".parse().unwrap(), "vethplace1".to_string())].into();
     let apply = |s: &Snapshot| {
         runtime().block_on(async {
@@ -926,7 +926,7 @@ fn a_reused_address_behind_a_new_veth_gets_nothing_until_it_is_paired() {
                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "a"}}}]}]}),
     ))
     .unwrap();
-    let interfaces = |x_veth: &str| -> compile::PodInterfaces {
+    let interfaces = |x_veth: &str| -> kube_nftpol::model::PodInterfaces {
         [(X, x_veth), (PEER, "vethreusep"), (OPEN, "vethreuseo")]
             .into_iter()
             .map(|(ip, veth)| (ip.parse().unwrap(), veth.to_string()))
@@ -1131,7 +1131,8 @@ fn a_reused_ipv6_address_behind_a_new_veth_gets_nothing_until_it_is_paired() {
     let mut dp = Dataplane::new(Nft::in_netns(&node.0));
     let rt = runtime();
     let mut apply = |s: &Snapshot, veth: &str| {
-        let interfaces: compile::PodInterfaces = [(X.parse().unwrap(), veth.to_string())].into();
+        let interfaces: kube_nftpol::model::PodInterfaces =
+            [(X.parse().unwrap(), veth.to_string())].into();
         let desired = compile::compile_with_interfaces(s, "n1", &interfaces, &Options::default());
         rt.block_on(dp.apply(&desired)).unwrap();
     };

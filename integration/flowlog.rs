@@ -20,12 +20,12 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube_nftpol::flow_line::Format;
 use kube_nftpol::flowlog::Record;
-use kube_nftpol::flowlog::decode::{self, IpProtocol};
+use kube_nftpol::flowlog::decode;
 use kube_nftpol::flowlog::enrich;
 use kube_nftpol::flowlog::nflog::{self, Config, Error, NflogEvent, ReaderStats};
-use kube_nftpol::model::{ObjectKey, Pod, PodPhase, Snapshot};
-use kube_nftpol::policy::Direction;
+use kube_nftpol::model::{Direction, IpProtocol, ObjectKey, Pod, PodPhase, Snapshot};
 use nix::sched::{CloneFlags, setns};
 use serde_json::json;
 use tokio::sync::mpsc::Receiver;
@@ -459,9 +459,8 @@ fn denied_tcp_and_udp_arrive_within_a_second_with_prefix_addresses_ports_and_pro
             Some(port) => assert_eq!(packet.source_port, Some(port), "{name}"),
             None => assert!(packet.source_port.is_some_and(|p| p >= 1024), "{name}"),
         }
-        let line = enrich::enrich(&packet, &snapshot, record.received_at)
-            .to_json_line()
-            .unwrap();
+        let record = enrich::enrich(&packet, &snapshot, record.received_at);
+        let line = record.render(Format::Json).unwrap();
         assert!(line.contains(r#""policies":["ns/deny"]"#), "{name}: {line}");
         eprintln!("{name}: record after {latency:?}: {line}");
         // Let a SYN's connect time out before the next case, so the next send is not queued

@@ -24,10 +24,8 @@ use kube_nftpol::model::{
 };
 use serde_json::{Value, json};
 
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "../tests/support/mod.rs"]
-mod support;
+use kube_nftpol_test_support as support;
+use kube_nftpol_test_support::netns;
 use netns::{Netns, stderr};
 use support::conformance;
 
@@ -369,7 +367,7 @@ fn long_names() -> Snapshot {
 
 /// The veths the agent would learn for the kitchen sink's local pods (the web pod only by its
 /// IPv4 route, the debug pod behind two veths), plus a route to an address no pod has.
-fn kitchen_sink_interfaces() -> compile::PodInterfaces {
+fn kitchen_sink_interfaces() -> kube_nftpol::model::PodInterfaces {
     [
         ("10.244.1.10", "veth1a2b3c4d"),
         ("10.244.1.11", "veth-db.0"),

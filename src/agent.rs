@@ -33,12 +33,14 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::compile::{self, Options, PodInterfaces, Ruleset};
+use crate::compile::{self, Options, Ruleset};
+
 use crate::dataplane::nft::Nft;
 use crate::dataplane::{Applied, Check, Dataplane};
 use crate::flowmetrics::{self, FlowCounters};
 use crate::http::{self, Shared};
 use crate::metrics::{ApplyKind, ApplyLabels, Metrics};
+use crate::model::PodInterfaces;
 use crate::source::manifests::Loaded;
 use crate::source::{ChangeClock, directory, kubernetes};
 

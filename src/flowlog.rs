@@ -4,12 +4,12 @@
 //! `log prefix "knp:deny:<direction>:<ns>/<pod>" group G snaplen 128 queue-threshold 1` before
 //! its counted drop (see [`compile`](mod@crate::compile)); an audited pod's chain logs with
 //! `knp:audit:` and accepts instead. This module turns those records into
-//! deduplicated drop log lines in five steps, each in its own file:
+//! deduplicated drop log lines in four steps, each in its own file:
 //!
 //! ```text
 //! kernel --NFLOG--> nflog::spawn_reader --Record--> decode::decode --DeniedPacket-->
 //!     dedup::Dedup (first packet now, repeats per window) -->
-//!     enrich::enrich(&Snapshot) --DropRecord--> line::DropLine (JSON or text)
+//!     enrich::enrich(&Snapshot) --FlowLine--> stdout (JSON or text)
 //! ```
 //!
 //! - [`nflog`] owns the netlink socket: binding the group in the current network namespace,
@@ -20,17 +20,17 @@
 //!   from the prefix; addresses, protocol and ports from the first bytes of the packet). Packets
 //!   are attacker-controlled: garbage is a typed error, never a panic.
 //! - [`enrich`] is pure: a denied packet and the cluster [`Snapshot`](crate::model::Snapshot) to
-//!   a [`enrich::DropRecord`] naming both ends and the isolating policies.
+//!   a [`FlowLine`](crate::flow_line::FlowLine) naming both ends and the isolating policies.
 //! - [`dedup`] is pure: which packets to log at once and which to fold into one summary line
 //!   per flow and window, in a table of bounded size.
-//! - [`line`] is pure: a record and its count as one JSON or text line.
+//! - The line itself, a record and its count as JSON or text, is
+//!   [`crate::flow_line::FlowLine`]: one type that `suggest` and `explain` read back.
 //!
 //! Wiring these into the agent (which group, where the lines go, metrics) is not done here.
 
 pub mod decode;
 pub mod dedup;
 pub mod enrich;
-pub mod line;
 pub mod nflog;
 
 use std::time::SystemTime;

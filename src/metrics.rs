@@ -13,8 +13,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::model::Enforcement;
-use crate::policy::Direction;
+use crate::model::{Direction, Enforcement};
 
 /// Every metric of the agent.
 #[derive(Debug)]
@@ -60,7 +59,7 @@ pub struct AllowedLabels {
     /// The policy whose rule accepted the flow.
     pub policy: String,
     /// Ingress or egress, from the selected pod's side.
-    pub direction: Direction,
+    pub direction: LabelValue<Direction>,
 }
 
 /// Labels of `kube_nftpol_flows_denied_total`.
@@ -69,22 +68,27 @@ pub struct DeniedLabels {
     /// The namespace of the isolated pod.
     pub namespace: String,
     /// Ingress or egress, from the isolated pod's side.
-    pub direction: Direction,
+    pub direction: LabelValue<Direction>,
     /// `enforce` (dropped) or `audit` (logged and accepted).
-    pub mode: Enforcement,
+    pub mode: LabelValue<Enforcement>,
 }
 
+/// A value of the core's vocabulary as a label value, written as its `as_str()`: the core does
+/// not know about Prometheus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LabelValue<T>(pub T);
+
 /// `ingress`, `egress`.
-impl EncodeLabelValue for Direction {
+impl EncodeLabelValue for LabelValue<Direction> {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.as_str(), encoder)
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
     }
 }
 
 /// `enforce`, `audit`.
-impl EncodeLabelValue for Enforcement {
+impl EncodeLabelValue for LabelValue<Enforcement> {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.as_str(), encoder)
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
     }
 }
 
@@ -359,13 +363,13 @@ mod tests {
         let allowed = AllowedLabels {
             namespace: "shop".into(),
             policy: "frontend-to-backend".into(),
-            direction: Direction::Ingress,
+            direction: LabelValue(Direction::Ingress),
         };
         metrics.flows.allowed.get_or_create(&allowed).inc_by(3);
         let denied = DeniedLabels {
             namespace: "payments".into(),
-            direction: Direction::Egress,
-            mode: Enforcement::Audit,
+            direction: LabelValue(Direction::Egress),
+            mode: LabelValue(Enforcement::Audit),
         };
         metrics.flows.denied.get_or_create(&denied).inc();
         let text = metrics.encode();

@@ -866,7 +866,9 @@ fn suggest_reports_malformed_drop_records_and_goes_on() {
     let output = suggest(&[], &input);
     assert_eq!(status(&output), 0, "{}", stderr(&output));
     assert!(
-        stderr(&output).contains("warning: line 1: malformed drop record: direction \"sideways\""),
+        stderr(&output).contains(
+            "warning: line 1: malformed drop record: direction: unknown variant `sideways`"
+        ),
         "{}",
         stderr(&output)
     );

@@ -14,18 +14,19 @@
 //! rounds, with the whole log each time or only the new lines (earlier hints of the same name
 //! are merged, not replaced); and 40 generated clusters.
 
-mod support;
+use kube_nftpol_test_support as support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::SystemTime;
 
 use kube_nftpol::evaluate;
-use kube_nftpol::flowlog::decode::{DeniedPacket, IpProtocol};
+use kube_nftpol::flow_line::Format;
+use kube_nftpol::flowlog::decode::DeniedPacket;
 use kube_nftpol::flowlog::enrich;
 use kube_nftpol::hints::{self, DeniedFlow, FlowPeer, Options, Suggestions, Workload};
-use kube_nftpol::model::{ObjectKey, Owner, Pod, Protocol, Snapshot};
-use kube_nftpol::policy::{Direction, Endpoint, Flow, Verdict};
+use kube_nftpol::model::{Direction, IpProtocol, ObjectKey, Owner, Pod, Protocol, Snapshot};
+use kube_nftpol::policy::{Endpoint, Flow, Verdict};
 use serde_json::json;
 use support::cluster;
 use support::rng::Rng;
@@ -425,7 +426,7 @@ fn drops_of(snapshot: &Snapshot, flow: &Flow, logged: Logged) -> Vec<DeniedFlow>
             let record = enrich::enrich(&packet, snapshot, SystemTime::now());
             let line = format!(
                 "[pod/kube-nftpol-abc/agent] {}",
-                record.to_json_line().unwrap()
+                record.render(Format::Json).unwrap()
             );
             hints::parse_line(&line).unwrap().unwrap()
         })

@@ -6,15 +6,15 @@
 //! `integration/nft_accepts.rs` loads the same ruleset into real nftables and
 //! `integration/sim/suite_hostile.rs` runs the agent on it with real packets.
 
-mod support;
+use kube_nftpol_test_support as support;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use kube_nftpol::Snapshot;
 use kube_nftpol::compile::{self, Expr, Options, Ruleset, render_json, render_text};
-use kube_nftpol::model::{ObjectKey, Protocol};
-use kube_nftpol::policy::{Endpoint, Flow, Policy, evaluate};
+use kube_nftpol::model::{ObjectKey, Policy, Protocol};
+use kube_nftpol::policy::{Endpoint, Flow, evaluate};
 use kube_nftpol::source::manifests::load_str;
 use serde_json::json;
 use support::hostile::{self, EXPECTED, ISOLATED, NS};
@@ -207,7 +207,7 @@ fn the_extreme_cluster_compiles_to_names_nft_takes() {
             let key = hostile::key_of(&format!("long-{tail}"));
             let (ns, name) = key.split_once('/').unwrap();
             let pod = snapshot.pod(&ObjectKey::new(ns, name)).unwrap();
-            compile::pod_chain_name(pod, kube_nftpol::policy::Direction::Ingress)
+            compile::pod_chain_name(pod, kube_nftpol::model::Direction::Ingress)
         })
         .to_vec();
     assert_ne!(chains[0], chains[1]);

@@ -270,7 +270,7 @@ impl Cluster {
 
     /// The veth of each pod of node `index`, as the agent learns them from the node's routes
     /// (its anti-spoofing sets); none without `with_veths`.
-    pub fn interfaces(&self, index: usize, with_veths: bool) -> compile::PodInterfaces {
+    pub fn interfaces(&self, index: usize, with_veths: bool) -> kube_nftpol::model::PodInterfaces {
         self.pods
             .iter()
             .filter(|p| with_veths && p.plan.node == index)

@@ -31,15 +31,10 @@
 //!   nothing wrongly allowed, the final table exactly the compiled one), [`suite_hostile`]
 //!   (invalid and extreme policies and names: fail closed, verdicts equal `evaluate`, errors
 //!   reported).
-//! - [`bench_dataplane`]: the dataplane benchmark (`#[ignore]`d; `integration/bench/run.sh`
-//!   runs it in release mode), with its traffic ([`bench_traffic`]), its table
-//!   ([`bench_report`]), where its profiles' samples went ([`bench_cpu_shares`]) and the
-//!   shared 10,000-pod cluster ([`bench_scale_cluster`], also
-//!   `benches/compile.rs`'s).
-//! - [`bench_programming`]: programming latency at cluster scale against a real API server,
-//!   and the agent's footprint, measured with [`bench_usage`] (`#[ignore]`d, run by
-//!   `integration/bench/run.sh`; its cluster comes from [`scale_cluster`], which adds
-//!   scraper policies and keeps clear of the simulator's pod addresses).
+//! - [`bench`]: the benchmarks that run on the simulator, `#[ignore]`d
+//!   (`integration/bench/run.sh` runs them): the per-packet cost of enforcement and the
+//!   programming latency and footprint at cluster scale, both on the test-support crate's
+//!   `ScaleCluster`.
 //!
 //! Running: as root, `cargo test --test sim` (it is `test = false`, so a plain `cargo test`
 //! skips it). The suites run one at a time (they share the machine's 2 cores and time
@@ -52,36 +47,13 @@
 //! are the tests named `..._with_the_agent` (`KNP_SIM_AGENT_BIN=/path/to/kube-nftpol` points
 //! them at an agent built elsewhere).
 
-#[path = "../../tests/support/conformance.rs"]
-mod conformance_data;
-#[path = "../support/netns.rs"]
-mod netns;
-#[path = "../../tests/support/rng.rs"]
-mod rng;
-/// The hostile cluster of the core tests (`tests/support/hostile.rs`), which names the
-/// conformance data `super::conformance`.
-#[path = "../../tests/support"]
-mod hostile_support {
-    pub(crate) use crate::conformance_data as conformance;
-    #[path = "hostile.rs"]
-    pub mod hostile;
-}
-use hostile_support::hostile as hostile_data;
-
-#[path = "../support/apiserver.rs"]
-mod apiserver;
-#[path = "../../tests/support/scale_cluster.rs"]
-mod scale_cluster;
-
-#[path = "../bench/profile.rs"]
-mod bench_profile;
-#[path = "../bench/programming.rs"]
-mod bench_programming;
-#[path = "../bench/usage.rs"]
-mod bench_usage;
+use kube_nftpol_test_support::{
+    apiserver, conformance as conformance_data, hostile as hostile_data, netns, rng,
+};
 
 mod agent;
 mod api;
+mod bench;
 mod cluster;
 mod daemonset;
 mod enforcer;
@@ -94,17 +66,6 @@ mod sctp;
 mod servers;
 mod setns;
 mod steady;
-
-#[path = "../bench/cpu_shares.rs"]
-mod bench_cpu_shares;
-#[path = "../bench/dataplane.rs"]
-mod bench_dataplane;
-#[path = "../bench/report.rs"]
-mod bench_report;
-#[path = "../bench/scale_cluster.rs"]
-mod bench_scale_cluster;
-#[path = "../bench/traffic.rs"]
-mod bench_traffic;
 
 mod suite_api;
 mod suite_audit_metrics;

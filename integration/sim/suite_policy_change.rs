@@ -12,8 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use kube_nftpol::compile::pod_chain_name;
-use kube_nftpol::model::ObjectKey;
-use kube_nftpol::policy::Direction;
+use kube_nftpol::model::{Direction, ObjectKey};
 
 use crate::cluster::{self, Cluster};
 use crate::conformance_data::Case;

@@ -34,8 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kube_nftpol::compile::{self, Ruleset, SetElement, TABLE_FAMILY, TABLE_NAME};
-use kube_nftpol::model::ObjectKey;
-use kube_nftpol::policy::Direction;
+use kube_nftpol::model::{Direction, ObjectKey};
 use serde_json::json;
 
 use crate::cluster::{self, Cluster};

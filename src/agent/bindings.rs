@@ -16,8 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::compile::PodInterfaces;
-use crate::model::{ObjectKey, Snapshot};
+use crate::model::{ObjectKey, PodInterfaces, Snapshot};
 
 /// How long a bound veth must have been gone before its address follows the route elsewhere.
 pub const REBIND_AFTER: Duration = Duration::from_secs(10);

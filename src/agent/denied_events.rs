@@ -17,7 +17,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::flowlog::enrich::DropRecord;
+use crate::flow_line::{Action, FlowLine};
 use crate::http::Shared;
 use crate::source::kubernetes::events::{limit_note, recorder};
 
@@ -33,7 +33,7 @@ const MAX_PODS: usize = 10_000;
 /// Hands denied flows to the Event writer.
 #[derive(Debug, Clone)]
 pub struct DeniedEvents {
-    queue: mpsc::Sender<DropRecord>,
+    queue: mpsc::Sender<FlowLine>,
     shared: Arc<Shared>,
 }
 
@@ -47,8 +47,8 @@ impl DeniedEvents {
 
     /// Queues one denied flow (of a pod the snapshot knows); never waits. Audited flows went
     /// through: their drop-log line and metric say so, and they get no Event.
-    pub fn denied(&self, record: &DropRecord) {
-        if record.pod.unknown || record.action == crate::flowlog::enrich::Action::Audit {
+    pub fn denied(&self, record: &FlowLine) {
+        if record.pod.unknown || record.action == Action::Audit {
             return;
         }
         if self.queue.try_send(record.clone()).is_err() {
@@ -104,11 +104,11 @@ impl Limiter {
 }
 
 /// The Event's note: the flow, the isolating policies, and what was held back.
-pub fn note(record: &DropRecord, held_back: u64) -> String {
+pub fn note(record: &FlowLine, held_back: u64) -> String {
     let port = record.port.map(|p| format!("/{p}")).unwrap_or_default();
     let (word, arrow) = match record.direction {
-        crate::policy::Direction::Ingress => ("ingress", "from"),
-        crate::policy::Direction::Egress => ("egress", "to"),
+        crate::model::Direction::Ingress => ("ingress", "from"),
+        crate::model::Direction::Egress => ("egress", "to"),
     };
     let mut note = format!(
         "{word} {arrow} {} {}{port} denied by default deny (isolated by {})",
@@ -129,7 +129,7 @@ pub fn note(record: &DropRecord, held_back: u64) -> String {
     limit_note(note)
 }
 
-async fn write(recorder: Recorder, mut rx: mpsc::Receiver<DropRecord>, shared: Arc<Shared>) {
+async fn write(recorder: Recorder, mut rx: mpsc::Receiver<FlowLine>, shared: Arc<Shared>) {
     let mut limiter = Limiter::default();
     while let Some(record) = rx.recv().await {
         let pod = (record.pod.namespace.clone(), record.pod.name.clone());

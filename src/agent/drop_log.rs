@@ -23,8 +23,8 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use super::denied_events::DeniedEvents;
+use crate::flow_line::{FlowLine, Format};
 use crate::flowlog::dedup::{Dedup, FlowKey, Seen};
-use crate::flowlog::line::{DropLine, Format};
 use crate::flowlog::nflog::{self, NflogEvent, ReaderStats};
 use crate::flowlog::{Record, decode, enrich};
 use crate::http::Shared;
@@ -169,7 +169,7 @@ impl<'a, W: Write> DropLog<'a, W> {
                 if let Some(events) = self.denied_events {
                     events.denied(&record);
                 }
-                self.write(&DropLine::first(record));
+                self.write(&record);
             }
             Seen::Repeat => {}
             Seen::TableFull => self.table_full(now),
@@ -190,14 +190,14 @@ impl<'a, W: Write> DropLog<'a, W> {
                 if let Some(hints) = self.hints {
                     hints.record(&record);
                 }
-                let line = DropLine::summary(record, summary.count, summary.first, summary.last);
+                let line = record.summary(summary.count, summary.first, summary.last);
                 self.write(&line);
             }
         }
         self.metrics.dedup_flows.set(gauge(self.dedup.len()));
     }
 
-    fn write(&mut self, line: &DropLine) {
+    fn write(&mut self, line: &FlowLine) {
         match line.render(self.format) {
             // Nothing useful to do when stdout is gone.
             Ok(line) => drop(writeln!(self.out, "{line}")),

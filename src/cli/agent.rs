@@ -10,7 +10,7 @@ use clap::Args;
 use super::Outcome;
 use crate::agent::{self, Config, DropLogOptions, Source};
 use crate::compile::Options;
-use crate::flowlog::line;
+use crate::flow_line;
 
 /// Arguments of `kube-nftpol agent`.
 #[derive(Debug, Args)]
@@ -85,8 +85,8 @@ impl AgentArgs {
             drop_log: DropLogOptions {
                 window: Duration::from_secs(self.drop_log_window_secs),
                 format: match self.drop_log_format {
-                    DropLogFormat::Json => line::Format::Json,
-                    DropLogFormat::Text => line::Format::Text,
+                    DropLogFormat::Json => flow_line::Format::Json,
+                    DropLogFormat::Text => flow_line::Format::Text,
                 },
             },
         }
@@ -113,7 +113,7 @@ mod tests {
     use super::AgentArgs;
     use crate::agent::{Config, DropLogOptions, Source};
     use crate::cli::{Cli, Command};
-    use crate::flowlog::line::Format;
+    use crate::flow_line::Format;
 
     /// `kube-nftpol agent --node-name n1 EXTRA...`
     fn parse(extra: &[&str]) -> Result<Cli, clap::Error> {

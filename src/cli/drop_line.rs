@@ -1,6 +1,6 @@
 //! Drop-log lines as flows for `kube-nftpol explain --drop-log`. The line is read as `suggest`
-//! reads it ([`crate::hints::read_line`]: kubectl prefixes skipped, unknown fields ignored);
-//! this module only turns it into the flow to explain.
+//! reads it ([`FlowLine::parse`]: kubectl prefixes skipped, unknown fields ignored); this
+//! module only turns it into the flow to explain.
 //!
 //! A pod named in the line stands for itself when the cluster still has it; otherwise its
 //! address from the line is used, so a line about a pod deleted since is explained for
@@ -8,10 +8,9 @@
 
 use std::net::IpAddr;
 
-use crate::flowlog::decode::IpProtocol;
-use crate::hints::{FlowPeer, LoggedDrop, read_line};
-use crate::model::{ObjectKey, Protocol, Snapshot};
-use crate::policy::{Direction, Endpoint, Flow};
+use crate::flow_line::{FlowLine, Peer, PodInfo};
+use crate::model::{Direction, ObjectKey, Snapshot};
+use crate::policy::{Endpoint, Flow};
 
 /// Why a line is not a flow to explain.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -29,24 +28,18 @@ pub enum Error {
 
 /// The flow a drop-log line describes, with endpoints resolved against `snapshot`.
 pub fn flow(line: &str, snapshot: &Snapshot) -> Result<Flow, Error> {
-    let logged = read_line(line)
+    let record = FlowLine::parse(line)
         .map_err(|e| Error::NotADropLine(e.to_string()))?
         .ok_or_else(|| Error::NotADropLine("no \"action\" of deny or audit".into()))?;
-    let LoggedDrop {
-        flow: denied,
-        source,
-        destination,
-    } = logged;
-    let protocol = match denied.protocol {
-        IpProtocol::Tcp => Protocol::Tcp,
-        IpProtocol::Udp => Protocol::Udp,
-        IpProtocol::Sctp => Protocol::Sctp,
-        other => return Err(Error::NoPort(other.to_string())),
-    };
-    let port = denied
+    let protocol = record
+        .protocol
+        .policy_protocol()
+        .ok_or_else(|| Error::NoPort(record.protocol.to_string()))?;
+    let port = record
         .port
-        .ok_or_else(|| Error::NoPort(denied.protocol.to_string()))?;
-    let endpoint = |key: ObjectKey, address: Option<IpAddr>| {
+        .ok_or_else(|| Error::NoPort(record.protocol.to_string()))?;
+    let endpoint = |pod: &PodInfo, address: Option<IpAddr>| {
+        let key = ObjectKey::new(pod.namespace.as_str(), pod.name.as_str());
         if snapshot.pod(&key).is_some() {
             Ok(Endpoint::Pod(key))
         } else {
@@ -54,16 +47,16 @@ pub fn flow(line: &str, snapshot: &Snapshot) -> Result<Flow, Error> {
         }
     };
     // The pod's own address is the source on egress and the destination on ingress.
-    let (pod_address, peer_address) = match denied.direction {
-        Direction::Egress => (source, destination),
-        Direction::Ingress => (destination, source),
+    let (pod_address, peer_address) = match record.direction {
+        Direction::Egress => (record.source, record.destination),
+        Direction::Ingress => (record.destination, record.source),
     };
-    let pod = endpoint(denied.pod.key, pod_address)?;
-    let peer = match denied.peer {
-        FlowPeer::Pod(peer) => endpoint(peer.key, peer_address)?,
-        FlowPeer::External(ip) => Endpoint::Ip(ip),
+    let pod = endpoint(&record.pod, pod_address)?;
+    let peer = match &record.peer {
+        Peer::Pod(peer) => endpoint(peer, peer_address)?,
+        Peer::External { ip } => Endpoint::Ip(*ip),
     };
-    let (source, destination) = match denied.direction {
+    let (source, destination) = match record.direction {
         Direction::Egress => (pod, peer),
         Direction::Ingress => (peer, pod),
     };
@@ -78,7 +71,7 @@ pub fn flow(line: &str, snapshot: &Snapshot) -> Result<Flow, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Pod;
+    use crate::model::{Pod, Protocol};
 
     const EGRESS: &str = r#"{"ts":"2026-11-23T13:47:44.351Z","action":"deny","direction":"egress","pod":{"namespace":"payments","name":"api-0","labels":{"app":"api"}},"peer":{"namespace":"shop","name":"backend","labels":{"app":"backend"}},"protocol":"tcp","port":9090,"source_port":46356,"source":"10.244.1.20","destination":"10.244.1.11","policies":["payments/deny"],"count":3}"#;
 

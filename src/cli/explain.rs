@@ -23,10 +23,8 @@ use serde::Serialize;
 
 use super::flow::{self, PortArg};
 use super::{Outcome, drop_line, load, write_stdout};
-use crate::model::ObjectKey;
-use crate::policy::{
-    self, Direction, DirectionVerdict, Endpoint, Flow, MissReason, RuleMiss, Verdict,
-};
+use crate::model::{Direction, ObjectKey};
+use crate::policy::{self, DirectionVerdict, Endpoint, Flow, MissReason, RuleMiss, Verdict};
 
 /// Arguments of `explain`.
 #[derive(Debug, Args)]
@@ -325,8 +323,8 @@ mod tests {
 
     use super::*;
     use crate::cli::{Cli, Command};
-    use crate::model::Protocol;
-    use crate::policy::{FieldError, RuleRef};
+    use crate::model::{FieldError, Protocol};
+    use crate::policy::RuleRef;
 
     fn parse(args: &[&str]) -> Result<ExplainArgs, clap::Error> {
         let cli = Cli::try_parse_from(["kube-nftpol", "explain"].iter().chain(args))?;

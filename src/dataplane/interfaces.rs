@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 
 /// Pod IP to the name of the host-side interface that leads to it (`vethXXXX`), for the pods
 /// routed through a veth of this node: the compiler's input for anti-spoofing.
-pub use crate::compile::PodInterfaces;
+pub use crate::model::PodInterfaces;
 
 /// The main routing table (`RT_TABLE_MAIN`): where CNIs put pod routes. The `local` table also
 /// holds `/32` routes on every veth (kindnet's gateway address on each one), which must not

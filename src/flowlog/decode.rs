@@ -8,16 +8,13 @@
 //! module does not read sockets ([`super::nflog`]) and does not look at the cluster
 //! ([`super::enrich`]).
 
-use std::fmt;
 use std::net::IpAddr;
 
 use etherparse::{Ipv6ExtensionSlice, LaxIpSlice, TcpHeaderSlice, UdpHeaderSlice};
-use serde::{Serialize, Serializer};
 
 use super::Record;
 use crate::compile::{AUDIT_LOG_PREFIX, LOG_PREFIX};
-use crate::model::{Enforcement, ObjectKey};
-use crate::policy::Direction;
+use crate::model::{Direction, Enforcement, IpProtocol, ObjectKey};
 
 /// A packet dropped by a pod's default deny, as far as its first bytes tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,76 +39,6 @@ pub struct DeniedPacket {
     /// The destination port, for TCP, UDP and SCTP when the copied bytes contain it. Absent for
     /// non-first fragments, whose payload does not start with a transport header.
     pub destination_port: Option<u16>,
-}
-
-/// The protocol above IP, as flow logs name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum IpProtocol {
-    /// TCP (6).
-    Tcp,
-    /// UDP (17).
-    Udp,
-    /// SCTP (132).
-    Sctp,
-    /// ICMP for IPv4 (1).
-    Icmp,
-    /// ICMP for IPv6 (58).
-    Icmpv6,
-    /// Any other IP protocol number (including an IPv6 extension header that could not be
-    /// walked past in the copied bytes).
-    Other(u8),
-}
-
-impl IpProtocol {
-    /// From an IP protocol (next header) number.
-    pub fn from_number(number: u8) -> Self {
-        match number {
-            6 => Self::Tcp,
-            17 => Self::Udp,
-            132 => Self::Sctp,
-            1 => Self::Icmp,
-            58 => Self::Icmpv6,
-            other => Self::Other(other),
-        }
-    }
-
-    /// The IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            Self::Tcp => 6,
-            Self::Udp => 17,
-            Self::Sctp => 132,
-            Self::Icmp => 1,
-            Self::Icmpv6 => 58,
-            Self::Other(number) => number,
-        }
-    }
-
-    /// Whether the transport header starts with a source and a destination port (16 bits each).
-    fn has_ports(self) -> bool {
-        matches!(self, Self::Tcp | Self::Udp | Self::Sctp)
-    }
-}
-
-/// `tcp`, `udp`, `sctp`, `icmp`, `icmpv6` (nft's names), or the protocol number.
-impl fmt::Display for IpProtocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Tcp => f.write_str("tcp"),
-            Self::Udp => f.write_str("udp"),
-            Self::Sctp => f.write_str("sctp"),
-            Self::Icmp => f.write_str("icmp"),
-            Self::Icmpv6 => f.write_str("icmpv6"),
-            Self::Other(number) => write!(f, "{number}"),
-        }
-    }
-}
-
-/// Serialized as its [`Display`](fmt::Display) string, so JSON always has a string there.
-impl Serialize for IpProtocol {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
 }
 
 /// Why a record is not a decodable default-deny drop.

@@ -32,9 +32,8 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::decode::{DeniedPacket, IpProtocol};
-use crate::model::{Enforcement, ObjectKey};
-use crate::policy::Direction;
+use super::decode::DeniedPacket;
+use crate::model::{Direction, Enforcement, IpProtocol, ObjectKey};
 
 /// What deduplication calls one flow: everything the log line says about a drop except the
 /// source port.

@@ -16,9 +16,8 @@
 //! Pure.
 
 use crate::compile::{AUDIT_COMMENT, DENY_COMMENT};
-use crate::metrics::{AllowedLabels, DeniedLabels};
-use crate::model::{Enforcement, Snapshot};
-use crate::policy::Direction;
+use crate::metrics::{AllowedLabels, DeniedLabels, LabelValue};
+use crate::model::{Direction, Enforcement, Snapshot};
 
 /// The metric series a rule's counter adds to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,8 +35,8 @@ pub fn attribute(chain: &str, comment: &str, snapshot: Option<&Snapshot>) -> Opt
     let denied = |mode| {
         Some(FlowKey::Denied(DeniedLabels {
             namespace: namespace.to_owned(),
-            direction,
-            mode,
+            direction: LabelValue(direction),
+            mode: LabelValue(mode),
         }))
     };
     // `default deny <direction> <ns>/<pod>`, `audit <direction> <ns>/<pod>`.
@@ -80,7 +79,7 @@ pub fn attribute(chain: &str, comment: &str, snapshot: Option<&Snapshot>) -> Opt
     Some(FlowKey::Allowed(AllowedLabels {
         namespace: namespace.to_owned(),
         policy,
-        direction,
+        direction: LabelValue(direction),
     }))
 }
 
@@ -133,15 +132,15 @@ mod tests {
         Some(FlowKey::Allowed(AllowedLabels {
             namespace: namespace.into(),
             policy: policy.into(),
-            direction,
+            direction: LabelValue(direction),
         }))
     }
 
     fn denied(namespace: &str, direction: Direction, mode: Enforcement) -> Option<FlowKey> {
         Some(FlowKey::Denied(DeniedLabels {
             namespace: namespace.into(),
-            direction,
-            mode,
+            direction: LabelValue(direction),
+            mode: LabelValue(mode),
         }))
     }
 

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::Shared;
-use crate::flowlog::enrich::DropRecord;
+use crate::flow_line::FlowLine;
 use crate::hints::{self, Aggregate, DeniedFlow, Options, Suggestions, render};
 use crate::source::manifests::Loaded;
 
@@ -46,8 +46,8 @@ impl RecentDrops {
     }
 
     /// Adds the flow of a drop record the drop log wrote.
-    pub fn record(&self, record: &DropRecord) {
-        let flow = DeniedFlow::from_record(record);
+    pub fn record(&self, record: &FlowLine) {
+        let flow = DeniedFlow::from_line(record);
         // A panic elsewhere while holding the lock leaves the aggregate consistent (every
         // update completes before anything can panic), so a poisoned lock is still usable.
         let evicted = self
@@ -173,11 +173,10 @@ mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
-    use crate::flowlog::decode::{DeniedPacket, IpProtocol};
+    use crate::flowlog::decode::DeniedPacket;
     use crate::flowlog::enrich;
     use crate::metrics::Metrics;
-    use crate::model::{ObjectKey, Pod, Snapshot};
-    use crate::policy::Direction;
+    use crate::model::{Direction, IpProtocol, ObjectKey, Pod, Snapshot};
 
     fn pod(ns: &str, name: &str, app: &str, ip: &str) -> Pod {
         Pod::running(
@@ -213,7 +212,7 @@ mod tests {
         source: &str,
         destination: &str,
         port: u16,
-    ) -> DropRecord {
+    ) -> FlowLine {
         let (namespace, name) = pod.split_once('/').unwrap();
         let packet = DeniedPacket {
             direction,

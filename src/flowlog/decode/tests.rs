@@ -9,6 +9,8 @@ use etherparse::{
     TcpHeader, UdpHeader,
 };
 
+use kube_nftpol_test_support::rng::Rng;
+
 use super::*;
 
 pub(crate) fn hex(text: &str) -> Vec<u8> {
@@ -322,26 +324,6 @@ fn protocols_print_as_nft_names_or_numbers() {
     );
 }
 
-/// xorshift64*: deterministic pseudo-random bytes without a dependency.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    pub(crate) fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
-    }
-}
-
 /// Whatever the bytes, decode returns, and the addresses it returns are the header's.
 fn check_total(payload: &[u8]) {
     let Ok(packet) = decode(&Record::new(INGRESS, payload.to_vec())) else {
@@ -397,7 +379,7 @@ fn random_cut_and_mutated_bytes_never_panic() {
         let mut bytes = fixtures[rng.below(fixtures.len())].clone();
         for _ in 0..=rng.below(4) {
             let at = rng.below(bytes.len());
-            bytes[at] = rng.next() as u8;
+            bytes[at] = rng.next_u64().to_le_bytes()[0];
         }
         bytes.truncate(rng.below(bytes.len() + 1));
         check_total(&bytes);

@@ -5,12 +5,12 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::json;
 
 use super::*;
-use crate::flowlog::line::DropLine;
-use crate::model::{ObjectKey, PodPhase};
+use crate::flow_line::FlowLine;
+use crate::model::{IpProtocol, ObjectKey, Owner, PodPhase};
 
 /// The record as the agent's text drop log writes it.
-fn text(record: DropRecord) -> String {
-    DropLine::first(record).to_text()
+fn text(line: FlowLine) -> String {
+    line.to_text()
 }
 
 fn pod(ns: &str, name: &str, app: &str, ip: &str) -> Pod {
@@ -106,7 +106,8 @@ fn an_ingress_drop_from_a_pod_names_both_pods_and_the_isolating_policies() {
         now(),
     );
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&record.to_json_line().unwrap()).unwrap(),
+        serde_json::from_str::<serde_json::Value>(&serde_json::to_string(&record).unwrap())
+            .unwrap(),
         json!({
             "ts": "2025-01-02T03:04:05.678Z",
             "action": "deny",
@@ -120,6 +121,7 @@ fn an_ingress_drop_from_a_pod_names_both_pods_and_the_isolating_policies() {
             "source": "10.244.1.20",
             "destination": "10.244.1.11",
             "policies": ["shop/backend-from-frontend", "shop/default-deny-ingress"],
+            "count": 1,
         })
     );
 }
@@ -135,14 +137,14 @@ fn the_json_form_is_one_line_with_keys_in_a_fixed_order() {
     denied.protocol = IpProtocol::Icmp;
     denied.source_port = None;
     denied.destination_port = None;
-    let line = enrich(&denied, &snapshot(), now()).to_json_line().unwrap();
+    let line = serde_json::to_string(&enrich(&denied, &snapshot(), now())).unwrap();
     assert_eq!(
         line,
         concat!(
             r#"{"ts":"2025-01-02T03:04:05.678Z","action":"deny","direction":"egress","#,
             r#""pod":{"namespace":"shop","name":"backend-0","labels":{"app":"backend"}},"#,
             r#""peer":{"ip":"203.0.113.7"},"protocol":"icmp","source":"10.244.1.11","#,
-            r#""destination":"203.0.113.7","policies":["shop/backend-egress"]}"#,
+            r#""destination":"203.0.113.7","policies":["shop/backend-egress"],"count":1}"#,
         )
     );
 }
@@ -162,7 +164,8 @@ fn a_pod_missing_from_the_snapshot_is_marked_unknown_with_no_policies() {
     assert!(record.pod.unknown);
     assert_eq!(record.pod.name, "gone-0");
     assert!(record.policies.is_empty());
-    let json: serde_json::Value = serde_json::from_str(&record.to_json_line().unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
     assert_eq!(json["pod"]["unknown"], true);
     assert!(text(record).contains("shop/gone-0 (unknown)"));
 }
@@ -320,7 +323,8 @@ fn an_audited_packet_is_recorded_with_the_audit_action() {
     audited.enforcement = Enforcement::Audit;
     let record = enrich(&audited, &snapshot(), now());
     assert_eq!(record.action, Action::Audit);
-    let json: serde_json::Value = serde_json::from_str(&record.to_json_line().unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&serde_json::to_string(&record).unwrap()).unwrap();
     assert_eq!(json["action"], "audit");
     assert_eq!(json["pod"]["name"], "backend-0");
 }

@@ -5,7 +5,9 @@
 //! fixtures of `decode/tests.rs`.
 
 use super::*;
-use crate::flowlog::decode::tests::{Rng, hex};
+use kube_nftpol_test_support::rng::Rng;
+
+use crate::flowlog::decode::tests::hex;
 
 /// `nflog_dump 100 5` (queue threshold 1), rule `ip saddr 10.99.0.1 log prefix
 /// "knp:deny:ingress:shop/backend-0" group 100 snaplen 128 queue-threshold 1 drop` in B's
@@ -221,7 +223,7 @@ fn random_and_mutated_datagrams_never_panic() {
         let mut bytes = fixtures[rng.below(fixtures.len())].clone();
         for _ in 0..=rng.below(6) {
             let at = rng.below(bytes.len());
-            bytes[at] = rng.next() as u8;
+            bytes[at] = rng.next_u64().to_le_bytes()[0];
         }
         parse_datagram(&bytes, at(0));
     }

@@ -23,8 +23,7 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as networking;
 use kube::runtime::watcher::Event;
 
-use crate::model::{Namespace, ObjectKey, Pod, Snapshot};
-use crate::policy::{FieldError, Policy};
+use crate::model::{FieldError, Namespace, ObjectKey, Pod, Policy, Snapshot};
 use claims::Claims;
 
 /// The identity of an API object an Event can be about.

@@ -218,7 +218,7 @@ fn losers_by_scan(cache: &Cache) -> Vec<(IpAddr, Vec<ObjectKey>)> {
 
 #[test]
 fn kept_claims_find_the_same_ip_conflicts_as_walking_every_pod() {
-    use crate::test_rng::Rng;
+    use kube_nftpol_test_support::rng::Rng;
     let random_pod = |rng: &mut Rng| {
         let name = format!("p{}", rng.below(12));
         let ip = format!("10.0.0.{}", rng.below(6));

@@ -1,0 +1,459 @@
+//! Learning hints: denied flows from the drop log turned into suggested NetworkPolicies.
+//!
+//! Pure, no I/O. The input is [`DeniedFlow`]s, the parts of the flow log's
+//! [`FlowLine`](crate::flow_line::FlowLine)s that a policy can name (parsed from the JSON
+//! lines by [`parse_line`], or converted in the agent by [`DeniedFlow::from_line`]), and
+//! optionally the cluster [`Snapshot`] to check selectors against. [`suggest`] returns, for
+//! each isolated workload and direction, one NetworkPolicy that allows exactly the denied peers
+//! on the denied ports, plus the [`Issue`]s that kept something from being suggested.
+//!
+//! What a suggestion contains:
+//! - `podSelector`: the workload's stable labels (`workload` names the workload and the
+//!   per-instance labels left out; `labels` chooses and, with a snapshot, checks them);
+//! - one rule per set of ports: pod peers by labels, in other namespaces with a
+//!   `kubernetes.io/metadata.name` namespaceSelector; the ports merged per peer, and peers with
+//!   identical port sets sharing a rule;
+//! - peers outside the cluster as `/32` or `/128` ipBlocks, in rules of their own, flagged with
+//!   the annotation [`ANNOTATION_EXTERNAL`] (with a snapshot, never an address that a policy of
+//!   the pod carves out with `except`, such as the cloud metadata address);
+//! - for denied DNS (egress to `k8s-app=kube-dns` in `kube-system`), one rule to kube-dns on
+//!   UDP and TCP for the denied port;
+//! - `policyTypes` naming only its direction (so it never isolates the other one), the label
+//!   [`HINT_LABEL`] and the number of denied flows in [`ANNOTATION_DENIED_FLOWS`];
+//! - with a snapshot, the rules of an existing policy of the same name (an earlier hint, which
+//!   applying would replace) before its own (`merge`).
+//!
+//! `build` decides and checks, `objects` makes the Kubernetes objects, [`render`] prints
+//! them as YAML or JSON, and
+//! [`Aggregate`] keeps a bounded set of recent denied flows for the agent's `/hints`.
+
+mod aggregate;
+mod build;
+mod input;
+mod labels;
+mod merge;
+mod objects;
+pub mod render;
+mod workload;
+mod yaml;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde::Serialize;
+
+use crate::model::{Direction, IpProtocol, Labels, ObjectKey, Owner, PeerKind, Protocol, Snapshot};
+use crate::policy::{self, DirectionVerdict, Endpoint, Flow};
+
+pub use aggregate::Aggregate;
+pub use input::parse_line;
+pub use workload::{PER_INSTANCE_LABELS, PER_RUN_LABELS, Workload};
+
+/// The label every suggested policy carries (`kubectl get netpol -l kube-nftpol.io/hint`).
+pub const HINT_LABEL: &str = "kube-nftpol.io/hint";
+/// Annotation: how many distinct denied flows the policy was made from.
+pub const ANNOTATION_DENIED_FLOWS: &str = "kube-nftpol.io/hint-denied-flows";
+/// Annotation, `"true"` when the policy allows addresses outside the cluster (ipBlocks): review
+/// those before applying.
+pub const ANNOTATION_EXTERNAL: &str = "kube-nftpol.io/hint-external";
+
+/// One denied flow: the policed pod, the direction, the other end, protocol and port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeniedFlow {
+    /// Ingress (the pod was receiving) or egress (it was sending).
+    pub direction: Direction,
+    /// The pod whose isolation denied the flow.
+    pub pod: FlowPod,
+    /// The other end.
+    pub peer: FlowPeer,
+    /// The transport protocol.
+    pub protocol: IpProtocol,
+    /// The destination port, when the packet showed one.
+    pub port: Option<u16>,
+    /// How many logged drops this flow stands for (at least 1).
+    pub drops: u64,
+}
+
+/// A pod as the drop log names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowPod {
+    /// `namespace/name`.
+    pub key: ObjectKey,
+    /// Its labels when the drop was logged.
+    pub labels: Labels,
+    /// Its controller, when it has one.
+    pub owner: Option<Owner>,
+    /// The drop log did not know the pod (its labels are empty, not absent).
+    pub unknown: bool,
+}
+
+/// The other end of a denied flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowPeer {
+    /// A pod of the cluster.
+    Pod(FlowPod),
+    /// An address that is no pod: outside the cluster, a node, a hostNetwork pod.
+    External(IpAddr),
+}
+
+impl fmt::Display for FlowPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pod(pod) => pod.key.fmt(f),
+            Self::External(ip) => ip.fmt(f),
+        }
+    }
+}
+
+/// What [`suggest`] looks at besides the flows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options<'a> {
+    /// The cluster now: labels and owners of the pods, selector checks, isolation checks, and
+    /// flows no longer denied left out. Without it the drop log's labels are trusted.
+    pub snapshot: Option<&'a Snapshot>,
+    /// Only flows of pods in this namespace (the namespace of the suggested policies).
+    pub namespace: Option<&'a str>,
+}
+
+/// The result of [`suggest`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Suggestions {
+    /// Distinct denied flows considered (after the namespace filter).
+    pub denied_flows: usize,
+    /// Of those, flows the snapshot now allows on the side that denied them (left out).
+    pub no_longer_denied: usize,
+    /// The suggested policies, by namespace, then workload, then direction.
+    pub suggestions: Vec<Suggestion>,
+    /// What could not be suggested, and why, sorted.
+    pub issues: Vec<Issue>,
+}
+
+/// One suggested NetworkPolicy and what it was made from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Suggestion {
+    /// The workload it selects.
+    pub workload: Workload,
+    /// The direction it allows.
+    pub direction: Direction,
+    /// Distinct denied flows it allows.
+    pub denied_flows: usize,
+    /// Logged drops of those flows.
+    pub logged_drops: u64,
+    /// Addresses outside the cluster it allows (review them).
+    pub external: Vec<IpAddr>,
+    /// Whether it has the DNS rule.
+    pub dns: bool,
+    /// Caveats for the reader, one sentence each.
+    pub notes: Vec<String>,
+    /// The policy, ready to apply.
+    pub policy: NetworkPolicy,
+}
+
+/// Something denied that no suggestion covers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Issue {
+    /// What kind of problem.
+    pub kind: IssueKind,
+    /// The policed workload.
+    pub workload: Workload,
+    /// The direction its flows were denied in.
+    pub direction: Direction,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+/// The kinds of [`Issue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssueKind {
+    /// The policed pod is unknown (not in the drop log's snapshot nor in this one).
+    UnknownPod,
+    /// ICMP or another protocol NetworkPolicy cannot name.
+    UnsupportedProtocol,
+    /// The packet showed no destination port (a fragment).
+    NoPort,
+    /// An address an ipBlock cannot name (IPv4-mapped IPv6).
+    UnsupportedAddress,
+    /// No labels select exactly the policed workload.
+    NoSelector,
+    /// No labels select exactly a peer workload (that peer is left out).
+    NoPeerSelector,
+    /// The policy would isolate pods that are not isolated in that direction now.
+    WouldIsolate,
+    /// The policy would fail validation (labels or names no API server would have given).
+    Invalid,
+    /// A policy of the suggested name exists and cannot be merged into (other pods or
+    /// directions).
+    NameTaken,
+    /// An address that a rule of a policy isolating the pod removes from its ipBlock with
+    /// `except` (such as the cloud metadata address): denied on purpose, so not suggested.
+    ExcludedOnPurpose,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.workload, self.direction, self.message)
+    }
+}
+
+/// Everything denied for one workload in one direction.
+#[derive(Default)]
+struct Group {
+    /// Labels of the policed pods seen.
+    pods: Vec<Labels>,
+    /// Pod peers by workload.
+    pod_peers: BTreeMap<Workload, PeerFlows>,
+    /// External peers.
+    ip_peers: BTreeMap<IpAddr, PeerFlows>,
+    /// Denied DNS (egress to kube-dns): its ports (protocols are both UDP and TCP).
+    dns: PeerFlows,
+}
+
+/// The denied flows with one peer (or with kube-dns).
+#[derive(Default)]
+struct PeerFlows {
+    ports: BTreeSet<(Protocol, u16)>,
+    /// Labels of the peer pods seen (pod peers only).
+    labels: Vec<Labels>,
+    flows: usize,
+    drops: u64,
+}
+
+impl PeerFlows {
+    fn add(&mut self, protocol: Protocol, port: u16, drops: u64) {
+        self.ports.insert((protocol, port));
+        self.flows += 1;
+        self.drops = self.drops.saturating_add(drops);
+    }
+}
+
+/// Suggests policies for `flows` (duplicates are merged; order does not matter).
+pub fn suggest<'f>(
+    flows: impl IntoIterator<Item = &'f DeniedFlow>,
+    options: &Options<'_>,
+) -> Suggestions {
+    let mut distinct = Aggregate::unbounded();
+    for flow in flows {
+        if options
+            .namespace
+            .is_none_or(|ns| flow.pod.key.namespace == ns)
+        {
+            distinct.record(flow.clone());
+        }
+    }
+    let mut issues = BTreeSet::new();
+    let mut groups: BTreeMap<(Workload, Direction), Group> = BTreeMap::new();
+    let mut no_longer_denied = 0;
+    for flow in distinct.flows() {
+        let pod = resolve(&flow.pod, options.snapshot);
+        let workload = Workload::of(&pod.key, &pod.labels, pod.owner.as_ref());
+        let issue = |kind, message: String| Issue {
+            kind,
+            workload: workload.clone(),
+            direction: flow.direction,
+            message,
+        };
+        if options
+            .snapshot
+            .is_some_and(|snapshot| !still_denied(snapshot, flow))
+        {
+            no_longer_denied += 1;
+            continue;
+        }
+        let (protocol, port) = match expressible(flow, &pod, options.snapshot) {
+            Ok(protocol_port) => protocol_port,
+            Err((kind, message)) => {
+                issues.insert(issue(kind, message));
+                continue;
+            }
+        };
+        let group = groups
+            .entry((workload.clone(), flow.direction))
+            .or_default();
+        match &flow.peer {
+            FlowPeer::Pod(peer) => {
+                let peer = resolve(peer, options.snapshot);
+                if flow.direction == Direction::Egress
+                    && protocol != Protocol::Sctp
+                    && objects::is_dns(&peer.key, &peer.labels)
+                {
+                    group.dns.add(protocol, port, flow.drops);
+                } else {
+                    let peer_workload = Workload::of(&peer.key, &peer.labels, peer.owner.as_ref());
+                    let entry = group.pod_peers.entry(peer_workload).or_default();
+                    entry.add(protocol, port, flow.drops);
+                    entry.labels.push(peer.labels);
+                }
+            }
+            FlowPeer::External(ip) => group
+                .ip_peers
+                .entry(*ip)
+                .or_default()
+                .add(protocol, port, flow.drops),
+        }
+        group.pods.push(pod.labels);
+    }
+    let suggestions = build::policies(groups, options.snapshot, &mut issues);
+    Suggestions {
+        denied_flows: distinct.len(),
+        no_longer_denied,
+        suggestions,
+        issues: issues.into_iter().collect(),
+    }
+}
+
+/// The flow's protocol and port when a policy can allow it; otherwise why not.
+fn expressible(
+    flow: &DeniedFlow,
+    pod: &FlowPod,
+    snapshot: Option<&Snapshot>,
+) -> Result<(Protocol, u16), (IssueKind, String)> {
+    if pod.unknown {
+        return Err((
+            IssueKind::UnknownPod,
+            format!(
+                "pod {} was unknown to the agent and is not in the manifests, so its labels are \
+                 unknown",
+                pod.key
+            ),
+        ));
+    }
+    let Some(protocol) = policy_protocol(flow.protocol) else {
+        return Err((
+            IssueKind::UnsupportedProtocol,
+            format!(
+                "{} with {} was denied: NetworkPolicy can only name TCP, UDP and SCTP ports",
+                flow.protocol, flow.peer
+            ),
+        ));
+    };
+    let Some(port) = flow.port.filter(|port| *port != 0) else {
+        return Err((
+            IssueKind::NoPort,
+            format!(
+                "{protocol} with {} was denied without a destination port in the packet (a \
+                 fragment)",
+                flow.peer
+            ),
+        ));
+    };
+    if let FlowPeer::External(ip) = &flow.peer {
+        if let IpAddr::V6(v6) = ip
+            && v6.to_ipv4_mapped().is_some()
+        {
+            return Err((
+                IssueKind::UnsupportedAddress,
+                format!("{v6} is an IPv4-mapped IPv6 address, which no ipBlock can name"),
+            ));
+        }
+        if let Some(rule) =
+            snapshot.and_then(|s| excluded_on_purpose(s, &pod.key, flow.direction, *ip))
+        {
+            return Err((
+                IssueKind::ExcludedOnPurpose,
+                format!("{ip} is left out: {rule} excludes it on purpose"),
+            ));
+        }
+    }
+    Ok((protocol, port))
+}
+
+/// The pod as the snapshot knows it now, else as the drop log knew it.
+fn resolve(pod: &FlowPod, snapshot: Option<&Snapshot>) -> FlowPod {
+    match snapshot.and_then(|s| s.pod(&pod.key)) {
+        Some(known) => FlowPod {
+            key: known.key.clone(),
+            labels: known.labels.clone(),
+            owner: known.owner.clone(),
+            unknown: false,
+        },
+        None => pod.clone(),
+    }
+}
+
+/// The rule of a policy that isolates the pod for `direction` and carves `ip` out of one of its
+/// ipBlocks with `except`, as `ns/policy egress[0] (ipBlock 0.0.0.0/0 except 169.254.169.254/32)`.
+fn excluded_on_purpose(
+    snapshot: &Snapshot,
+    pod: &ObjectKey,
+    direction: Direction,
+    ip: IpAddr,
+) -> Option<String> {
+    let pod = snapshot.pod(pod)?;
+    snapshot
+        .policies_in(&pod.key.namespace)
+        .filter(|policy| policy.selects(pod))
+        .flat_map(|policy| {
+            let rules = policy.rules(direction).unwrap_or_default();
+            rules.iter().map(move |rule| (policy, rule))
+        })
+        .find_map(|(policy, rule)| {
+            rule.peers
+                .iter()
+                .flatten()
+                .find_map(|peer| match &peer.kind {
+                    PeerKind::IpBlock { cidr, except } if cidr.contains(&ip) => {
+                        except.iter().find(|e| e.contains(&ip)).map(|e| {
+                            format!(
+                                "{} {direction}[{}] (ipBlock {cidr} except {e})",
+                                policy.key, rule.index
+                            )
+                        })
+                    }
+                    _ => None,
+                })
+        })
+}
+
+/// NetworkPolicy's name for an IP protocol, when it has one.
+fn policy_protocol(protocol: IpProtocol) -> Option<Protocol> {
+    match protocol {
+        IpProtocol::Tcp => Some(Protocol::Tcp),
+        IpProtocol::Udp => Some(Protocol::Udp),
+        IpProtocol::Sctp => Some(Protocol::Sctp),
+        _ => None,
+    }
+}
+
+/// Whether the snapshot still denies the flow on the side that denied it. True when it cannot
+/// tell (a pod it does not know, a protocol or port a flow cannot carry).
+fn still_denied(snapshot: &Snapshot, flow: &DeniedFlow) -> bool {
+    let (Some(protocol), Some(port)) = (policy_protocol(flow.protocol), flow.port) else {
+        return true;
+    };
+    if snapshot.pod(&flow.pod.key).is_none() {
+        return true;
+    }
+    let policed = Endpoint::Pod(flow.pod.key.clone());
+    let peer = match &flow.peer {
+        FlowPeer::Pod(peer) if snapshot.pod(&peer.key).is_some() => Endpoint::Pod(peer.key.clone()),
+        FlowPeer::Pod(_) => return true,
+        FlowPeer::External(ip) => Endpoint::Ip(*ip),
+    };
+    let (source, destination) = match flow.direction {
+        Direction::Egress => (policed, peer),
+        Direction::Ingress => (peer, policed),
+    };
+    let flow_now = Flow {
+        source,
+        destination,
+        protocol,
+        port,
+    };
+    match policy::evaluate(snapshot, &flow_now) {
+        Ok(verdict) => {
+            let side = match flow.direction {
+                Direction::Egress => verdict.egress,
+                Direction::Ingress => verdict.ingress,
+            };
+            matches!(side, DirectionVerdict::Denied { .. })
+        }
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests;

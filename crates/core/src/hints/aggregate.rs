@@ -1,0 +1,233 @@
+//! [`Aggregate`]: distinct denied flows with their drop counts, bounded.
+//!
+//! A flow is identified by direction, policed pod, peer (pod or address), protocol and port;
+//! repeats (retransmissions, every connection attempt) add to its count and refresh its labels.
+//! When the aggregate is full, the flow seen least recently makes room and is counted in
+//! [`Aggregate::evicted`], so a flood of new flows (a port scan) costs a bounded amount of
+//! memory and pushes out old flows rather than being ignored.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::{DeniedFlow, FlowPeer};
+use crate::model::{Direction, IpProtocol, ObjectKey};
+
+/// What makes two denied flows the same flow.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct FlowKey {
+    pod: ObjectKey,
+    direction: Direction,
+    peer: PeerKey,
+    protocol: IpProtocol,
+    port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum PeerKey {
+    Pod(ObjectKey),
+    Ip(IpAddr),
+}
+
+impl FlowKey {
+    fn of(flow: &DeniedFlow) -> Self {
+        Self {
+            pod: flow.pod.key.clone(),
+            direction: flow.direction,
+            peer: match &flow.peer {
+                FlowPeer::Pod(pod) => PeerKey::Pod(pod.key.clone()),
+                FlowPeer::External(ip) => PeerKey::Ip(*ip),
+            },
+            protocol: flow.protocol,
+            port: flow.port,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    flow: DeniedFlow,
+    /// When it was last seen, in [`Aggregate::clock`] ticks.
+    seen: u64,
+}
+
+/// Distinct denied flows, at most `capacity` of them, the least recently seen evicted first.
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    capacity: usize,
+    entries: BTreeMap<FlowKey, Entry>,
+    /// Keys by when they were last seen, oldest first.
+    by_age: BTreeMap<u64, FlowKey>,
+    clock: u64,
+    evicted: u64,
+}
+
+impl Aggregate {
+    /// An aggregate that keeps at most `capacity` flows.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: BTreeMap::new(),
+            by_age: BTreeMap::new(),
+            clock: 0,
+            evicted: 0,
+        }
+    }
+
+    /// An aggregate without a bound, for flows already in memory.
+    pub fn unbounded() -> Self {
+        Self::new(usize::MAX)
+    }
+
+    /// Adds a flow: a repeat adds its drops to the flow's and takes its labels; a new flow may
+    /// evict the least recently seen one. Returns how many flows were evicted (0 or 1; a zero
+    /// capacity keeps nothing and counts each flow as evicted).
+    pub fn record(&mut self, flow: DeniedFlow) -> u64 {
+        let key = FlowKey::of(&flow);
+        self.clock += 1;
+        if let Some(entry) = self.entries.get_mut(&key) {
+            self.by_age.remove(&entry.seen);
+            entry.seen = self.clock;
+            let drops = entry.flow.drops.saturating_add(flow.drops);
+            entry.flow = flow;
+            entry.flow.drops = drops;
+            self.by_age.insert(self.clock, key);
+            return 0;
+        }
+        if self.capacity == 0 {
+            self.evicted += 1;
+            return 1;
+        }
+        let mut evicted = 0;
+        if self.entries.len() >= self.capacity
+            && let Some((_, oldest)) = self.by_age.pop_first()
+        {
+            self.entries.remove(&oldest);
+            evicted = 1;
+        }
+        self.evicted += evicted;
+        self.by_age.insert(self.clock, key.clone());
+        self.entries.insert(
+            key,
+            Entry {
+                flow,
+                seen: self.clock,
+            },
+        );
+        evicted
+    }
+
+    /// The flows kept, in a fixed order (by pod, direction, peer, protocol, port).
+    pub fn flows(&self) -> impl Iterator<Item = &DeniedFlow> {
+        self.entries.values().map(|e| &e.flow)
+    }
+
+    /// How many flows are kept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no flow is kept.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How many flows were evicted (or refused at zero capacity) since the start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// The most flows kept.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hints::FlowPod;
+
+    fn flow(pod: &str, port: u16) -> DeniedFlow {
+        DeniedFlow {
+            direction: Direction::Egress,
+            pod: FlowPod {
+                key: ObjectKey::new("ns", pod),
+                labels: [("app".to_owned(), pod.to_owned())].into(),
+                owner: None,
+                unknown: false,
+            },
+            peer: FlowPeer::External("203.0.113.1".parse().unwrap()),
+            protocol: IpProtocol::Tcp,
+            port: Some(port),
+            drops: 1,
+        }
+    }
+
+    fn ports(aggregate: &Aggregate) -> Vec<(String, u16)> {
+        aggregate
+            .flows()
+            .map(|f| (f.pod.key.name.clone(), f.port.unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn repeats_are_counted_once_with_their_drops_and_latest_labels() {
+        let mut aggregate = Aggregate::new(10);
+        aggregate.record(flow("a", 80));
+        let mut again = flow("a", 80);
+        again.drops = 4;
+        again.pod.labels.insert("new".into(), "label".into());
+        aggregate.record(again);
+        assert_eq!(aggregate.len(), 1);
+        let kept = aggregate.flows().next().unwrap();
+        assert_eq!(kept.drops, 5);
+        assert_eq!(kept.pod.labels["new"], "label");
+    }
+
+    #[test]
+    fn different_ports_peers_and_directions_are_different_flows() {
+        let mut aggregate = Aggregate::new(10);
+        aggregate.record(flow("a", 80));
+        aggregate.record(flow("a", 81));
+        let mut ingress = flow("a", 80);
+        ingress.direction = Direction::Ingress;
+        aggregate.record(ingress);
+        let mut other_peer = flow("a", 80);
+        other_peer.peer = FlowPeer::External("203.0.113.2".parse().unwrap());
+        aggregate.record(other_peer);
+        assert_eq!(aggregate.len(), 4);
+    }
+
+    #[test]
+    fn when_full_the_least_recently_seen_flow_is_evicted_and_counted() {
+        let mut aggregate = Aggregate::new(2);
+        assert_eq!(aggregate.record(flow("a", 1)), 0);
+        assert_eq!(aggregate.record(flow("b", 1)), 0);
+        // `a` is seen again, so `b` is now the oldest.
+        assert_eq!(aggregate.record(flow("a", 1)), 0);
+        assert_eq!(aggregate.record(flow("c", 1)), 1);
+        assert_eq!(ports(&aggregate), [("a".into(), 1), ("c".into(), 1)]);
+        assert_eq!(aggregate.evicted(), 1);
+        assert_eq!(aggregate.len(), aggregate.capacity());
+    }
+
+    #[test]
+    fn a_flood_of_new_flows_stays_within_the_capacity() {
+        let mut aggregate = Aggregate::new(100);
+        for port in 1..=10_000 {
+            aggregate.record(flow("scanner", port));
+        }
+        assert_eq!(aggregate.len(), 100);
+        assert_eq!(aggregate.evicted(), 9_900);
+        // The most recent ones are kept.
+        assert!(aggregate.flows().all(|f| f.port.unwrap() > 9_900));
+    }
+
+    #[test]
+    fn zero_capacity_keeps_nothing_and_counts_everything() {
+        let mut aggregate = Aggregate::new(0);
+        assert_eq!(aggregate.record(flow("a", 1)), 1);
+        assert!(aggregate.is_empty());
+        assert_eq!(aggregate.evicted(), 1);
+    }
+}

@@ -1,0 +1,33 @@
+//! The pure core of kube-nftpol: everything that decides, nothing that does I/O.
+//!
+//! ```text
+//! Kubernetes objects -> model::Snapshot -> compile::compile -> compile::Ruleset (nft text/JSON)
+//!                                       \-> policy::evaluate (explain, hints, tests)
+//! drop/flow log lines <-> flow_line::FlowLine -> hints::suggest -> NetworkPolicies
+//! ```
+//!
+//! - [`model`]: the cluster snapshot and the shared vocabulary (labels, selectors, directions,
+//!   protocols, the validated policy data, a node's pod interfaces).
+//! - [`policy`]: NetworkPolicy semantics: validation of Kubernetes objects, matching, and
+//!   [`policy::evaluate`], the verdict for one flow with its reasons.
+//! - [`compile`]: a snapshot and a node to the node's desired nftables ruleset, deterministic,
+//!   rendered as `nft` text or libnftables JSON.
+//! - [`manifest`]: Kubernetes manifests (YAML or JSON text) to a snapshot.
+//! - [`flow_line`]: the drop and flow log's line, one type written by the agent and read by
+//!   `suggest`, `explain --drop-log` and the hints.
+//! - [`hints`]: denied flows to suggested NetworkPolicies.
+//!
+//! The agent, its sources, the dataplane and the command line live in the `kube-nftpol` crate
+//! around this one. This crate depends on no async runtime, Kubernetes client, netlink or
+//! nftables crate; the test command checks that with `cargo tree`.
+
+pub mod compile;
+pub mod flow_line;
+pub mod hints;
+pub mod manifest;
+pub mod model;
+pub mod policy;
+
+pub use compile::{Options as CompileOptions, Ruleset, compile};
+pub use model::Snapshot;
+pub use policy::{Flow, Verdict, evaluate};

@@ -1,0 +1,238 @@
+//! [`Loader`]: accumulates the objects of several manifest texts into one snapshot.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1 as networking;
+use serde::Deserialize;
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+use super::{Error, Loaded, Location, Result};
+use crate::model::{self, Namespace, ObjectKey, Pod, Snapshot};
+
+/// The kinds this source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Namespace,
+    Pod,
+    NetworkPolicy,
+}
+
+impl Kind {
+    fn of(api_version: &str, kind: &str) -> Option<Self> {
+        match (api_version, kind) {
+            ("v1", "Namespace") => Some(Self::Namespace),
+            ("v1", "Pod") => Some(Self::Pod),
+            ("networking.k8s.io/v1", "NetworkPolicy") => Some(Self::NetworkPolicy),
+            _ => None,
+        }
+    }
+}
+
+/// Accumulates objects from several texts into one snapshot.
+#[derive(Debug, Default)]
+pub struct Loader {
+    snapshot: Snapshot,
+    warnings: Vec<String>,
+    /// Where each object was last defined, to warn about duplicates.
+    seen: BTreeMap<(Kind, ObjectKey), Location>,
+}
+
+impl Loader {
+    /// Adds the objects of one text. `origin` names it in errors and warnings; an origin
+    /// ending in `.json` is parsed as JSON, anything else as (multi-document) YAML.
+    pub fn add_text(&mut self, text: &str, origin: &str) -> Result<()> {
+        let is_json = Path::new(origin)
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        // Each document with the line it starts on (`None` for JSON, which is one document).
+        let documents: Vec<(Value, Option<u64>)> = if is_json {
+            let document = serde_json::from_str(text).map_err(|source| Error::ParseJson {
+                origin: origin.to_owned(),
+                source,
+            })?;
+            vec![(document, None)]
+        } else {
+            // No source snippet in errors: they are printed on one line, after the file name.
+            let options = serde_saphyr::options! { with_snippet: false };
+            let documents = serde_saphyr::from_multiple_with_options::<Spanned<Value>>(
+                text, options,
+            )
+            .map_err(|source| Error::ParseYaml {
+                origin: origin.to_owned(),
+                source: Box::new(source),
+            })?;
+            // Empty documents (`---` followed by nothing or only comments) are already gone.
+            let documents = documents.into_iter().filter(|d| !d.value.is_null());
+            documents
+                .map(|d| (d.value, Some(d.referenced.line())))
+                .collect()
+        };
+        let several = documents.len() > 1;
+        for (index, (document, line)) in documents.into_iter().enumerate() {
+            let at = Location {
+                origin: origin.to_owned(),
+                document: several.then_some(index + 1),
+                line: line.filter(|_| several),
+                items: Vec::new(),
+            };
+            self.add_object(document, at)?;
+        }
+        Ok(())
+    }
+
+    fn add_object(&mut self, object: Value, at: Location) -> Result<()> {
+        let Value::Object(fields) = &object else {
+            return Err(Error::NotAnObject {
+                found: value_type(&object),
+                at: Box::new(at),
+            });
+        };
+        let Some(kind) = fields.get("kind").and_then(Value::as_str) else {
+            return Err(Error::MissingField {
+                at: Box::new(at),
+                problem: "no kind (not a Kubernetes object)",
+            });
+        };
+        let Some(api_version) = fields.get("apiVersion").and_then(Value::as_str) else {
+            return Err(Error::MissingField {
+                at: Box::new(at),
+                problem: "no apiVersion",
+            });
+        };
+        if kind == "List" || (kind.ends_with("List") && fields.contains_key("items")) {
+            return self.add_list(&object, at);
+        }
+        let Some(known) = Kind::of(api_version, kind) else {
+            let name = fields
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .map(|name| format!(" {name}"))
+                .unwrap_or_default();
+            self.warnings.push(format!(
+                "{at}: skipping {api_version} {kind}{name}: only v1 Namespace, v1 Pod and \
+                 networking.k8s.io/v1 NetworkPolicy are read"
+            ));
+            return Ok(());
+        };
+        let decode_error = |source| Error::Decode {
+            at: Box::new(at.clone()),
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            source,
+        };
+        let model_error = |source| Error::Model {
+            at: Box::new(at.clone()),
+            source,
+        };
+        let key = match known {
+            Kind::Namespace => {
+                let namespace = core::Namespace::deserialize(&object).map_err(decode_error)?;
+                let namespace = Namespace::from_k8s(&namespace)
+                    .ok_or(model::Error::MissingName { kind: "Namespace" })
+                    .map_err(model_error)?;
+                let key = ObjectKey::new("", namespace.name.clone());
+                self.snapshot.upsert_namespace(namespace);
+                key
+            }
+            Kind::Pod => {
+                let pod = core::Pod::deserialize(&object).map_err(decode_error)?;
+                let (pod, problems) = Pod::from_k8s(&pod).map_err(model_error)?;
+                self.warnings
+                    .extend(problems.into_iter().map(|p| format!("{at}: {p}")));
+                let key = pod.key.clone();
+                self.snapshot.upsert_pod(pod);
+                key
+            }
+            Kind::NetworkPolicy => {
+                let policy =
+                    networking::NetworkPolicy::deserialize(&object).map_err(decode_error)?;
+                self.snapshot
+                    .upsert_network_policy(&policy)
+                    .map_err(model_error)?;
+                let name = policy.metadata.name.unwrap_or_default();
+                let namespace = policy
+                    .metadata
+                    .namespace
+                    .unwrap_or_else(|| model::DEFAULT_NAMESPACE.into());
+                ObjectKey::new(namespace, name)
+            }
+        };
+        if let Some(previous) = self.seen.insert((known, key.clone()), at.clone()) {
+            let shown = if known == Kind::Namespace {
+                key.name
+            } else {
+                key.to_string()
+            };
+            self.warnings.push(format!(
+                "{at}: {kind} {shown} replaces the one from {previous}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Expands a `List`. Items of a typed list (`PodList`) may omit `kind` and `apiVersion`, as
+    /// the API server's list responses do; they inherit them from the list.
+    fn add_list(&mut self, list: &Value, at: Location) -> Result<()> {
+        let items = match list.get("items") {
+            None | Some(Value::Null) => return Ok(()),
+            Some(Value::Array(items)) => items,
+            Some(_) => {
+                return Err(Error::MissingField {
+                    at: Box::new(at),
+                    problem: "items is not a list",
+                });
+            }
+        };
+        let kind = list.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty());
+        let api_version = list.get("apiVersion").cloned();
+        for (index, item) in items.iter().enumerate() {
+            let mut item = item.clone();
+            if let (Some(item_kind), Value::Object(fields)) = (item_kind, &mut item) {
+                fields
+                    .entry("kind")
+                    .or_insert_with(|| Value::from(item_kind));
+                if let Some(api_version) = &api_version {
+                    fields
+                        .entry("apiVersion")
+                        .or_insert_with(|| api_version.clone());
+                }
+            }
+            let mut item_at = at.clone();
+            item_at.items.push(index);
+            self.add_object(item, item_at)?;
+        }
+        Ok(())
+    }
+
+    /// The snapshot of every text added, with what the user should be told about it.
+    pub fn finish(self) -> Loaded {
+        let invalid_policies = self
+            .snapshot
+            .policies()
+            .filter(|p| p.is_invalid())
+            .map(|p| (p.key.clone(), p.errors.clone()))
+            .collect();
+        Loaded {
+            snapshot: self.snapshot,
+            warnings: self.warnings,
+            invalid_policies,
+        }
+    }
+}
+
+/// A JSON value's type, in words for error messages.
+fn value_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}

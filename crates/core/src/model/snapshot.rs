@@ -1,0 +1,193 @@
+//! [`Snapshot`]: the cluster as the agent knows it at one moment, with the lookups the compiler
+//! and the evaluator need. Storage by namespace, with its label index, is [`super::namespaced`].
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::namespaced::{Keyed, Labelled, NamespacedMap};
+use super::{Enforcement, Labels, Namespace, ObjectKey, Pod, Policy, Selector};
+
+/// The cluster as the agent knows it at one moment.
+///
+/// Objects are held behind `Arc`s, pods and policies grouped by namespace: the Kubernetes
+/// source publishes a copy of the snapshot after every batch of watch events, and at 10,000
+/// pods in 500 namespaces that copy costs a reference count per namespace, not a copy of every
+/// pod's key, labels, ports and names (issue 7).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    namespaces: BTreeMap<String, Arc<Namespace>>,
+    pods: NamespacedMap<Pod>,
+    policies: NamespacedMap<Policy>,
+}
+
+impl Keyed for Pod {
+    fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+}
+
+impl Keyed for Policy {
+    fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+}
+
+impl Labelled for Pod {
+    fn labels(&self) -> &Labels {
+        &self.labels
+    }
+}
+
+impl Snapshot {
+    /// An empty snapshot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a namespace.
+    pub fn upsert_namespace(&mut self, namespace: Namespace) {
+        self.namespaces
+            .insert(namespace.name.clone(), Arc::new(namespace));
+    }
+
+    /// Adds or replaces a pod. Its namespace is created implicitly when unknown.
+    pub fn upsert_pod(&mut self, pod: Pod) {
+        self.ensure_namespace(&pod.key.namespace);
+        self.pods.insert(pod);
+    }
+
+    /// Adds or replaces a policy (already validated into its enforceable form).
+    pub fn upsert_policy(&mut self, policy: Policy) {
+        self.ensure_namespace(&policy.key.namespace);
+        self.policies.insert(policy);
+    }
+
+    /// Creates a namespace implied by an object when it is unknown.
+    fn ensure_namespace(&mut self, name: &str) {
+        if !self.namespaces.contains_key(name) {
+            self.namespaces
+                .insert(name.to_owned(), Arc::new(Namespace::implicit(name)));
+        }
+    }
+
+    /// Removes a namespace.
+    pub fn remove_namespace(&mut self, name: &str) -> Option<Namespace> {
+        self.namespaces.remove(name).map(Arc::unwrap_or_clone)
+    }
+
+    /// Removes a pod.
+    pub fn remove_pod(&mut self, key: &ObjectKey) -> Option<Pod> {
+        self.pods
+            .remove(&key.namespace, &key.name)
+            .map(Arc::unwrap_or_clone)
+    }
+
+    /// Removes a policy.
+    pub fn remove_policy(&mut self, key: &ObjectKey) -> Option<Policy> {
+        self.policies
+            .remove(&key.namespace, &key.name)
+            .map(Arc::unwrap_or_clone)
+    }
+
+    /// A namespace by name.
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.get(name).map(|ns| &**ns)
+    }
+
+    /// All namespaces, by name.
+    pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
+        self.namespaces.values().map(|ns| &**ns)
+    }
+
+    /// A pod by key.
+    pub fn pod(&self, key: &ObjectKey) -> Option<&Pod> {
+        self.pods.get(&key.namespace, &key.name)
+    }
+
+    /// All pods, ordered by namespace then name.
+    pub fn pods(&self) -> impl Iterator<Item = &Pod> {
+        self.pods.iter()
+    }
+
+    /// The pods of one namespace, ordered by name.
+    pub fn pods_in<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Pod> + use<'a> {
+        self.pods.iter_in(namespace)
+    }
+
+    /// The namespaces that hold at least one pod, in order (a namespace object may be gone
+    /// while its pods are still listed).
+    pub fn pod_namespaces(&self) -> impl Iterator<Item = &str> {
+        self.pods.namespaces()
+    }
+
+    /// [`Snapshot::pod_namespaces`], each with its labels as [`Snapshot::namespace_labels`]
+    /// gives them, found by walking the namespaces alongside instead of a lookup for each.
+    pub fn pod_namespaces_with_labels(&self) -> impl Iterator<Item = (&str, Cow<'_, Labels>)> {
+        let mut objects = self.namespaces.iter().peekable();
+        self.pods.namespaces().map(move |name| {
+            while objects
+                .next_if(|(other, _)| other.as_str() < name)
+                .is_some()
+            {}
+            match objects.next_if(|(other, _)| other.as_str() == name) {
+                Some((_, namespace)) => (name, Cow::Borrowed(&namespace.labels)),
+                None => (name, Cow::Owned(Namespace::implicit(name).labels)),
+            }
+        })
+    }
+
+    /// The pods of one namespace whose labels `selector` matches, ordered by name: the same
+    /// pods as `pods_in(namespace)` filtered by [`Selector::matches`], found through the
+    /// namespace's label index when it is large (see [`namespaced`]).
+    pub fn pods_selected(&self, namespace: &str, selector: &Selector) -> Vec<&Pod> {
+        self.pods.selected(namespace, selector)
+    }
+
+    /// All policies, ordered by namespace then name.
+    pub fn policies(&self) -> impl Iterator<Item = &Policy> {
+        self.policies.iter()
+    }
+
+    /// A policy by key.
+    pub fn policy(&self, key: &ObjectKey) -> Option<&Policy> {
+        self.policies.get(&key.namespace, &key.name)
+    }
+
+    /// The policies of one namespace, ordered by name.
+    pub fn policies_in<'a>(
+        &'a self,
+        namespace: &str,
+    ) -> impl Iterator<Item = &'a Policy> + use<'a> {
+        self.policies.iter_in(namespace)
+    }
+
+    /// The policy endpoint (active, non-hostNetwork pod) that owns an IP, if any. When a reused
+    /// IP is claimed by several pods (a finished one is never an endpoint), the first by key wins.
+    pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
+        self.pods
+            .iter()
+            .find(|pod| pod.is_policy_endpoint() && pod.ips.contains(&ip))
+    }
+
+    /// The enforcement mode of a namespace; enforce when the namespace is unknown.
+    pub fn enforcement(&self, namespace: &str) -> Enforcement {
+        self.namespaces
+            .get(namespace)
+            .map_or(Enforcement::Enforce, |ns| ns.enforcement)
+    }
+
+    /// Labels of a namespace; the name label alone when the namespace is unknown.
+    pub fn namespace_labels(&self, name: &str) -> Cow<'_, Labels> {
+        match self.namespaces.get(name) {
+            Some(ns) => Cow::Borrowed(&ns.labels),
+            None => Cow::Owned(Namespace::implicit(name).labels),
+        }
+    }
+
+    /// Names of all namespaces, including those only implied by pods and policies.
+    pub fn namespace_names(&self) -> BTreeSet<&str> {
+        self.namespaces.keys().map(String::as_str).collect()
+    }
+}
