@@ -1,4 +1,6 @@
-//! The node agent: source, snapshot, compile, dataplane, in one loop.
+//! The node agent: wires the source, the control loop ([`control`]: snapshot, compile,
+//! dataplane), the pod interface watcher, the drop log and the flow counters, and owns the
+//! [`State`] they share with the HTTP endpoints.
 //!
 //! ```text
 //! Kubernetes API or directory source --(complete snapshots, coalesced)--+
@@ -17,31 +19,31 @@
 //! one transaction, so a restart never opens traffic.
 
 mod bindings;
-mod denied_events;
+mod control;
 mod drop_log;
+mod recent_flows;
+mod state;
 
-use bindings::Bindings;
-use denied_events::DeniedEvents;
-pub use drop_log::DropLogOptions;
+pub use control::{ApplyKind, ApplyLabels, ControlMetrics};
+pub use drop_log::{DropLogMetrics, DropLogOptions};
+pub use recent_flows::{MAX_FLOWS as MAX_RECENT_FLOWS, Occupancy, RecentFlows, Report};
+pub use state::{Metrics, State};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
-use tracing::{debug, error, info, warn};
+use tracing::{info, warn};
 
-use crate::compile::{self, Options, Ruleset};
-
+use crate::compile::Options;
+use crate::dataplane::Dataplane;
 use crate::dataplane::nft::Nft;
-use crate::dataplane::{Applied, Check, Dataplane};
+use crate::events::Events;
 use crate::flowmetrics::{self, FlowCounters};
-use crate::http::{self, Shared};
-use crate::metrics::{ApplyKind, ApplyLabels, Metrics};
 use crate::model::PodInterfaces;
-use crate::source::manifests::Loaded;
 use crate::source::{ChangeClock, directory, kubernetes};
 
 /// Tables of other policy engines that AND their verdicts with ours when both run.
@@ -111,40 +113,30 @@ pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result
     kube::Client::try_from(config).context("creating the Kubernetes client")
 }
 
-/// Runs the agent until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    let shared = Arc::new(Shared::new(Metrics::new()));
+/// Runs the agent until SIGTERM or SIGINT, sharing `state` with whoever serves it (the HTTP
+/// endpoints).
+pub async fn run(config: Config, state: Arc<State>) -> anyhow::Result<()> {
+    let metrics = state.metrics().clone();
     let nft = Nft::default();
     warn_about_other_engines(&nft).await;
-
-    let http_shared = Arc::clone(&shared);
-    let addr = config.metrics_addr;
-    let http = tokio::spawn(async move {
-        if let Err(error) = http::serve(addr, http_shared).await {
-            error!(error = %format!("{error:#}"), "HTTP endpoints stopped");
-        }
-    });
 
     let (interfaces_tx, interfaces_rx) = watch::channel(PodInterfaces::new());
     let interfaces = tokio::spawn(crate::dataplane::interfaces::watch(interfaces_tx));
     let (tx, rx) = watch::channel(None);
-    shared.hints.follow(rx.clone());
+    state.recent_flows().follow(rx.clone());
     let clock = Arc::new(ChangeClock::default());
-    let mut denied_events = None;
+    let mut events = None;
     let source = match &config.source {
         Source::Kubernetes { kubeconfig } => {
             let client = kube_client(kubeconfig.as_deref()).await?;
-            denied_events = Some(DeniedEvents::spawn(
-                client.clone(),
-                config.node_name.clone(),
-                Arc::clone(&shared),
-            ));
+            let writer = Events::spawn(client.clone(), config.node_name.clone(), metrics.events);
+            events = Some(writer.clone());
             tokio::spawn(kubernetes::watch(
                 client,
-                config.node_name.clone(),
                 tx,
                 Arc::clone(&clock),
-                Arc::clone(&shared),
+                metrics.source,
+                writer,
             ))
         }
         Source::Manifests {
@@ -155,33 +147,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             *poll_interval,
             tx,
             Arc::clone(&clock),
-            Arc::clone(&shared),
+            metrics.source,
         )),
     };
     let drops = tokio::spawn(drop_log::run(
         config.compile.nflog_group,
         config.drop_log,
         rx.clone(),
-        Arc::clone(&shared),
-        denied_events,
+        metrics.drop_log,
+        Arc::clone(&state),
+        events,
     ));
     let flows = Arc::new(FlowCounters::new(
         nft.kernel().clone(),
-        &shared.metrics.flows,
+        &metrics.flows,
         rx.clone(),
     ));
     // Before the first apply: what a previous agent's rules counted is not reported as new.
     flows.baseline().await;
-    let _ = shared.flows.set(Arc::clone(&flows));
+    state.set_flow_counters(Arc::clone(&flows));
     let flow_counters = tokio::spawn(flowmetrics::run(flows));
-    info!(node = %config.node_name, source = %config.source, %addr, "agent started");
+    info!(node = %config.node_name, source = %config.source, addr = %config.metrics_addr, "agent started");
 
-    let result = control_loop(
+    let result = control::control_loop(
         &config,
         rx,
         interfaces_rx,
         Dataplane::new(nft),
-        &shared,
+        &state,
         &clock,
     )
     .await;
@@ -189,173 +182,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     drops.abort();
     flow_counters.abort();
     source.abort();
-    http.abort();
     info!("agent stopped; the table stays in place and keeps enforcing");
     result
-}
-
-async fn control_loop(
-    config: &Config,
-    mut snapshots: watch::Receiver<Option<Arc<Loaded>>>,
-    mut interfaces: watch::Receiver<PodInterfaces>,
-    mut dataplane: Dataplane,
-    shared: &Shared,
-    clock: &ChangeClock,
-) -> anyhow::Result<()> {
-    let mut resync = tokio::time::interval(config.resync_interval);
-    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    resync.tick().await;
-    let mut desired: Option<Ruleset> = None;
-    let mut loaded: Option<Arc<Loaded>> = None;
-    let mut interfaces_open = true;
-    let mut bindings = Bindings::default();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    loop {
-        tokio::select! {
-            changed = snapshots.changed() => {
-                if changed.is_err() {
-                    anyhow::bail!("the source stopped");
-                }
-                loaded = snapshots.borrow_and_update().clone();
-                let Some(current) = &loaded else { continue };
-                let ruleset = compile_node(config, current, &mut bindings, &interfaces.borrow());
-                let enforced = apply(&mut dataplane, &ruleset, shared).await;
-                if enforced && let Some(seen) = clock.take() {
-                    let latency = seen.elapsed();
-                    shared.metrics.source.programming_latency.observe(latency.as_secs_f64());
-                    debug!(micros = latency.as_micros(), "change enforced");
-                }
-                desired = Some(ruleset);
-            }
-            changed = interfaces.changed(), if loaded.is_some() && interfaces_open => {
-                if changed.is_err() {
-                    // The watcher only stops when the agent does; keep enforcing meanwhile.
-                    warn!("the pod interface watcher stopped");
-                    interfaces_open = false;
-                    continue;
-                }
-                let Some(current) = &loaded else { continue };
-                let ruleset =
-                    compile_node(config, current, &mut bindings, &interfaces.borrow_and_update());
-                apply(&mut dataplane, &ruleset, shared).await;
-                desired = Some(ruleset);
-            }
-            _ = resync.tick() => {
-                if bindings.rebind_pending() && let Some(current) = &loaded {
-                    let ruleset = compile_node(config, current, &mut bindings, &interfaces.borrow());
-                    apply(&mut dataplane, &ruleset, shared).await;
-                    desired = Some(ruleset);
-                }
-                match dataplane.check().await {
-                    Ok(Check::Repaired) => {
-                        shared.metrics.dataplane.repairs.inc();
-                    }
-                    Ok(Check::Intact) => debug!("table intact"),
-                    Ok(Check::NotInstalled) => {
-                        // The last apply failed: try again with what we want.
-                        if let Some(ruleset) = &desired {
-                            apply(&mut dataplane, ruleset, shared).await;
-                        }
-                    }
-                    Err(error) => {
-                        shared.metrics.dataplane.apply_errors.inc();
-                        warn!(error = %format!("{:#}", anyhow::Error::from(error)), "table check failed");
-                    }
-                }
-            }
-            _ = terminate.recv() => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        }
-    }
-}
-
-/// Compiles this node's ruleset, with the learned veths filtered through the sticky bindings.
-fn compile_node(
-    config: &Config,
-    loaded: &Loaded,
-    bindings: &mut Bindings,
-    learned: &PodInterfaces,
-) -> Ruleset {
-    let mut interfaces =
-        bindings.update(&loaded.snapshot, &config.node_name, learned, Instant::now());
-    // The other veths as the routes say: the compiler drops those whose address no pod owns
-    // yet while an isolated pod of this node waits for its IP (pods are plugged in before the
-    // API reports their IP). A bound address keeps its binding.
-    for (ip, veth) in learned {
-        interfaces.entry(*ip).or_insert_with(|| veth.clone());
-    }
-    compile::compile_with_interfaces(
-        &loaded.snapshot,
-        &config.node_name,
-        &interfaces,
-        &config.compile,
-    )
-}
-
-/// Applies `ruleset`; true when the kernel now enforces it (applied or already there).
-async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, shared: &Shared) -> bool {
-    let started = Instant::now();
-    let metrics = &shared.metrics.dataplane;
-    match dataplane.apply(ruleset).await {
-        Ok(Applied::Unchanged) => {
-            debug!("ruleset unchanged");
-            shared.set_ready();
-            true
-        }
-        Ok(applied) => {
-            let kind = match applied {
-                Applied::Full => ApplyKind::Full,
-                Applied::Repaired => {
-                    // Someone changed the table since the last check; counted as the resync
-                    // would have counted it.
-                    metrics.repairs.inc();
-                    ApplyKind::Full
-                }
-                _ => ApplyKind::Incremental,
-            };
-            let seconds = started.elapsed().as_secs_f64();
-            metrics.applies.get_or_create(&ApplyLabels { kind }).inc();
-            metrics
-                .apply_duration
-                .get_or_create(&ApplyLabels { kind })
-                .observe(seconds);
-            let chains = ruleset.chains.len();
-            let elements = ruleset.sets.iter().map(|s| s.elements.len()).sum::<usize>()
-                + ruleset.maps.iter().map(|m| m.elements.len()).sum::<usize>();
-            metrics
-                .chains
-                .set(i64::try_from(chains).unwrap_or(i64::MAX));
-            metrics
-                .set_elements
-                .set(i64::try_from(elements).unwrap_or(i64::MAX));
-            match &applied {
-                Applied::Incremental(touched) => debug!(
-                    chains = ?touched.chains,
-                    sets = touched.sets.len(),
-                    maps = ?touched.maps,
-                    millis = started.elapsed().as_millis(),
-                    "ruleset updated"
-                ),
-                _ => info!(
-                    chains,
-                    elements,
-                    millis = started.elapsed().as_millis(),
-                    "ruleset applied"
-                ),
-            }
-            shared.set_ready();
-            true
-        }
-        Err(error) => {
-            metrics.apply_errors.inc();
-            error!(error = %format!("{:#}", anyhow::Error::from(error)), "cannot apply the ruleset; the previous one stays");
-            if dataplane.installed().is_some() {
-                shared.set_ready();
-            }
-            false
-        }
-    }
 }
 
 async fn warn_about_other_engines(nft: &Nft) {

@@ -27,9 +27,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, watch};
 use tracing::{debug, warn};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
 use crate::dataplane::kernel::{self, Kernel, RuleCounter};
-use crate::metrics::FlowMetrics;
-use crate::model::{ObjectKey, Snapshot};
+use crate::metrics::LabelValue;
+use crate::model::{Direction, Enforcement, ObjectKey, Snapshot};
 use crate::source::manifests::Loaded;
 use accumulate::{Accumulator, RuleId};
 use attribute::{FlowKey, attribute};
@@ -39,6 +44,55 @@ use attribute::{FlowKey, attribute};
 pub const READ_INTERVAL: Duration = Duration::from_secs(5);
 /// A scrape reads the counters again unless they were read this recently.
 pub const SCRAPE_MIN_AGE: Duration = Duration::from_secs(1);
+
+/// Flows counted by the table's rules (`kube_nftpol_flows_*`).
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    /// First packets of new connections accepted by a policy rule.
+    pub allowed: Family<AllowedLabels, Counter>,
+    /// Packets that reached a pod's default deny: dropped, or accepted in audit mode.
+    pub denied: Family<DeniedLabels, Counter>,
+    /// Times the counters could not be read.
+    pub read_errors: Counter,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let sub = registry.sub_registry_with_prefix("flows");
+        let help = "New connections accepted by a policy rule (their first packets), by policy";
+        sub.register("allowed", help, metrics.allowed.clone());
+        let help = "Packets that reached a default deny (first packets of connections, SYN \
+                    retransmissions included), by namespace and mode";
+        sub.register("denied", help, metrics.denied.clone());
+        let help = "Times the table's counters could not be read";
+        sub.register("read_errors", help, metrics.read_errors.clone());
+        metrics
+    }
+}
+
+/// Labels of `kube_nftpol_flows_allowed_total`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
+pub struct AllowedLabels {
+    /// The policy's namespace (that of the pods it selects).
+    pub namespace: String,
+    /// The policy whose rule accepted the flow.
+    pub policy: String,
+    /// Ingress or egress, from the selected pod's side.
+    pub direction: LabelValue<Direction>,
+}
+
+/// Labels of `kube_nftpol_flows_denied_total`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
+pub struct DeniedLabels {
+    /// The namespace of the isolated pod.
+    pub namespace: String,
+    /// Ingress or egress, from the isolated pod's side.
+    pub direction: LabelValue<Direction>,
+    /// `enforce` (dropped) or `audit` (logged and accepted).
+    pub mode: LabelValue<Enforcement>,
+}
 
 /// Why the counters could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +119,7 @@ impl CounterSource for Kernel {
 #[derive(Debug)]
 pub struct FlowCounters<S = Kernel> {
     source: S,
-    metrics: FlowMetrics,
+    metrics: Metrics,
     snapshots: watch::Receiver<Option<Arc<Loaded>>>,
     state: Mutex<State>,
 }
@@ -83,7 +137,7 @@ impl<S: CounterSource> FlowCounters<S> {
     /// latest snapshot.
     pub fn new(
         source: S,
-        metrics: &FlowMetrics,
+        metrics: &Metrics,
         snapshots: watch::Receiver<Option<Arc<Loaded>>>,
     ) -> Self {
         Self {
@@ -208,7 +262,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::metrics;
+
+    /// A registry with the flow metrics alone.
+    fn registered() -> (Registry, Metrics) {
+        let mut registry = metrics::registry();
+        let flows = Metrics::register(&mut registry);
+        (registry, flows)
+    }
 
     /// The table as the kernel would report it: policy `x/p`'s rule (handle `handle`,
     /// `allowed` packets) in `in_x_a` and its default deny (handle 11, `denied` packets).
@@ -267,9 +328,8 @@ mod tests {
         }))
     }
 
-    fn lines(metrics: &Metrics) -> Vec<String> {
-        metrics
-            .encode()
+    fn lines(registry: &Registry) -> Vec<String> {
+        metrics::encode(registry)
             .lines()
             .filter(|l| l.starts_with("kube_nftpol_flows_") && !l.contains("read_errors"))
             .map(str::to_owned)
@@ -284,9 +344,9 @@ mod tests {
     #[tokio::test]
     async fn counters_become_monotonic_series_that_go_with_their_policy() {
         let source = Fixed::default();
-        let metrics = Metrics::new();
+        let (registry, metrics) = registered();
         let (tx, rx) = watch::channel(loaded(true));
-        let counters = FlowCounters::new(source.clone(), &metrics.flows, rx);
+        let counters = FlowCounters::new(source.clone(), &metrics, rx);
 
         // A previous agent's counts are not reported.
         source.set(reading(Some((10, 7)), 40));
@@ -294,7 +354,7 @@ mod tests {
         source.set(reading(Some((10, 9)), 45));
         counters.refresh().await;
         assert_eq!(
-            lines(&metrics),
+            lines(&registry),
             [format!("{ALLOWED} 2"), format!("{DENIED} 5")]
         );
 
@@ -302,53 +362,81 @@ mod tests {
         source.set(reading(Some((20, 3)), 46));
         counters.refresh().await;
         assert_eq!(
-            lines(&metrics),
+            lines(&registry),
             [format!("{ALLOWED} 5"), format!("{DENIED} 6")]
         );
 
         // A read within the scrape age is skipped.
         source.set(reading(Some((20, 4)), 46));
         counters.refresh_if_older(Duration::from_secs(60)).await;
-        assert_eq!(lines(&metrics)[0], format!("{ALLOWED} 5"));
+        assert_eq!(lines(&registry)[0], format!("{ALLOWED} 5"));
 
         // The policy's rule is gone but the policy exists: the series stays.
         source.set(reading(None, 46));
         counters.refresh().await;
         assert_eq!(
-            lines(&metrics),
+            lines(&registry),
             [format!("{ALLOWED} 5"), format!("{DENIED} 6")]
         );
 
         // The policy is deleted: its series goes.
         tx.send_replace(loaded(false));
         counters.refresh().await;
-        assert_eq!(lines(&metrics), [format!("{DENIED} 6")]);
-        assert!(
-            metrics
-                .encode()
-                .contains("kube_nftpol_flows_read_errors_total 0\n")
-        );
+        assert_eq!(lines(&registry), [format!("{DENIED} 6")]);
+        assert!(metrics::encode(&registry).contains("kube_nftpol_flows_read_errors_total 0\n"));
     }
 
     #[tokio::test]
     async fn a_failed_read_is_counted_and_changes_no_series() {
         let source = Fixed::default();
-        let metrics = Metrics::new();
+        let (registry, metrics) = registered();
         let (_tx, rx) = watch::channel(loaded(true));
-        let counters = FlowCounters::new(source.clone(), &metrics.flows, rx);
+        let counters = FlowCounters::new(source.clone(), &metrics, rx);
         source.set(reading(Some((10, 1)), 1));
         counters.refresh().await;
         source.set(None);
         counters.refresh().await;
         counters.refresh().await;
         assert_eq!(
-            lines(&metrics),
+            lines(&registry),
             [format!("{ALLOWED} 1"), format!("{DENIED} 1")]
         );
+        assert!(metrics::encode(&registry).contains("kube_nftpol_flows_read_errors_total 2\n"));
+    }
+
+    #[test]
+    fn flow_counters_are_encoded_with_namespace_policy_direction_and_mode() {
+        let (registry, metrics) = registered();
+        let allowed = AllowedLabels {
+            namespace: "shop".into(),
+            policy: "frontend-to-backend".into(),
+            direction: LabelValue(Direction::Ingress),
+        };
+        metrics.allowed.get_or_create(&allowed).inc_by(3);
+        let denied = DeniedLabels {
+            namespace: "payments".into(),
+            direction: LabelValue(Direction::Egress),
+            mode: LabelValue(Enforcement::Audit),
+        };
+        metrics.denied.get_or_create(&denied).inc();
+        let text = metrics::encode(&registry);
         assert!(
-            metrics
-                .encode()
-                .contains("kube_nftpol_flows_read_errors_total 2\n")
+            text.contains(
+                "kube_nftpol_flows_allowed_total{namespace=\"shop\",policy=\"frontend-to-backend\",direction=\"ingress\"} 3\n"
+            ),
+            "{text}"
         );
+        assert!(
+            text.contains(
+                "kube_nftpol_flows_denied_total{namespace=\"payments\",direction=\"egress\",mode=\"audit\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("kube_nftpol_flows_read_errors_total 0\n"),
+            "{text}"
+        );
+        metrics.denied.remove(&denied);
+        assert!(!metrics::encode(&registry).contains("payments"));
     }
 }

@@ -16,6 +16,7 @@
 //! - [`flowlog`]: NFLOG records of default-deny drops to deduplicated flow lines naming both
 //!   ends and the isolating policies.
 //! - [`flowmetrics`]: allowed and denied flow counters from the table's rule counters.
+//! - [`events`]: the Kubernetes Events the agent writes (invalid policies, denied flows).
 //! - [`metrics`]: the one registry the subsystems register their metrics into.
 //! - [`http`]: the read-only endpoints.
 //! - [`agent`]: the node agent, wiring the above; it owns the state they share.
@@ -24,6 +25,7 @@
 pub mod agent;
 pub mod cli;
 pub mod dataplane;
+pub mod events;
 pub mod flowlog;
 pub mod flowmetrics;
 pub mod http;

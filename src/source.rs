@@ -2,7 +2,8 @@
 //! of manifests ([`directory`], loaded by [`manifests`]) offline and in tests.
 //!
 //! Both publish complete snapshots on a `watch` channel and mark a [`ChangeClock`] when they
-//! see a change, so the agent can time a change from the source to the kernel.
+//! see a change, so the agent can time a change from the source to the kernel. Each counts
+//! what it loads and what fails in its own [`Metrics`].
 
 pub mod directory;
 pub mod kubernetes;
@@ -10,6 +11,43 @@ pub mod manifests;
 
 use std::sync::Mutex;
 use std::time::Instant;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A source's metrics (`kube_nftpol_source_*`, `kube_nftpol_policies_invalid`).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Snapshots loaded.
+    pub loads: Counter,
+    /// Loads that failed (the last good snapshot stays in force).
+    pub load_errors: Counter,
+    /// NetworkPolicies that failed validation and are enforced fail-closed.
+    pub invalid_policies: Gauge,
+    /// Kubernetes watch errors (each retried with backoff).
+    pub watch_errors: Counter,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "policies_invalid",
+            "NetworkPolicies that failed validation and are enforced fail-closed",
+            metrics.invalid_policies.clone(),
+        );
+        let sub = registry.sub_registry_with_prefix("source");
+        let help = "Snapshots loaded from the source";
+        sub.register("loads", help, metrics.loads.clone());
+        let help = "Source loads that failed; the last good snapshot stays";
+        sub.register("load_errors", help, metrics.load_errors.clone());
+        let help = "Kubernetes watch errors; each is retried with backoff";
+        sub.register("watch_errors", help, metrics.watch_errors.clone());
+        metrics
+    }
+}
 
 /// The moment the oldest change not yet enforced was seen: marked by a source, taken by the
 /// agent once the ruleset that includes it is in the kernel.

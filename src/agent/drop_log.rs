@@ -22,13 +22,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use super::denied_events::DeniedEvents;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::{RecentFlows, State};
+use crate::events::Events;
 use crate::flow_line::{FlowLine, Format};
 use crate::flowlog::dedup::{Dedup, FlowKey, Seen};
 use crate::flowlog::nflog::{self, NflogEvent, ReaderStats};
 use crate::flowlog::{Record, decode, enrich};
-use crate::http::Shared;
-use crate::metrics::FlowlogMetrics;
 use crate::source::manifests::Loaded;
 
 /// Records buffered between the reader thread and this task.
@@ -39,6 +42,41 @@ pub const MAX_FLOWS: usize = 10_000;
 
 /// Least time between two warnings about a full dedup table.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The drop log's metrics (`kube_nftpol_flowlog_*`).
+#[derive(Debug, Clone, Default)]
+pub struct DropLogMetrics {
+    /// NFLOG records received.
+    pub records: Counter,
+    /// Records the kernel logged that never reached the agent (socket overruns) or that the
+    /// agent dropped because it was behind (a full channel).
+    pub lost: Counter,
+    /// Records that did not decode (not one of ours, or a malformed packet).
+    pub undecodable: Counter,
+    /// Records left out of the drop log because the dedup table was full.
+    pub dedup_dropped: Counter,
+    /// Flows in the dedup table.
+    pub dedup_flows: Gauge,
+}
+
+impl DropLogMetrics {
+    /// Creates the metrics and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        let sub = registry.sub_registry_with_prefix("flowlog");
+        let help = "NFLOG records of default-deny drops received";
+        sub.register("records", help, metrics.records.clone());
+        let help = "NFLOG records the kernel logged that never reached the agent";
+        sub.register("lost_records", help, metrics.lost.clone());
+        let help = "NFLOG records that did not decode";
+        sub.register("undecodable", help, metrics.undecodable.clone());
+        let help = "Records left out of the drop log because the dedup table was full";
+        sub.register("dedup_dropped_records", help, metrics.dedup_dropped.clone());
+        let help = "Flows in the drop log's dedup table";
+        sub.register("dedup_flows", help, metrics.dedup_flows.clone());
+        metrics
+    }
+}
 
 /// How the agent writes its drop log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,24 +102,24 @@ pub(super) async fn run(
     group: u16,
     options: DropLogOptions,
     snapshots: watch::Receiver<Option<Arc<Loaded>>>,
-    shared: Arc<Shared>,
-    denied_events: Option<DeniedEvents>,
+    metrics: DropLogMetrics,
+    state: Arc<State>,
+    events: Option<Events>,
 ) {
-    let (mut events, stats) = match nflog::spawn_reader(group, CHANNEL_CAPACITY) {
+    let (mut records, stats) = match nflog::spawn_reader(group, CHANNEL_CAPACITY) {
         Ok(reader) => reader,
         Err(error) => {
             warn!(group, %error, "cannot read the drop log; enforcement is unaffected");
             return;
         }
     };
-    let metrics = &shared.metrics.flowlog;
-    let mut log = DropLog::new(options, snapshots, metrics, std::io::stdout());
-    log.hints = Some(&shared.hints);
-    log.denied_events = denied_events.as_ref();
+    let mut log = DropLog::new(options, snapshots, &metrics, std::io::stdout());
+    log.recent_flows = Some(state.recent_flows());
+    log.events = events.as_ref();
     loop {
         let deadline = log.dedup.next_deadline();
         tokio::select! {
-            event = events.recv() => match event {
+            event = records.recv() => match event {
                 Some(NflogEvent::Record(record)) => log.record(&record, Instant::now()),
                 Some(NflogEvent::Overrun) => debug!("NFLOG socket overrun"),
                 // Counted from the reader's statistics, with records dropped for a full channel.
@@ -109,11 +147,11 @@ struct DropLog<'a, W> {
     dedup: Dedup<FlowKey>,
     format: Format,
     snapshots: watch::Receiver<Option<Arc<Loaded>>>,
-    metrics: &'a FlowlogMetrics,
+    metrics: &'a DropLogMetrics,
     /// Where `/hints` gathers denied flows: every first-packet line and summary goes there too.
-    hints: Option<&'a crate::http::hints::RecentDrops>,
+    recent_flows: Option<&'a RecentFlows>,
     /// Where new denied flows become `PolicyDenied` Events (with the Kubernetes source).
-    denied_events: Option<&'a DeniedEvents>,
+    events: Option<&'a Events>,
     /// The reader's lost records already added to the metric.
     lost_counted: u64,
     /// Records dropped for a full table since the last warning, and when that was.
@@ -125,7 +163,7 @@ impl<'a, W: Write> DropLog<'a, W> {
     fn new(
         options: DropLogOptions,
         snapshots: watch::Receiver<Option<Arc<Loaded>>>,
-        metrics: &'a FlowlogMetrics,
+        metrics: &'a DropLogMetrics,
         out: W,
     ) -> Self {
         Self {
@@ -134,8 +172,8 @@ impl<'a, W: Write> DropLog<'a, W> {
             format: options.format,
             snapshots,
             metrics,
-            hints: None,
-            denied_events: None,
+            recent_flows: None,
+            events: None,
             lost_counted: 0,
             full_since_warning: 0,
             warned_at: None,
@@ -163,10 +201,10 @@ impl<'a, W: Write> DropLog<'a, W> {
         {
             Seen::New => {
                 let record = enrich::enrich(&packet, &loaded.snapshot, record.received_at);
-                if let Some(hints) = self.hints {
-                    hints.record(&record);
+                if let Some(recent_flows) = self.recent_flows {
+                    recent_flows.record(&record);
                 }
-                if let Some(events) = self.denied_events {
+                if let Some(events) = self.events {
                     events.denied(&record);
                 }
                 self.write(&record);
@@ -187,8 +225,8 @@ impl<'a, W: Write> DropLog<'a, W> {
             for summary in summaries {
                 let packet = summary.key.packet();
                 let record = enrich::enrich(&packet, &loaded.snapshot, summary.last);
-                if let Some(hints) = self.hints {
-                    hints.record(&record);
+                if let Some(recent_flows) = self.recent_flows {
+                    recent_flows.record(&record);
                 }
                 let line = record.summary(summary.count, summary.first, summary.last);
                 self.write(&line);

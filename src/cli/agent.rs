@@ -1,16 +1,19 @@
-//! `kube-nftpol agent`: the node daemon. Argument parsing only; the loop is
-//! [`crate::agent`].
+//! `kube-nftpol agent`: the node daemon. Argument parsing, and the wiring of the agent
+//! ([`crate::agent`]) with the HTTP endpoints that read its state ([`crate::http`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use tracing::error;
 
 use super::Outcome;
-use crate::agent::{self, Config, DropLogOptions, Source};
+use crate::agent::{self, Config, DropLogOptions, Source, State};
 use crate::compile::Options;
 use crate::flow_line;
+use crate::http;
 
 /// Arguments of `kube-nftpol agent`.
 #[derive(Debug, Args)]
@@ -102,7 +105,21 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<Outcome> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(agent::run(args.config()))?;
+    let config = args.config();
+    runtime.block_on(async {
+        let state = Arc::new(State::new());
+        let addr = config.metrics_addr;
+        let endpoints = tokio::spawn(http::serve(addr, Arc::clone(&state)));
+        let endpoints = tokio::spawn(async move {
+            // Enforcement goes on without the endpoints: the failure is logged.
+            if let Ok(Err(error)) = endpoints.await {
+                error!(error = %format!("{error:#}"), "HTTP endpoints stopped");
+            }
+        });
+        let result = agent::run(config, state).await;
+        endpoints.abort();
+        result
+    })?;
     Ok(Outcome::Success)
 }
 

@@ -15,8 +15,9 @@
 //! someone else added, with any text in its comment) count nothing: label values stay names.
 //! Pure.
 
+use super::{AllowedLabels, DeniedLabels};
 use crate::compile::{AUDIT_COMMENT, DENY_COMMENT};
-use crate::metrics::{AllowedLabels, DeniedLabels, LabelValue};
+use crate::metrics::LabelValue;
 use crate::model::{Direction, Enforcement, Snapshot};
 
 /// The metric series a rule's counter adds to.

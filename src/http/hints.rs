@@ -1,113 +1,20 @@
-//! `GET /hints`: NetworkPolicies suggested from the denied flows this agent saw recently.
-//!
-//! [`RecentDrops`] holds the flows: the drop log hands it every record it writes, and it keeps
-//! at most a fixed number of distinct flows (the least recently seen make room, counted in
-//! `kube_nftpol_hints_evicted_flows_total`). Each request runs [`hints::suggest`] on them
-//! against the agent's current snapshot, so flows that a policy allows by now drop out, and
-//! selectors are checked against the cluster. Read-only: nothing here changes enforcement.
+//! `GET /hints`: NetworkPolicies suggested from the denied flows this agent saw recently
+//! ([`crate::agent::RecentFlows`]: each request suggests against the agent's current
+//! snapshot). Read-only: nothing here changes enforcement.
 //!
 //! Query parameters: `namespace=NS` (only pods of that namespace), `format=json` (the default:
 //! the [`hints::Suggestions`] report plus `recent_flows`) or `format=yaml` (for `kubectl apply
 //! -f -`).
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::{Query, State as Extract};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use prometheus_client::metrics::counter::Counter;
-use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use serde::Deserialize;
 
-use super::Shared;
-use crate::flow_line::FlowLine;
-use crate::hints::{self, Aggregate, DeniedFlow, Options, Suggestions, render};
-use crate::source::manifests::Loaded;
-
-/// Distinct denied flows an agent keeps for `/hints` (a few hundred bytes each).
-pub const MAX_FLOWS: usize = 4096;
-
-/// The agent's recent denied flows, and where its current snapshot is.
-#[derive(Debug)]
-pub struct RecentDrops {
-    flows: Mutex<Aggregate>,
-    snapshots: OnceLock<watch::Receiver<Option<Arc<Loaded>>>>,
-    evicted: Counter,
-}
-
-impl RecentDrops {
-    /// Keeps at most `capacity` flows and counts evictions in `evicted`.
-    pub fn new(capacity: usize, evicted: Counter) -> Self {
-        Self {
-            flows: Mutex::new(Aggregate::new(capacity)),
-            snapshots: OnceLock::new(),
-            evicted,
-        }
-    }
-
-    /// Adds the flow of a drop record the drop log wrote.
-    pub fn record(&self, record: &FlowLine) {
-        let flow = DeniedFlow::from_line(record);
-        // A panic elsewhere while holding the lock leaves the aggregate consistent (every
-        // update completes before anything can panic), so a poisoned lock is still usable.
-        let evicted = self
-            .flows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .record(flow);
-        self.evicted.inc_by(evicted);
-    }
-
-    /// Checks suggestions against the snapshots on `snapshots` (the agent's source). Only the
-    /// first call counts.
-    pub fn follow(&self, snapshots: watch::Receiver<Option<Arc<Loaded>>>) {
-        // Set once at startup; a second source would be a bug, and the first one stays.
-        let _ = self.snapshots.set(snapshots);
-    }
-
-    /// The suggestions for the flows kept now, and how many flows were kept and evicted.
-    pub fn report(&self, namespace: Option<&str>) -> Report {
-        let flows = self
-            .flows
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let loaded = self.snapshots.get().and_then(|rx| rx.borrow().clone());
-        let options = Options {
-            snapshot: loaded.as_deref().map(|l| &l.snapshot),
-            namespace,
-        };
-        Report {
-            recent_flows: RecentFlows {
-                kept: flows.len(),
-                capacity: flows.capacity(),
-                evicted: flows.evicted(),
-            },
-            suggestions: hints::suggest(flows.flows(), &options),
-        }
-    }
-}
-
-/// What `/hints` serves as JSON.
-#[derive(Debug, Serialize)]
-pub struct Report {
-    /// The agent's aggregate.
-    pub recent_flows: RecentFlows,
-    /// The suggestions, their counts and issues.
-    #[serde(flatten)]
-    pub suggestions: Suggestions,
-}
-
-/// The state of the agent's aggregate of denied flows.
-#[derive(Debug, Serialize)]
-pub struct RecentFlows {
-    /// Distinct flows kept.
-    pub kept: usize,
-    /// The most it keeps.
-    pub capacity: usize,
-    /// Flows evicted to make room since the agent started.
-    pub evicted: u64,
-}
+use crate::agent::State;
+use crate::hints::render;
 
 /// The query parameters.
 #[derive(Debug, Default, Deserialize)]
@@ -119,7 +26,10 @@ pub struct HintsQuery {
 }
 
 /// The `/hints` handler.
-pub async fn hints(State(shared): State<Arc<Shared>>, Query(query): Query<HintsQuery>) -> Response {
+pub async fn hints(
+    Extract(state): Extract<Arc<State>>,
+    Query(query): Query<HintsQuery>,
+) -> Response {
     let yaml = match query.format.as_deref() {
         None | Some("json") => false,
         Some("yaml") => true,
@@ -132,8 +42,10 @@ pub async fn hints(State(shared): State<Arc<Shared>>, Query(query): Query<HintsQ
         }
     };
     // Suggesting evaluates every flow against the snapshot: keep it off the async workers.
-    let report =
-        tokio::task::spawn_blocking(move || shared.hints.report(query.namespace.as_deref())).await;
+    let report = tokio::task::spawn_blocking(move || {
+        state.recent_flows().report(query.namespace.as_deref())
+    })
+    .await;
     let Ok(report) = report else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
@@ -172,11 +84,15 @@ mod tests {
     use serde_json::json;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+    use tokio::sync::watch;
+
     use super::*;
+    use crate::agent::MAX_RECENT_FLOWS as MAX_FLOWS;
+    use crate::flow_line::FlowLine;
     use crate::flowlog::decode::DeniedPacket;
     use crate::flowlog::enrich;
-    use crate::metrics::Metrics;
     use crate::model::{Direction, IpProtocol, ObjectKey, Pod, Snapshot};
+    use crate::source::manifests::Loaded;
 
     fn pod(ns: &str, name: &str, app: &str, ip: &str) -> Pod {
         Pod::running(
@@ -227,11 +143,10 @@ mod tests {
         enrich::enrich(&packet, snapshot, SystemTime::UNIX_EPOCH)
     }
 
-    /// An agent's shared state that saw web -> api:8080 twice and api -> db:5432.
-    fn shared(capacity: usize) -> (Arc<Shared>, watch::Sender<Option<Arc<Loaded>>>) {
+    /// An agent's state that saw web -> api:8080 twice and api -> db:5432.
+    fn shared(capacity: usize) -> (Arc<State>, watch::Sender<Option<Arc<Loaded>>>) {
         let snapshot = snapshot();
-        let mut shared = Shared::new(Metrics::new());
-        shared.hints = RecentDrops::new(capacity, shared.metrics.hints.evicted_flows.clone());
+        let shared = State::with_recent_flows(capacity);
         for record in [
             record(
                 &snapshot,
@@ -258,18 +173,18 @@ mod tests {
                 5432,
             ),
         ] {
-            shared.hints.record(&record);
+            shared.recent_flows().record(&record);
         }
         let (tx, rx) = watch::channel(Some(Arc::new(Loaded {
             snapshot,
             ..Loaded::default()
         })));
-        shared.hints.follow(rx);
+        shared.recent_flows().follow(rx);
         (Arc::new(shared), tx)
     }
 
     async fn get(
-        shared: &Arc<Shared>,
+        shared: &Arc<State>,
         namespace: Option<&str>,
         format: Option<&str>,
     ) -> (StatusCode, String, String) {
@@ -277,7 +192,7 @@ mod tests {
             namespace: namespace.map(str::to_owned),
             format: format.map(str::to_owned),
         };
-        let response = hints(State(Arc::clone(shared)), Query(query)).await;
+        let response = hints(Extract(Arc::clone(shared)), Query(query)).await;
         let status = response.status();
         let content_type = response
             .headers()
@@ -376,7 +291,7 @@ mod tests {
             report["recent_flows"],
             json!({"kept": 1, "capacity": 1, "evicted": 1})
         );
-        let metrics = shared.metrics.encode();
+        let metrics = shared.encode_metrics(std::time::Duration::ZERO).await;
         assert!(
             metrics.contains("kube_nftpol_hints_evicted_flows_total 1\n"),
             "{metrics}"
@@ -385,9 +300,9 @@ mod tests {
 
     #[tokio::test]
     async fn hints_without_a_snapshot_yet_trust_the_drop_log() {
-        let shared = Arc::new(Shared::new(Metrics::new()));
+        let shared = Arc::new(State::new());
         let snapshot = snapshot();
-        shared.hints.record(&record(
+        shared.recent_flows().record(&record(
             &snapshot,
             Direction::Egress,
             "shop/web",

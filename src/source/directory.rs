@@ -12,9 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::ChangeClock;
 use super::manifests::{self, Loaded};
-use crate::metrics::SourceMetrics;
+use super::{ChangeClock, Metrics};
 
 /// What identifies one state of the directory without reading the files.
 type Signature = Vec<(PathBuf, u64, Option<SystemTime>)>;
@@ -40,9 +39,8 @@ pub async fn watch(
     interval: Duration,
     tx: watch::Sender<Option<Arc<Loaded>>>,
     clock: Arc<ChangeClock>,
-    metrics: Arc<crate::http::Shared>,
+    source: Metrics,
 ) {
-    let source: &SourceMetrics = &metrics.metrics.source;
     let mut last: Option<Signature> = None;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

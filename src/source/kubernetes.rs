@@ -14,11 +14,10 @@
 //! cache swaps the fresh list in whole, and the agent converges. Watch errors are logged and
 //! counted, never fatal.
 //!
-//! Invalid NetworkPolicies are reported as Warning Events on the policy ([`events`]), once per
-//! version of the policy.
+//! Invalid NetworkPolicies are reported as Warning Events on the policy ([`crate::events`]),
+//! once per version of the policy.
 
 mod cache;
-pub(crate) mod events;
 mod pod_fields;
 
 use std::sync::Arc;
@@ -34,11 +33,11 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-pub use cache::{Cache, InvalidPolicy, ObjectIdentity};
+pub use cache::Cache;
 
-use super::ChangeClock;
 use super::manifests::Loaded;
-use crate::http::Shared;
+use super::{ChangeClock, Metrics};
+use crate::events::{self, Events, InvalidPolicy};
 use pod_fields::PodFields;
 
 /// One event from one of the three watches (Pods boxed: they are by far the largest).
@@ -135,17 +134,17 @@ fn pod_event(event: watcher::Event<PodFields>) -> watcher::Event<core::Pod> {
 }
 
 /// Watches the cluster through `client` and publishes each complete snapshot to `tx`; marks
-/// `clock` when a change is seen, for the programming-latency histogram. `node` names this
-/// agent in the Events it writes. Runs until `tx` has no receiver.
+/// `clock` when a change is seen, for the programming-latency histogram; reports invalid
+/// policies through `events`. Runs until `tx` has no receiver.
 pub async fn watch(
     client: Client,
-    node: String,
     tx: watch::Sender<Option<Arc<Loaded>>>,
     clock: Arc<ChangeClock>,
-    shared: Arc<Shared>,
+    metrics: Metrics,
+    events: Events,
 ) {
-    let metrics = &shared.metrics.source;
-    let mut events = events::PolicyEvents::spawn(client.clone(), node, Arc::clone(&shared));
+    let metrics = &metrics;
+    let mut reported = events::Reported::default();
     let mut changes = watches(&client);
     let mut cache = Cache::new();
     let mut synced_logged = false;
@@ -188,7 +187,7 @@ pub async fn watch(
                 debug!(policy = %policy.key, field = %error.field, "invalid policy, enforced fail-closed: {}", error.message);
             }
         }
-        events.report(&invalid);
+        reported.report(&events, &invalid);
         let copying = tokio::time::Instant::now();
         let snapshot = cache.snapshot();
         next_snapshot = tokio::time::Instant::now() + copying.elapsed();
@@ -250,11 +249,7 @@ pub async fn snapshot_once(client: &Client) -> anyhow::Result<Loaded> {
     })
 }
 
-fn apply(
-    cache: &mut Cache,
-    change: Result<Change, watcher::Error>,
-    metrics: &crate::metrics::SourceMetrics,
-) {
+fn apply(cache: &mut Cache, change: Result<Change, watcher::Error>, metrics: &Metrics) {
     match change {
         Ok(Change::Pod(event)) => {
             log_relist("pods", &event);

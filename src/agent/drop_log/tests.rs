@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::*;
-use crate::metrics::Metrics;
+use crate::metrics;
 use crate::source::manifests;
 
 /// The example cluster (payments-api-0 is 10.244.1.20, shop's backend 10.244.1.11).
@@ -47,14 +47,9 @@ fn lines(out: &[u8]) -> Vec<String> {
 
 #[test]
 fn a_retried_connection_is_one_line_at_once_and_one_summary_when_the_window_closes() {
-    let metrics = Metrics::new();
+    let metrics = DropLogMetrics::default();
     let start = Instant::now();
-    let mut log = DropLog::new(
-        DropLogOptions::default(),
-        snapshots(),
-        &metrics.flowlog,
-        Vec::new(),
-    );
+    let mut log = DropLog::new(DropLogOptions::default(), snapshots(), &metrics, Vec::new());
     // Five SYNs from five client ports within 4 s.
     for (i, port) in [40000u16, 40001, 40002, 40003, 40004]
         .into_iter()
@@ -69,7 +64,7 @@ fn a_retried_connection_is_one_line_at_once_and_one_summary_when_the_window_clos
     assert_eq!(first["count"], 1);
     assert_eq!(first["source_port"], 40000);
     assert_eq!(first["peer"]["name"], "backend-5c8b6-qx2lp");
-    assert_eq!(metrics.flowlog.dedup_flows.get(), 1);
+    assert_eq!(metrics.dedup_flows.get(), 1);
 
     log.expire(start + Duration::from_secs(10));
     let written = lines(&log.out);
@@ -80,18 +75,18 @@ fn a_retried_connection_is_one_line_at_once_and_one_summary_when_the_window_clos
     assert_eq!(summary["port"], 9090);
     assert!(summary.get("source_port").is_none(), "{summary}");
     assert!(summary["first_ts"].is_string() && summary["last_ts"].is_string());
-    assert_eq!(metrics.flowlog.records.get(), 5);
+    assert_eq!(metrics.records.get(), 5);
 }
 
 #[test]
 fn the_text_format_writes_the_same_lines_for_people() {
-    let metrics = Metrics::new();
+    let metrics = DropLogMetrics::default();
     let start = Instant::now();
     let options = DropLogOptions {
         format: Format::Text,
         ..DropLogOptions::default()
     };
-    let mut log = DropLog::new(options, snapshots(), &metrics.flowlog, Vec::new());
+    let mut log = DropLog::new(options, snapshots(), &metrics, Vec::new());
     for i in 0..3 {
         log.record(
             &record(EGRESS, API, 40000 + i, BACKEND),
@@ -113,14 +108,9 @@ fn the_text_format_writes_the_same_lines_for_people() {
 
 #[test]
 fn records_are_accounted_for_by_line_counts_dedup_drops_and_undecodable_ones() {
-    let metrics = Metrics::new();
+    let metrics = DropLogMetrics::default();
     let start = Instant::now();
-    let mut log = DropLog::new(
-        DropLogOptions::default(),
-        snapshots(),
-        &metrics.flowlog,
-        Vec::new(),
-    );
+    let mut log = DropLog::new(DropLogOptions::default(), snapshots(), &metrics, Vec::new());
     // 12,000 distinct destinations (more than the table holds), each twice, and garbage.
     for round in 0..2u64 {
         for i in 0..12_000u32 {
@@ -131,9 +121,9 @@ fn records_are_accounted_for_by_line_counts_dedup_drops_and_undecodable_ones() {
     }
     log.record(&Record::new("knp:deny:egress:x/y", vec![1, 2, 3]), start);
     log.record(&Record::new("someone else", vec![0x45]), start);
-    assert_eq!(metrics.flowlog.dedup_flows.get(), 10_000);
+    assert_eq!(metrics.dedup_flows.get(), 10_000);
     log.expire(start + Duration::from_secs(60));
-    assert_eq!(metrics.flowlog.dedup_flows.get(), 0);
+    assert_eq!(metrics.dedup_flows.get(), 0);
 
     let counts: u64 = lines(&log.out)
         .iter()
@@ -142,7 +132,7 @@ fn records_are_accounted_for_by_line_counts_dedup_drops_and_undecodable_ones() {
             line["count"].as_u64().unwrap()
         })
         .sum();
-    let flowlog = &metrics.flowlog;
+    let flowlog = &metrics;
     assert_eq!(flowlog.records.get(), 24_002);
     assert_eq!(flowlog.undecodable.get(), 2);
     assert_eq!(flowlog.dedup_dropped.get(), 2 * 2_000);
@@ -156,13 +146,13 @@ fn records_are_accounted_for_by_line_counts_dedup_drops_and_undecodable_ones() {
 
 #[test]
 fn with_a_zero_window_every_record_is_a_line() {
-    let metrics = Metrics::new();
+    let metrics = DropLogMetrics::default();
     let start = Instant::now();
     let options = DropLogOptions {
         window: Duration::ZERO,
         ..DropLogOptions::default()
     };
-    let mut log = DropLog::new(options, snapshots(), &metrics.flowlog, Vec::new());
+    let mut log = DropLog::new(options, snapshots(), &metrics, Vec::new());
     for i in 0..5 {
         log.record(
             &record(EGRESS, API, 40000, BACKEND),
@@ -170,5 +160,22 @@ fn with_a_zero_window_every_record_is_a_line() {
         );
     }
     assert_eq!(lines(&log.out).len(), 5);
-    assert_eq!(metrics.flowlog.dedup_flows.get(), 0);
+    assert_eq!(metrics.dedup_flows.get(), 0);
+}
+
+#[test]
+fn drop_log_dedup_metrics_are_encoded() {
+    let mut registry = metrics::registry();
+    let drop_log = DropLogMetrics::register(&mut registry);
+    drop_log.dedup_dropped.inc_by(3);
+    drop_log.dedup_flows.set(42);
+    let text = metrics::encode(&registry);
+    assert!(
+        text.contains("kube_nftpol_flowlog_dedup_dropped_records_total 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kube_nftpol_flowlog_dedup_flows 42\n"),
+        "{text}"
+    );
 }

@@ -23,28 +23,9 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as networking;
 use kube::runtime::watcher::Event;
 
-use crate::model::{FieldError, Namespace, ObjectKey, Pod, Policy, Snapshot};
+use crate::events::{InvalidPolicy, ObjectIdentity};
+use crate::model::{Namespace, ObjectKey, Pod, Policy, Snapshot};
 use claims::Claims;
-
-/// The identity of an API object an Event can be about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectIdentity {
-    /// `metadata.uid`.
-    pub uid: Option<String>,
-    /// `metadata.resourceVersion`: which version the errors are about.
-    pub resource_version: Option<String>,
-}
-
-/// A NetworkPolicy that failed validation, with what identifies the version that failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidPolicy {
-    /// `namespace/name`.
-    pub key: ObjectKey,
-    /// uid and resourceVersion.
-    pub identity: ObjectIdentity,
-    /// The field errors.
-    pub errors: Vec<FieldError>,
-}
 
 /// One relist in progress, per kind.
 #[derive(Debug)]

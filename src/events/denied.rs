@@ -1,61 +1,26 @@
-//! `PolicyDenied` Events on pods whose traffic default-deny dropped, so `kubectl describe pod`
-//! shows them next to the pod's other events.
+//! `PolicyDenied` Events: which denied flows become an Event, and its note.
 //!
 //! Fed with each new denied flow of the drop log (its first packet; repeats are already folded
 //! into summaries). Rate-limited per pod: at most one Event per pod every [`PER_POD_INTERVAL`];
-//! flows denied in between are counted and named in the next Event's note. kube-rs' recorder
-//! turns repeated Events of one pod into a series. The queue to the writer is bounded and the
-//! pods remembered are capped, so a flood of drops costs nothing but counted losses.
+//! flows denied in between are counted and named in the next Event's note. The pods
+//! remembered are capped, so a flood of drops costs nothing but counted losses.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
-use kube::runtime::events::{Event, EventType, Recorder};
-use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use kube::runtime::events::{Event, EventType};
 
-use crate::flow_line::{Action, FlowLine};
-use crate::http::Shared;
-use crate::source::kubernetes::events::{limit_note, recorder};
+use super::limit_note;
+use crate::flow_line::FlowLine;
+use crate::model::Direction;
 
 /// The Event reason.
 pub const REASON: &str = "PolicyDenied";
 /// Least time between two Events about one pod.
 pub const PER_POD_INTERVAL: Duration = Duration::from_secs(60);
-/// Denied flows waiting for the writer; more are dropped (and counted).
-const QUEUE: usize = 1024;
 /// Pods whose last Event time is remembered; beyond that the oldest are forgotten.
 const MAX_PODS: usize = 10_000;
-
-/// Hands denied flows to the Event writer.
-#[derive(Debug, Clone)]
-pub struct DeniedEvents {
-    queue: mpsc::Sender<FlowLine>,
-    shared: Arc<Shared>,
-}
-
-impl DeniedEvents {
-    /// Starts the writer task; `node` is the reporting instance.
-    pub fn spawn(client: Client, node: String, shared: Arc<Shared>) -> Self {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(recorder(client, node), rx, Arc::clone(&shared)));
-        Self { queue, shared }
-    }
-
-    /// Queues one denied flow (of a pod the snapshot knows); never waits. Audited flows went
-    /// through: their drop-log line and metric say so, and they get no Event.
-    pub fn denied(&self, record: &FlowLine) {
-        if record.pod.unknown || record.action == Action::Audit {
-            return;
-        }
-        if self.queue.try_send(record.clone()).is_err() {
-            self.shared.metrics.source.event_errors.inc();
-        }
-    }
-}
 
 /// Per-pod rate limiting: which flows become an Event now, and what was held back.
 #[derive(Debug, Default)]
@@ -103,12 +68,31 @@ impl Limiter {
     }
 }
 
+/// The Event and the pod it is about.
+pub(super) fn event(line: &FlowLine, held_back: u64) -> (Event, ObjectReference) {
+    let reference = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(line.pod.namespace.clone()),
+        name: Some(line.pod.name.clone()),
+        ..ObjectReference::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: REASON.into(),
+        note: Some(note(line, held_back)),
+        action: "Drop".into(),
+        secondary: None,
+    };
+    (event, reference)
+}
+
 /// The Event's note: the flow, the isolating policies, and what was held back.
 pub fn note(record: &FlowLine, held_back: u64) -> String {
     let port = record.port.map(|p| format!("/{p}")).unwrap_or_default();
     let (word, arrow) = match record.direction {
-        crate::model::Direction::Ingress => ("ingress", "from"),
-        crate::model::Direction::Egress => ("egress", "to"),
+        Direction::Ingress => ("ingress", "from"),
+        Direction::Egress => ("egress", "to"),
     };
     let mut note = format!(
         "{word} {arrow} {} {}{port} denied by default deny (isolated by {})",
@@ -127,40 +111,6 @@ pub fn note(record: &FlowLine, held_back: u64) -> String {
     }
     note.push_str("; see the drop log, or kube-nftpol suggest for a policy that allows it");
     limit_note(note)
-}
-
-async fn write(recorder: Recorder, mut rx: mpsc::Receiver<FlowLine>, shared: Arc<Shared>) {
-    let mut limiter = Limiter::default();
-    while let Some(record) = rx.recv().await {
-        let pod = (record.pod.namespace.clone(), record.pod.name.clone());
-        let Some(held_back) = limiter.admit(pod, Instant::now()) else {
-            continue;
-        };
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            namespace: Some(record.pod.namespace.clone()),
-            name: Some(record.pod.name.clone()),
-            ..ObjectReference::default()
-        };
-        let event = Event {
-            type_: EventType::Warning,
-            reason: REASON.into(),
-            note: Some(note(&record, held_back)),
-            action: "Drop".into(),
-            secondary: None,
-        };
-        match recorder.publish(&event, &reference).await {
-            Ok(()) => {
-                shared.metrics.source.events.inc();
-                debug!(pod = %format!("{}/{}", record.pod.namespace, record.pod.name), "PolicyDenied event written");
-            }
-            Err(error) => {
-                shared.metrics.source.event_errors.inc();
-                warn!(%error, "cannot write a PolicyDenied event");
-            }
-        }
-    }
 }
 
 #[cfg(test)]
