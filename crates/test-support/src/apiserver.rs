@@ -242,8 +242,10 @@ impl Drop for ApiServer {
     }
 }
 
-/// The directory with kube-apiserver and kubectl.
-fn bin_dir() -> Result<PathBuf, String> {
+/// The directory with kube-apiserver and kubectl: `$KNP_APISERVER_BIN`, else build.sh's cache
+/// (`$KNP_APISERVER_CACHE/bin`, by default /var/cache/kube-nftpol/k8s-v1.20.2/bin); an error
+/// saying how to build them when they are not there.
+pub fn bin_dir() -> Result<PathBuf, String> {
     let bin = match std::env::var_os("KNP_APISERVER_BIN") {
         Some(dir) => PathBuf::from(dir),
         None => match std::env::var_os("KNP_APISERVER_CACHE") {

@@ -363,9 +363,7 @@ impl Bench {
     /// The same pod list by `kubectl get --raw`, straight to the API server and from the
     /// node's namespace through the simulator's relay (the way the agent reaches the API).
     async fn say_relay_cost(&self) -> Result<()> {
-        let bin =
-            std::env::var("KNP_APISERVER_BIN").map_err(|e| format!("KNP_APISERVER_BIN: {e}"))?;
-        let kubectl = std::path::Path::new(&bin).join("kubectl");
+        let kubectl = kube_nftpol_test_support::apiserver::bin_dir()?.join("kubectl");
         let relayed_config = self.cluster.scratch().join("agent-kubeconfig");
         let direct_config = self.api.server.kubeconfig_path();
         let list = ["get", "--raw", "/api/v1/pods?resourceVersion=0"];

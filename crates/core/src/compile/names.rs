@@ -15,7 +15,7 @@
 //! before, can be steered to collide with a chosen name: two pods sharing a chain would share
 //! their rules).
 
-use ring::digest::{SHA256, digest};
+use sha2::{Digest as _, Sha256};
 
 /// Chain and set names are capped well below the kernel's 255 bytes (`NFT_NAME_MAXLEN` 256
 /// with the NUL).
@@ -60,8 +60,8 @@ fn hash_hex(kind: &str, parts: &[&str], suffix: &str) -> String {
         input.extend_from_slice(&(field.len() as u64).to_be_bytes());
         input.extend_from_slice(field.as_bytes());
     }
-    let hash = digest(&SHA256, &input);
-    let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hash = Sha256::digest(&input);
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     hex[..HASH_HEX].to_owned()
 }
 
