@@ -3,8 +3,9 @@ use std::net::IpAddr;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::json;
 
+use super::rules::merge_ports;
 use super::*;
-use crate::model::{Enforcement, Labels, Namespace, ObjectKey, PodPhase};
+use crate::model::{Enforcement, Labels, Namespace, ObjectKey, PodPhase, Protocol};
 
 fn pod(ns: &str, name: &str, app: &str, node: &str, ip: &str) -> Pod {
     Pod::running(

@@ -1,0 +1,309 @@
+//! One NetworkPolicy rule for one target pod, compiled to the match lists of its nft rules:
+//! numbered and named ports, and the named peer sets (`np_<ns>_<policy>_<dir><rule>_pods4`,
+//! `..._cidr4`, `..._named4` and their `6` twins) it creates in the shared set map.
+//!
+//! Owns the matches and the sets. Does not own the verdicts, counters and comments of the
+//! rules built from them (`pod_chains`), which pods a peer selects (`peers`), nor the range
+//! arithmetic of ipBlocks (`ranges`).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::ruleset::{AddrField, Expr, Family, ProtocolPorts, Set, SetElement, SetKind};
+use super::{MAX_COMMENT, names, peers, ranges, truncate};
+use crate::model::{
+    Direction, PeerKind, Pod, Policy, PortSpec, Protocol, Rule as PolicyRule, Snapshot,
+};
+
+/// Compiles one policy rule for one target pod into match lists (one per emitted rule).
+pub(super) struct RuleCompiler<'a> {
+    pub(super) snapshot: &'a Snapshot,
+    pub(super) policy: &'a Policy,
+    pub(super) rule: &'a PolicyRule,
+    pub(super) direction: Direction,
+    /// The pod whose chain this is.
+    pub(super) target: &'a Pod,
+    pub(super) sets: &'a mut BTreeMap<String, Set>,
+    /// The rule's pod peers once looked up: the pods set and the named-port set share them.
+    pub(super) peers: Option<Vec<&'a Pod>>,
+}
+
+impl<'a> RuleCompiler<'a> {
+    pub(super) fn matchers(mut self) -> Vec<Vec<Expr>> {
+        let peer_field = match self.direction {
+            Direction::Ingress => AddrField::Source,
+            Direction::Egress => AddrField::Destination,
+        };
+        // Ports: `None` means any protocol and port.
+        let (numbered, named) = self.ports();
+        let mut out = Vec::new();
+
+        let port_match = match (&self.rule.ports, numbered.is_empty()) {
+            (None, _) => Some(None),
+            (Some(_), false) => Some(Some(port_expr(numbered))),
+            (Some(_), true) => None,
+        };
+        if let Some(port_match) = port_match {
+            // One protocol's ports are compares (or one small lookup): they go first, so a
+            // packet to another port skips the peer lookup. Ports of several protocols are a
+            // concatenated set lookup, left after the peer.
+            let with_ports = |peer: Vec<Expr>| match &port_match {
+                Some(ports @ Expr::PortIn(..)) => {
+                    std::iter::once(ports.clone()).chain(peer).collect()
+                }
+                other => peer.into_iter().chain(other.clone()).collect::<Vec<_>>(),
+            };
+            match &self.rule.peers {
+                None => out.push(with_ports(Vec::new())),
+                Some(peers) => {
+                    let has_pods = peers
+                        .iter()
+                        .any(|p| matches!(p.kind, PeerKind::Pods { .. }));
+                    if has_pods {
+                        let sets = self.pod_sets();
+                        for (family, set) in Family::ALL.into_iter().zip(sets) {
+                            out.push(with_ports(vec![Expr::AddressInSet(
+                                peer_field, family, set,
+                            )]));
+                        }
+                    }
+                    for family in Family::ALL {
+                        if let Some(set) = self.cidr_set(family) {
+                            out.push(with_ports(vec![Expr::AddressInSet(
+                                peer_field, family, set,
+                            )]));
+                        }
+                    }
+                }
+            }
+        }
+        if !named.is_empty() {
+            let sets = self.named_port_sets(&named);
+            for (family, set) in Family::ALL.into_iter().zip(sets) {
+                out.push(vec![Expr::DestinationProtocolPortInSet(family, set)]);
+            }
+        }
+        out
+    }
+
+    /// Numbered ports (merged per protocol), plus named ports resolved on the target for
+    /// ingress; and the named ports left to resolve per destination pod (egress).
+    fn ports(&self) -> (Vec<ProtocolPorts>, Vec<(String, Protocol)>) {
+        let mut numbered = Vec::new();
+        let mut named = Vec::new();
+        for port in self.rule.ports.iter().flatten() {
+            match &port.port {
+                None => numbered.push(ProtocolPorts {
+                    protocol: port.protocol,
+                    start: 0,
+                    end: u16::MAX,
+                }),
+                Some(PortSpec::Range { start, end }) => numbered.push(ProtocolPorts {
+                    protocol: port.protocol,
+                    start: *start,
+                    end: *end,
+                }),
+                Some(PortSpec::Named(name)) => match self.direction {
+                    Direction::Ingress => {
+                        if let Some(p) = self.target.named_port(name, port.protocol) {
+                            numbered.push(ProtocolPorts {
+                                protocol: port.protocol,
+                                start: p,
+                                end: p,
+                            });
+                        }
+                    }
+                    Direction::Egress => named.push((name.clone(), port.protocol)),
+                },
+            }
+        }
+        (merge_ports(numbered), named)
+    }
+
+    fn set_name(&self, what: &str, family: Family) -> String {
+        let dir = match self.direction {
+            Direction::Ingress => "in",
+            Direction::Egress => "eg",
+        };
+        names::object_name(
+            "np",
+            &[&self.policy.key.namespace, &self.policy.key.name],
+            &format!("_{dir}{}_{what}{}", self.rule.index, family.suffix()),
+        )
+    }
+
+    fn comment(&self, what: &str) -> String {
+        truncate(
+            format!(
+                "{} {}[{}] {what}",
+                self.policy.key, self.direction, self.rule.index
+            ),
+            MAX_COMMENT,
+        )
+    }
+
+    fn insert_set(
+        &mut self,
+        name: &str,
+        family: Family,
+        kind: SetKind,
+        elements: Vec<SetElement>,
+        what: &str,
+    ) {
+        let comment = self.comment(what);
+        let set = Set {
+            name: name.to_owned(),
+            family,
+            kind,
+            elements,
+            comment,
+        };
+        self.sets.insert(name.to_owned(), set);
+    }
+
+    /// Pods selected by any pod peer of the rule, anywhere in the cluster (see [`peers`]),
+    /// looked up once per rule compiler.
+    fn peer_pods(&mut self) -> &[&'a Pod] {
+        let (snapshot, namespace, rule) = (self.snapshot, &self.policy.key.namespace, self.rule);
+        self.peers
+            .get_or_insert_with(|| peers::peer_pods(snapshot, namespace, rule))
+    }
+
+    /// The rule's pod-peer sets, IPv4 and IPv6, built together from one peer lookup.
+    fn pod_sets(&mut self) -> [String; 2] {
+        let names = Family::ALL.map(|family| self.set_name("pods", family));
+        if !self.sets.contains_key(&names[0]) {
+            let peers = self.peer_pods();
+            let elements = Family::ALL.map(|family| {
+                let mut elements: Vec<SetElement> = peers
+                    .iter()
+                    .flat_map(|pod| pod.ips.iter().copied())
+                    .filter(|ip| Family::of(*ip) == family)
+                    .map(SetElement::Address)
+                    .collect();
+                elements.sort();
+                elements.dedup();
+                elements
+            });
+            for ((family, name), elements) in Family::ALL.into_iter().zip(&names).zip(elements) {
+                self.insert_set(name, family, SetKind::Addresses, elements, "pod peers");
+            }
+        }
+        names
+    }
+
+    /// The rule's ipBlocks of one family, `None` when it has none.
+    fn cidr_set(&mut self, family: Family) -> Option<String> {
+        let mut ranges = Vec::new();
+        for peer in self.rule.peers.iter().flatten() {
+            if let PeerKind::IpBlock { cidr, except } = &peer.kind
+                && Family::of(cidr.addr()) == family
+            {
+                ranges.extend(ranges::subtract(cidr, except));
+            }
+        }
+        if ranges.is_empty() {
+            return None;
+        }
+        let name = self.set_name("cidr", family);
+        if !self.sets.contains_key(&name) {
+            let elements = ranges::merge(ranges)
+                .into_iter()
+                .map(|r| {
+                    let (start, end) = r.bounds(family);
+                    SetElement::Range(start, end)
+                })
+                .collect();
+            self.insert_set(&name, family, SetKind::AddressRanges, elements, "ipBlocks");
+        }
+        Some(name)
+    }
+
+    /// `address . protocol . port` of every destination pod the rule's peers select (any pod
+    /// when the rule has no peers) that defines one of the named ports; IPv4 and IPv6 sets.
+    fn named_port_sets(&mut self, named: &[(String, Protocol)]) -> [String; 2] {
+        let names = Family::ALL.map(|family| self.set_name("named", family));
+        if self.sets.contains_key(&names[0]) {
+            return names;
+        }
+        let snapshot = self.snapshot;
+        let rule = self.rule;
+        let mut elements = Vec::new();
+        // The addresses of `pod` that `covered` accepts, with each named port it defines.
+        let mut add = |pod: &Pod, covered: &dyn Fn(IpAddr) -> bool| {
+            for (port_name, protocol) in named {
+                let Some(port) = pod.named_port(port_name, *protocol) else {
+                    continue;
+                };
+                for ip in pod.ips.iter().filter(|ip| covered(**ip)) {
+                    elements.push(SetElement::AddressProtocolPort(*ip, *protocol, port));
+                }
+            }
+        };
+        match rule.peers.as_deref() {
+            // No peers: every destination pod, all of its addresses.
+            None => {
+                for pod in snapshot.pods().filter(|p| p.is_policy_endpoint()) {
+                    add(pod, &|_| true);
+                }
+            }
+            Some(peers) => {
+                // A selector match covers all of the pod's addresses...
+                for pod in self.peer_pods() {
+                    add(pod, &|_| true);
+                }
+                // ... an ipBlock only the addresses it contains, on any pod. Only rules with
+                // both an ipBlock and a named egress port walk every pod.
+                if peers
+                    .iter()
+                    .any(|p| matches!(p.kind, PeerKind::IpBlock { .. }))
+                {
+                    let in_block = |ip: IpAddr| peers.iter().any(|p| p.contains_ip(ip));
+                    for pod in snapshot.pods().filter(|p| p.is_policy_endpoint()) {
+                        add(pod, &in_block);
+                    }
+                }
+            }
+        }
+        elements.sort();
+        elements.dedup();
+        for (family, name) in Family::ALL.into_iter().zip(&names) {
+            let elements = elements
+                .iter()
+                .filter(|e| matches!(e, SetElement::AddressProtocolPort(ip, ..) if Family::of(*ip) == family))
+                .cloned()
+                .collect();
+            let kind = SetKind::AddressProtocolPort;
+            self.insert_set(name, family, kind, elements, "named ports");
+        }
+        names
+    }
+}
+
+/// The match for merged numbered ports: [`Expr::PortIn`] when they are all of one protocol,
+/// [`Expr::ProtocolPortIn`] otherwise.
+fn port_expr(ports: Vec<ProtocolPorts>) -> Expr {
+    match ports.first().map(|p| p.protocol) {
+        Some(protocol) if ports.iter().all(|p| p.protocol == protocol) => {
+            Expr::PortIn(protocol, ports.iter().map(|p| (p.start, p.end)).collect())
+        }
+        _ => Expr::ProtocolPortIn(ports),
+    }
+}
+
+/// Sorts port ranges and merges overlapping or adjacent ones of the same protocol.
+pub(super) fn merge_ports(mut ports: Vec<ProtocolPorts>) -> Vec<ProtocolPorts> {
+    ports.sort();
+    let mut out: Vec<ProtocolPorts> = Vec::with_capacity(ports.len());
+    for p in ports {
+        match out.last_mut() {
+            Some(last)
+                if last.protocol == p.protocol && u32::from(p.start) <= u32::from(last.end) + 1 =>
+            {
+                last.end = last.end.max(p.end);
+            }
+            _ => out.push(p),
+        }
+    }
+    out
+}
