@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube_nftpol::compile::{self, Chain, Expr, Options, Rule, Ruleset};
-use kube_nftpol::dataplane::kernel::{Kernel, RuleCounter, TableObjects};
+use kube_nftpol::dataplane::kernel::{Kernel, RuleCounter};
 use kube_nftpol::dataplane::nft::Nft;
+use kube_nftpol::dataplane::objects::TableObjects;
 use kube_nftpol::dataplane::readback::{self, Summary};
 use kube_nftpol::dataplane::{Applied, Check, Dataplane};
 use kube_nftpol::model::{ObjectKey, Pod, Snapshot};

@@ -23,10 +23,38 @@
 //!
 //! Shutting the agent down leaves the table in place: enforcement goes on until a new agent
 //! takes it over (again in one transaction) or `kube-nftpol uninstall` removes it.
+//!
+//! # Modules
+//!
+//! Dependencies point down this list, never up: a module uses only modules below it, and
+//! none uses this one.
+//!
+//! - this module: [`Dataplane`], which decides between a full and an incremental apply, runs
+//!   it, verifies it, checks the table and repairs it. The only one that joins building
+//!   scripts, reading listings and I/O.
+//! - [`transaction`] (pure): builds the `nft -f` script from rulesets: [`transaction::Plan`],
+//!   with the objects it touches.
+//! - [`readback`] (pure): reads a JSON listing into a [`readback::Summary`] and a
+//!   [`readback::Fingerprint`] and compares them.
+//! - [`nft`] (I/O): runs the `nft` binary: scripts in, listings out. Carries a
+//!   [`kernel::Kernel`] for the same network namespace.
+//! - [`kernel`] (I/O): asks nf_tables over netlink what must cost microseconds.
+//! - [`objects`]: the names of the table's objects ([`objects::TableObjects`],
+//!   [`objects::Touched`]), the vocabulary the modules above share. Uses none of them.
+//!
+//! ```text
+//! dataplane ──> transaction ───────────> objects
+//!           ──> readback ──────────────> objects
+//!           ──> nft ──────> kernel ────> objects
+//! ```
+//!
+//! [`interfaces`] stands apart: the node's pod-IP-to-veth mapping, learned over rtnetlink for
+//! the agent, which uses none of the others and is used by none of them.
 
 pub mod interfaces;
 pub mod kernel;
 pub mod nft;
+pub mod objects;
 pub mod readback;
 pub mod transaction;
 
@@ -35,10 +63,10 @@ use std::collections::BTreeMap;
 use tracing::{debug, warn};
 
 use crate::compile::Ruleset;
-use kernel::TableObjects;
 use nft::Nft;
+use objects::{TableObjects, Touched};
 use readback::{Fingerprint, Summary};
-use transaction::{Plan, Touched};
+use transaction::Plan;
 
 /// Why the dataplane could not do its job.
 #[derive(Debug, thiserror::Error)]

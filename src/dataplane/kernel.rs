@@ -16,7 +16,6 @@
 //! given, for tests that drive a simulated node from outside), so nothing is shared and a stuck
 //! kernel answer ends at [`RECEIVE_TIMEOUT`].
 
-use std::collections::BTreeSet;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +31,7 @@ use netlink_packet_netfilter::nftables::{
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{Socket, SocketAddr, constants::NETLINK_NETFILTER};
 
+use super::objects::TableObjects;
 use crate::compile::TABLE_NAME;
 
 /// How long one call waits for each answer from the kernel.
@@ -117,27 +117,6 @@ pub struct RuleCounter {
     pub comment: String,
     /// Packets the rule's counter has seen since the rule was added (or its counter reset).
     pub packets: u64,
-}
-
-/// The named objects of the agent's table, as the kernel holds them now.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TableObjects {
-    /// Chain names, base chains included.
-    pub chains: BTreeSet<String>,
-    /// Named sets (not maps, not the anonymous sets of rules).
-    pub sets: BTreeSet<String>,
-    /// Named maps.
-    pub maps: BTreeSet<String>,
-}
-
-impl From<&super::readback::Summary> for TableObjects {
-    fn from(summary: &super::readback::Summary) -> Self {
-        Self {
-            chains: summary.chains.keys().cloned().collect(),
-            sets: summary.sets.keys().cloned().collect(),
-            maps: summary.maps.keys().cloned().collect(),
-        }
-    }
 }
 
 /// Where the questions go: the agent's own network namespace, or a named one.

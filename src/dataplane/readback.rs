@@ -18,7 +18,7 @@
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-use super::transaction::Touched;
+use super::objects::{TableObjects, Touched};
 
 use crate::compile::ranges;
 use crate::compile::{Family, MapVerdict, Ruleset, SetElement};
@@ -265,6 +265,16 @@ impl Summary {
             self.sets.keys().map(String::as_str).collect(),
             self.maps.keys().map(String::as_str).collect(),
         )
+    }
+}
+
+impl From<&Summary> for TableObjects {
+    fn from(summary: &Summary) -> Self {
+        Self {
+            chains: summary.chains.keys().cloned().collect(),
+            sets: summary.sets.keys().cloned().collect(),
+            maps: summary.maps.keys().cloned().collect(),
+        }
     }
 }
 

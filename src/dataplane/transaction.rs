@@ -8,14 +8,25 @@
 //!   declared again inside the same transaction.
 //! - [`incremental`]: from the ruleset the dataplane installed last to the desired one, touching
 //!   only what differs: set and map elements added or deleted, changed chains flushed and
-//!   refilled, new objects added, stale ones deleted. Unchanged chains are not touched.
+//!   refilled, new objects added, stale ones deleted. Unchanged chains are not touched. Each
+//!   object kind has its own diff (`transaction/sets.rs`, `chains.rs`, `maps.rs`: what changes,
+//!   and whether it can change in place); this module puts their commands in the one order the
+//!   kernel accepts, since objects of one kind refer to those of another.
+//!
+//! It only builds text: it runs nothing and reads nothing back ([`super::nft`] applies the
+//! scripts, [`super::readback`] checks the result).
 
-use std::collections::{BTreeMap, BTreeSet};
+mod chains;
+mod diff;
+mod maps;
+mod sets;
+
+use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use super::kernel::TableObjects;
-use crate::compile::render_text::{self, element, map_element, render_chain, render_set};
-use crate::compile::{Chain, Ruleset, Set, TABLE_FAMILY, TABLE_NAME};
+use super::objects::{TableObjects, Touched};
+use crate::compile::render_text;
+use crate::compile::{Ruleset, TABLE_FAMILY, TABLE_NAME};
 
 /// The script that makes the table exactly `desired`, given the objects the kernel holds now
 /// (`None`: the table does not exist).
@@ -52,185 +63,48 @@ pub fn incremental(installed: &Ruleset, desired: &Ruleset) -> Plan {
     if installed == desired {
         return Plan::Nothing;
     }
-    let map_names = |r: &Ruleset| {
-        r.maps
-            .iter()
-            .map(|m| (m.name.clone(), m.family))
-            .collect::<Vec<_>>()
-    };
-    let base_chains = |r: &Ruleset| {
-        r.chains
-            .iter()
-            .filter(|c| c.hook.is_some())
-            .map(|c| (c.name.clone(), c.hook))
-            .collect::<Vec<_>>()
-    };
-    if map_names(installed) != map_names(desired) || base_chains(installed) != base_chains(desired)
+    if !maps::in_place(&installed.maps, &desired.maps)
+        || !chains::in_place(&installed.chains, &desired.chains)
+        || !sets::in_place(&installed.sets, &desired.sets)
     {
         return Plan::FullReplace;
     }
-    let old_sets: BTreeMap<&str, &Set> = installed
-        .sets
-        .iter()
-        .map(|s| (s.name.as_str(), s))
-        .collect();
-    let new_sets: BTreeMap<&str, &Set> =
-        desired.sets.iter().map(|s| (s.name.as_str(), s)).collect();
-    for (name, new) in &new_sets {
-        if let Some(old) = old_sets.get(name)
-            && (old.kind != new.kind || old.family != new.family)
-        {
-            return Plan::FullReplace;
-        }
-    }
-    let old_chains: BTreeMap<&str, &Chain> = installed
-        .chains
-        .iter()
-        .map(|c| (c.name.as_str(), c))
-        .collect();
-    let new_chains: BTreeMap<&str, &Chain> = desired
-        .chains
-        .iter()
-        .map(|c| (c.name.as_str(), c))
-        .collect();
-
     let table = format!("{TABLE_FAMILY} {TABLE_NAME}");
+    let sets = sets::diff(&table, &installed.sets, &desired.sets);
+    let chains = chains::diff(&table, &installed.chains, &desired.chains);
+    let maps = maps::diff(&table, &installed.maps, &desired.maps);
     let mut out = String::new();
-    let mut touched = Touched::default();
 
     // 1. New sets and new chains (with their rules), declared in a table block: sets first, so
     //    the new chains' rules can refer to them.
-    let added_sets: Vec<&Set> = new_sets
-        .iter()
-        .filter(|(n, _)| !old_sets.contains_key(*n))
-        .map(|(_, s)| *s)
-        .collect();
-    let added_chains: Vec<&Chain> = new_chains
-        .iter()
-        .filter(|(n, _)| !old_chains.contains_key(*n))
-        .map(|(_, c)| *c)
-        .collect();
-    if !added_sets.is_empty() || !added_chains.is_empty() {
+    if !sets.declared.is_empty() || !chains.declared.is_empty() {
         let _ = writeln!(out, "table {table} {{");
-        for set in &added_sets {
-            render_set(&mut out, set);
-            touched.sets.push(set.name.clone());
-        }
-        for chain in &added_chains {
-            render_chain(&mut out, chain);
-            touched.chains.push(chain.name.clone());
-        }
+        out.push_str(&sets.declared);
+        out.push_str(&chains.declared);
         out.push_str("}\n");
     }
-
     // 2. Elements of sets that stay.
-    for (name, new) in &new_sets {
-        let Some(old) = old_sets.get(name) else {
-            continue;
-        };
-        let old_elements: BTreeSet<String> = old
-            .elements
-            .iter()
-            .map(|e| element(e, old.family))
-            .collect();
-        let new_elements: BTreeSet<String> = new
-            .elements
-            .iter()
-            .map(|e| element(e, new.family))
-            .collect();
-        let removed: Vec<&String> = old_elements.difference(&new_elements).collect();
-        let added: Vec<&String> = new_elements.difference(&old_elements).collect();
-        if !removed.is_empty() {
-            let _ = writeln!(
-                out,
-                "delete element {table} {name} {{ {} }}",
-                join(&removed)
-            );
-        }
-        if !added.is_empty() {
-            let _ = writeln!(out, "add element {table} {name} {{ {} }}", join(&added));
-        }
-        if !removed.is_empty() || !added.is_empty() {
-            touched.sets.push((*name).to_owned());
-        }
-    }
-
+    out.push_str(&sets.changed);
     // 3. Chains that stay but whose rules changed: flushed and refilled in the same
     //    transaction, so no packet sees them empty.
-    for (name, new) in &new_chains {
-        let Some(old) = old_chains.get(name) else {
-            continue;
-        };
-        if old.rules == new.rules {
-            continue;
-        }
-        let _ = writeln!(out, "flush chain {table} {name}");
-        for rule in &new.rules {
-            let _ = writeln!(
-                out,
-                "add rule {table} {name} {}",
-                render_text::rule_text(rule)
-            );
-        }
-        touched.chains.push((*name).to_owned());
-    }
-
+    out.push_str(&chains.changed);
     // 4. Map elements: removed or re-pointed keys first, then additions (new chains exist).
-    for (old, new) in installed.maps.iter().zip(&desired.maps) {
-        let old_elements: BTreeSet<String> = old
-            .elements
-            .iter()
-            .map(|(ip, v)| map_element(*ip, v))
-            .collect();
-        let new_elements: BTreeSet<String> = new
-            .elements
-            .iter()
-            .map(|(ip, v)| map_element(*ip, v))
-            .collect();
-        let removed: Vec<String> = old_elements
-            .difference(&new_elements)
-            .filter_map(|e| e.split(" : ").next().map(str::to_owned))
-            .collect();
-        let added: Vec<&String> = new_elements.difference(&old_elements).collect();
-        if !removed.is_empty() {
-            let _ = writeln!(
-                out,
-                "delete element {table} {} {{ {} }}",
-                old.name,
-                removed.join(", ")
-            );
-        }
-        if !added.is_empty() {
-            let _ = writeln!(
-                out,
-                "add element {table} {} {{ {} }}",
-                new.name,
-                join(&added)
-            );
-        }
-        if !removed.is_empty() || !added.is_empty() {
-            touched.maps.push(new.name.clone());
-        }
-    }
-
+    out.push_str(&maps.changed);
     // 5. Stale chains (no map element points to them any more), then stale sets (no rule
     //    refers to them any more).
-    for name in old_chains.keys().filter(|n| !new_chains.contains_key(*n)) {
-        let _ = writeln!(out, "flush chain {table} {name}");
-        let _ = writeln!(out, "delete chain {table} {name}");
-        touched.chains.push((*name).to_owned());
-    }
-    for name in old_sets.keys().filter(|n| !new_sets.contains_key(*n)) {
-        let _ = writeln!(out, "delete set {table} {name}");
-        touched.sets.push((*name).to_owned());
-    }
+    out.push_str(&chains.deleted);
+    out.push_str(&sets.deleted);
     if out.is_empty() {
         // Only comments of sets differ; nothing the kernel enforces.
         return Plan::Nothing;
     }
     Plan::Script {
         script: out,
-        touched,
+        touched: Touched {
+            chains: chains.touched,
+            sets: sets.touched,
+            maps: maps.touched,
+        },
     }
 }
 
@@ -248,25 +122,6 @@ pub enum Plan {
     },
     /// The change cannot be made in place; replace the table's content.
     FullReplace,
-}
-
-/// Names of the objects a script changes.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Touched {
-    /// Chains added, refilled or deleted.
-    pub chains: Vec<String>,
-    /// Sets added, changed or deleted.
-    pub sets: Vec<String>,
-    /// Maps whose elements changed.
-    pub maps: Vec<String>,
-}
-
-fn join(items: &[&String]) -> String {
-    items
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]
