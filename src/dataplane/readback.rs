@@ -230,7 +230,7 @@ impl Summary {
                 let mut elements: Vec<String> = s
                     .elements
                     .iter()
-                    .map(|e| ruleset_element_text(e, s.family))
+                    .map(|e| render_text::listed_element(e, s.family))
                     .collect();
                 elements.sort();
                 (s.name.clone(), elements)
@@ -243,28 +243,13 @@ impl Summary {
                 let mut elements: Vec<String> = m
                     .elements
                     .iter()
-                    .map(|(ip, verdict)| {
-                        let verdict = match verdict {
-                            MapVerdict::Jump(chain) => format!("jump {chain}"),
-                            MapVerdict::Goto(chain) => format!("goto {chain}"),
-                        };
-                        format!("{ip} : {verdict}")
-                    })
+                    .map(|(ip, verdict)| render_text::map_element(*ip, verdict))
                     .collect();
                 elements.sort();
                 (m.name.clone(), elements)
             })
             .collect();
         Self { chains, sets, maps }
-    }
-
-    /// Names of the regular (non-base) chains, sets and maps, for a full replace.
-    pub fn names(&self) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
-        (
-            self.chains.keys().map(String::as_str).collect(),
-            self.sets.keys().map(String::as_str).collect(),
-            self.maps.keys().map(String::as_str).collect(),
-        )
     }
 }
 
@@ -332,18 +317,6 @@ fn verdict_text(verdict: &Value) -> String {
         }
     }
     verdict.to_string()
-}
-
-fn ruleset_element_text(element: &SetElement, family: Family) -> String {
-    match element {
-        SetElement::Address(ip) => ip.to_string(),
-        SetElement::Range(start, end) => ranges::display(*start, *end, family),
-        SetElement::AddressProtocolPort(ip, protocol, port) => {
-            format!("{ip} . {protocol} . {port}")
-        }
-        SetElement::Interface(name) => name.clone(),
-        SetElement::InterfaceAddress(name, ip) => format!("{name} . {ip}"),
-    }
 }
 
 /// Removes what changes without anyone touching the table: counter values, handles, and the

@@ -10,7 +10,7 @@
 //!   protocols, the validated policy data, a node's pod interfaces).
 //! - [`policy`]: NetworkPolicy semantics: validation of Kubernetes objects, matching, and
 //!   [`policy::evaluate`], the verdict for one flow with its reasons.
-//! - [`compile`]: a snapshot and a node to the node's desired nftables ruleset, deterministic,
+//! - [`compile`](mod@compile): a snapshot and a node to the node's desired nftables ruleset, deterministic,
 //!   rendered as `nft` text or libnftables JSON.
 //! - [`manifest`]: Kubernetes manifests (YAML or JSON text) to a snapshot.
 //! - [`flow_line`]: the drop and flow log's line, one type written by the agent and read by

@@ -5,7 +5,7 @@
 //! Everything here is pure. [`Policy::from_k8s`] applies the API's defaulting (policyTypes,
 //! TCP, empty versus missing lists) and its validation. A policy that fails validation is kept
 //! in a fail-closed form: it still isolates the directions it declares, but allows nothing,
-//! and its errors name the field. The compiler ([`crate::compile`]) and the evaluator read the
+//! and its errors name the field. The compiler ([`crate::compile`](mod@crate::compile)) and the evaluator read the
 //! same types and share the matching helpers here, so the ruleset in the kernel and `evaluate`
 //! agree by construction; the integration suites check that with real packets.
 

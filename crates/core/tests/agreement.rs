@@ -261,7 +261,7 @@ fn the_node_reaches_its_isolated_pods_and_other_nodes_do_not() {
 // --- The anti-spoofing chain, packet by packet -----------------------------------------------
 
 /// Which `prerouting` rule drops a packet entering through `input` from `source`, as the
-/// chain was specified before it was reordered for speed (issue 7), each rule testing both
+/// chain was specified before it was reordered for speed, each rule testing both
 /// halves of its condition, read from the ruleset's own sets: from a pod veth, a source not
 /// paired with it (link-scoped IPv6 excepted) is "spoofed source address"; from any other
 /// interface, a paired address is "pod address from another interface".

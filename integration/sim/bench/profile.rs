@@ -1,5 +1,5 @@
 //! `perf record` around a benchmark phase, when `KNP_BENCH_PERF` names a directory: the
-//! profiles that say what limits a figure (issue 7 asks for them where a target is missed).
+//! profiles that say what limits a figure (where a target is missed, the profile is what explains the gap).
 //! Without the variable every call is a no-op. Read a recording with `perf report -i FILE`.
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! Benchmark (issue 7, parts 2 and 3): how fast changes made through a real kube-apiserver
+//! Benchmark: how fast changes made through a real kube-apiserver
 //! reach the kernel at cluster scale, and what the agent costs in memory and CPU.
 //!
 //! One agent (`kube-nftpol agent --kubeconfig`) runs on simulated `node-1` with three real pods

@@ -12,7 +12,7 @@
 //! address to one that is not, and otherwise the latest claim wins. The previous owner's
 //! permissions are never granted to the new pod's address. [`claims`] keeps who holds each
 //! address as events arrive, so a snapshot costs a copy of the snapshot's `Arc`s per namespace
-//! plus the contested addresses, not a walk of every pod (issue 7).
+//! plus the contested addresses, not a walk of every pod.
 
 mod claims;
 

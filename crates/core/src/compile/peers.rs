@@ -6,7 +6,7 @@
 //! policy's own namespace when no peer has a namespaceSelector; [`NamespaceScope::covers`] is
 //! [`crate::policy::namespace_in_scope`] with the labels at hand), and the pod selectors go
 //! through [`Snapshot::pods_selected`], which uses the namespace's label index. At 10,000 pods
-//! a rule's peers no longer cost a test of every pod (issue 7). Pure; it builds no set.
+//! a rule's peers no longer cost a test of every pod. Pure; it builds no set.
 
 use std::borrow::Cow;
 

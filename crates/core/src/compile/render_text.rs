@@ -192,14 +192,23 @@ fn protocol_ports(p: &ProtocolPorts) -> String {
 
 /// A set element as nft writes it.
 pub fn element(e: &SetElement, family: Family) -> String {
+    element_with(e, family, quote)
+}
+
+/// A set element as `nft list` prints it: interface names unquoted.
+pub fn listed_element(e: &SetElement, family: Family) -> String {
+    element_with(e, family, str::to_owned)
+}
+
+fn element_with(e: &SetElement, family: Family, name: fn(&str) -> String) -> String {
     match e {
         SetElement::Address(ip) => ip.to_string(),
         SetElement::Range(start, end) => ranges::display(*start, *end, family),
         SetElement::AddressProtocolPort(ip, protocol, port) => {
             format!("{ip} . {protocol} . {port}")
         }
-        SetElement::Interface(name) => quote(name),
-        SetElement::InterfaceAddress(name, ip) => format!("{} . {ip}", quote(name)),
+        SetElement::Interface(interface) => name(interface),
+        SetElement::InterfaceAddress(interface, ip) => format!("{} . {ip}", name(interface)),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The desired nftables state of one node: a small typed model of exactly the table, maps, sets,
 //! chains and rules the compiler emits.
 //!
-//! It is the contract between [`crate::compile`] (which builds it) and whoever consumes it: the
+//! It is the contract between [`crate::compile`](mod@crate::compile) (which builds it) and whoever consumes it: the
 //! renderers ([`super::render_text`] for `nft -f`, [`super::render_json`] for `nft -j -f`) and
 //! the dataplane, which diffs two rulesets by name (set elements, map elements, chain rules) to
 //! update the kernel incrementally. Everything is kept sorted so equal inputs give equal values.

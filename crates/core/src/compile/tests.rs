@@ -624,7 +624,7 @@ fn an_address_paired_with_several_veths_may_leave_through_any_of_them() {
 
 #[test]
 fn a_pod_packet_from_its_own_address_and_veth_is_accepted_by_the_first_lookup() {
-    // Issue 7: every packet entering the node walks `prerouting`. A pod's own packet must
+    // Every packet entering the node walks `prerouting`. A pod's own packet must
     // meet its accept (one `iifname . saddr` lookup) before any other set lookup, and each
     // family's lookups must be behind that family's check, so the other family never pays
     // for them.

@@ -4,7 +4,7 @@
 //! Each namespace's objects sit behind one `Arc`. Copying the map (the Kubernetes source
 //! publishes a copy of the snapshot after every batch of watch events) costs one reference
 //! count per namespace instead of a key and a reference count per object, and a change after
-//! the copy copies only its own namespace's name map (issue 7).
+//! the copy copies only its own namespace's name map.
 //!
 //! Each namespace also gets a label index, built on the first selector lookup that can use it
 //! and dropped by any change to that namespace, so it can never disagree with the objects;

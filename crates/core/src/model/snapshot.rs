@@ -1,5 +1,6 @@
 //! [`Snapshot`]: the cluster as the agent knows it at one moment, with the lookups the compiler
-//! and the evaluator need. Storage by namespace, with its label index, is [`super::namespaced`].
+//! and the evaluator need. Storage by namespace, with its label index, is the private
+//! `namespaced` module.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +15,7 @@ use super::{Enforcement, Labels, Namespace, ObjectKey, Pod, Policy, Selector};
 /// Objects are held behind `Arc`s, pods and policies grouped by namespace: the Kubernetes
 /// source publishes a copy of the snapshot after every batch of watch events, and at 10,000
 /// pods in 500 namespaces that copy costs a reference count per namespace, not a copy of every
-/// pod's key, labels, ports and names (issue 7).
+/// pod's key, labels, ports and names.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     namespaces: BTreeMap<String, Arc<Namespace>>,
@@ -140,7 +141,7 @@ impl Snapshot {
 
     /// The pods of one namespace whose labels `selector` matches, ordered by name: the same
     /// pods as `pods_in(namespace)` filtered by [`Selector::matches`], found through the
-    /// namespace's label index when it is large (see [`namespaced`]).
+    /// namespace's label index when it is large (the private `namespaced` module).
     pub fn pods_selected(&self, namespace: &str, selector: &Selector) -> Vec<&Pod> {
         self.pods.selected(namespace, selector)
     }

@@ -1,7 +1,7 @@
 //! Who claims each pod IP, kept up to date as pods come and go: when each pod last changed its
 //! IPs (the claim order [`super::Cache::snapshot`] ranks conflicting claims by), and which
 //! policy endpoints hold each address. The cache asks only for the contested addresses, so a
-//! snapshot at 10,000 pods no longer walks every pod to find the usual none (issue 7).
+//! snapshot at 10,000 pods no longer walks every pod to find the usual none.
 //!
 //! Pure bookkeeping: it does not decide who wins a contested address.
 
