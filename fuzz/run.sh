@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the cargo fuzz targets for a while each: `fuzz/run.sh [SECONDS] [TARGET...]`
-# (default 45 s per target, every target). Installs cargo-fuzz when missing. Uses a nightly
-# toolchain when rustup has one, else stable with RUSTC_BOOTSTRAP=1 (cargo fuzz needs -Z flags).
+# (default 45 s per target, every target). Installs cargo-fuzz when missing, and, as root, a
+# C/C++ toolchain for libFuzzer. Uses a nightly toolchain when rustup has one, else stable with
+# RUSTC_BOOTSTRAP=1 (cargo fuzz needs -Z flags).
 #
 # The committed seeds (fuzz/seeds/TARGET) are read, never written; what the fuzzer learns goes
 # to a working corpus under the target dir ($CARGO_TARGET_DIR, else fuzz/target), which later
@@ -21,6 +22,11 @@ if [ "${#targets[@]}" -eq 0 ]; then
 fi
 sanitizer="${FUZZ_SANITIZER:-none}"
 jobs="${FUZZ_JOBS:-1}"
+
+# A C and C++ compiler for libFuzzer (installed when run as root), and Rust.
+. "$here/../integration/lib/packages.sh"
+knp_need_packages cc:build-essential c++:build-essential
+knp_need_cargo
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "==> installing cargo-fuzz"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job: kube-nftpol enforcing the example policies on a simulated node, as root.
 #   sudo integration/demo.sh
-# Builds the agent, makes a node (a network namespace) with four of the pods of
+# Installs the Debian packages it needs (nftables, iproute2, python3, a C toolchain) when they
+# are missing; Rust (cargo) is the one prerequisite. Builds the agent (release, into
+# $CARGO_TARGET_DIR when set), makes a node (a network namespace) with four of the pods of
 # deploy/examples/demo-cluster.yaml as network namespaces behind routed veths (as kind's kindnet
 # does), runs the real agent in the node with --manifests deploy/examples, then shows an allowed
 # and a denied connection, why (explain), the drop log lines, the metrics and the suggested
@@ -10,20 +12,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+. integration/lib/packages.sh
+
 examples=deploy/examples
-bin=$PWD/target/release/kube-nftpol
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/kube-nftpol
 run_id=knp-demo-$$
 node=$run_id-node
-log=$(mktemp)
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 [ "$(id -u)" -eq 0 ] || { echo "integration/demo.sh needs root (network namespaces, nftables): run it with sudo" >&2; exit 2; }
-for tool in cargo ip nft python3; do
-  command -v "$tool" >/dev/null || { echo "$tool not found (sudo integration/test-all.sh installs the packages)" >&2; exit 2; }
-done
+knp_need_packages "${KNP_BASE_PACKAGES[@]}"
+knp_need_cargo
 
 namespaces=()
 agent_pid=""
+log=$(mktemp)
 cleanup() {
   [ -n "$agent_pid" ] && kill "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
   for ns in "${namespaces[@]}"; do
@@ -35,7 +38,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 say "Building kube-nftpol (release)"
-cargo build --release --quiet
+cargo build --release --quiet --bin kube-nftpol
 
 say "A node with four pods (namespace/pod IP from $examples/demo-cluster.yaml)"
 ip netns add "$node"; namespaces+=("$node")

@@ -27,18 +27,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 step "installing Debian packages"
-need=()
-command -v nft >/dev/null || need+=(nftables)
-command -v ip >/dev/null || need+=(iproute2)
-command -v cc >/dev/null || need+=(build-essential)
-command -v ping >/dev/null || need+=(iputils-ping)
-command -v python3 >/dev/null || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need[@]}"
-fi
-command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 2; }
+. integration/lib/packages.sh
+knp_need_packages "${KNP_BASE_PACKAGES[@]}" ping:iputils-ping
+knp_need_cargo
 if [ ! -f ../shared/conformance/upstream.json ]; then
   echo "../shared/conformance/upstream.json is missing: the conformance suites need it beside the repository" >&2
   exit 2
