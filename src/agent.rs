@@ -193,7 +193,7 @@ async fn warn_about_other_engines(nft: &Nft) {
                 .iter()
                 .filter(|t| OTHER_ENGINE_TABLES.contains(&t.as_str()))
             {
-                warn!(%table, "another NetworkPolicy engine runs on this node; its verdicts and ours both apply (turn it off: see the README)");
+                warn!(%table, "another NetworkPolicy engine runs on this node; its verdicts and ours both apply (turn it off: see docs/agent.md, section kind)");
             }
         }
         Err(error) => warn!(%error, "cannot list nftables tables"),

@@ -106,8 +106,8 @@ the agents' namespace):
 pub enum Command {
     /// Run the node agent: enforce the cluster's NetworkPolicies on this node with nftables
     ///
-    /// Needs CAP_NET_ADMIN in the node's network namespace. Serves /healthz, /readyz and
-    /// /metrics on --metrics-addr. Stopping it leaves the table enforcing.
+    /// Needs CAP_NET_ADMIN in the node's network namespace. Serves /healthz, /readyz, /metrics
+    /// and /hints on --metrics-addr. Stopping it leaves the table enforcing.
     Agent(agent::AgentArgs),
     /// Print the nftables ruleset a node would get
     #[command(after_help = COMPILE_EXAMPLE)]

@@ -660,7 +660,7 @@ fn kube_nftpol_with_stdin(args: &[&str], input: &str) -> Output {
 const EXAMPLES: &str = "deploy/examples";
 
 /// Drop-log lines from the demo cluster of `deploy/examples`, as `kubectl logs` shows them:
-/// payments-api-0 denied egress to the shop backend (README example) and to an external
+/// payments-api-0 denied egress to the shop backend (the documented example) and to an external
 /// address, the backend denying that ingress (3 drops merged into one line), DNS that the
 /// example policies already allow, a ping, and the agent's own log lines in between.
 const DEMO_DROPS: &str = r#"2026-11-23T13:47:40Z  INFO kube_nftpol::agent: agent started

@@ -16,7 +16,7 @@ pub struct AgentContainer {
     pub capabilities: Vec<String>,
 }
 
-/// Reads the agent container, checking the security context the README promises: every
+/// Reads the agent container, checking the security context `docs/agent.md` ("The DaemonSet") and SECURITY.md promise: every
 /// capability dropped, no privilege escalation, not privileged, read-only root filesystem.
 pub fn agent_container() -> Result<AgentContainer> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/daemonset.yaml");

@@ -4,7 +4,7 @@
 //! ports 80 and 81 over TCP, UDP and SCTP to the pod IP, same port, as kube-proxy's
 //! nftables mode does: `nat` chains at `dstnat` priority (-100) in `prerouting` (traffic from pods)
 //! and `output` (traffic from the node itself). The agent's postrouting chain runs after this
-//! DNAT, so it sees the pod IP and the container port (NOTES.md section 2).
+//! DNAT, so it sees the pod IP and the container port (`docs/ruleset.md`).
 //!
 //! The agent never touches this table; the simulator loads it once per node and leaves it.
 

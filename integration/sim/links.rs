@@ -1,5 +1,5 @@
 //! Links, addresses, routes and sysctls of the simulated cluster, as kind with kindnet sets
-//! them up (NOTES.md section 6; kindnetd's cni.go and routes.go):
+//! them up (kind's `images/kindnetd/cmd/kindnetd/cni.go` and `routes.go`):
 //!
 //! - nodes joined by one veth pair (`eth0` on both sides, node IPs in 172.18.0.0/24), IPv4
 //!   forwarding on;

@@ -1,4 +1,5 @@
-//! `nft` inside a node namespace, and reading the agent's table back.
+//! Reading the agent's table back in a node namespace (`nft` itself runs through the
+//! test-support crate's runner, re-exported here).
 //!
 //! [`applied`] decides whether the kernel holds what the compiler asks for: every chain, set
 //! and map of the expected [`Summary`] is there with the same content, and nothing else is,
@@ -13,73 +14,16 @@
 //! exactly, with nothing tolerated.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kube_nftpol::compile::{Ruleset, TABLE_FAMILY, TABLE_NAME, render_text};
+use kube_nftpol::compile::{Ruleset, render_text};
 use kube_nftpol::dataplane::readback::{self, Summary};
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 
 use crate::netns::Netns;
 use crate::{NETNS_PREFIX, Result};
 
-/// Runs `nft ARGS` inside `netns` with `stdin` as its input; stdout, or nft's stderr as the
-/// error.
-pub async fn run(netns: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", netns, "nft"])
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run nft in {netns}: {e}"))?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .await
-            .map_err(|e| format!("cannot write to nft in {netns}: {e}"))?;
-    }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| format!("nft in {netns}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "nft {} in {netns} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Applies a script as one transaction (`nft -f -`).
-pub async fn apply(netns: &str, script: &str) -> Result<()> {
-    run(netns, &["-f", "-"], Some(script)).await.map(drop)
-}
-
-/// `nft -j list table inet kube-nftpol` (rule handles included); `None` without the table.
-pub async fn list_table(netns: &str) -> Result<Option<String>> {
-    match run(
-        netns,
-        &["-j", "list", "table", TABLE_FAMILY, TABLE_NAME],
-        None,
-    )
-    .await
-    {
-        Ok(listing) => Ok(Some(listing)),
-        Err(e) if e.contains("No such file or directory") => Ok(None),
-        Err(e) => Err(e),
-    }
-}
+pub use kube_nftpol_test_support::nft::{apply, list_table, run};
 
 /// Objects the agent may add beside the compiled ruleset (anti-spoofing).
 pub fn is_tolerated_extra(name: &str) -> bool {

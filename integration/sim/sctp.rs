@@ -1,4 +1,4 @@
-//! SCTP on the wire, for a kernel without SCTP sockets (CONFIG_IP_SCTP off, NOTES.md section 2):
+//! SCTP on the wire, for a kernel without SCTP sockets (CONFIG_IP_SCTP off):
 //! the INIT chunk a client would send first, and reading it back out of an IPv4 packet.
 //!
 //! Conntrack and nftables understand SCTP without the SCTP module, so a raw INIT (IP protocol

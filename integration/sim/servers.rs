@@ -5,7 +5,7 @@
 //! - UDP: answers each datagram with the identity, a space and the datagram.
 //! - SCTP: no SCTP sockets on this kernel, so a packet socket (AF_PACKET, IPv4) watches the
 //!   pod's interfaces and records the INIT chunks addressed to the pod IP; an SCTP probe is
-//!   allowed when its INIT shows up here (NOTES.md section 2). The socket sees the pod's own
+//!   allowed when its INIT shows up here (the kernel has no SCTP sockets). The socket sees the pod's own
 //!   outgoing packets too; those are not addressed to the pod and are ignored.
 //!
 //! Sockets are created inside the pod namespace ([`InNetns`]) and served by tasks of the

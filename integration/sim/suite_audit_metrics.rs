@@ -307,7 +307,7 @@ async fn flow_metrics() -> Result<()> {
 
     // A change that refills x/a's chain: its rules are new, their counters start from zero,
     // and the series goes on from where it was. (Read just before the change, so nothing the
-    // old rules counted is lost: see the README on what a refill costs between reads.)
+    // old rules counted is lost: see `docs/observability.md`, "What the flow counters count".)
     let before_change = flow_series(&cluster).await?;
     let handles_before = x_a_handles(&cluster).await?;
     enforcer.apply(&cluster, &metrics_case(true, true)?).await?;

@@ -22,7 +22,7 @@
 //!
 //! The test keeps its own model of what the API holds after every write (a version: the
 //! instants the call started and returned, and the snapshot after it, with IP conflicts
-//! resolved by the README's rule: a terminating pod loses the address to a live one, and
+//! resolved by the documented rule (`docs/agent.md`, "Behaviour with the Kubernetes API"): a terminating pod loses the address to a live one, and
 //! among equals the latest claim wins). Fifteen TCP flows between real pods (slots included,
 //! by pod IP and Service IP) are probed all along ([`steady`]). The churn is drawn from a seeded
 //! generator (`KNP_CHURN_SEED` repeats a run).

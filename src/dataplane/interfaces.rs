@@ -2,7 +2,8 @@
 //! routes through rtnetlink in the agent's network namespace.
 //!
 //! Routed CNIs (kindnet, `ptp`) give each pod a host-side veth and a host route
-//! `podIP dev vethXXXX` in the main table (NOTES.md section 2); this module turns the kernel's
+//! `podIP dev vethXXXX` in the main table (kindnetd does so: kind's
+//! `images/kindnetd/cmd/kindnetd/routes.go`); this module turns the kernel's
 //! view of links and routes into "which interface leads to which pod IP". It owns that
 //! derivation ([`State`], pure and fed with [`Event`]s) and one rtnetlink socket that keeps it
 //! current ([`watch`]). It does not know pods or policies, and it does not see bridge-based

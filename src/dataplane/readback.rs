@@ -15,13 +15,13 @@
 //!   someone changed them in between, and taking the new listing as the reference would
 //!   absorb their change.
 
-use serde_json::Value;
 use std::collections::BTreeMap;
 
-use super::objects::{TableObjects, Touched};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 
-use crate::compile::ranges;
-use crate::compile::{Family, MapVerdict, Ruleset, SetElement};
+use super::objects::{TableObjects, Touched};
+use crate::compile::{Ruleset, render_text};
 
 /// Why a listing could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +59,7 @@ impl Fingerprint {
         Self(
             texts
                 .into_iter()
-                .map(|(key, text)| {
-                    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-                    let mut bytes = [0; 32];
-                    bytes.copy_from_slice(digest.as_ref());
-                    (key, bytes)
-                })
+                .map(|(key, text)| (key, Sha256::digest(text.as_bytes()).into()))
                 .collect(),
         )
     }

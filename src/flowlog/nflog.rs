@@ -6,7 +6,7 @@
 //! [`Record`]s ([`parse_datagram`], pure), and counting every way a record can be lost. It does
 //! not interpret prefixes or packets ([`super::decode`]).
 //!
-//! Logging is best effort and must never slow the datapath (NOTES §3): the kernel drops records
+//! Logging is best effort and must never slow the datapath (`docs/observability.md`, "Losses"): the kernel drops records
 //! when the socket buffer is full, and the reader never blocks on its consumer. Losses are
 //! counted three ways, all visible in [`ReaderStats`] and, where possible, as events:
 //!

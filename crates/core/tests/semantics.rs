@@ -1,5 +1,6 @@
-//! NetworkPolicy semantics through `evaluate`: one test per trap in NOTES.md section 1, IPv6,
-//! pod lifecycle and the always-allowed cases.
+//! NetworkPolicy semantics through `evaluate`: one test per trap of the API (the list in
+//! `docs/ruleset.md`, "What the policies mean"), IPv6, pod lifecycle and the always-allowed
+//! cases.
 
 use kube_nftpol_test_support as support;
 

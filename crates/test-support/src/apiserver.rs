@@ -1,5 +1,5 @@
 //! A real kube-apiserver v1.20.2 and its etcd for the suites that talk to Kubernetes
-//! (`../shared/NOTES.md`, section 5, says what differs from a current server).
+//! (`docs/testing.md`, "The test API server", says what differs from a current server).
 //!
 //! [`ApiServer::start`] runs `integration/apiserver/start.sh` on a fresh directory
 //! `<temp>/knp-apiserver-<pid>-<n>`: the script holds the flags, makes the certificates, the

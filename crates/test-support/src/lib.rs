@@ -10,6 +10,7 @@
 //! - [`interpret`]: a reference interpreter of a compiled ruleset, to check the compiler
 //!   against [`kube_nftpol_core::evaluate`] without a kernel.
 //! - [`netns`]: network namespaces for the root suites (`ip netns`, `nft`).
+//! - [`nft`]: `nft` in a namespace from async code: the node simulator's runner.
 //! - [`apiserver`]: a real kube-apiserver and etcd for the suites that talk to Kubernetes.
 
 pub mod apiserver;
@@ -18,6 +19,7 @@ pub mod conformance;
 pub mod hostile;
 pub mod interpret;
 pub mod netns;
+pub mod nft;
 pub mod rng;
 pub mod scale_cluster;
 

@@ -29,7 +29,7 @@
 //! After each phase the node's table is compared with what the compiler makes of the objects
 //! in the API, so a fast answer is also a right one. Results go to stderr as tables, each scale
 //! figure with its ratio to the baseline measured in the same run. Nothing is asserted about
-//! timings (see the README for the targets).
+//! timings (`docs/benchmarks.md` has the targets).
 //!
 //! Run (root, kube-apiserver built): `cargo test --release --test sim -- --ignored --exact
 //! bench::programming::programming_latency_and_footprint_at_cluster_scale --nocapture`;

@@ -145,7 +145,7 @@ fn an_egress_record_names_the_sending_pod() {
 }
 
 /// Built: IPv4 header (protocol 132) + SCTP common header (ports 5000 -> 36412, verification
-/// tag 0) + the start of an INIT chunk. The kernel here has no SCTP sockets (NOTES §2), so no
+/// tag 0) + the start of an INIT chunk. The test kernel is built without SCTP sockets (CONFIG_IP_SCTP), so no
 /// capture.
 #[test]
 fn sctp_ports_come_from_the_common_header() {

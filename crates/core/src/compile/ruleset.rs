@@ -170,7 +170,8 @@ pub struct Chain {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Hook {
     /// `hook postrouting priority srcnat - 5`: after Service DNAT, before SNAT, for routed and
-    /// node-originated packets (NOTES.md section 2).
+    /// node-originated packets: IPVS delivers through input/output and skips forward
+    /// (kubernetes-sigs/kube-network-policies#46).
     Postrouting,
     /// `hook input priority filter`: packets from pods to the node's own addresses.
     Input,
@@ -297,7 +298,8 @@ pub enum Expr {
 
 /// Bytes of each logged packet copied to userspace (headers are enough).
 pub const LOG_SNAPLEN: u32 = 128;
-/// Deliver each NFLOG record at once instead of batching up to a second (NOTES.md section 3).
+/// Deliver each NFLOG record at once instead of batching up to a second (`man nft`, the log
+/// statement's `queue-threshold`).
 pub const LOG_QUEUE_THRESHOLD: u32 = 1;
 
 impl Ruleset {

@@ -1,4 +1,4 @@
-//! Both renderings of first lines and summaries, on the README's example drop, and reading
+//! Both renderings of first lines and summaries, on the documented example drop (`docs/observability.md`), and reading
 //! lines back as `suggest` and `explain --drop-log` do.
 
 use std::time::{Duration, SystemTime};
@@ -152,7 +152,7 @@ fn in_text_an_audited_drop_says_audit() {
     );
 }
 
-/// The README's example line, as the agent writes it.
+/// The documented example line, as the agent writes it.
 const LINE: &str = r#"{"ts":"2026-11-23T13:47:44.351Z","action":"deny","direction":"egress","pod":{"namespace":"payments","name":"payments-api-0","labels":{"app":"payments-api"}},"peer":{"namespace":"shop","name":"backend-5c8b6-qx2lp","labels":{"app":"backend"}},"protocol":"tcp","port":9090,"source_port":46356,"source":"10.244.1.20","destination":"10.244.1.11","policies":["payments/allow-dns","payments/default-deny-all"],"count":1}"#;
 
 fn read(line: &str) -> FlowLine {

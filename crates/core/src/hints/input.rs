@@ -42,7 +42,7 @@ mod tests {
     use super::*;
     use crate::model::{Direction, IpProtocol};
 
-    /// The README's example line.
+    /// The drop log's example line (`docs/observability.md`).
     const LINE: &str = r#"{"ts":"2026-11-23T13:47:44.351Z","action":"deny","direction":"egress","pod":{"namespace":"payments","name":"payments-api-0","labels":{"app":"payments-api"}},"peer":{"namespace":"shop","name":"backend-5c8b6-qx2lp","labels":{"app":"backend"}},"protocol":"tcp","port":9090,"source_port":46356,"source":"10.244.1.20","destination":"10.244.1.11","policies":["payments/allow-dns","payments/default-deny-all"]}"#;
 
     fn flow(line: &str) -> DeniedFlow {
