@@ -19,12 +19,11 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube_nftpol::compile::render_text;
 use kube_nftpol::compile::{self, Options, Ruleset, TABLE_FAMILY, TABLE_NAME, render_json};
 use kube_nftpol::dataplane::readback;
-use kube_nftpol::model::{
-    ContainerPort, Labels, Namespace, ObjectKey, Pod, PodPhase, Protocol, Snapshot,
-};
+use kube_nftpol::model::{ContainerPort, Namespace, ObjectKey, Pod, PodPhase, Protocol, Snapshot};
 use serde_json::{Value, json};
 
 use kube_nftpol_test_support as support;
+use kube_nftpol_test_support::cluster::labels;
 use kube_nftpol_test_support::netns;
 use netns::{Netns, stderr};
 use support::conformance;
@@ -56,13 +55,6 @@ fn path(file: &tempfile::NamedTempFile) -> &str {
 }
 
 // --- Clusters -----------------------------------------------------------------------------
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
-}
 
 fn port(name: &str, number: u16, protocol: Protocol) -> ContainerPort {
     let name = (!name.is_empty()).then(|| name.to_owned());

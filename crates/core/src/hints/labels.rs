@@ -130,13 +130,7 @@ fn chosen(labels: Labels) -> Result<Chosen, Problem> {
 mod tests {
     use super::*;
     use crate::model::Owner;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use kube_nftpol_test_support::cluster::labels;
 
     fn pod(name: &str, pairs: &[(&str, &str)], owner: &str) -> Pod {
         let mut pod = Pod::running(

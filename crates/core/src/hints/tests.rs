@@ -8,13 +8,7 @@ use serde_json::json;
 use super::*;
 use crate::manifest;
 use crate::model::{Namespace, Pod, Policy};
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use kube_nftpol_test_support::cluster::labels;
 
 fn flow_pod(key: &str, pairs: &[(&str, &str)], owner: Option<(&str, &str)>) -> FlowPod {
     let (namespace, name) = key.split_once('/').unwrap();

@@ -208,13 +208,7 @@ pub fn common_labels<'a>(mut labels: impl Iterator<Item = &'a Labels>) -> Labels
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use kube_nftpol_test_support::cluster::labels;
 
     fn owner(kind: &str, name: &str) -> Owner {
         Owner {
