@@ -22,7 +22,7 @@ use std::time::SystemTime;
 
 use kube_nftpol::evaluate;
 use kube_nftpol::flow_line::Format;
-use kube_nftpol::flowlog::decode::DeniedPacket;
+use kube_nftpol::flowlog::decode::LoggedPacket;
 use kube_nftpol::flowlog::enrich;
 use kube_nftpol::hints::{self, DeniedFlow, FlowPeer, Options, Suggestions, Workload};
 use kube_nftpol::model::{Direction, IpProtocol, ObjectKey, Owner, Pod, Protocol, Snapshot};
@@ -409,7 +409,7 @@ fn drops_of(snapshot: &Snapshot, flow: &Flow, logged: Logged) -> Vec<DeniedFlow>
             let Endpoint::Pod(pod) = policed else {
                 panic!("a denying side is a pod: {flow:?}")
             };
-            let packet = DeniedPacket {
+            let packet = LoggedPacket {
                 direction,
                 pod: pod.clone(),
                 source,
@@ -421,7 +421,7 @@ fn drops_of(snapshot: &Snapshot, flow: &Flow, logged: Logged) -> Vec<DeniedFlow>
                 },
                 source_port: Some(40000),
                 destination_port: Some(flow.port),
-                enforcement: kube_nftpol::model::Enforcement::Enforce,
+                kind: kube_nftpol::compile::LogKind::Denied,
             };
             let record = enrich::enrich(&packet, snapshot, SystemTime::now());
             let line = format!(

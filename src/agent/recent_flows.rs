@@ -43,8 +43,11 @@ impl RecentFlows {
         }
     }
 
-    /// Adds the flow of a line the drop log wrote.
+    /// Adds the flow of a line the drop log wrote, when it was denied (or audited).
     pub fn record(&self, record: &FlowLine) {
+        if !record.action.is_denied() {
+            return;
+        }
         let flow = DeniedFlow::from_line(record);
         // A panic elsewhere while holding the lock leaves the aggregate consistent (every
         // update completes before anything can panic), so a poisoned lock is still usable.

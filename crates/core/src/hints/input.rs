@@ -6,9 +6,12 @@ use super::{DeniedFlow, FlowPeer, FlowPod};
 use crate::flow_line::{self, FlowLine, LineError, PodInfo};
 use crate::model::ObjectKey;
 
-/// The denied flow on a log line; `Ok(None)` for lines that are not flow lines.
+/// The denied flow on a log line; `Ok(None)` for lines that are not flow lines, or whose flow
+/// was allowed.
 pub fn parse_line(line: &str) -> Result<Option<DeniedFlow>, LineError> {
-    Ok(FlowLine::parse(line)?.map(|line| DeniedFlow::from_line(&line)))
+    Ok(FlowLine::parse(line)?
+        .filter(|line| line.action.is_denied())
+        .map(|line| DeniedFlow::from_line(&line)))
 }
 
 impl DeniedFlow {
