@@ -88,11 +88,17 @@ fn all_flows(cluster: &Cluster, case: &Case) -> Result<Vec<Flow>> {
     Ok(flows)
 }
 
-/// `kube-nftpol suggest --manifests DIR --format json` on `logs`: the suggested policies.
-fn suggest(manifests: &std::path::Path, logs: &str) -> Result<Vec<Value>> {
+/// `kube-nftpol suggest --manifests DIR --format json EXTRA...` on `logs`: the suggested
+/// policies.
+pub(crate) fn suggest(
+    manifests: &std::path::Path,
+    logs: &str,
+    extra: &[&str],
+) -> Result<Vec<Value>> {
     let mut child = Command::new(agent::binary())
         .args(["suggest", "--format", "json", "--manifests"])
         .arg(manifests)
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -180,7 +186,7 @@ async fn closed_loop() -> Result<()> {
             .collect::<Vec<_>>()
             .join("\n");
         // The manifests of the current state: suggest keeps an earlier hint's rules.
-        let suggested = suggest(&cluster.manifests(), &logs)?;
+        let suggested = suggest(&cluster.manifests(), &logs, &[])?;
         say(&format!(
             "sim: round {rounds}: {} flows still denied; suggest gave {} policies",
             still_denied.len(),
