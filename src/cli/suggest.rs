@@ -3,7 +3,8 @@
 //! ([`crate::hints::suggest`]): multi-document YAML for `kubectl apply -f -`, or a JSON report.
 //!
 //! By default the denied (and audited) flows: each suggestion allows what its workload was
-//! denied. With `--observed` (observe mode's lines), every flow seen, both ends at once:
+//! denied; with `--manifests`, a flow denied at both ends is allowed at both in one round (the
+//! receiver's side comes from the cluster's policies: the sender's drop hid it). With `--observed` (observe mode's lines), every flow seen, both ends at once:
 //! every workload of the observed namespaces gets a policy for each direction that allows
 //! exactly what was seen ([`crate::hints::to_allow`]); `--exclude` leaves flows out, and
 //! addresses outside the cluster are listed apart unless `--include-external`.
@@ -23,7 +24,7 @@ use clap::Args;
 
 use super::{Outcome, load, write_stdout};
 use crate::flow_line::{Action, AllowedBy, FlowLine};
-use crate::hints::{self, Aggregate, Exclude, FlowToAllow, Options, WorkloadFlow, render};
+use crate::hints::{self, Exclude, Options, render};
 use crate::model::{Direction, IpProtocol};
 
 /// Distinct flows kept from stdin; beyond this new flows are left out (and the user told). A
@@ -120,27 +121,19 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
         suggestions.external_left_out = observed.external.into_iter().collect();
         suggestions
     } else {
-        let mut denied = Aggregate::unbounded();
-        let mut excluded = Vec::new();
-        for line in lines.into_iter().filter(|l| l.action.is_denied()) {
-            let flow = WorkloadFlow::of(line);
-            if args.exclude.iter().any(|e| e.matches(&flow)) {
-                excluded.push(flow);
-            } else {
-                denied.record(FlowToAllow::from_line(line));
-            }
-        }
+        // The denied sides, and with --manifests the other end of each flow when its own
+        // policies deny it too (the sender's drop hides the receiver's): one round.
+        let denied = lines.into_iter().filter(|l| l.action.is_denied());
+        let observed = hints::to_allow(denied, snapshot.as_ref(), &args.exclude, true);
         let mut suggestions = hints::suggest(
-            denied.flows(),
+            &observed.flows,
             &Options {
                 snapshot: snapshot.as_ref(),
                 namespace: args.namespace.as_deref(),
                 observed: None,
             },
         );
-        excluded.sort();
-        excluded.dedup();
-        suggestions.excluded = excluded;
+        suggestions.excluded = observed.excluded.into_iter().collect();
         suggestions
     };
     let text = match args.format {

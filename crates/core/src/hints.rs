@@ -78,7 +78,8 @@ pub struct FlowToAllow {
     pub protocol: IpProtocol,
     /// The destination port, when the packet showed one.
     pub port: Option<u16>,
-    /// How many logged drops this flow stands for (at least 1).
+    /// How many logged packets this flow stands for: at least 1 when its side was logged, 0
+    /// for a side inferred from the other end's line ([`to_allow`]).
     pub drops: u64,
 }
 

@@ -320,7 +320,8 @@ fn other_end(flow: &FlowToAllow) -> Option<FlowToAllow> {
         peer: FlowPeer::Pod(flow.pod.clone()),
         protocol: flow.protocol,
         port: flow.port,
-        drops: flow.drops,
+        // Nothing was logged on this side.
+        drops: 0,
     })
 }
 
