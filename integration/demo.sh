@@ -83,9 +83,11 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-say "Starting the agent in the node: kube-nftpol agent --node-name node-1 --manifests $examples"
+# --flows-auth none: with --manifests there is no API server to check a reader's token with,
+# and the endpoints listen only inside the node's namespace.
+say "Starting the agent in the node: kube-nftpol agent --node-name node-1 --manifests $examples --flows-auth none"
 ip netns exec "$node" "$bin" agent --node-name node-1 --manifests "$examples" \
-  --metrics-addr 127.0.0.1:9640 -v >"$log" 2>&1 &
+  --metrics-addr 127.0.0.1:9640 --flows-auth none -v >"$log" 2>&1 &
 agent_pid=$!
 http_get() { ip netns exec "$node" python3 -c "import sys, urllib.request
 try: print(urllib.request.urlopen('http://127.0.0.1:9640' + sys.argv[1], timeout=1).read().decode(), end='')
@@ -122,6 +124,14 @@ ip netns exec "$node" nft list table inet kube-nftpol |
 
 say "Metrics (GET /metrics, excerpt)"
 http_get /metrics | grep -E '^kube_nftpol_(dataplane_applies|dataplane_repairs|ruleset|source_loads|flowlog|flows_(allowed|denied))' || true
+
+say "The agent's recent distinct flows (GET /flows; kube-nftpol flows reads every agent's)"
+http_get /flows | python3 -c "import json, sys
+window = json.load(sys.stdin)
+print(f\"node {window['node']}: {window['kept']} flows kept (at most {window['capacity']}, {window['evicted']} evicted)\")
+for f in window['flows']:
+    peer = f['peer'].get('ip') or f\"{f['peer']['namespace']}/{f['peer']['name']}\"
+    print(f\"  {f['action']:5} {f['direction']:7} {f['pod']['namespace']}/{f['pod']['name']} {peer} {f['protocol']}/{f.get('port', '-')} x{f['count']}\")" || true
 
 say "Suggested policies for what was denied (GET /hints?format=yaml; kube-nftpol suggest reads kubectl logs)"
 http_get '/hints?format=yaml' || true

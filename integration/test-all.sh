@@ -11,8 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The suites that need root (Cargo.toml: test = false, so a plain `cargo test` skips them).
-# apiserver_smoke needs the kube-apiserver that integration/apiserver/build.sh builds (below).
-root_suites="nft_accepts dataplane interfaces flowlog sim apiserver_smoke"
+# apiserver_smoke and flows_access need the kube-apiserver that integration/apiserver/build.sh
+# builds (below).
+root_suites="nft_accepts dataplane interfaces flowlog sim apiserver_smoke flows_access"
 
 step() { printf '\n==> %s\n' "$*"; }
 

@@ -6,8 +6,8 @@
 //! Kubernetes API or directory source --(complete snapshots, coalesced)--+
 //! rtnetlink (pod veths, for anti-spoofing) ------------+--> compile(node) --> Dataplane::apply
 //!                                       resync timer --> Dataplane::check (repair)
-//! kernel NFLOG (default-deny drops) --> decode, dedup, enrich with the snapshot --> stdout lines
-//!                                                                      \-> /hints aggregate
+//! kernel NFLOG (drops, observed flows) --> decode, dedup, enrich with the snapshot --> stdout lines
+//!                                                  \-> recent flows window --> /flows, /hints
 //! rule counters (every few seconds, on scrape) --> flowmetrics --> /metrics
 //! ```
 //!
@@ -38,6 +38,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::access::{self, Access, Reviewer};
 use crate::compile::Options;
 use crate::dataplane::Dataplane;
 use crate::dataplane::nft::Nft;
@@ -64,6 +65,8 @@ pub struct Config {
     pub resync_interval: Duration,
     /// How drops are logged (dedup window, format).
     pub drop_log: DropLogOptions,
+    /// Who may read `/flows` and `/hints`.
+    pub flows_auth: access::Mode,
 }
 
 /// Where the agent reads the cluster from.
@@ -98,7 +101,14 @@ impl std::fmt::Display for Source {
 
 /// A Kubernetes client from an explicit kubeconfig, or the standard configuration.
 pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
+    let config = kube_config(kubeconfig).await?;
+    kube::Client::try_from(config).context("creating the Kubernetes client")
+}
+
+/// The Kubernetes client configuration of an explicit kubeconfig, or the standard one
+/// (in-cluster, `KUBECONFIG`, `~/.kube/config`).
+pub async fn kube_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
@@ -109,8 +119,7 @@ pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result
         None => kube::Config::infer()
             .await
             .context("no Kubernetes client configuration (in-cluster, KUBECONFIG or ~/.kube/config); pass --kubeconfig or --manifests")?,
-    };
-    kube::Client::try_from(config).context("creating the Kubernetes client")
+    })
 }
 
 /// Runs the agent until SIGTERM or SIGINT, sharing `state` with whoever serves it (the HTTP
@@ -129,6 +138,13 @@ pub async fn run(config: Config, state: Arc<State>) -> anyhow::Result<()> {
     let source = match &config.source {
         Source::Kubernetes { kubeconfig } => {
             let client = kube_client(kubeconfig.as_deref()).await?;
+            state.set_access(match config.flows_auth {
+                access::Mode::Kubernetes => Access::kubernetes(
+                    Reviewer::new(client.clone(), &config.node_name, metrics.access.clone()),
+                    metrics.access.clone(),
+                ),
+                access::Mode::Open => Access::open(metrics.access.clone()),
+            });
             let writer = Events::spawn(client.clone(), config.node_name.clone(), metrics.events);
             events = Some(writer.clone());
             tokio::spawn(kubernetes::watch(
@@ -142,13 +158,20 @@ pub async fn run(config: Config, state: Arc<State>) -> anyhow::Result<()> {
         Source::Manifests {
             path,
             poll_interval,
-        } => tokio::spawn(directory::watch(
-            path.clone(),
-            *poll_interval,
-            tx,
-            Arc::clone(&clock),
-            metrics.source,
-        )),
+        } => {
+            // No API server to review readers' tokens with.
+            state.set_access(match config.flows_auth {
+                access::Mode::Kubernetes => Access::no_api_server(metrics.access.clone()),
+                access::Mode::Open => Access::open(metrics.access.clone()),
+            });
+            tokio::spawn(directory::watch(
+                path.clone(),
+                *poll_interval,
+                tx,
+                Arc::clone(&clock),
+                metrics.source,
+            ))
+        }
     };
     let drops = tokio::spawn(drop_log::run(
         config.compile.nflog_group,

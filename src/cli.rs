@@ -9,6 +9,9 @@
 //! - [`compile`]: `kube-nftpol compile`, a node's ruleset from manifests.
 //! - [`explain`]: `kube-nftpol explain`, the verdict for one flow with its reasons.
 //! - [`suggest`]: `kube-nftpol suggest`, NetworkPolicies for the denied flows of a drop log.
+//! - [`flows`]: `kube-nftpol flows`, every agent's recent flows merged by workload.
+//! - [`cluster_flows`]: reads every agent's `/flows` through the API server's pod proxy.
+//! - [`reader_token`]: the bearer token sent to the agents.
 //! - [`flow`]: the values `--from`, `--to` and `--port` take.
 //! - [`drop_line`]: drop-log lines as flows, for `explain --drop-log`.
 //! - [`uninstall`]: `kube-nftpol uninstall`, removes the agent's table from a node.
@@ -17,13 +20,16 @@
 //! - [`malloc`]: the agent's glibc mmap threshold, fixed so large buffers go back when freed.
 
 pub mod agent;
+pub mod cluster_flows;
 pub mod compile;
 pub mod drop_line;
 pub mod explain;
 pub mod flow;
+pub mod flows;
 pub mod load;
 pub mod logging;
 pub mod malloc;
+pub mod reader_token;
 pub mod suggest;
 pub mod uninstall;
 
@@ -101,13 +107,18 @@ the agents' namespace):
     | kube-nftpol suggest --manifests cluster.yaml > hints.yaml
   kubectl apply -f hints.yaml";
 
+const FLOWS_EXAMPLES: &str = "\
+Examples (the token's user, and the kubeconfig's, need the ClusterRole kube-nftpol-flow-reader):
+  kube-nftpol flows
+  kube-nftpol flows -n shop --format json --token \"$(kubectl create token flow-reader)\"";
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node agent: enforce the cluster's NetworkPolicies on this node with nftables
     ///
-    /// Needs CAP_NET_ADMIN in the node's network namespace. Serves /healthz, /readyz, /metrics
-    /// and /hints on --metrics-addr. Stopping it leaves the table enforcing.
+    /// Needs CAP_NET_ADMIN in the node's network namespace. Serves /healthz, /readyz, /metrics,
+    /// /flows and /hints on --metrics-addr. Stopping it leaves the table enforcing.
     Agent(agent::AgentArgs),
     /// Print the nftables ruleset a node would get
     #[command(after_help = COMPILE_EXAMPLE)]
@@ -126,6 +137,24 @@ pub enum Command {
     /// Exit status: 0 suggestions printed, 1 nothing to suggest, 2 bad input.
     #[command(after_help = SUGGEST_EXAMPLE)]
     Suggest(suggest::SuggestArgs),
+    /// Show every agent's recent flows, merged by workload, read through the API server
+    ///
+    /// Exit status: 0 every agent answered, 1 some did not (named on stderr, or in JSON), 2
+    /// no agent could be asked.
+    #[command(after_help = FLOWS_EXAMPLES)]
+    Flows(flows::FlowsArgs),
+}
+
+impl Command {
+    /// Per-module log directives that keep the default log from repeating what the command
+    /// reports itself ([`logging::init`]): `flows` names each agent that did not answer, so
+    /// kube's client does not also log each failed request as an error.
+    pub fn quiet_logs(&self) -> &'static [&'static str] {
+        match self {
+            Self::Flows(_) => &["kube_client::client::builder=off"],
+            _ => &[],
+        }
+    }
 }
 
 /// How a run that did not fail ends.
@@ -137,6 +166,8 @@ pub enum Outcome {
     Denied,
     /// `suggest` found nothing to suggest. Exit status 1.
     NothingFound,
+    /// `flows`: some agents did not answer (the others' flows were printed). Exit status 1.
+    Incomplete,
 }
 
 impl Outcome {
@@ -144,7 +175,7 @@ impl Outcome {
     pub fn exit_code(self) -> ExitCode {
         match self {
             Self::Success => ExitCode::SUCCESS,
-            Self::Denied | Self::NothingFound => ExitCode::from(1),
+            Self::Denied | Self::NothingFound | Self::Incomplete => ExitCode::from(1),
         }
     }
 }
@@ -158,6 +189,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Explain(args) => explain::run(&args),
         Command::Uninstall(args) => uninstall::run(&args),
         Command::Suggest(args) => suggest::run(&args),
+        Command::Flows(args) => flows::run(&args),
     }
 }
 
@@ -277,5 +309,6 @@ mod tests {
         assert_eq!(Outcome::Success.exit_code(), ExitCode::SUCCESS);
         assert_eq!(Outcome::Denied.exit_code(), ExitCode::from(1));
         assert_eq!(Outcome::NothingFound.exit_code(), ExitCode::from(1));
+        assert_eq!(Outcome::Incomplete.exit_code(), ExitCode::from(1));
     }
 }

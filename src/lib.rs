@@ -1,12 +1,12 @@
 //! kube-nftpol: Kubernetes NetworkPolicy enforcement with nftables. This crate is the agent and
 //! the command line around the pure core ([`kube_nftpol_core`], re-exported here as
-//! [`model`], [`policy`], [`compile`], [`manifest`], [`flow_line`] and [`hints`]).
+//! [`model`], [`policy`], [`compile`], [`manifest`], [`flow_line`], [`flows`] and [`hints`]).
 //!
 //! Data flows one way:
 //!
 //! ```text
 //! source (API watch, manifests) -> model::Snapshot -> compile -> dataplane (nftables)
-//! kernel -> flowlog (NFLOG) -> drop log lines, metrics, /hints, Events
+//! kernel -> flowlog (NFLOG) -> drop log lines, metrics, /flows and /hints, Events
 //! ```
 //!
 //! - [`source`]: where snapshots come from: the Kubernetes API ([`source::kubernetes`]) or a
@@ -19,9 +19,12 @@
 //! - [`events`]: the Kubernetes Events the agent writes (invalid policies, denied flows).
 //! - [`metrics`]: the one registry the subsystems register their metrics into.
 //! - [`http`]: the read-only endpoints.
+//! - [`access`]: who may read the agent's flows (`/flows`, `/hints`): Kubernetes bearer tokens,
+//!   reviewed by the API server.
 //! - [`agent`]: the node agent, wiring the above; it owns the state they share.
 //! - [`cli`]: the command line.
 
+pub mod access;
 pub mod agent;
 pub mod cli;
 pub mod dataplane;
@@ -33,6 +36,6 @@ pub mod metrics;
 pub mod source;
 
 pub use kube_nftpol_core::{
-    CompileOptions, Flow, Ruleset, Snapshot, Verdict, compile, evaluate, flow_line, hints,
+    CompileOptions, Flow, Ruleset, Snapshot, Verdict, compile, evaluate, flow_line, flows, hints,
     manifest, model, policy,
 };

@@ -12,7 +12,7 @@ use kube_nftpol::cli::{self, Cli};
 fn main() -> ExitCode {
     // On a usage error clap prints it and exits with 2; `--help` and `--version` exit with 0.
     let cli = Cli::parse();
-    cli::logging::init(cli.global.log_level());
+    cli::logging::init(cli.global.log_level(), cli.command.quiet_logs());
     match cli::run(cli) {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {

@@ -8,7 +8,8 @@
 //! - `kube_nftpol_dataplane_*`, `kube_nftpol_ruleset_*` and
 //!   `kube_nftpol_programming_latency_seconds`, by [`crate::agent::ControlMetrics`];
 //! - `kube_nftpol_flowlog_*`, by [`crate::agent::DropLogMetrics`];
-//! - `kube_nftpol_hints_evicted_flows_total`, by [`crate::agent::RecentFlows`];
+//! - `kube_nftpol_flow_window_*`, by [`crate::agent::RecentFlows`];
+//! - `kube_nftpol_access_*`, by [`crate::access::Metrics`];
 //! - `kube_nftpol_flows_*`, by [`crate::flowmetrics::Metrics`].
 //!
 //! Label values come from fixed enums, never from error strings or pod names or addresses, so
@@ -21,6 +22,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::flow_line::Action;
 use crate::model::{Direction, Enforcement};
 
 /// A registry with the `kube_nftpol` prefix and the build information, for the subsystems to
@@ -65,6 +67,13 @@ impl EncodeLabelValue for LabelValue<Direction> {
 
 /// `enforce`, `audit`.
 impl EncodeLabelValue for LabelValue<Enforcement> {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+    }
+}
+
+/// `allow`, `deny`, `audit`.
+impl EncodeLabelValue for LabelValue<Action> {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
         EncodeLabelValue::encode(&self.0.as_str(), encoder)
     }

@@ -7,7 +7,10 @@
 # The API server listens on PORT (default: a free one), etcd on PORT+1 (clients) and PORT+2
 # (peers). Authentication is by static tokens: DIR/token is a system:masters user (allowed
 # everything), DIR/agent-token is the agent's service account kube-system/kube-nftpol, which
-# may do only what deploy/rbac.yaml grants once that is applied (authorization: RBAC). TLS is
+# may do only what deploy/rbac.yaml grants once that is applied (authorization: RBAC, so
+# nothing is allowed that no role grants). KNP_APISERVER_USERS="alice bob" adds plain users
+# (in no group but system:authenticated), each with a token DIR/users/NAME.token and a
+# kubeconfig DIR/users/NAME.kubeconfig, when DIR's credentials are first made. TLS is
 # verified against DIR/ca.crt. Running it again on the same DIR reuses its port, certificates
 # and etcd data and starts whichever process is not running (integration/support/apiserver.rs
 # restarts the API server that way). Binaries: $KNP_APISERVER_BIN, else build.sh's cache.
@@ -60,7 +63,9 @@ if [ ! -f "$dir/kubeconfig" ]; then
       echo "$(cat token),admin,admin,system:masters"
       echo "$(cat agent-token),system:serviceaccount:kube-system:kube-nftpol,kube-nftpol-sa,\"system:serviceaccounts,system:serviceaccounts:kube-system\""
     } >tokens.csv
-    cat >kubeconfig.tmp <<EOF
+    # kubeconfig FILE USER TOKEN
+    kubeconfig() {
+      cat >"$1.tmp" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -69,17 +74,26 @@ clusters:
     server: https://127.0.0.1:$port
     certificate-authority: $dir/ca.crt
 users:
-- name: admin
+- name: $2
   user:
-    token: $(cat token)
+    token: $3
 contexts:
 - name: kube-nftpol-test
   context:
     cluster: kube-nftpol-test
-    user: admin
+    user: $2
 current-context: kube-nftpol-test
 EOF
-    mv kubeconfig.tmp kubeconfig
+      mv "$1.tmp" "$1"
+    }
+    mkdir -p users
+    for user in ${KNP_APISERVER_USERS:-}; do
+      openssl rand -hex 16 >"users/$user.token"
+      echo "$(cat "users/$user.token"),$user,$user" >>tokens.csv
+      kubeconfig "users/$user.kubeconfig" "$user" "$(cat "users/$user.token")"
+    done
+    # Last: its presence says the credentials are complete.
+    kubeconfig kubeconfig admin "$(cat token)"
   )
 fi
 

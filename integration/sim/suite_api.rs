@@ -484,7 +484,7 @@ async fn container() -> Result<()> {
 /// paths that are not endpoints do not exist (404), and after all those requests every
 /// node's table has the same rules (same handles) and every verdict is unchanged.
 async fn read_only_endpoints(cluster: &Cluster) -> Result<()> {
-    const ENDPOINTS: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/hints"];
+    const ENDPOINTS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/flows", "/hints"];
     const WRITES: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
     const NOT_ENDPOINTS: [&str; 5] = ["/", "/apply", "/config", "/debug/pprof", "/hints/apply"];
     let handles = |listing: Option<String>| {

@@ -148,7 +148,8 @@ struct DropLog<'a, W> {
     format: Format,
     snapshots: watch::Receiver<Option<Arc<Loaded>>>,
     metrics: &'a DropLogMetrics,
-    /// Where `/hints` gathers denied flows: every first-packet line and summary goes there too.
+    /// The window of recent flows behind `/flows` and `/hints`: every first-packet line and
+    /// summary goes there too.
     recent_flows: Option<&'a RecentFlows>,
     /// Where new denied flows become `PolicyDenied` Events (with the Kubernetes source).
     events: Option<&'a Events>,

@@ -1,6 +1,6 @@
 //! What the agent owns and the HTTP endpoints read: the readiness latch, the metrics registry
-//! (with every subsystem's metrics registered into it), the recent denied flows behind
-//! `/hints`, and the flow counters a scrape refreshes.
+//! (with every subsystem's metrics registered into it), the recent flows behind `/flows` and
+//! `/hints`, who may read them, and the flow counters a scrape refreshes.
 //!
 //! The agent changes it; everyone else gets read methods only ([`crate::http`] never writes).
 
@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use super::control::ControlMetrics;
 use super::drop_log::DropLogMetrics;
 use super::recent_flows::{self, RecentFlows};
+use crate::access::{self, Access, Decision};
 use crate::flowmetrics::{self, FlowCounters, SCRAPE_MIN_AGE};
 use crate::{events, metrics, source};
 
@@ -30,6 +31,8 @@ pub struct Metrics {
     pub drop_log: DropLogMetrics,
     /// The flow counters'.
     pub flows: flowmetrics::Metrics,
+    /// The readers' (who may read flows).
+    pub access: access::Metrics,
 }
 
 /// The agent's state shared with its endpoints.
@@ -39,17 +42,19 @@ pub struct State {
     registry: Registry,
     metrics: Metrics,
     recent_flows: RecentFlows,
+    access: OnceLock<Access>,
     flow_counters: OnceLock<Arc<FlowCounters>>,
 }
 
 impl State {
-    /// Not ready; every metric registered at zero; no recent flows.
-    pub fn new() -> Self {
-        Self::with_recent_flows(recent_flows::MAX_FLOWS)
+    /// The state of the agent of `node`: not ready; every metric registered at zero; no recent
+    /// flows (at most [`recent_flows::MAX_FLOWS`] kept); nobody may read them yet.
+    pub fn new(node: &str) -> Self {
+        Self::with_recent_flows(node, recent_flows::MAX_FLOWS)
     }
 
-    /// [`State::new`] keeping at most `capacity` recent denied flows.
-    pub fn with_recent_flows(capacity: usize) -> Self {
+    /// [`State::new`] keeping at most `capacity` recent flows.
+    pub fn with_recent_flows(node: &str, capacity: usize) -> Self {
         let mut registry = metrics::registry();
         let metrics = Metrics {
             control: ControlMetrics::register(&mut registry),
@@ -57,13 +62,15 @@ impl State {
             events: events::Metrics::register(&mut registry),
             drop_log: DropLogMetrics::register(&mut registry),
             flows: flowmetrics::Metrics::register(&mut registry),
+            access: access::Metrics::register(&mut registry),
         };
-        let recent_flows = RecentFlows::register(capacity, &mut registry);
+        let recent_flows = RecentFlows::register(node, capacity, &mut registry);
         Self {
             ready: AtomicBool::new(false),
             registry,
             metrics,
             recent_flows,
+            access: OnceLock::new(),
             flow_counters: OnceLock::new(),
         }
     }
@@ -90,9 +97,30 @@ impl State {
         let _ = self.flow_counters.set(counters);
     }
 
-    /// The recent denied flows (the drop log adds to them, `/hints` reads them).
+    /// The recent flows (the drop log adds to them, `/flows` and `/hints` read them).
     pub fn recent_flows(&self) -> &RecentFlows {
         &self.recent_flows
+    }
+
+    /// The readers' metrics, to build the [`Access`] with.
+    pub fn access_metrics(&self) -> &access::Metrics {
+        &self.metrics.access
+    }
+
+    /// Sets who may read the recent flows: the agent does, once it knows its source (tests
+    /// that serve a state without an agent do too). Only the first call counts.
+    pub fn set_access(&self, access: Access) {
+        // Set once at startup; a second call would be a bug, and the first one stays.
+        let _ = self.access.set(access);
+    }
+
+    /// Whether the bearer `token` may read the recent flows of `namespace` (every namespace's
+    /// when `None`): unavailable (503) until the agent has set up its [`Access`].
+    pub async fn check_reader(&self, token: Option<&str>, namespace: Option<&str>) -> Decision {
+        match self.access.get() {
+            Some(access) => access.check(token, namespace).await,
+            None => Decision::Unavailable("the agent is starting".to_owned()),
+        }
     }
 
     /// Every metric as OpenMetrics text, the flow counters read from the table first unless
@@ -103,11 +131,5 @@ impl State {
             let _ = tokio::time::timeout(timeout, refresh).await;
         }
         metrics::encode(&self.registry)
-    }
-}
-
-impl Default for State {
-    fn default() -> Self {
-        Self::new()
     }
 }

@@ -10,6 +10,7 @@ use clap::Args;
 use tracing::error;
 
 use super::Outcome;
+use crate::access;
 use crate::agent::{self, Config, DropLogOptions, Source, State};
 use crate::compile::Options;
 use crate::flow_line;
@@ -43,9 +44,18 @@ pub struct AgentArgs {
     /// `kube-nftpol.io/observe: "true"` are observed
     #[arg(long)]
     pub observe: bool,
-    /// Address for /healthz, /readyz, /metrics and /hints (read-only)
+    /// Address for /healthz, /readyz, /metrics, /flows and /hints (read-only)
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9640")]
     pub metrics_addr: SocketAddr,
+    /// Who may read /flows and /hints (pod names, labels, addresses): `kubernetes`, a bearer
+    /// token the API server authenticates (TokenReview) and authorises (SubjectAccessReview:
+    /// get flows.kube-nftpol.io), and nobody with --manifests; `none`, whoever reaches the port
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = FlowsAuth::Kubernetes)]
+    pub flows_auth: FlowsAuth,
+    /// Distinct recent flows kept for /flows and /hints (about 2.5 KiB each), the least
+    /// recently seen evicted first
+    #[arg(long, value_name = "FLOWS", default_value_t = WINDOW_FLOWS, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub flow_window_flows: u32,
     /// Seconds between checks that the table is as the agent left it (repairs it otherwise)
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_interval_secs: u64,
@@ -59,6 +69,18 @@ pub struct AgentArgs {
     /// Drop log lines on stdout: JSON objects, or text for people
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = DropLogFormat::Json)]
     pub drop_log_format: DropLogFormat,
+}
+
+/// `--flow-window-flows`' default.
+const WINDOW_FLOWS: u32 = 4096;
+
+/// Who may read `/flows` and `/hints`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlowsAuth {
+    /// A Kubernetes bearer token, reviewed by the API server (nobody, with --manifests).
+    Kubernetes,
+    /// Nobody is checked.
+    None,
 }
 
 /// How the agent writes drop log lines.
@@ -99,6 +121,10 @@ impl AgentArgs {
                     DropLogFormat::Text => flow_line::Format::Text,
                 },
             },
+            flows_auth: match self.flows_auth {
+                FlowsAuth::Kubernetes => access::Mode::Kubernetes,
+                FlowsAuth::None => access::Mode::Open,
+            },
         }
     }
 }
@@ -114,7 +140,10 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<Outcome> {
         .build()?;
     let config = args.config();
     runtime.block_on(async {
-        let state = Arc::new(State::new());
+        let state = Arc::new(State::with_recent_flows(
+            &config.node_name,
+            usize::try_from(args.flow_window_flows).unwrap_or(usize::MAX),
+        ));
         let addr = config.metrics_addr;
         let endpoints = tokio::spawn(http::serve(addr, Arc::clone(&state)));
         let endpoints = tokio::spawn(async move {
@@ -135,6 +164,7 @@ mod tests {
     use clap::Parser;
 
     use super::AgentArgs;
+    use crate::access;
     use crate::agent::{Config, DropLogOptions, Source};
     use crate::cli::{Cli, Command};
     use crate::flow_line::Format;
@@ -168,6 +198,35 @@ mod tests {
         assert_eq!(config.drop_log, DropLogOptions::default());
         assert_eq!(config.drop_log.window.as_secs(), 10);
         assert_eq!(config.drop_log.format, Format::Json);
+        assert_eq!(config.flows_auth, access::Mode::Kubernetes);
+    }
+
+    #[test]
+    fn the_flow_window_flag_defaults_to_the_agents_window() {
+        let Ok(Command::Agent(args)) = parse(&[]).map(|cli| cli.command) else {
+            panic!("not an agent command")
+        };
+        assert_eq!(
+            usize::try_from(args.flow_window_flows).unwrap(),
+            crate::agent::MAX_RECENT_FLOWS
+        );
+        let Ok(Command::Agent(args)) = parse(&["--flow-window-flows", "100"]).map(|c| c.command)
+        else {
+            panic!("not an agent command")
+        };
+        assert_eq!(args.flow_window_flows, 100);
+    }
+
+    #[test]
+    fn flows_auth_none_opens_the_flows_to_everyone() {
+        assert_eq!(
+            config(&["--flows-auth", "none"]).flows_auth,
+            access::Mode::Open
+        );
+        assert_eq!(
+            config(&["--flows-auth", "kubernetes"]).flows_auth,
+            access::Mode::Kubernetes
+        );
     }
 
     #[test]
@@ -241,6 +300,9 @@ mod tests {
             ["--drop-log-window-secs", "3601"],
             ["--drop-log-window-secs", "-1"],
             ["--drop-log-format", "yaml"],
+            ["--flows-auth", "maybe"],
+            ["--flow-window-flows", "0"],
+            ["--flow-window-flows", "1000001"],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?} accepted");
         }

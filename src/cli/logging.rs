@@ -44,8 +44,10 @@ impl From<Level> for LevelFilter {
 }
 
 /// Installs the global subscriber, before anything logs. When one is already installed (a
-/// second call) the first stays.
-pub fn init(level: Option<Level>) {
+/// second call) the first stays. `quiet` are per-module directives (`module=off`) for logs that
+/// repeat what the command reports itself; they apply only when neither a flag nor `RUST_LOG`
+/// chooses what to log.
+pub fn init(level: Option<Level>, quiet: &[&str]) {
     let mut filter = EnvFilter::builder()
         .with_default_directive(LevelFilter::WARN.into())
         .from_env_lossy();
@@ -53,6 +55,13 @@ pub fn init(level: Option<Level>) {
         // A bare level directive replaces RUST_LOG's bare level, if it had one, and keeps its
         // per-module directives.
         filter = filter.add_directive(LevelFilter::from(level).into());
+    } else if std::env::var_os(EnvFilter::DEFAULT_ENV).is_none() {
+        for directive in quiet {
+            match directive.parse() {
+                Ok(directive) => filter = filter.add_directive(directive),
+                Err(error) => eprintln!("kube-nftpol: log directive {directive:?}: {error}"),
+            }
+        }
     }
     let _already_installed = tracing_subscriber::fmt()
         .with_env_filter(filter)

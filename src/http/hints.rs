@@ -1,6 +1,7 @@
 //! `GET /hints`: NetworkPolicies suggested from the denied flows this agent saw recently
 //! ([`crate::agent::RecentFlows`]: each request suggests against the agent's current
-//! snapshot). Read-only: nothing here changes enforcement.
+//! snapshot). Read-only: nothing here changes enforcement; only readers the cluster allows get
+//! here ([`super::auth`]).
 //!
 //! Query parameters: `namespace=NS` (only pods of that namespace), `format=json` (the default:
 //! the [`hints::Suggestions`] report plus `recent_flows`) or `format=yaml` (for `kubectl apply
@@ -87,6 +88,7 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
+    use crate::access::Access;
     use crate::agent::MAX_RECENT_FLOWS as MAX_FLOWS;
     use crate::flow_line::FlowLine;
     use crate::flowlog::decode::LoggedPacket;
@@ -146,7 +148,7 @@ mod tests {
     /// An agent's state that saw web -> api:8080 twice and api -> db:5432.
     fn shared(capacity: usize) -> (Arc<State>, watch::Sender<Option<Arc<Loaded>>>) {
         let snapshot = snapshot();
-        let shared = State::with_recent_flows(capacity);
+        let shared = State::with_recent_flows("node-1", capacity);
         for record in [
             record(
                 &snapshot,
@@ -293,14 +295,14 @@ mod tests {
         );
         let metrics = shared.encode_metrics(std::time::Duration::ZERO).await;
         assert!(
-            metrics.contains("kube_nftpol_hints_evicted_flows_total 1\n"),
+            metrics.contains("kube_nftpol_flow_window_evicted_flows_total{action=\"deny\"} 1\n"),
             "{metrics}"
         );
     }
 
     #[tokio::test]
     async fn hints_without_a_snapshot_yet_trust_the_drop_log() {
-        let shared = Arc::new(State::new());
+        let shared = Arc::new(State::new("node-1"));
         let snapshot = snapshot();
         shared.recent_flows().record(&record(
             &snapshot,
@@ -318,6 +320,8 @@ mod tests {
     #[tokio::test]
     async fn the_router_serves_hints_over_http() {
         let (shared, _tx) = shared(MAX_FLOWS);
+        // Readers unchecked: the check has its own tests (src/access.rs, integration/flows_access.rs).
+        shared.set_access(Access::open(shared.access_metrics().clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server =

@@ -25,7 +25,7 @@
 //!
 //! `build` decides and checks, `objects` makes the Kubernetes objects, [`render`] prints
 //! them as YAML or JSON, and
-//! [`Aggregate`] keeps a bounded set of recent denied flows for the agent's `/hints`.
+//! [`Aggregate`] keeps a bounded set of recent denied flows (`suggest`'s input).
 
 mod aggregate;
 mod build;

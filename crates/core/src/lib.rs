@@ -4,6 +4,7 @@
 //! Kubernetes objects -> model::Snapshot -> compile::compile -> compile::Ruleset (nft text/JSON)
 //!                                       \-> policy::evaluate (explain, hints, tests)
 //! drop/flow log lines <-> flow_line::FlowLine -> hints::suggest -> NetworkPolicies
+//!                                        \-> flows::Window -> flows::by_workload
 //! ```
 //!
 //! - [`model`]: the cluster snapshot and the shared vocabulary (labels, selectors, directions,
@@ -16,6 +17,9 @@
 //! - [`flow_line`]: the drop and flow log's line, one type written by the agent and read by
 //!   `suggest`, `explain --drop-log` and the hints.
 //! - [`hints`]: denied flows to suggested NetworkPolicies.
+//! - [`flows`]: recent distinct flows: an agent's bounded window, what its `/flows` serves, and
+//!   the flows of many agents merged by workload.
+//! - [`lru`]: the bounded map of recent entries the flow windows share.
 //!
 //! The agent, its sources, the dataplane and the command line live in the `kube-nftpol` crate
 //! around this one. This crate depends on no async runtime, Kubernetes client, netlink or
@@ -23,7 +27,9 @@
 
 pub mod compile;
 pub mod flow_line;
+pub mod flows;
 pub mod hints;
+pub mod lru;
 pub mod manifest;
 pub mod model;
 pub mod policy;

@@ -3,7 +3,9 @@
 //!
 //! [`ApiServer::start`] runs `integration/apiserver/start.sh` on a fresh directory
 //! `<temp>/knp-apiserver-<pid>-<n>`: the script holds the flags, makes the certificates, the
-//! token and the kubeconfig, picks free ports and waits for `/readyz`. The binaries come from
+//! tokens and the kubeconfigs, picks free ports and waits for `/readyz`. Authorization is RBAC:
+//! the admin may do everything, the agent's service account and the users a test adds
+//! ([`ApiServer::start_with_users`]) only what roles grant them. The binaries come from
 //! `$KNP_APISERVER_BIN`, else from `integration/apiserver/build.sh`'s cache; without them
 //! `start` fails with a message saying how to build them. Drop stops both processes and
 //! removes the directory, also when the test panics; the directories and processes of runs
@@ -35,7 +37,25 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts etcd and kube-apiserver and waits until the API server is ready (3 to 4 s).
     pub fn start() -> Result<Self, String> {
+        Self::start_with_users(&[])
+    }
+
+    /// [`Self::start`] with plain users besides the admin and the agent: each authenticates
+    /// with its own token ([`Self::user_token`], [`Self::user_kubeconfig_path`]), is in no
+    /// group but `system:authenticated`, and under RBAC may do only what a test binds to it.
+    /// Names are lowercase letters, digits and `-`.
+    pub fn start_with_users(users: &[&str]) -> Result<Self, String> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
+        if let Some(bad) = users.iter().find(|u| {
+            u.is_empty()
+                || !u
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        }) {
+            return Err(format!(
+                "user name {bad:?}: use lowercase letters, digits and -"
+            ));
+        }
         let bin = bin_dir()?;
         remove_stale_dirs();
         // Two servers starting at once may pick the same free port; the loser retries.
@@ -52,7 +72,8 @@ impl ApiServer {
                 port: 0,
                 token: String::new(),
             };
-            match server.script("start.sh", &[]) {
+            let users = [("KNP_APISERVER_USERS", users.join(" "))];
+            match run_script("start.sh", &server.dir, &server.bin, &[], &users) {
                 Ok(_) => {
                     server.port = server
                         .read("port")?
@@ -86,6 +107,17 @@ impl ApiServer {
     /// what `deploy/rbac.yaml` grants, once applied, and nothing else (authorization is RBAC).
     pub fn agent_token(&self) -> Result<String, String> {
         self.read("agent-token")
+    }
+
+    /// The bearer token of a user [`Self::start_with_users`] added.
+    pub fn user_token(&self, user: &str) -> Result<String, String> {
+        self.read(&format!("users/{user}.token"))
+    }
+
+    /// A kubeconfig like [`Self::kubeconfig_path`]'s, authenticating as a user
+    /// [`Self::start_with_users`] added (with its token).
+    pub fn user_kubeconfig_path(&self, user: &str) -> PathBuf {
+        self.dir.join("users").join(format!("{user}.kubeconfig"))
     }
 
     /// The CA certificate that signed the serving certificate (SAN 127.0.0.1 and localhost).
@@ -229,7 +261,7 @@ impl ApiServer {
     }
 
     fn script(&self, name: &str, args: &[&str]) -> Result<String, String> {
-        run_script(name, &self.dir, &self.bin, args)
+        run_script(name, &self.dir, &self.bin, args, &[])
     }
 }
 
@@ -267,11 +299,18 @@ pub fn bin_dir() -> Result<PathBuf, String> {
     Ok(bin)
 }
 
-fn run_script(name: &str, dir: &Path, bin: &Path, args: &[&str]) -> Result<String, String> {
+fn run_script(
+    name: &str,
+    dir: &Path,
+    bin: &Path,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> Result<String, String> {
     let out = Command::new("bash")
         .arg(Path::new(SCRIPTS).join(name))
         .arg(dir)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("KNP_APISERVER_BIN", bin)
         .stdin(Stdio::null())
         .output()
@@ -316,7 +355,7 @@ fn remove_stale_dirs() {
                 "removing the API server a dead run left in {}",
                 entry.path().display()
             );
-            let _ = run_script("stop.sh", &entry.path(), Path::new(""), &[]);
+            let _ = run_script("stop.sh", &entry.path(), Path::new(""), &[], &[]);
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -4,12 +4,12 @@
 //! repeats (retransmissions, every connection attempt) add to its count and refresh its labels.
 //! When the aggregate is full, the flow seen least recently makes room and is counted in
 //! [`Aggregate::evicted`], so a flood of new flows (a port scan) costs a bounded amount of
-//! memory and pushes out old flows rather than being ignored.
+//! memory and pushes out old flows rather than being ignored ([`Lru`]).
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::{FlowPeer, FlowToAllow};
+use crate::lru::Lru;
 use crate::model::{Direction, IpProtocol, ObjectKey};
 
 /// What makes two denied flows the same flow.
@@ -43,33 +43,17 @@ impl FlowKey {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    flow: FlowToAllow,
-    /// When it was last seen, in [`Aggregate::clock`] ticks.
-    seen: u64,
-}
-
 /// Distinct denied flows, at most `capacity` of them, the least recently seen evicted first.
 #[derive(Debug, Clone)]
 pub struct Aggregate {
-    capacity: usize,
-    entries: BTreeMap<FlowKey, Entry>,
-    /// Keys by when they were last seen, oldest first.
-    by_age: BTreeMap<u64, FlowKey>,
-    clock: u64,
-    evicted: u64,
+    flows: Lru<FlowKey, FlowToAllow>,
 }
 
 impl Aggregate {
     /// An aggregate that keeps at most `capacity` flows.
     pub fn new(capacity: usize) -> Self {
         Self {
-            capacity,
-            entries: BTreeMap::new(),
-            by_age: BTreeMap::new(),
-            clock: 0,
-            evicted: 0,
+            flows: Lru::new(capacity),
         }
     }
 
@@ -83,62 +67,36 @@ impl Aggregate {
     /// capacity keeps nothing and counts each flow as evicted).
     pub fn record(&mut self, flow: FlowToAllow) -> u64 {
         let key = FlowKey::of(&flow);
-        self.clock += 1;
-        if let Some(entry) = self.entries.get_mut(&key) {
-            self.by_age.remove(&entry.seen);
-            entry.seen = self.clock;
-            let drops = entry.flow.drops.saturating_add(flow.drops);
-            entry.flow = flow;
-            entry.flow.drops = drops;
-            self.by_age.insert(self.clock, key);
-            return 0;
-        }
-        if self.capacity == 0 {
-            self.evicted += 1;
-            return 1;
-        }
-        let mut evicted = 0;
-        if self.entries.len() >= self.capacity
-            && let Some((_, oldest)) = self.by_age.pop_first()
-        {
-            self.entries.remove(&oldest);
-            evicted = 1;
-        }
-        self.evicted += evicted;
-        self.by_age.insert(self.clock, key.clone());
-        self.entries.insert(
-            key,
-            Entry {
-                flow,
-                seen: self.clock,
-            },
-        );
-        evicted
+        let evicted = self.flows.record(key, flow, |old, mut new| {
+            new.drops = old.drops.saturating_add(new.drops);
+            new
+        });
+        u64::from(evicted.is_some())
     }
 
     /// The flows kept, in a fixed order (by pod, direction, peer, protocol, port).
     pub fn flows(&self) -> impl Iterator<Item = &FlowToAllow> {
-        self.entries.values().map(|e| &e.flow)
+        self.flows.values()
     }
 
     /// How many flows are kept.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.flows.len()
     }
 
     /// Whether no flow is kept.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.flows.is_empty()
     }
 
     /// How many flows were evicted (or refused at zero capacity) since the start.
     pub fn evicted(&self) -> u64 {
-        self.evicted
+        self.flows.evicted()
     }
 
     /// The most flows kept.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.flows.capacity()
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{Labels, ObjectKey, Owner, Pod, PodPhase};
 
@@ -60,7 +60,7 @@ const VOLATILE_LABELS: &[&str] = &[
 const CRONJOB_SUFFIX_MIN_DIGITS: usize = 8;
 
 /// The controller a pod belongs to (or its label group), in one namespace.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Workload {
     /// The namespace.
     pub namespace: String,
@@ -72,7 +72,7 @@ pub struct Workload {
     /// `web`); for `Pod` the pod's name.
     pub name: String,
     /// For `Pods`: the stable labels that define the group. Empty otherwise.
-    #[serde(skip_serializing_if = "Labels::is_empty")]
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
 }
 
