@@ -108,7 +108,8 @@ the agents' namespace):
   kubectl apply -f hints.yaml";
 
 const FLOWS_EXAMPLES: &str = "\
-Examples (the token's user, and the kubeconfig's, need the ClusterRole kube-nftpol-flow-reader):
+Examples (the token's user needs the ClusterRole kube-nftpol-flow-reader, the kubeconfig's user
+the Role kube-nftpol-flow-reader in the agents' namespace: deploy/flow-reader.yaml):
   kube-nftpol flows
   kube-nftpol flows -n shop --format json --token \"$(kubectl create token flow-reader)\"";
 

@@ -135,6 +135,7 @@ impl RecentFlows {
                 kept: window.len(),
                 capacity: window.capacity(),
                 evicted: window.evicted(),
+                denied: denied.len(),
             };
             (denied, occupancy)
         };
@@ -170,6 +171,10 @@ pub struct Occupancy {
     pub capacity: usize,
     /// Flows evicted to make room since the agent started.
     pub evicted: u64,
+    /// The denied and audited flows among those kept, what `/hints` suggests from (left out of
+    /// the JSON, whose `kept` counts the window as `/flows` does).
+    #[serde(skip)]
+    pub denied: usize,
 }
 
 #[cfg(test)]
@@ -227,7 +232,12 @@ mod tests {
         let ports: Vec<_> = shop.flows.iter().map(|f| f.port).collect();
         assert_eq!(ports, [Some(80), Some(81)]);
         // /hints sees the denied and audited flows only.
-        assert_eq!(recent.report(None).suggestions.denied_flows, 2);
+        let report = recent.report(None);
+        assert_eq!(report.suggestions.denied_flows, 2);
+        assert_eq!(
+            (report.recent_flows.kept, report.recent_flows.denied),
+            (3, 2)
+        );
     }
 
     #[test]

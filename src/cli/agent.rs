@@ -52,9 +52,9 @@ pub struct AgentArgs {
     /// get flows.kube-nftpol.io), and nobody with --manifests; `none`, whoever reaches the port
     #[arg(long, value_name = "MODE", value_enum, default_value_t = FlowsAuth::Kubernetes)]
     pub flows_auth: FlowsAuth,
-    /// Distinct recent flows kept for /flows and /hints (about 2.5 KiB each), the least
-    /// recently seen evicted first
-    #[arg(long, value_name = "FLOWS", default_value_t = WINDOW_FLOWS, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Distinct recent flows kept for /flows and /hints (about 2.5 KiB each, at most 100,000),
+    /// the least recently seen evicted first
+    #[arg(long, value_name = "FLOWS", default_value_t = WINDOW_FLOWS, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub flow_window_flows: u32,
     /// Seconds between checks that the table is as the agent left it (repairs it otherwise)
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
@@ -302,7 +302,7 @@ mod tests {
             ["--drop-log-format", "yaml"],
             ["--flows-auth", "maybe"],
             ["--flow-window-flows", "0"],
-            ["--flow-window-flows", "1000001"],
+            ["--flow-window-flows", "100001"],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?} accepted");
         }

@@ -43,7 +43,7 @@ const MAX_ERROR_CHARS: usize = 300;
 pub struct ClusterArgs {
     /// Kubeconfig for the API server [default: in-cluster, then KUBECONFIG, then
     /// ~/.kube/config]; its user needs list on pods and get on pods/proxy in the agents'
-    /// namespace (ClusterRole kube-nftpol-flow-reader)
+    /// namespace (the Role kube-nftpol-flow-reader there)
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// Bearer token for the agents, whose user may get flows.kube-nftpol.io (ClusterRole

@@ -55,7 +55,7 @@ pub async fn hints(
             let recent = &report.recent_flows;
             format!(
                 "# From this agent's {} most recent distinct denied flows (at most {}; {} evicted).\n{text}",
-                recent.kept, recent.capacity, recent.evicted
+                recent.denied, recent.capacity, recent.evicted
             )
         })
     } else {
