@@ -8,6 +8,7 @@
 //! - [`agent`]: `kube-nftpol agent`, the node daemon.
 //! - [`compile`]: `kube-nftpol compile`, a node's ruleset from manifests.
 //! - [`explain`]: `kube-nftpol explain`, the verdict for one flow with its reasons.
+//! - [`lint`]: `kube-nftpol lint`, NetworkPolicy mistakes and gaps in the isolation.
 //! - [`suggest`]: `kube-nftpol suggest`, NetworkPolicies for the denied flows of a drop log.
 //! - [`flow`]: the values `--from`, `--to` and `--port` take.
 //! - [`drop_line`]: drop-log lines as flows, for `explain --drop-log`.
@@ -21,6 +22,7 @@ pub mod compile;
 pub mod drop_line;
 pub mod explain;
 pub mod flow;
+pub mod lint;
 pub mod load;
 pub mod logging;
 pub mod malloc;
@@ -93,6 +95,12 @@ Examples (deploy/examples is a demo cluster with example policies):
   kube-nftpol explain --manifests deploy/examples \\
     --from payments/payments-api-0 --to kube-system/coredns-6f6b7-xm4tp --port 53/udp";
 
+const LINT_EXAMPLES: &str = "\
+Examples (deploy/examples is a demo cluster with example policies):
+  kube-nftpol lint --manifests deploy/examples
+  kube-nftpol lint --manifests deploy/examples --format sarif > lint.sarif
+  kube-nftpol lint --kubeconfig ~/.kube/config --severity warning";
+
 const SUGGEST_EXAMPLE: &str = "\
 Example (the agents' drop logs, checked against the cluster, applied after review; NS is
 the agents' namespace):
@@ -117,6 +125,11 @@ pub enum Command {
     /// Exit status: 0 allowed, 1 denied, 2 bad input.
     #[command(after_help = EXPLAIN_EXAMPLES)]
     Explain(explain::ExplainArgs),
+    /// Find NetworkPolicy mistakes and gaps in the isolation, in manifests or the live cluster
+    ///
+    /// Exit status: 0 no finding at or above --severity, 1 findings, 2 bad input.
+    #[command(after_help = LINT_EXAMPLES)]
+    Lint(lint::LintArgs),
     /// Remove the agent's nftables table from this node, after the DaemonSet is gone
     ///
     /// Needs CAP_NET_ADMIN in the node's network namespace. Other tables are never touched.
@@ -137,6 +150,8 @@ pub enum Outcome {
     Denied,
     /// `suggest` found nothing to suggest. Exit status 1.
     NothingFound,
+    /// `lint` found something at or above the chosen severity. Exit status 1.
+    Findings,
 }
 
 impl Outcome {
@@ -144,7 +159,7 @@ impl Outcome {
     pub fn exit_code(self) -> ExitCode {
         match self {
             Self::Success => ExitCode::SUCCESS,
-            Self::Denied | Self::NothingFound => ExitCode::from(1),
+            Self::Denied | Self::NothingFound | Self::Findings => ExitCode::from(1),
         }
     }
 }
@@ -156,6 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Agent(args) => agent::run(&args),
         Command::Compile(args) => compile::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Lint(args) => lint::run(&args),
         Command::Uninstall(args) => uninstall::run(&args),
         Command::Suggest(args) => suggest::run(&args),
     }
@@ -277,5 +293,6 @@ mod tests {
         assert_eq!(Outcome::Success.exit_code(), ExitCode::SUCCESS);
         assert_eq!(Outcome::Denied.exit_code(), ExitCode::from(1));
         assert_eq!(Outcome::NothingFound.exit_code(), ExitCode::from(1));
+        assert_eq!(Outcome::Findings.exit_code(), ExitCode::from(1));
     }
 }

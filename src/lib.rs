@@ -1,6 +1,6 @@
 //! kube-nftpol: Kubernetes NetworkPolicy enforcement with nftables. This crate is the agent and
 //! the command line around the pure core ([`kube_nftpol_core`], re-exported here as
-//! [`model`], [`policy`], [`compile`], [`manifest`], [`flow_line`] and [`hints`]).
+//! [`model`], [`policy`], [`compile`], [`manifest`], [`flow_line`], [`hints`] and [`lint`]).
 //!
 //! Data flows one way:
 //!
@@ -33,6 +33,6 @@ pub mod metrics;
 pub mod source;
 
 pub use kube_nftpol_core::{
-    CompileOptions, Flow, Ruleset, Snapshot, Verdict, compile, evaluate, flow_line, hints,
+    CompileOptions, Flow, Ruleset, Snapshot, Verdict, compile, evaluate, flow_line, hints, lint,
     manifest, model, policy,
 };

@@ -4,6 +4,7 @@
 //! Kubernetes objects -> model::Snapshot -> compile::compile -> compile::Ruleset (nft text/JSON)
 //!                                       \-> policy::evaluate (explain, hints, tests)
 //! drop/flow log lines <-> flow_line::FlowLine -> hints::suggest -> NetworkPolicies
+//! model::Snapshot -> lint::lint -> lint::Finding (text, JSON, SARIF)
 //! ```
 //!
 //! - [`model`]: the cluster snapshot and the shared vocabulary (labels, selectors, directions,
@@ -16,6 +17,8 @@
 //! - [`flow_line`]: the drop and flow log's line, one type written by the agent and read by
 //!   `suggest`, `explain --drop-log` and the hints.
 //! - [`hints`]: denied flows to suggested NetworkPolicies.
+//! - [`lint`]: NetworkPolicy mistakes and gaps in a cluster's isolation, as findings with a
+//!   rule id, a severity, the object and field, and the fix.
 //!
 //! The agent, its sources, the dataplane and the command line live in the `kube-nftpol` crate
 //! around this one. This crate depends on no async runtime, Kubernetes client, netlink or
@@ -24,6 +27,7 @@
 pub mod compile;
 pub mod flow_line;
 pub mod hints;
+pub mod lint;
 pub mod manifest;
 pub mod model;
 pub mod policy;

@@ -67,7 +67,11 @@ fn any_address(
     if cidr.prefix_len() != 0 || !except.is_empty() {
         return;
     }
-    let family = if cidr.addr().is_ipv4() { "IPv4" } else { "IPv6" };
+    let family = if cidr.addr().is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    };
     let whom = match direction {
         Direction::Ingress => "source",
         Direction::Egress => "destination",

@@ -145,7 +145,10 @@ mod tests {
         assert_eq!(Config::from_yaml("# nothing\n").unwrap(), Config::default());
         let config = Config::default();
         assert!(config.is_exempt("kube-system") && !config.is_exempt("default"));
-        assert_eq!(config.severity(RuleId::InvalidPolicy), Some(Severity::Error));
+        assert_eq!(
+            config.severity(RuleId::InvalidPolicy),
+            Some(Severity::Error)
+        );
     }
 
     #[test]
@@ -196,7 +199,10 @@ rules:
     #[test]
     fn a_port_of_zero_and_a_resolver_without_labels_are_errors() {
         let error = Config::from_yaml("dns: {port: 0}\n").unwrap_err();
-        assert_eq!(error.to_string(), "invalid lint config: dns.port must be 1-65535");
+        assert_eq!(
+            error.to_string(),
+            "invalid lint config: dns.port must be 1-65535"
+        );
         assert!(Config::from_yaml("dns: {pod-labels: {}}\n").is_err());
     }
 }

@@ -61,7 +61,9 @@ impl<'a> Context<'a> {
         let pods = self
             .snapshot
             .pods_selected(&policy.key.namespace, &policy.pod_selector);
-        pods.into_iter().filter(|p| p.is_policy_endpoint()).collect()
+        pods.into_iter()
+            .filter(|p| p.is_policy_endpoint())
+            .collect()
     }
 
     /// The snapshot with a witness pod for each policy that selects none, for the rules that
@@ -101,7 +103,11 @@ pub(super) fn rule_field(direction: Direction, rule: usize) -> String {
 
 /// `spec.ingress[0].from[1]`, `spec.egress[0].to[1]`.
 pub(super) fn peer_field(direction: Direction, rule: usize, peer: usize) -> String {
-    format!("{}.{}[{peer}]", rule_field(direction, rule), peers_key(direction))
+    format!(
+        "{}.{}[{peer}]",
+        rule_field(direction, rule),
+        peers_key(direction)
+    )
 }
 
 /// `spec.ingress[0].ports[2]`.

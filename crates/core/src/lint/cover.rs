@@ -20,10 +20,13 @@ pub(super) fn selector(broad: &Selector, narrow: &Selector) -> bool {
 
 /// A selector as requirements only (`matchLabels` `k: v` is `k in (v)`).
 fn requirements(selector: &Selector) -> Vec<Requirement> {
-    let labels = selector.match_labels.iter().map(|(key, value)| Requirement {
-        key: key.clone(),
-        operator: Operator::In([value.clone()].into()),
-    });
+    let labels = selector
+        .match_labels
+        .iter()
+        .map(|(key, value)| Requirement {
+            key: key.clone(),
+            operator: Operator::In([value.clone()].into()),
+        });
     labels.chain(selector.expressions.iter().cloned()).collect()
 }
 
@@ -187,9 +190,18 @@ mod tests {
             &r(Operator::NotIn(set(&["a", "b"]))),
             &r(Operator::NotIn(set(&["b"])))
         ));
-        assert!(implies(&r(Operator::DoesNotExist), &r(Operator::NotIn(set(&["b"])))));
-        assert!(!implies(&r(Operator::Exists), &r(Operator::In(set(&["a"])))));
-        assert!(!implies(&requirement("x", Operator::Exists), &r(Operator::Exists)));
+        assert!(implies(
+            &r(Operator::DoesNotExist),
+            &r(Operator::NotIn(set(&["b"])))
+        ));
+        assert!(!implies(
+            &r(Operator::Exists),
+            &r(Operator::In(set(&["a"])))
+        ));
+        assert!(!implies(
+            &requirement("x", Operator::Exists),
+            &r(Operator::Exists)
+        ));
     }
 
     #[test]
@@ -202,11 +214,23 @@ mod tests {
             },
         };
         let own = Labels::new();
-        assert!(peer(&block("10.0.0.0/8", &[]), &block("10.1.0.0/16", &[]), &own));
-        assert!(!peer(&block("10.1.0.0/16", &[]), &block("10.0.0.0/8", &[]), &own));
+        assert!(peer(
+            &block("10.0.0.0/8", &[]),
+            &block("10.1.0.0/16", &[]),
+            &own
+        ));
+        assert!(!peer(
+            &block("10.1.0.0/16", &[]),
+            &block("10.0.0.0/8", &[]),
+            &own
+        ));
         let holed = block("10.0.0.0/8", &["10.1.2.0/24"]);
         assert!(!peer(&holed, &block("10.1.0.0/16", &[]), &own));
-        assert!(peer(&holed, &block("10.1.0.0/16", &["10.1.0.0/20", "10.1.2.0/24"]), &own));
+        assert!(peer(
+            &holed,
+            &block("10.1.0.0/16", &["10.1.0.0/20", "10.1.2.0/24"]),
+            &own
+        ));
         assert!(peer(&holed, &block("10.2.0.0/16", &[]), &own));
     }
 
@@ -217,12 +241,30 @@ mod tests {
             port: spec,
         };
         let range = |start, end| Some(PortSpec::Range { start, end });
-        assert!(port(&entry(Protocol::Tcp, None), &entry(Protocol::Tcp, range(80, 80))));
-        assert!(!port(&entry(Protocol::Udp, None), &entry(Protocol::Tcp, range(80, 80))));
-        assert!(port(&entry(Protocol::Tcp, range(1, 1024)), &entry(Protocol::Tcp, range(80, 443))));
-        assert!(!port(&entry(Protocol::Tcp, range(80, 80)), &entry(Protocol::Tcp, range(80, 81))));
+        assert!(port(
+            &entry(Protocol::Tcp, None),
+            &entry(Protocol::Tcp, range(80, 80))
+        ));
+        assert!(!port(
+            &entry(Protocol::Udp, None),
+            &entry(Protocol::Tcp, range(80, 80))
+        ));
+        assert!(port(
+            &entry(Protocol::Tcp, range(1, 1024)),
+            &entry(Protocol::Tcp, range(80, 443))
+        ));
+        assert!(!port(
+            &entry(Protocol::Tcp, range(80, 80)),
+            &entry(Protocol::Tcp, range(80, 81))
+        ));
         let named = |name: &str| Some(PortSpec::Named(name.to_owned()));
-        assert!(port(&entry(Protocol::Tcp, named("http")), &entry(Protocol::Tcp, named("http"))));
-        assert!(!port(&entry(Protocol::Tcp, range(80, 80)), &entry(Protocol::Tcp, named("http"))));
+        assert!(port(
+            &entry(Protocol::Tcp, named("http")),
+            &entry(Protocol::Tcp, named("http"))
+        ));
+        assert!(!port(
+            &entry(Protocol::Tcp, range(80, 80)),
+            &entry(Protocol::Tcp, named("http"))
+        ));
     }
 }

@@ -51,7 +51,13 @@ pub(super) fn check(context: &Context<'_>, out: &mut Vec<Finding>) {
         if !without_udp.is_empty() {
             let without_udp: Vec<&ObjectKey> = without_udp.into_iter().collect();
             let isolated_by: Vec<ObjectKey> = isolated_by.into_iter().collect();
-            out.push(without_dns(context, policy, subjects, &without_udp, &isolated_by));
+            out.push(without_dns(
+                context,
+                policy,
+                subjects,
+                &without_udp,
+                &isolated_by,
+            ));
         }
     }
     for (policy, index) in udp_only {
@@ -64,7 +70,11 @@ pub(super) fn check(context: &Context<'_>, out: &mut Vec<Finding>) {
 /// `pods k8s-app=kube-dns in kube-system on UDP 53`.
 fn resolver_text(context: &Context<'_>, protocol: &str) -> String {
     let dns = &context.config.dns;
-    let labels: Vec<String> = dns.pod_labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let labels: Vec<String> = dns
+        .pod_labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     format!(
         "the cluster's DNS resolver (pods {} in {}) on {protocol} {}",
         labels.join(","),
@@ -93,7 +103,11 @@ fn without_dns(
         _ => "spec.policyTypes",
     };
     let dns = &context.config.dns;
-    let pod_labels: Vec<String> = dns.pod_labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let pod_labels: Vec<String> = dns
+        .pod_labels
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
     finding(
         RuleId::EgressWithoutDns,
         policy_ref(policy),

@@ -68,7 +68,12 @@ impl Finding {
     /// The order findings are reported in: by object, field, rule and message, so the same
     /// cluster always gives the same output.
     pub fn sort_key(&self) -> (&ObjectRef, Option<&str>, RuleId, &str) {
-        (&self.object, self.field.as_deref(), self.rule, &self.message)
+        (
+            &self.object,
+            self.field.as_deref(),
+            self.rule,
+            &self.message,
+        )
     }
 }
 

@@ -27,8 +27,12 @@ pub(super) fn check(context: &Context<'_>, out: &mut Vec<Finding>) {
         }
         for subject in probes.subjects(policy).keys() {
             for address in &context.config.metadata_addresses {
-                let verdict =
-                    probes.egress(subject, Endpoint::Ip(*address), Protocol::Tcp, METADATA_PORT);
+                let verdict = probes.egress(
+                    subject,
+                    Endpoint::Ip(*address),
+                    Protocol::Tcp,
+                    METADATA_PORT,
+                );
                 if let Some(DirectionVerdict::Allowed { rule, .. }) = verdict {
                     reached.insert((rule.policy, rule.index, *address));
                 }

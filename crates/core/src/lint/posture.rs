@@ -84,7 +84,11 @@ fn unprotected(context: &Context<'_>, namespace: &str, out: &mut Vec<Finding>) {
                 list(&names, 3)
             )
         };
-        let labels: Vec<String> = first.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let labels: Vec<String> = first
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let labels = if labels.is_empty() {
             "(it has no labels)".to_owned()
         } else {
@@ -95,9 +99,13 @@ fn unprotected(context: &Context<'_>, namespace: &str, out: &mut Vec<Finding>) {
             ObjectRef::namespaced(ObjectKind::Pod, &first.key),
             Some("metadata.labels".to_owned()),
             if pods.len() == 1 {
-                format!("{who} is selected by no NetworkPolicy: it accepts and opens any connection")
+                format!(
+                    "{who} is selected by no NetworkPolicy: it accepts and opens any connection"
+                )
             } else {
-                format!("{who} are selected by no NetworkPolicy: they accept and open any connection")
+                format!(
+                    "{who} are selected by no NetworkPolicy: they accept and open any connection"
+                )
             },
             format!(
                 "add a default deny to namespace {namespace} (`podSelector: {{}}`), or a policy \

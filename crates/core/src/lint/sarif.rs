@@ -262,7 +262,10 @@ mod tests {
     #[test]
     fn paths_become_uri_references() {
         assert_eq!(uri("deploy/examples/a.yaml"), "deploy/examples/a.yaml");
-        assert_eq!(uri("/tmp/my dir/a#1.yaml"), "file:///tmp/my%20dir/a%231.yaml");
+        assert_eq!(
+            uri("/tmp/my dir/a#1.yaml"),
+            "file:///tmp/my%20dir/a%231.yaml"
+        );
     }
 
     #[test]
@@ -289,11 +292,17 @@ mod tests {
         assert_eq!(result.rule_id, "shadowed-rule");
         assert_eq!(run.tool.driver.rules[result.rule_index].id, "shadowed-rule");
         assert_eq!(result.level, "note");
-        assert_eq!(result.message.text, "NetworkPolicy a/p spec.ingress[0]: m. Fix: f.");
+        assert_eq!(
+            result.message.text,
+            "NetworkPolicy a/p spec.ingress[0]: m. Fix: f."
+        );
         let physical = result.locations[0].physical_location.as_ref().unwrap();
         assert_eq!(physical.region, Some(Region { start_line: 7 }));
         let text = serde_json::to_string(&log).unwrap();
-        assert!(text.contains("\"startLine\":7") && text.contains("\"$schema\""), "{text}");
+        assert!(
+            text.contains("\"startLine\":7") && text.contains("\"$schema\""),
+            "{text}"
+        );
         let back: Log = serde_json::from_str(&text).unwrap();
         assert_eq!(back, log);
     }

@@ -133,7 +133,10 @@ fn invalid_policy_reports_each_field_the_validator_rejects() {
         ]
     );
     assert_eq!(findings[0].severity, Severity::Error);
-    let good = policy("good", "  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}}], ports: [{port: 80}]}]\n");
+    let good = policy(
+        "good",
+        "  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}}], ports: [{port: 80}]}]\n",
+    );
     assert!(of(&lint_clean_with(&good), RuleId::InvalidPolicy).is_empty());
 }
 
@@ -214,10 +217,12 @@ fn pods_no_policy_selects_are_reported_once_per_workload() {
 }
 
 fn without_allow_dns() -> String {
-    CLEAN.replace("name: allow-dns", "name: allow-nothing").replace(
-        "ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]",
-        "ports: [{protocol: UDP, port: 5353}]",
-    )
+    CLEAN
+        .replace("name: allow-dns", "name: allow-nothing")
+        .replace(
+            "ports: [{protocol: UDP, port: 53}, {protocol: TCP, port: 53}]",
+            "ports: [{protocol: UDP, port: 5353}]",
+        )
 }
 
 #[test]
@@ -246,8 +251,16 @@ fn egress_isolation_without_dns_is_an_error_on_each_isolating_policy() {
         .find(|f| f.rule == RuleId::EgressWithoutDns && f.object.name == "default-deny")
         .unwrap();
     assert_eq!(default_deny.severity, Severity::Error);
-    assert!(default_deny.message.contains("shop/db-0, shop/web-1"), "{}", default_deny.message);
-    assert!(default_deny.fix.contains("kubernetes.io/metadata.name: kube-system"));
+    assert!(
+        default_deny.message.contains("shop/db-0, shop/web-1"),
+        "{}",
+        default_deny.message
+    );
+    assert!(
+        default_deny
+            .fix
+            .contains("kubernetes.io/metadata.name: kube-system")
+    );
 }
 
 #[test]
@@ -275,7 +288,11 @@ spec:
         .iter()
         .find(|f| f.rule == RuleId::EgressWithoutDns)
         .unwrap();
-    assert!(finding.message.contains("none in the input"), "{}", finding.message);
+    assert!(
+        finding.message.contains("none in the input"),
+        "{}",
+        finding.message
+    );
     // Rules that judge selectors by the cluster's pods do not run on policies alone.
     assert!(of(&findings, RuleId::SelectsNoPods).is_empty());
 }
@@ -321,7 +338,10 @@ fn a_peer_that_selects_no_pod_is_reported() {
     let findings = lint_clean_with(&policy("from-cache", &spec("cache")));
     assert_eq!(
         of(&findings, RuleId::PeerSelectsNoPods),
-        one("NetworkPolicy shop/from-cache", Some("spec.ingress[0].from[0]"))
+        one(
+            "NetworkPolicy shop/from-cache",
+            Some("spec.ingress[0].from[0]")
+        )
     );
     let findings = lint_clean_with(&policy("from-web", &spec("web")));
     assert!(of(&findings, RuleId::PeerSelectsNoPods).is_empty());
@@ -347,7 +367,11 @@ fn a_namespace_selector_on_a_label_no_namespace_carries_says_which_label_to_use(
         .iter()
         .find(|f| f.rule == RuleId::NamespaceSelectorMatchesNothing)
         .unwrap();
-    assert!(finding.message.contains("no namespace carries the label `name`"));
+    assert!(
+        finding
+            .message
+            .contains("no namespace carries the label `name`")
+    );
     assert_eq!(
         finding.fix,
         "select the namespace by the label every namespace carries: \
@@ -355,10 +379,7 @@ fn a_namespace_selector_on_a_label_no_namespace_carries_says_which_label_to_use(
     );
     // Not reported twice as a peer that selects nothing.
     assert!(of(&findings, RuleId::PeerSelectsNoPods).is_empty());
-    let findings = lint_clean_with(&policy(
-        "from-system",
-        &spec("kubernetes.io/metadata.name"),
-    ));
+    let findings = lint_clean_with(&policy("from-system", &spec("kubernetes.io/metadata.name")));
     assert!(of(&findings, RuleId::NamespaceSelectorMatchesNothing).is_empty());
 }
 
@@ -370,21 +391,40 @@ fn a_named_port_no_destination_pod_declares_is_reported_for_both_directions() {
     );
     assert_eq!(
         of(&findings, RuleId::NamedPortNotDeclared),
-        one("NetworkPolicy shop/db-from-web", Some("spec.ingress[0].ports[0]"))
+        one(
+            "NetworkPolicy shop/db-from-web",
+            Some("spec.ingress[0].ports[0]")
+        )
     );
-    let egress = CLEAN.replace("ports: [{port: 5432}]", "ports: [{port: pg, protocol: UDP}]");
+    let egress = CLEAN.replace(
+        "ports: [{port: 5432}]",
+        "ports: [{port: pg, protocol: UDP}]",
+    );
     let findings = lint_text(&egress, &Config::default());
     assert_eq!(
         of(&findings, RuleId::NamedPortNotDeclared),
-        one("NetworkPolicy shop/web-to-db", Some("spec.egress[0].ports[0]"))
+        one(
+            "NetworkPolicy shop/web-to-db",
+            Some("spec.egress[0].ports[0]")
+        )
     );
     let finding = findings
         .iter()
         .find(|f| f.rule == RuleId::NamedPortNotDeclared)
         .unwrap();
-    assert!(finding.message.contains("(shop/db-0 declares it for tcp)"), "{}", finding.message);
+    assert!(
+        finding.message.contains("(shop/db-0 declares it for tcp)"),
+        "{}",
+        finding.message
+    );
     let named = CLEAN.replace("ports: [{port: 5432}]", "ports: [{port: pg}]");
-    assert!(of(&lint_text(&named, &Config::default()), RuleId::NamedPortNotDeclared).is_empty());
+    assert!(
+        of(
+            &lint_text(&named, &Config::default()),
+            RuleId::NamedPortNotDeclared
+        )
+        .is_empty()
+    );
 }
 
 #[test]
@@ -399,7 +439,10 @@ fn an_any_address_block_without_except_is_reported_and_one_with_except_is_not() 
     let findings = lint_clean_with(&policy("web-from-all", &spec("")));
     assert_eq!(
         of(&findings, RuleId::AnyAddressPeer),
-        one("NetworkPolicy shop/web-from-all", Some("spec.ingress[0].from[1]"))
+        one(
+            "NetworkPolicy shop/web-from-all",
+            Some("spec.ingress[0].from[1]")
+        )
     );
     let findings = lint_clean_with(&policy("web-from-all", &spec(", except: [10.0.0.0/8]")));
     assert!(of(&findings, RuleId::AnyAddressPeer).is_empty());
@@ -422,7 +465,13 @@ fn an_empty_namespace_selector_in_ingress_is_reported_and_a_labelled_one_is_not(
         )
     );
     let labelled = spec("{matchLabels: {team: shop}}");
-    assert!(of(&lint_clean_with(&policy("web-from-db", &labelled)), RuleId::AllNamespacesIngress).is_empty());
+    assert!(
+        of(
+            &lint_clean_with(&policy("web-from-db", &labelled)),
+            RuleId::AllNamespacesIngress
+        )
+        .is_empty()
+    );
 }
 
 #[test]
@@ -434,7 +483,10 @@ fn rules_without_ports_and_rules_without_anything_are_reported() {
         one("NetworkPolicy shop/db-from-web", Some("spec.ingress[0]"))
     );
     assert!(of(&findings, RuleId::AllowAllRule).is_empty());
-    let allow_all = policy("allow-all", "  podSelector: {matchLabels: {app: web}}\n  ingress: [{}]\n");
+    let allow_all = policy(
+        "allow-all",
+        "  podSelector: {matchLabels: {app: web}}\n  ingress: [{}]\n",
+    );
     let findings = lint_clean_with(&allow_all);
     assert_eq!(
         of(&findings, RuleId::AllowAllRule),
@@ -459,7 +511,13 @@ fn a_rule_another_policy_already_allows_in_full_is_shadowed() {
         .iter()
         .find(|f| f.rule == RuleId::ShadowedRule)
         .unwrap();
-    assert!(finding.message.starts_with("shop/to-db egress[0] already allows"), "{}", finding.message);
+    assert!(
+        finding
+            .message
+            .starts_with("shop/to-db egress[0] already allows"),
+        "{}",
+        finding.message
+    );
     // A policy for fewer pods, or with fewer ports, shadows nothing.
     let narrower = policy(
         "to-db",
@@ -490,8 +548,15 @@ fn the_metadata_address_reachable_from_restricted_egress_is_reported_on_the_allo
         .iter()
         .find(|f| f.rule == RuleId::MetadataReachable)
         .unwrap();
-    assert!(finding.message.contains("169.254.169.254"), "{}", finding.message);
-    assert_eq!(finding.fix, "add `169.254.169.254/32` to this ipBlock's `except`");
+    assert!(
+        finding.message.contains("169.254.169.254"),
+        "{}",
+        finding.message
+    );
+    assert_eq!(
+        finding.fix,
+        "add `169.254.169.254/32` to this ipBlock's `except`"
+    );
     let findings = lint_clean_with(&policy("web-out", &spec(", except: [169.254.0.0/16]")));
     assert!(of(&findings, RuleId::MetadataReachable).is_empty());
 }

@@ -31,7 +31,9 @@ pub(super) fn check(context: &Context<'_>, out: &mut Vec<Finding>) {
 fn selects_no_pods(context: &Context<'_>, policy: &Policy, out: &mut Vec<Finding>) {
     let namespace = &policy.key.namespace;
     let pods = context.endpoints_in(namespace);
-    if policy.pod_selector.is_everything() || pods.is_empty() || !context.selected(policy).is_empty()
+    if policy.pod_selector.is_everything()
+        || pods.is_empty()
+        || !context.selected(policy).is_empty()
     {
         return;
     }
@@ -109,12 +111,22 @@ fn namespace_selector_matches_nothing(
     let keys = selector
         .match_labels
         .keys()
-        .chain(selector.expressions.iter().filter_map(|r| match r.operator {
-            Operator::In(_) | Operator::Exists => Some(&r.key),
-            Operator::NotIn(_) | Operator::DoesNotExist => None,
-        }));
+        .chain(
+            selector
+                .expressions
+                .iter()
+                .filter_map(|r| match r.operator {
+                    Operator::In(_) | Operator::Exists => Some(&r.key),
+                    Operator::NotIn(_) | Operator::DoesNotExist => None,
+                }),
+        );
     let missing: Vec<&String> = keys
-        .filter(|key| !context.snapshot.namespaces().any(|ns| ns.labels.contains_key(*key)))
+        .filter(|key| {
+            !context
+                .snapshot
+                .namespaces()
+                .any(|ns| ns.labels.contains_key(*key))
+        })
         .collect();
     let why = if missing.is_empty() {
         "no namespace has labels that match".to_owned()
@@ -123,7 +135,12 @@ fn namespace_selector_matches_nothing(
         format!("no namespace carries the label {}", missing.join(" or "))
     };
     let fix = match selector.match_labels.get("name") {
-        Some(name) if !context.snapshot.namespaces().any(|ns| ns.labels.contains_key("name")) => {
+        Some(name)
+            if !context
+                .snapshot
+                .namespaces()
+                .any(|ns| ns.labels.contains_key("name")) =>
+        {
             format!(
                 "select the namespace by the label every namespace carries: `{NAMESPACE_NAME_LABEL}: {name}`"
             )
@@ -147,10 +164,15 @@ fn named_ports(
     rule: &Rule,
     out: &mut Vec<Finding>,
 ) {
-    let named = rule.ports.iter().flatten().enumerate().filter_map(|(i, port)| match &port.port {
-        Some(PortSpec::Named(name)) => Some((i, name, port.protocol)),
-        _ => None,
-    });
+    let named = rule
+        .ports
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, port)| match &port.port {
+            Some(PortSpec::Named(name)) => Some((i, name, port.protocol)),
+            _ => None,
+        });
     let mut destinations: Option<Vec<&Pod>> = None;
     for (index, name, protocol) in named {
         let pods = destinations.get_or_insert_with(|| match direction {
@@ -166,7 +188,11 @@ fn named_ports(
                 })
                 .collect(),
         });
-        if pods.is_empty() || pods.iter().any(|pod| pod.named_port(name, protocol).is_some()) {
+        if pods.is_empty()
+            || pods
+                .iter()
+                .any(|pod| pod.named_port(name, protocol).is_some())
+        {
             continue;
         }
         let names: Vec<String> = pods.iter().map(|p| p.key.to_string()).collect();

@@ -54,8 +54,8 @@ pub(super) enum Node {
     Scalar,
     /// A sequence.
     Seq(Vec<Spanned<Node>>),
-    /// A mapping, keys as text.
-    Map(Vec<(String, Spanned<Node>)>),
+    /// A mapping, keys as text with the line each key is on.
+    Map(Vec<(String, u64, Spanned<Node>)>),
 }
 
 impl Node {
@@ -69,7 +69,7 @@ impl Node {
 
     fn get(&self, key: &str) -> Option<&Spanned<Node>> {
         match self {
-            Self::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            Self::Map(entries) => entries.iter().find(|(k, ..)| k == key).map(|(.., v)| v),
             _ => None,
         }
     }
@@ -82,30 +82,29 @@ impl Node {
     }
 
     fn collect(&self, path: &str, lines: &mut BTreeMap<String, u64>) {
-        let children: Vec<(String, &Spanned<Node>)> = match self {
+        // A list item is on the line of its `-`; a mapping entry on the line of its key (a
+        // block value starts on the next one).
+        let children: Vec<(String, u64, &Spanned<Node>)> = match self {
             Self::Null | Self::Scalar => return,
             Self::Seq(items) => items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| (format!("{path}[{i}]"), item))
+                .map(|(i, item)| (format!("{path}[{i}]"), item.referenced.line(), item))
                 .collect(),
             Self::Map(entries) => entries
                 .iter()
-                .map(|(key, value)| {
+                .map(|(key, line, value)| {
                     let child = if path.is_empty() {
                         key.clone()
                     } else {
                         format!("{path}.{key}")
                     };
-                    (child, value)
+                    (child, *line, value)
                 })
                 .collect(),
         };
-        for (child, node) in children {
-            // The key's line for a mapping entry is the value's for a block value (`to:` then
-            // the list); the referenced line is where the value starts, which is what a
-            // reader expects for scalars and flow values and close enough for blocks.
-            lines.insert(child.clone(), node.referenced.line());
+        for (child, line, node) in children {
+            lines.insert(child.clone(), line);
             node.value.collect(&child, lines);
         }
     }
@@ -168,8 +167,9 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
         let mut entries = Vec::new();
-        while let Some(Key(key)) = map.next_key::<Key>()? {
-            entries.push((key, map.next_value::<Spanned<Node>>()?));
+        while let Some(key) = map.next_key::<Spanned<Key>>()? {
+            let line = key.referenced.line();
+            entries.push((key.value.0, line, map.next_value::<Spanned<Node>>()?));
         }
         Ok(Node::Map(entries))
     }
@@ -228,7 +228,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fields_get_the_line_their_value_starts_on() {
+    fn fields_get_the_line_of_their_key_or_list_item() {
         let text = "\
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -244,6 +244,7 @@ spec:
 ";
         let documents = documents(text).unwrap();
         let lines = documents[0].value.field_lines();
+        assert_eq!(lines["spec"], 4);
         assert_eq!(lines["spec.podSelector"], 5);
         assert_eq!(lines["spec.egress[0].to[1]"], 9);
         assert_eq!(lines["spec.egress[0].to[1].ipBlock.cidr"], 10);
@@ -255,7 +256,7 @@ spec:
         };
         let nested = "spec.egress[0].to[0].podSelector.matchLabels[app]";
         assert_eq!(location.line_of(Some(nested)), Some(8));
-        assert_eq!(location.line_of(Some("spec.ingress[0]")), Some(5), "spec");
+        assert_eq!(location.line_of(Some("spec.ingress[0]")), Some(4), "spec");
         assert_eq!(location.line_of(None), Some(1));
     }
 
