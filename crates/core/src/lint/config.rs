@@ -104,9 +104,12 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        let config: Self = serde_saphyr::from_str(text).map_err(|source| Error::Parse {
-            source: Box::new(source),
-        })?;
+        // No source snippet in errors: they are printed on one line, after the file name.
+        let options = serde_saphyr::options! { with_snippet: false };
+        let config: Self =
+            serde_saphyr::from_str_with_options(text, options).map_err(|source| Error::Parse {
+                source: Box::new(source),
+            })?;
         if config.dns.port == 0 {
             return Err(Error::Value("dns.port must be 1-65535".to_owned()));
         }
