@@ -9,7 +9,8 @@
 //!   `kube_nftpol_programming_latency_seconds`, by [`crate::agent::ControlMetrics`];
 //! - `kube_nftpol_flowlog_*`, by [`crate::agent::DropLogMetrics`];
 //! - `kube_nftpol_hints_evicted_flows_total`, by [`crate::agent::RecentFlows`];
-//! - `kube_nftpol_flows_*`, by [`crate::flowmetrics::Metrics`].
+//! - `kube_nftpol_flows_*`, by [`crate::flowmetrics::Metrics`];
+//! - `kube_nftpol_lint_*`, the cluster's posture, by [`crate::agent::PostureMetrics`].
 //!
 //! Label values come from fixed enums, never from error strings or pod names or addresses, so
 //! the number of series stays bounded; the flow counters alone carry namespace and policy
@@ -21,6 +22,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::lint::{RuleId, Severity};
 use crate::model::{Direction, Enforcement};
 
 /// A registry with the `kube_nftpol` prefix and the build information, for the subsystems to
@@ -65,6 +67,20 @@ impl EncodeLabelValue for LabelValue<Direction> {
 
 /// `enforce`, `audit`.
 impl EncodeLabelValue for LabelValue<Enforcement> {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+    }
+}
+
+/// A lint rule's id.
+impl EncodeLabelValue for LabelValue<RuleId> {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+    }
+}
+
+/// `error`, `warning`, `info`.
+impl EncodeLabelValue for LabelValue<Severity> {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
         EncodeLabelValue::encode(&self.0.as_str(), encoder)
     }

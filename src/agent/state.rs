@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 
 use super::control::ControlMetrics;
 use super::drop_log::DropLogMetrics;
+use super::posture::PostureMetrics;
 use super::recent_flows::{self, RecentFlows};
 use crate::flowmetrics::{self, FlowCounters, SCRAPE_MIN_AGE};
 use crate::{events, metrics, source};
@@ -30,6 +31,8 @@ pub struct Metrics {
     pub drop_log: DropLogMetrics,
     /// The flow counters'.
     pub flows: flowmetrics::Metrics,
+    /// The posture linter's.
+    pub posture: PostureMetrics,
 }
 
 /// The agent's state shared with its endpoints.
@@ -57,6 +60,7 @@ impl State {
             events: events::Metrics::register(&mut registry),
             drop_log: DropLogMetrics::register(&mut registry),
             flows: flowmetrics::Metrics::register(&mut registry),
+            posture: PostureMetrics::register(&mut registry),
         };
         let recent_flows = RecentFlows::register(capacity, &mut registry);
         Self {

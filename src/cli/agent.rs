@@ -10,7 +10,7 @@ use clap::Args;
 use tracing::error;
 
 use super::Outcome;
-use crate::agent::{self, Config, DropLogOptions, Source, State};
+use crate::agent::{self, Config, DropLogOptions, PostureOptions, Source, State};
 use crate::compile::Options;
 use crate::flow_line;
 use crate::http;
@@ -53,6 +53,14 @@ pub struct AgentArgs {
     /// Drop log lines on stdout: JSON objects, or text for people
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = DropLogFormat::Json)]
     pub drop_log_format: DropLogFormat,
+    /// The lint rules' parameters and severities for the posture metric (kube_nftpol_lint_*),
+    /// as for `kube-nftpol lint --config`
+    #[arg(long, value_name = "FILE")]
+    pub lint_config: Option<PathBuf>,
+    /// Least seconds between two runs of the linter for the posture metric (it runs when the
+    /// cluster changes)
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub lint_interval_secs: u64,
 }
 
 /// How the agent writes drop log lines.
@@ -92,6 +100,10 @@ impl AgentArgs {
                     DropLogFormat::Text => flow_line::Format::Text,
                 },
             },
+            posture: PostureOptions {
+                interval: Duration::from_secs(self.lint_interval_secs),
+                ..PostureOptions::default()
+            },
         }
     }
 }
@@ -105,7 +117,10 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<Outcome> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let config = args.config();
+    let mut config = args.config();
+    if let Some(path) = &args.lint_config {
+        config.posture.config = Arc::new(super::lint::read_config(path)?);
+    }
     runtime.block_on(async {
         let state = Arc::new(State::new());
         let addr = config.metrics_addr;
@@ -127,8 +142,10 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<Outcome> {
 mod tests {
     use clap::Parser;
 
+    use std::path::PathBuf;
+
     use super::AgentArgs;
-    use crate::agent::{Config, DropLogOptions, Source};
+    use crate::agent::{Config, DropLogOptions, PostureOptions, Source};
     use crate::cli::{Cli, Command};
     use crate::flow_line::Format;
 
@@ -160,6 +177,8 @@ mod tests {
         assert_eq!(config.drop_log, DropLogOptions::default());
         assert_eq!(config.drop_log.window.as_secs(), 10);
         assert_eq!(config.drop_log.format, Format::Json);
+        assert_eq!(config.posture, PostureOptions::default());
+        assert_eq!(config.posture.interval.as_secs(), 60);
     }
 
     #[test]
@@ -180,7 +199,10 @@ mod tests {
             "--drop-log-format",
             "text",
             "--audit",
+            "--lint-interval-secs",
+            "300",
         ]);
+        assert_eq!(config.posture.interval.as_secs(), 300);
         assert_eq!(config.compile.nflog_group, 7);
         assert_eq!(config.drop_log.window.as_secs(), 30);
         assert_eq!(config.drop_log.format, Format::Text);
@@ -209,6 +231,15 @@ mod tests {
     }
 
     #[test]
+    fn the_lint_config_flag_takes_a_file_read_when_the_agent_starts() {
+        let cli = parse(&["--lint-config", "/etc/lint.yaml"]).unwrap();
+        let Command::Agent(args) = cli.command else {
+            panic!("not an agent command")
+        };
+        assert_eq!(args.lint_config, Some(PathBuf::from("/etc/lint.yaml")));
+    }
+
+    #[test]
     fn the_kubeconfig_flag_selects_the_kubernetes_source() {
         let config = config(&["--kubeconfig", "/etc/kube.conf"]);
         let Source::Kubernetes {
@@ -231,6 +262,7 @@ mod tests {
             ["--drop-log-window-secs", "3601"],
             ["--drop-log-window-secs", "-1"],
             ["--drop-log-format", "yaml"],
+            ["--lint-interval-secs", "5"],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?} accepted");
         }
