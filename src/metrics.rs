@@ -58,31 +58,43 @@ pub fn latency_histogram() -> Histogram {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LabelValue<T>(pub T);
 
+/// A value of the core's vocabulary that names itself with a fixed word (its `as_str()`).
+pub trait LabelText {
+    /// The word.
+    fn label_text(&self) -> &'static str;
+}
+
 /// `ingress`, `egress`.
-impl EncodeLabelValue for LabelValue<Direction> {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+impl LabelText for Direction {
+    fn label_text(&self) -> &'static str {
+        self.as_str()
     }
 }
 
 /// `enforce`, `audit`.
-impl EncodeLabelValue for LabelValue<Enforcement> {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+impl LabelText for Enforcement {
+    fn label_text(&self) -> &'static str {
+        self.as_str()
     }
 }
 
 /// A lint rule's id.
-impl EncodeLabelValue for LabelValue<RuleId> {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+impl LabelText for RuleId {
+    fn label_text(&self) -> &'static str {
+        self.as_str()
     }
 }
 
 /// `error`, `warning`, `info`.
-impl EncodeLabelValue for LabelValue<Severity> {
+impl LabelText for Severity {
+    fn label_text(&self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl<T: LabelText> EncodeLabelValue for LabelValue<T> {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+        EncodeLabelValue::encode(&self.0.label_text(), encoder)
     }
 }
 

@@ -1005,17 +1005,23 @@ fn sarif_validator() -> jsonschema::Validator {
     jsonschema::validator_for(&schema).unwrap()
 }
 
-#[test]
-fn lint_sarif_is_valid_sarif_2_1_0_with_a_file_and_line_per_result() {
-    let validator = sarif_validator();
-    let output = lint(&["--manifests", EXAMPLES, "--format", "sarif"]);
-    assert_eq!(status(&output), 1);
+/// `lint --format sarif` on `dir`, checked against the schema; exit status 1 (findings).
+fn valid_sarif(validator: &jsonschema::Validator, dir: &str) -> serde_json::Value {
+    let output = lint(&["--manifests", dir, "--format", "sarif"]);
+    assert_eq!(status(&output), 1, "{}", stderr(&output));
     let sarif: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
     let errors: Vec<String> = validator
         .iter_errors(&sarif)
         .map(|e| e.to_string())
         .collect();
-    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(errors.is_empty(), "{dir}: {errors:#?}");
+    sarif
+}
+
+#[test]
+fn lint_sarif_is_valid_sarif_2_1_0_with_a_file_and_line_per_result() {
+    let validator = sarif_validator();
+    let sarif = valid_sarif(&validator, EXAMPLES);
     assert_eq!(sarif["version"], "2.1.0");
     let run = &sarif["runs"][0];
     let results = run["results"].as_array().unwrap();
@@ -1043,13 +1049,7 @@ fn lint_sarif_is_valid_sarif_2_1_0_with_a_file_and_line_per_result() {
         .remove("message");
     assert!(!validator.is_valid(&broken));
     // The demo fixture has an invalid policy and objects in a JSON List: still valid SARIF.
-    let output = lint(&["--manifests", DEMO, "--format", "sarif"]);
-    let sarif: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
-    let errors: Vec<String> = validator
-        .iter_errors(&sarif)
-        .map(|e| e.to_string())
-        .collect();
-    assert!(errors.is_empty(), "{errors:#?}");
+    let sarif = valid_sarif(&validator, DEMO);
     let invalid = sarif["runs"][0]["results"]
         .as_array()
         .unwrap()

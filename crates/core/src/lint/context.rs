@@ -8,7 +8,7 @@ use std::cell::OnceCell;
 
 use super::probe::Probes;
 use super::{Config, Finding, RuleId};
-use crate::model::{Direction, ObjectKind, ObjectRef, Pod, Policy, Snapshot};
+use crate::model::{Direction, Labels, ObjectKind, ObjectRef, Pod, Policy, Selector, Snapshot};
 
 /// The input of one lint run.
 pub(super) struct Context<'a> {
@@ -121,6 +121,15 @@ pub(super) fn peers_key(direction: Direction) -> &'static str {
         Direction::Ingress => "from",
         Direction::Egress => "to",
     }
+}
+
+/// Labels as a selector reads: `app=web,tier=front`.
+pub(super) fn labels_text(labels: &Labels) -> String {
+    let selector = Selector {
+        match_labels: labels.clone(),
+        expressions: Vec::new(),
+    };
+    selector.to_string()
 }
 
 /// `a, b, c` for at most `shown` names, then `and N more`.

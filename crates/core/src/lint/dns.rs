@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use super::context::{Context, finding, list, policy_ref};
+use super::context::{Context, finding, labels_text, list, policy_ref};
 use super::probe::Subjects;
 use super::{Finding, RuleId};
 use crate::model::{NAMESPACE_NAME_LABEL, ObjectKey, Policy, Protocol};
@@ -70,14 +70,9 @@ pub(super) fn check(context: &Context<'_>, out: &mut Vec<Finding>) {
 /// `pods k8s-app=kube-dns in kube-system on UDP 53`.
 fn resolver_text(context: &Context<'_>, protocol: &str) -> String {
     let dns = &context.config.dns;
-    let labels: Vec<String> = dns
-        .pod_labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
     format!(
         "the cluster's DNS resolver (pods {} in {}) on {protocol} {}",
-        labels.join(","),
+        labels_text(&dns.pod_labels),
         dns.namespace,
         dns.port
     )

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::context::{Context, finding, list};
+use super::context::{Context, finding, labels_text, list};
 use super::{Finding, RuleId};
 use crate::model::{Direction, ObjectKind, ObjectRef, Pod};
 
@@ -84,15 +84,10 @@ fn unprotected(context: &Context<'_>, namespace: &str, out: &mut Vec<Finding>) {
                 list(&names, 3)
             )
         };
-        let labels: Vec<String> = first
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let labels = if labels.is_empty() {
+        let labels = if first.labels.is_empty() {
             "(it has no labels)".to_owned()
         } else {
-            labels.join(",")
+            labels_text(&first.labels)
         };
         out.push(finding(
             RuleId::UnprotectedPod,

@@ -98,6 +98,29 @@ fn one(object: &str, field: Option<&str>) -> Vec<(String, Option<String>)> {
     vec![(object.to_owned(), field.map(str::to_owned))]
 }
 
+/// The finding of `rule`, which must be there.
+fn find(findings: &[Finding], rule: RuleId) -> &Finding {
+    findings
+        .iter()
+        .find(|f| f.rule == rule)
+        .unwrap_or_else(|| panic!("no {rule} in {findings:#?}"))
+}
+
+/// Policy `name` of namespace shop with the `bad` spec gives one finding of `rule`, at
+/// `field`, which is returned; with the `good` spec, none.
+fn bad_and_good(rule: RuleId, name: &str, field: &str, bad: &str, good: &str) -> Finding {
+    let findings = lint_clean_with(&policy(name, bad));
+    let object = format!("NetworkPolicy shop/{name}");
+    assert_eq!(
+        of(&findings, rule),
+        one(&object, Some(field)),
+        "{findings:#?}"
+    );
+    let good = lint_clean_with(&policy(name, good));
+    assert!(of(&good, rule).is_empty(), "{good:#?}");
+    find(&findings, rule).clone()
+}
+
 fn policy(name: &str, spec: &str) -> String {
     format!(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
@@ -284,10 +307,7 @@ spec:
         of(&findings, RuleId::EgressWithoutDns),
         one("NetworkPolicy shop/deny-egress", Some("spec.policyTypes"))
     );
-    let finding = &findings
-        .iter()
-        .find(|f| f.rule == RuleId::EgressWithoutDns)
-        .unwrap();
+    let finding = &find(&findings, RuleId::EgressWithoutDns);
     assert!(
         finding.message.contains("none in the input"),
         "{}",
@@ -335,16 +355,15 @@ fn a_peer_that_selects_no_pod_is_reported() {
              {{matchLabels: {{app: {app}}}}}}}], ports: [{{port: 5432}}]}}]\n"
         )
     };
-    let findings = lint_clean_with(&policy("from-cache", &spec("cache")));
-    assert_eq!(
-        of(&findings, RuleId::PeerSelectsNoPods),
-        one(
-            "NetworkPolicy shop/from-cache",
-            Some("spec.ingress[0].from[0]")
-        )
+    let field = "spec.ingress[0].from[0]";
+    let finding = bad_and_good(
+        RuleId::PeerSelectsNoPods,
+        "p",
+        field,
+        &spec("cache"),
+        &spec("web"),
     );
-    let findings = lint_clean_with(&policy("from-web", &spec("web")));
-    assert!(of(&findings, RuleId::PeerSelectsNoPods).is_empty());
+    assert_eq!(finding.severity, Severity::Info);
 }
 
 #[test]
@@ -363,10 +382,7 @@ fn a_namespace_selector_on_a_label_no_namespace_carries_says_which_label_to_use(
             Some("spec.ingress[0].from[0].namespaceSelector")
         )
     );
-    let finding = findings
-        .iter()
-        .find(|f| f.rule == RuleId::NamespaceSelectorMatchesNothing)
-        .unwrap();
+    let finding = find(&findings, RuleId::NamespaceSelectorMatchesNothing);
     assert!(
         finding
             .message
@@ -408,10 +424,7 @@ fn a_named_port_no_destination_pod_declares_is_reported_for_both_directions() {
             Some("spec.egress[0].ports[0]")
         )
     );
-    let finding = findings
-        .iter()
-        .find(|f| f.rule == RuleId::NamedPortNotDeclared)
-        .unwrap();
+    let finding = find(&findings, RuleId::NamedPortNotDeclared);
     assert!(
         finding.message.contains("(shop/db-0 declares it for tcp)"),
         "{}",
@@ -436,16 +449,14 @@ fn an_any_address_block_without_except_is_reported_and_one_with_except_is_not() 
              ports: [{{port: 8080}}]\n"
         )
     };
-    let findings = lint_clean_with(&policy("web-from-all", &spec("")));
-    assert_eq!(
-        of(&findings, RuleId::AnyAddressPeer),
-        one(
-            "NetworkPolicy shop/web-from-all",
-            Some("spec.ingress[0].from[1]")
-        )
+    let good = spec(", except: [10.0.0.0/8]");
+    let field = "spec.ingress[0].from[1]";
+    let finding = bad_and_good(RuleId::AnyAddressPeer, "p", field, &spec(""), &good);
+    assert!(
+        finding.message.contains("every IPv4 source"),
+        "{}",
+        finding.message
     );
-    let findings = lint_clean_with(&policy("web-from-all", &spec(", except: [10.0.0.0/8]")));
-    assert!(of(&findings, RuleId::AnyAddressPeer).is_empty());
 }
 
 #[test]
@@ -456,21 +467,13 @@ fn an_empty_namespace_selector_in_ingress_is_reported_and_a_labelled_one_is_not(
              {selector}, podSelector: {{matchLabels: {{app: db}}}}}}]\n    ports: [{{port: 8080}}]\n"
         )
     };
-    let findings = lint_clean_with(&policy("web-from-db", &spec("{}")));
-    assert_eq!(
-        of(&findings, RuleId::AllNamespacesIngress),
-        one(
-            "NetworkPolicy shop/web-from-db",
-            Some("spec.ingress[0].from[0].namespaceSelector")
-        )
-    );
-    let labelled = spec("{matchLabels: {team: shop}}");
+    let good = spec("{matchLabels: {team: shop}}");
+    let field = "spec.ingress[0].from[0].namespaceSelector";
+    let finding = bad_and_good(RuleId::AllNamespacesIngress, "p", field, &spec("{}"), &good);
     assert!(
-        of(
-            &lint_clean_with(&policy("web-from-db", &labelled)),
-            RuleId::AllNamespacesIngress
-        )
-        .is_empty()
+        finding
+            .message
+            .contains("pods labelled app=db in every namespace")
     );
 }
 
@@ -507,10 +510,7 @@ fn a_rule_another_policy_already_allows_in_full_is_shadowed() {
         of(&findings, RuleId::ShadowedRule),
         one("NetworkPolicy shop/web-to-db", Some("spec.egress[0]"))
     );
-    let finding = findings
-        .iter()
-        .find(|f| f.rule == RuleId::ShadowedRule)
-        .unwrap();
+    let finding = find(&findings, RuleId::ShadowedRule);
     assert!(
         finding
             .message
@@ -539,15 +539,9 @@ fn the_metadata_address_reachable_from_restricted_egress_is_reported_on_the_allo
              ipBlock: {{cidr: 0.0.0.0/0{except}}}\n    - ipBlock: {{cidr: '::/0', except: ['fd00:ec2::254/128']}}\n"
         )
     };
-    let findings = lint_clean_with(&policy("web-out", &spec("")));
-    assert_eq!(
-        of(&findings, RuleId::MetadataReachable),
-        one("NetworkPolicy shop/web-out", Some("spec.egress[0].to[0]"))
-    );
-    let finding = findings
-        .iter()
-        .find(|f| f.rule == RuleId::MetadataReachable)
-        .unwrap();
+    let good = spec(", except: [169.254.0.0/16]");
+    let field = "spec.egress[0].to[0]";
+    let finding = bad_and_good(RuleId::MetadataReachable, "p", field, &spec(""), &good);
     assert!(
         finding.message.contains("169.254.169.254"),
         "{}",
@@ -557,8 +551,6 @@ fn the_metadata_address_reachable_from_restricted_egress_is_reported_on_the_allo
         finding.fix,
         "add `169.254.169.254/32` to this ipBlock's `except`"
     );
-    let findings = lint_clean_with(&policy("web-out", &spec(", except: [169.254.0.0/16]")));
-    assert!(of(&findings, RuleId::MetadataReachable).is_empty());
 }
 
 #[test]
@@ -569,10 +561,7 @@ fn the_config_changes_severities_and_turns_rules_off() {
             .unwrap();
     let findings = lint_text(&text, &config);
     assert!(of(&findings, RuleId::UnprotectedPod).is_empty());
-    let egress = findings
-        .iter()
-        .find(|f| f.rule == RuleId::MissingDefaultDenyEgress)
-        .unwrap();
+    let egress = find(&findings, RuleId::MissingDefaultDenyEgress);
     assert_eq!(egress.severity, Severity::Error);
 }
 
