@@ -2,7 +2,7 @@
 //! (../shared/conformance/upstream.json): each case's cluster (namespaces x, y, z; nine pods
 //! serving on named ports; the case's policies) linted with the default config, the findings
 //! compared with the reviewed golden file `tests/golden/lint-conformance.txt`. After an
-//! intended change, `UPDATE_GOLDEN=1 cargo test --test lint` rewrites it; review the diff.
+//! intended change, `UPDATE_GOLDEN=1 cargo test -p kube-nftpol-core --test lint` rewrites it; review the diff.
 //!
 //! The e2e cases are fragments that test one policy each against otherwise open namespaces, so
 //! the posture rules (`missing-default-deny-*`, `unprotected-pod`) would repeat the same
