@@ -36,7 +36,7 @@ pub(super) fn check(context: &Context<'_>, out: &mut Vec<Finding>) {
                     Some(DirectionVerdict::Denied {
                         isolated_by: by, ..
                     }) => {
-                        without_udp.insert(subject);
+                        without_udp.extend(subjects.members_of(subject));
                         isolated_by.extend(by);
                     }
                     Some(DirectionVerdict::Allowed { rule, .. }) => {

@@ -19,6 +19,15 @@ pub(super) fn check(context: &Context<'_>, out: &mut Vec<Finding>) {
         return;
     }
     let probes = context.probes();
+    // An address a pod owns is that pod's, not a metadata service (and the probes' snapshot,
+    // which holds few pods, could not tell).
+    let addresses: Vec<IpAddr> = context
+        .config
+        .metadata_addresses
+        .iter()
+        .copied()
+        .filter(|address| context.snapshot.pod_by_ip(*address).is_none())
+        .collect();
     // (allowing policy, rule index, address), with the namespaces whose pods it lets through.
     let mut reached: BTreeSet<(ObjectKey, usize, IpAddr)> = BTreeSet::new();
     for policy in context.valid_policies() {
@@ -26,7 +35,7 @@ pub(super) fn check(context: &Context<'_>, out: &mut Vec<Finding>) {
             continue;
         }
         for subject in probes.subjects(policy).keys() {
-            for address in &context.config.metadata_addresses {
+            for address in &addresses {
                 let verdict = probes.egress(
                     subject,
                     Endpoint::Ip(*address),

@@ -2,17 +2,23 @@
 //! `dns-udp-only`, `metadata-reachable`), with [`crate::policy::evaluate`] itself, so they
 //! judge exactly as the engine enforces.
 //!
-//! The subjects of a policy that isolates egress are the pods it selects, one per distinct set
-//! of labels (pods of a namespace with the same labels get the same egress verdict). When it
-//! selects none (a directory of policies without pods, or a policy for a workload not deployed
-//! yet) a witness stands in: a pod carrying exactly the labels the policy's podSelector
-//! requires, so every other policy of the namespace that would select such a pod is taken into
-//! account too. The resolver is the configured DNS pods, or one made up with the configured
-//! labels and ports when the input has none. Made-up pods carry names no Kubernetes object can
-//! have (they contain spaces) and addresses from TEST-NET-1 (RFC 5737), and live only in this
-//! module's copy of the snapshot.
+//! The subjects of a policy that isolates egress are the pods it selects, in groups: pods of a
+//! namespace that the same egress-isolating policies select get the same egress verdict, so one
+//! pod of each group is evaluated for all of them. When a policy selects none (a directory of
+//! policies without pods, or a policy for a workload not deployed yet) a witness stands in: a
+//! pod carrying exactly the labels the policy's podSelector requires, so every other policy of
+//! the namespace that would select such a pod is taken into account too. The resolver is the
+//! configured DNS pods, or one made up with the configured labels and ports when the input has
+//! none. Made-up pods carry names no Kubernetes object can have (they contain spaces) and
+//! addresses from TEST-NET-1 (RFC 5737).
+//!
+//! Flows are evaluated in a snapshot of their own: every namespace and policy, but only the
+//! groups' pods and the resolvers as pods. The egress side of a flow from a pod depends on
+//! nothing else (the policies that select the source, and whether their peers take in the
+//! destination), and looking up an address that no pod owns (the cloud metadata address) scans
+//! the snapshot's pods: a few hundred at most instead of the cluster's thousands.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::context::Context;
@@ -33,10 +39,19 @@ pub(super) struct Probes {
     resolvers: Vec<ObjectKey>,
 }
 
+/// Pods of one namespace that the same egress-isolating policies select.
+#[derive(Debug, Clone)]
+pub(super) struct Group {
+    /// The one whose flows are evaluated.
+    pub representative: ObjectKey,
+    /// All of them, by name.
+    pub members: Vec<ObjectKey>,
+}
+
 /// The pods whose egress a policy's findings are about.
 pub(super) enum Subjects {
-    /// Pods it selects, one per distinct set of labels.
-    Pods(Vec<ObjectKey>),
+    /// Pods it selects, by group.
+    Pods(Vec<Group>),
     /// It selects none; a witness stands in.
     Witness(ObjectKey),
     /// It selects none and no pod can carry labels its podSelector matches.
@@ -45,32 +60,67 @@ pub(super) enum Subjects {
 
 impl Subjects {
     /// The pods to evaluate flows from.
-    pub fn keys(&self) -> &[ObjectKey] {
+    pub fn keys(&self) -> Vec<&ObjectKey> {
         match self {
-            Self::Pods(keys) => keys,
-            Self::Witness(key) => std::slice::from_ref(key),
-            Self::Nobody => &[],
+            Self::Pods(groups) => groups.iter().map(|g| &g.representative).collect(),
+            Self::Witness(key) => vec![key],
+            Self::Nobody => Vec::new(),
+        }
+    }
+
+    /// The pods `key` stands for: its group's, or the witness alone.
+    pub fn members_of<'a>(&'a self, key: &'a ObjectKey) -> &'a [ObjectKey] {
+        match self {
+            Self::Pods(groups) => groups
+                .iter()
+                .find(|g| &g.representative == key)
+                .map_or(std::slice::from_ref(key), |g| &g.members),
+            Self::Witness(_) | Self::Nobody => std::slice::from_ref(key),
         }
     }
 }
 
 impl Probes {
     pub fn build(context: &Context<'_>) -> Self {
-        let mut snapshot = context.snapshot.clone();
-        let mut subjects = BTreeMap::new();
-        for policy in context.snapshot.policies() {
-            if policy.egress.is_none() {
+        let source = context.snapshot;
+        let mut snapshot = Snapshot::new();
+        for namespace in source.namespaces() {
+            snapshot.upsert_namespace(namespace.clone());
+        }
+        for policy in source.policies() {
+            snapshot.upsert_policy(policy.clone());
+        }
+        // Pods by namespace and the egress-isolating policies that select them.
+        let mut groups: BTreeMap<(&str, Vec<&ObjectKey>), Group> = BTreeMap::new();
+        for pod in source.pods().filter(|pod| pod.is_policy_endpoint()) {
+            let namespace = pod.key.namespace.as_str();
+            let isolating: Vec<&ObjectKey> = source
+                .policies_in(namespace)
+                .filter(|p| p.egress.is_some() && p.selects(pod))
+                .map(|p| &p.key)
+                .collect();
+            if isolating.is_empty() {
                 continue;
             }
-            let mut seen = BTreeSet::new();
-            let pods: Vec<ObjectKey> = context
-                .selected(policy)
-                .into_iter()
-                .filter(|pod| seen.insert(&pod.labels))
-                .map(|pod| pod.key.clone())
-                .collect();
-            let chosen = if !pods.is_empty() {
-                Subjects::Pods(pods)
+            let group = groups.entry((namespace, isolating)).or_insert_with(|| {
+                snapshot.upsert_pod(pod.clone());
+                Group {
+                    representative: pod.key.clone(),
+                    members: Vec::new(),
+                }
+            });
+            group.members.push(pod.key.clone());
+        }
+        let mut by_policy: BTreeMap<&ObjectKey, Vec<Group>> = BTreeMap::new();
+        for ((_, policies), group) in groups {
+            for policy in policies {
+                by_policy.entry(policy).or_default().push(group.clone());
+            }
+        }
+        let mut subjects = BTreeMap::new();
+        for policy in source.policies().filter(|p| p.egress.is_some()) {
+            let chosen = if let Some(groups) = by_policy.remove(&policy.key) {
+                Subjects::Pods(groups)
             } else if let Some(labels) = witness_labels(&policy.pod_selector) {
                 let key = ObjectKey::new(
                     &policy.key.namespace,
@@ -88,13 +138,13 @@ impl Probes {
             match_labels: dns.pod_labels.clone(),
             expressions: Vec::new(),
         };
-        let mut resolvers: Vec<ObjectKey> = context
-            .snapshot
-            .pods_selected(&dns.namespace, &selector)
-            .into_iter()
-            .filter(|pod| pod.is_policy_endpoint())
-            .map(|pod| pod.key.clone())
-            .collect();
+        let mut resolvers = Vec::new();
+        for pod in source.pods_selected(&dns.namespace, &selector) {
+            if pod.is_policy_endpoint() {
+                snapshot.upsert_pod(pod.clone());
+                resolvers.push(pod.key.clone());
+            }
+        }
         if resolvers.is_empty() {
             let key = ObjectKey::new(&dns.namespace, "made-up resolver");
             let port = |name: &str, protocol| ContainerPort {
