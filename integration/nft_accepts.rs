@@ -379,6 +379,10 @@ fn clusters() -> Vec<(&'static str, Ruleset)> {
         audit_all: true,
         ..Options::default()
     };
+    let observed = Options {
+        observe_all: true,
+        ..Options::default()
+    };
     vec![
         (
             "kitchen sink",
@@ -407,6 +411,16 @@ fn clusters() -> Vec<(&'static str, Ruleset)> {
         (
             "long names audited",
             compile::compile(&long_names(), NODE, &audited),
+        ),
+        // Observe mode: allowing rules `goto` the allow-log chains, unisolated directions
+        // dispatch to the open-log chains.
+        (
+            "kitchen sink observed",
+            compile::compile(&kitchen_sink(), NODE, &observed),
+        ),
+        (
+            "long names observed",
+            compile::compile(&long_names(), NODE, &observed),
         ),
         // The hostile cluster (tests/support/hostile.rs): 10,000 ipBlocks, selectors with
         // thousands of values, a 63-character namespace with 253-character pod and policy
@@ -688,6 +702,27 @@ fn kitchen_sink_cluster_exercises_every_set_and_expression_kind() {
         !with_veths.contains("vethnobody"),
         "a route to no pod pairs nothing"
     );
+    let observed = render_text::render(&compile::compile(
+        &kitchen_sink(),
+        NODE,
+        &Options {
+            observe_all: true,
+            ..Options::default()
+        },
+    ));
+    for needle in [
+        "counter goto ai_shop_web-0",
+        "counter goto ae_shop_web-0",
+        "log prefix \"knp:allow:ingress:shop/web-0\"",
+        "log prefix \"knp:open:",
+        ": jump oe_",
+        ": goto oi_",
+    ] {
+        assert!(
+            observed.contains(needle),
+            "kitchen sink observed no longer renders {needle:?}:\n{observed}"
+        );
+    }
 }
 
 // --- Upstream conformance data ------------------------------------------------------------

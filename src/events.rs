@@ -95,9 +95,10 @@ impl Events {
     }
 
     /// Queues a denied flow (of a pod the snapshot knows) for a `PolicyDenied` Event. Audited
-    /// flows went through: their drop-log line and metric say so, and they get no Event.
+    /// flows went through: their drop-log line and metric say so, and they get no Event; nor
+    /// do allowed ones.
     pub fn denied(&self, line: &FlowLine) {
-        if line.pod.unknown || line.action == Action::Audit {
+        if line.pod.unknown || line.action != Action::Deny {
             return;
         }
         if self.denied.try_send(line.clone()).is_err() {

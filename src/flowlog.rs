@@ -7,7 +7,7 @@
 //! deduplicated drop log lines in four steps, each in its own file:
 //!
 //! ```text
-//! kernel --NFLOG--> nflog::spawn_reader --Record--> decode::decode --DeniedPacket-->
+//! kernel --NFLOG--> nflog::spawn_reader --Record--> decode::decode --LoggedPacket-->
 //!     dedup::Dedup (first packet now, repeats per window) -->
 //!     enrich::enrich(&Snapshot) --FlowLine--> stdout (JSON or text)
 //! ```
@@ -16,7 +16,7 @@
 //!   the receive buffer, reading datagrams on a dedicated thread, splitting them into
 //!   [`Record`]s, and counting what was lost (socket overruns, sequence gaps, a full channel).
 //!   It knows nothing about prefixes or IP headers.
-//! - [`decode`] is pure: one [`Record`] to a [`decode::DeniedPacket`] (which pod and direction
+//! - [`decode`] is pure: one [`Record`] to a [`decode::LoggedPacket`] (which pod and direction
 //!   from the prefix; addresses, protocol and ports from the first bytes of the packet). Packets
 //!   are attacker-controlled: garbage is a typed error, never a panic.
 //! - [`enrich`] is pure: a denied packet and the cluster [`Snapshot`](crate::model::Snapshot) to

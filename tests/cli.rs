@@ -1180,3 +1180,54 @@ fn lint_bad_input_exits_2_with_a_clear_error() {
         );
     }
 }
+
+/// Observe mode's lines from the demo cluster of `deploy/examples` with its policies left out
+/// (only the manifests of the pods and namespaces): the shop frontend calls the backend, the
+/// backend calls an external address, and the frontend asks kube-dns; everything allowed
+/// because nothing isolates anything yet.
+const OBSERVED_LINES: &str = r#"{"ts":"2026-11-23T13:47:44.351Z","action":"allow","direction":"egress","pod":{"namespace":"shop","name":"frontend-6d8f7-a1b2c","labels":{"app":"frontend"}},"peer":{"namespace":"shop","name":"backend-5c8b6-qx2lp","labels":{"app":"backend"}},"protocol":"tcp","port":8080,"source":"10.244.1.10","destination":"10.244.1.11","count":1}
+{"ts":"2026-11-23T13:47:44.352Z","action":"allow","direction":"ingress","pod":{"namespace":"shop","name":"backend-5c8b6-qx2lp","labels":{"app":"backend"}},"peer":{"namespace":"shop","name":"frontend-6d8f7-a1b2c","labels":{"app":"frontend"}},"protocol":"tcp","port":8080,"source":"10.244.1.10","destination":"10.244.1.11","count":1}
+{"ts":"2026-11-23T13:47:45.351Z","action":"allow","direction":"egress","pod":{"namespace":"shop","name":"backend-5c8b6-qx2lp","labels":{"app":"backend"}},"peer":{"ip":"203.0.113.7"},"protocol":"tcp","port":443,"source":"10.244.1.11","destination":"203.0.113.7","count":2}
+"#;
+
+#[test]
+fn suggest_observed_isolates_every_observed_workload_to_what_was_seen() {
+    let output = suggest(&["--observed", "--format", "json"], OBSERVED_LINES);
+    assert_eq!(status(&output), 0, "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(report["observed"], true);
+    let names: Vec<&str> = report["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["policy"]["metadata"]["name"].as_str().unwrap())
+        .collect();
+    // Without manifests: the sides seen, frontend's egress and backend's ingress (backend's
+    // egress saw only an external address, left out).
+    assert_eq!(
+        names,
+        ["allow-backend-ingress-hint", "allow-frontend-egress-hint"]
+    );
+    // The external address is listed apart, with the id --exclude and --include-external use.
+    let external = &report["external_left_out"][0];
+    assert_eq!(external["flow"]["destination"]["address"], "203.0.113.7");
+    let id = external["id"].as_str().unwrap();
+    assert_eq!(id.len(), 12);
+
+    let with_external = suggest(&["--observed", "--include-external"], OBSERVED_LINES);
+    assert_eq!(status(&with_external), 0, "{}", stderr(&with_external));
+    assert!(stdout(&with_external).contains("name: \"allow-backend-egress-hint\""));
+    assert!(stdout(&with_external).contains("203.0.113.7/32"));
+    // Leaving the external flow out by its id: the same as without --include-external.
+    let exclude = format!("flow={id}");
+    let excluded = suggest(
+        &["--observed", "--include-external", "--exclude", &exclude],
+        OBSERVED_LINES,
+    );
+    assert!(!stdout(&excluded).contains("203.0.113.7/32"));
+    assert!(stdout(&excluded).contains(&format!(
+        "Left out by --exclude (denied once the policies apply):\n#   {id} "
+    )));
+    let bad = suggest(&["--observed", "--exclude", "flow=nothex"], OBSERVED_LINES);
+    assert_eq!(status(&bad), 2, "{}", stderr(&bad));
+}

@@ -22,9 +22,9 @@ use std::time::SystemTime;
 
 use kube_nftpol::evaluate;
 use kube_nftpol::flow_line::Format;
-use kube_nftpol::flowlog::decode::DeniedPacket;
+use kube_nftpol::flowlog::decode::LoggedPacket;
 use kube_nftpol::flowlog::enrich;
-use kube_nftpol::hints::{self, DeniedFlow, FlowPeer, Options, Suggestions, Workload};
+use kube_nftpol::hints::{self, FlowPeer, FlowToAllow, Options, Suggestions, Workload};
 use kube_nftpol::model::{Direction, IpProtocol, ObjectKey, Owner, Pod, Protocol, Snapshot};
 use kube_nftpol::policy::{Endpoint, Flow, Verdict};
 use serde_json::json;
@@ -391,7 +391,7 @@ fn addresses(snapshot: &Snapshot, flow: &Flow) -> Option<(IpAddr, IpAddr)> {
 }
 
 /// The drop-log lines the agent would print for `flow`, read back as `suggest` reads them.
-fn drops_of(snapshot: &Snapshot, flow: &Flow, logged: Logged) -> Vec<DeniedFlow> {
+fn drops_of(snapshot: &Snapshot, flow: &Flow, logged: Logged) -> Vec<FlowToAllow> {
     let verdict = evaluate(snapshot, flow).unwrap();
     let Some((source, destination)) = addresses(snapshot, flow) else {
         return Vec::new();
@@ -409,7 +409,7 @@ fn drops_of(snapshot: &Snapshot, flow: &Flow, logged: Logged) -> Vec<DeniedFlow>
             let Endpoint::Pod(pod) = policed else {
                 panic!("a denying side is a pod: {flow:?}")
             };
-            let packet = DeniedPacket {
+            let packet = LoggedPacket {
                 direction,
                 pod: pod.clone(),
                 source,
@@ -421,7 +421,7 @@ fn drops_of(snapshot: &Snapshot, flow: &Flow, logged: Logged) -> Vec<DeniedFlow>
                 },
                 source_port: Some(40000),
                 destination_port: Some(flow.port),
-                enforcement: kube_nftpol::model::Enforcement::Enforce,
+                kind: kube_nftpol::compile::LogKind::Denied,
             };
             let record = enrich::enrich(&packet, snapshot, SystemTime::now());
             let line = format!(
@@ -433,12 +433,13 @@ fn drops_of(snapshot: &Snapshot, flow: &Flow, logged: Logged) -> Vec<DeniedFlow>
         .collect()
 }
 
-fn suggest(snapshot: &Snapshot, asked: &[DeniedFlow]) -> Suggestions {
+fn suggest(snapshot: &Snapshot, asked: &[FlowToAllow]) -> Suggestions {
     hints::suggest(
         asked,
         &Options {
             snapshot: Some(snapshot),
             namespace: None,
+            observed: None,
         },
     )
 }
@@ -486,7 +487,7 @@ fn protocol_of(protocol: IpProtocol) -> Protocol {
 }
 
 impl Asked {
-    fn add(&mut self, snapshot: &Snapshot, drops: &[DeniedFlow]) {
+    fn add(&mut self, snapshot: &Snapshot, drops: &[FlowToAllow]) {
         for drop in drops {
             let policed = Workload::of_pod(snapshot.pod(&drop.pod.key).unwrap());
             let protocol = protocol_of(drop.protocol);
@@ -651,7 +652,7 @@ fn assert_all_allowed(snapshot: &Snapshot, needs: &[Flow]) {
 fn hints_for_every_denied_side_allow_exactly_the_denied_flows() {
     let before = shop_cluster();
     let needs = shop_needs();
-    let drops: Vec<DeniedFlow> = needs
+    let drops: Vec<FlowToAllow> = needs
         .iter()
         .flat_map(|need| drops_of(&before, need, Logged::EverySide))
         .collect();
@@ -673,7 +674,7 @@ fn hints_for_every_denied_side_allow_exactly_the_denied_flows() {
         wrong.join("\n")
     );
     // The suggestions, applied again, change nothing: nothing is denied any more.
-    let again: Vec<DeniedFlow> = needs
+    let again: Vec<FlowToAllow> = needs
         .iter()
         .flat_map(|n| drops_of(&after, n, Logged::EverySide))
         .collect();
@@ -683,7 +684,7 @@ fn hints_for_every_denied_side_allow_exactly_the_denied_flows() {
 #[test]
 fn hints_suggest_the_expected_policies_for_the_shop() {
     let before = shop_cluster();
-    let drops: Vec<DeniedFlow> = shop_needs()
+    let drops: Vec<FlowToAllow> = shop_needs()
         .iter()
         .flat_map(|need| drops_of(&before, need, Logged::EverySide))
         .collect();
@@ -775,10 +776,10 @@ fn rounds_until_allowed(whole_log: bool) -> usize {
     let needs = shop_needs();
     let flows = universe(&original, &needs);
     let mut current = original.clone();
-    let mut log: Vec<DeniedFlow> = Vec::new();
+    let mut log: Vec<FlowToAllow> = Vec::new();
     let mut asked = Asked::default();
     for round in 1..=4 {
-        let new: Vec<DeniedFlow> = needs
+        let new: Vec<FlowToAllow> = needs
             .iter()
             .flat_map(|need| drops_of(&current, need, Logged::FirstSide))
             .collect();
@@ -935,7 +936,7 @@ fn hints_for_generated_clusters_never_open_more_than_asked_and_open_all_they_can
     let mut exact = 0;
     for seed in 0..40 {
         let (before, needs) = generated(seed);
-        let drops: Vec<DeniedFlow> = needs
+        let drops: Vec<FlowToAllow> = needs
             .iter()
             .flat_map(|n| drops_of(&before, n, Logged::EverySide))
             .collect();

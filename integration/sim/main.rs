@@ -75,6 +75,7 @@ mod suite_conformance;
 mod suite_flood;
 mod suite_hints;
 mod suite_hostile;
+mod suite_observe;
 mod suite_policy_change;
 mod suite_restart;
 mod suite_spoof;

@@ -17,6 +17,14 @@
 //!   the drop counter; and the `count`s of the lines written add up to the records received
 //!   less the dedup table's drops and the undecodable ones.
 //!
+//! The second test floods in observe mode: namespace x annotated `kube-nftpol.io/observe`,
+//! x/c (whose egress no policy isolates) sends [`FLOOD_PACKETS`] UDP datagrams to z/c on
+//! [`OBSERVED_PORTS`] distinct ports: every datagram the first packet of a new flow, each one
+//! logged by x/c's open-log chain within the same kernel rate limit. The allowed flows keep
+//! working, the agent's memory stays bounded, the records it received stay within the limit
+//! and each is in one line's count (or in the dedup table's drops), and nothing else is
+//! logged.
+//!
 //! The figures (flood rate, RSS before and after, lines, counters) go to stderr.
 
 use std::fmt::Write as _;
@@ -26,6 +34,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
+
+use kube_nftpol::model::OBSERVE_ANNOTATION;
 
 use crate::agent::{self, NetnsProcess};
 use crate::cluster::{self, Cluster};
@@ -49,6 +59,10 @@ const RSS_GROWTH_BOUND_KIB: u64 = 20 * 1024;
 /// The agent's default dedup window, and how long after it the summary may take.
 const WINDOW: Duration = Duration::from_secs(10);
 const SUMMARY_SLACK: Duration = Duration::from_secs(5);
+/// The observe-mode flood: x/c (observed, not isolated) to z/c, one new flow per port.
+const OBSERVED_FROM: &str = "x/c";
+const OBSERVED_TO: &str = "z/c";
+const OBSERVED_PORTS: u16 = 50_000;
 /// The compiled log limit: 10 records a second, burst 20 (`compile::Options`).
 const LOG_RATE_PER_SECOND: u64 = 10;
 const LOG_BURST: u64 = 20;
@@ -60,6 +74,16 @@ fn a_flood_of_100000_denied_packets_keeps_allowed_traffic_memory_and_the_drop_lo
     let report = runtime()
         .block_on(flood())
         .unwrap_or_else(|e| panic!("flood: {e}"));
+    say(&report);
+}
+
+#[test]
+fn a_flood_of_new_flows_in_observe_mode_keeps_allowed_traffic_memory_and_the_log_bounded_with_the_agent()
+ {
+    let _serial = begin();
+    let report = runtime()
+        .block_on(observed_flood())
+        .unwrap_or_else(|e| panic!("observe-mode flood: {e}"));
     say(&report);
 }
 
@@ -298,6 +322,180 @@ async fn flood() -> Result<String> {
     }
     Ok(format!(
         "flood: ok ({records} of {dropped} drops logged, {} lines)",
+        lines.len()
+    ))
+}
+
+async fn observed_flood() -> Result<String> {
+    let mut case = scenario::restart_case()?;
+    case.name = "flood of new flows, observe mode".into();
+    case.namespace_annotations.insert(
+        "x".into(),
+        [(OBSERVE_ANNOTATION.to_owned(), "true".to_owned())].into(),
+    );
+    let cluster = Cluster::build(cluster::plan(&case.pods)?).await?;
+    let allowed: Vec<Flow> = RESTART_FLOWS
+        .iter()
+        .copied()
+        .filter(|f| f.allowed)
+        .collect();
+    scenario::check_flows(&cluster, &case, &allowed)?;
+    let mut enforcer = Enforcer::start(Mode::Agent, &cluster, &case).await?;
+    let node = &cluster.nodes[0];
+    let source = cluster.pod(OBSERVED_FROM).ok_or("no pod x/c")?;
+    let target = cluster.pod(OBSERVED_TO).ok_or("no pod z/c")?;
+    if target.plan.node != 0 || source.plan.node != 0 {
+        return Err("the flood's pods must both live on node-1".into());
+    }
+    let log_path = cluster.scratch().join(format!("agent-{}.log", node.name));
+    let pid = enforcer
+        .agents()
+        .first()
+        .and_then(NetnsProcess::pid)
+        .ok_or("the agent of node-1 is not running")?;
+    let before = observe(&cluster, pid).await?;
+    let lines_before = drop_lines(&log_path)?.len();
+    let socket = source
+        .inside
+        .socket(Domain::IPV4, Type::DGRAM, None)
+        .await
+        .map_err(|e| format!("flood socket: {e}"))?;
+    socket
+        .set_nonblocking(false)
+        .map_err(|e| format!("flood socket: {e}"))?;
+    let target_ip = target.plan.ip;
+
+    let flooding = AtomicBool::new(true);
+    let probes: Vec<(Flow, Probe<'_>)> = allowed
+        .iter()
+        .map(|f| f.probe(&cluster).map(|p| (*f, p)))
+        .collect::<Result<_>>()?;
+    let started = Instant::now();
+    let sender = tokio::task::spawn_blocking(move || {
+        let (mut sent, mut failed) = (0u64, 0u64);
+        while sent < FLOOD_PACKETS && failed < FLOOD_PACKETS {
+            let port = 1000 + u16::try_from(sent % u64::from(OBSERVED_PORTS)).unwrap_or(0);
+            let to = SocketAddr::V4(SocketAddrV4::new(target_ip, port));
+            match socket.send_to(&sent.to_be_bytes(), &to.into()) {
+                Ok(_) => sent += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        (sent, failed)
+    });
+    let probing = futures::future::join_all(
+        probes
+            .iter()
+            .map(|(flow, probe)| probe_while(*flow, *probe, &flooding)),
+    );
+    let stop_probing = async {
+        let sent = sender.await;
+        flooding.store(false, Ordering::SeqCst);
+        sent
+    };
+    let (sent, probed) = futures::join!(stop_probing, probing);
+    let (sent, failed) = sent.map_err(|e| format!("the flood sender panicked: {e}"))?;
+    let flood_took = started.elapsed();
+
+    // Each record is a flow of its own (a new port), logged at once; wait until the counts add
+    // up to what was received.
+    let deadline = Instant::now() + WINDOW + SUMMARY_SLACK;
+    let (after, lines) = loop {
+        let after = observe(&cluster, pid).await?;
+        let lines = drop_lines(&log_path)?.split_off(lines_before);
+        let counted: u64 = lines.iter().map(|l| l["count"].as_u64().unwrap_or(0)).sum();
+        let received = after.records - before.records;
+        let explained = counted
+            + (after.dedup_dropped - before.dedup_dropped)
+            + (after.undecodable - before.undecodable);
+        if explained == received && received > 0 {
+            break (after, lines);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "after the flood: {received} records received, {counted} counted in {} lines",
+                lines.len()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let accounted_at = started.elapsed();
+    let records = after.records - before.records;
+    let lost = after.lost - before.lost;
+    let report = format!(
+        "\nObserve-mode flood of new UDP flows {OBSERVED_FROM} -> {OBSERVED_TO} on {OBSERVED_PORTS} \
+         ports, agent on node-1 (pid {pid}):\n\
+         sent {sent} in {:.2} s ({failed} sends failed)\n\
+         agent VmRSS: {} KiB before, {} KiB after (growth {} KiB, bound {RSS_GROWTH_BOUND_KIB} KiB)\n\
+         records received {records}, lost {lost}, left out by dedup {}; {} new lines, accounted \
+         {:.1} s after the flood started\n",
+        flood_took.as_secs_f64(),
+        before.rss_kib,
+        after.rss_kib,
+        after.rss_kib.saturating_sub(before.rss_kib),
+        after.dedup_dropped - before.dedup_dropped,
+        lines.len(),
+        accounted_at.as_secs_f64(),
+    );
+    say(&report);
+    for (flow, outcomes) in &probed {
+        if outcomes.is_empty() {
+            return Err(format!(
+                "{}: no probe ran during the flood",
+                flow.describe()
+            ));
+        }
+        if let Some(bad) = outcomes.iter().find(|o| **o != Outcome::Connected) {
+            return Err(format!("{}: {bad} during the flood", flow.describe()));
+        }
+    }
+    if sent < FLOOD_PACKETS {
+        return Err(format!("sent only {sent} of {FLOOD_PACKETS}"));
+    }
+    if after.rss_kib > before.rss_kib + RSS_GROWTH_BOUND_KIB {
+        return Err(format!(
+            "the agent's RSS grew from {} to {} KiB",
+            before.rss_kib, after.rss_kib
+        ));
+    }
+    // The flood's side logs within the limit of one pod and direction; the allowed probes are
+    // logged too (x is observed), and nothing of z.
+    let is_flood = |l: &Value| {
+        l["direction"] == "egress"
+            && l["pod"]["namespace"] == "x"
+            && l["pod"]["name"] == "c"
+            && l["peer"]["namespace"] == "z"
+            && l["peer"]["name"] == "c"
+            && l["protocol"] == "udp"
+    };
+    let flood_records: u64 = lines
+        .iter()
+        .filter(|l| is_flood(l))
+        .map(|l| l["count"].as_u64().unwrap_or(0))
+        .sum();
+    let seconds = accounted_at.as_secs() + 1;
+    if flood_records == 0 || flood_records > LOG_BURST + LOG_RATE_PER_SECOND * seconds {
+        return Err(format!(
+            "{flood_records} records of the flood's flows in {seconds} s: none, or more than \
+             the log limit"
+        ));
+    }
+    let strays: Vec<&Value> = lines
+        .iter()
+        .filter(|l| {
+            !(l["action"] == "allow"
+                && l["pod"]["namespace"] == "x"
+                && (is_flood(l) || l["protocol"] == "tcp"))
+        })
+        .collect();
+    if !strays.is_empty() {
+        return Err(format!(
+            "lines that are neither the flood's nor the probes' in x: {strays:?}"
+        ));
+    }
+    Ok(format!(
+        "observe-mode flood: ok ({flood_records} records of {sent} new flows, {records} in all, \
+         {} lines)",
         lines.len()
     ))
 }

@@ -64,7 +64,7 @@ impl DropLogMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         let sub = registry.sub_registry_with_prefix("flowlog");
-        let help = "NFLOG records of default-deny drops received";
+        let help = "NFLOG records received (default-deny drops and audits, observed flows)";
         sub.register("records", help, metrics.records.clone());
         let help = "NFLOG records the kernel logged that never reached the agent";
         sub.register("lost_records", help, metrics.lost.clone());

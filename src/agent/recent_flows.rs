@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::flow_line::FlowLine;
-use crate::hints::{self, Aggregate, DeniedFlow, Options, Suggestions};
+use crate::hints::{self, Aggregate, FlowToAllow, Options, Suggestions};
 use crate::source::manifests::Loaded;
 
 /// Distinct denied flows an agent keeps for `/hints` (a few hundred bytes each).
@@ -43,9 +43,12 @@ impl RecentFlows {
         }
     }
 
-    /// Adds the flow of a line the drop log wrote.
+    /// Adds the flow of a line the drop log wrote, when it was denied (or audited).
     pub fn record(&self, record: &FlowLine) {
-        let flow = DeniedFlow::from_line(record);
+        if !record.action.is_denied() {
+            return;
+        }
+        let flow = FlowToAllow::from_line(record);
         // A panic elsewhere while holding the lock leaves the aggregate consistent (every
         // update completes before anything can panic), so a poisoned lock is still usable.
         let evicted = self
@@ -74,6 +77,7 @@ impl RecentFlows {
         let options = Options {
             snapshot: loaded.as_deref().map(|l| &l.snapshot),
             namespace,
+            observed: None,
         };
         Report {
             recent_flows: Occupancy {

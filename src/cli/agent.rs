@@ -37,6 +37,12 @@ pub struct AgentArgs {
     /// `kube-nftpol.io/enforcement: audit` are audited
     #[arg(long)]
     pub audit: bool,
+    /// Observe every namespace: log the first packet of every new connection of every pod
+    /// with its verdict (`"action":"allow"` with the rule that allowed it, or not isolated;
+    /// denials are always logged). Without it, only namespaces annotated
+    /// `kube-nftpol.io/observe: "true"` are observed
+    #[arg(long)]
+    pub observe: bool,
     /// Address for /healthz, /readyz, /metrics and /hints (read-only)
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9640")]
     pub metrics_addr: SocketAddr,
@@ -89,6 +95,7 @@ impl AgentArgs {
             compile: Options {
                 nflog_group: self.nflog_group,
                 audit_all: self.audit,
+                observe_all: self.observe,
                 ..Options::default()
             },
             metrics_addr: self.metrics_addr,
@@ -172,6 +179,7 @@ mod tests {
         ));
         assert_eq!(config.compile.nflog_group, 100);
         assert!(!config.compile.audit_all);
+        assert!(!config.compile.observe_all);
         assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:9640");
         assert_eq!(config.resync_interval.as_secs(), 10);
         assert_eq!(config.drop_log, DropLogOptions::default());
@@ -199,6 +207,7 @@ mod tests {
             "--drop-log-format",
             "text",
             "--audit",
+            "--observe",
             "--lint-interval-secs",
             "300",
         ]);
@@ -207,6 +216,7 @@ mod tests {
         assert_eq!(config.drop_log.window.as_secs(), 30);
         assert_eq!(config.drop_log.format, Format::Text);
         assert!(config.compile.audit_all);
+        assert!(config.compile.observe_all);
         assert_eq!(config.metrics_addr.port(), 9999);
         assert_eq!(config.resync_interval.as_secs(), 3);
         let Source::Manifests {

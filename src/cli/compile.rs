@@ -30,6 +30,10 @@ pub struct CompileArgs {
     /// `kube-nftpol.io/enforcement: audit` are audited without it)
     #[arg(long)]
     pub audit: bool,
+    /// Compile every namespace in observe mode, as `agent --observe` does (namespaces
+    /// annotated `kube-nftpol.io/observe: "true"` are observed without it)
+    #[arg(long)]
+    pub observe: bool,
 }
 
 /// How `compile` prints the ruleset.
@@ -47,6 +51,7 @@ impl CompileArgs {
         Options {
             nflog_group: self.nflog_group,
             audit_all: self.audit,
+            observe_all: self.observe,
             ..Options::default()
         }
     }

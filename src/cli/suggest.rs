@@ -1,13 +1,21 @@
-//! `kube-nftpol suggest`: reads drop-log lines on stdin (what `kubectl logs` prints for the
-//! agents), and prints the NetworkPolicies that would allow the denied flows
+//! `kube-nftpol suggest`: reads flow-log lines on stdin (what `kubectl logs` prints for the
+//! agents), and prints the NetworkPolicies that would allow the flows
 //! ([`crate::hints::suggest`]): multi-document YAML for `kubectl apply -f -`, or a JSON report.
 //!
-//! Lines that are not drop records (other logs, other containers) are skipped; drop records
-//! that do not parse are reported on stderr and skipped. With `--manifests` the suggestions are
-//! checked against that cluster state. What could not be suggested is listed on stderr (and in
-//! the output). Exit status: 0 when something is suggested, 1 when nothing is (no denied flows,
-//! or none a policy can allow), 2 for bad input.
+//! By default the denied (and audited) flows: each suggestion allows what its workload was
+//! denied; with `--manifests`, a flow denied at both ends is allowed at both in one round (the
+//! receiver's side comes from the cluster's policies: the sender's drop hid it). With `--observed` (observe mode's lines), every flow seen, both ends at once:
+//! every workload of the observed namespaces gets a policy for each direction that allows
+//! exactly what was seen ([`crate::hints::to_allow`]); `--exclude` leaves flows out, and
+//! addresses outside the cluster are listed apart unless `--include-external`.
+//!
+//! Lines that are not flow lines (other logs, other containers) are skipped; flow lines that do
+//! not parse are reported on stderr and skipped. With `--manifests` the suggestions are checked
+//! against that cluster state. What could not be suggested is listed on stderr (and in the
+//! output). Exit status: 0 when something is suggested, 1 when nothing is (no flows, or none a
+//! policy can allow), 2 for bad input.
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
@@ -15,13 +23,15 @@ use anyhow::Context as _;
 use clap::Args;
 
 use super::{Outcome, load, write_stdout};
-use crate::hints::{self, Aggregate, Options, render};
+use crate::flow_line::{Action, AllowedBy, FlowLine};
+use crate::hints::{self, Exclude, Options, render};
+use crate::model::{Direction, IpProtocol};
 
-/// Distinct flows kept from stdin; beyond this the least recently seen are dropped (and the
-/// user told). A flow takes a few hundred bytes.
+/// Distinct flows kept from stdin; beyond this new flows are left out (and the user told). A
+/// flow takes a few hundred bytes.
 const MAX_FLOWS: usize = 1_000_000;
 
-/// Malformed drop records reported one by one before only counting them.
+/// Malformed flow lines reported one by one before only counting them.
 const MAX_REPORTED_LINES: usize = 10;
 
 /// Arguments of `suggest`.
@@ -35,6 +45,18 @@ pub struct SuggestArgs {
     /// Only suggest policies for pods of this namespace
     #[arg(long, short = 'n', value_name = "NS")]
     pub namespace: Option<String>,
+    /// The lines are observe mode's: suggest policies that allow exactly every flow seen, for
+    /// both ends, isolating the observed workloads (not only what was denied)
+    #[arg(long)]
+    pub observed: bool,
+    /// Leave flows out: flow=ID (as `kube-nftpol flows` lists them), workload=NS/NAME,
+    /// peer=ADDRESS|CIDR|NS/NAME, port=[PROTOCOL/]PORT; repeatable
+    #[arg(long, value_name = "KIND=VALUE")]
+    pub exclude: Vec<Exclude>,
+    /// With --observed: also allow the addresses outside the cluster that were seen (listed
+    /// apart and left out otherwise)
+    #[arg(long, requires = "observed")]
+    pub include_external: bool,
     /// Output format: YAML for `kubectl apply -f -`, or a JSON report for scripts
     #[arg(long, value_enum, default_value_t = Format::Yaml)]
     pub format: Format,
@@ -49,9 +71,24 @@ pub enum Format {
     Json,
 }
 
-/// What was read from stdin.
+/// What makes two lines one flow: the policed pod and direction, the other end, protocol,
+/// port, what happened and which rule allowed it.
+type LineKey = (
+    String,
+    String,
+    Direction,
+    String,
+    IpProtocol,
+    Option<u16>,
+    Action,
+    Option<AllowedBy>,
+);
+
+/// What was read from stdin: distinct flow lines, their packets added up.
 struct Input {
-    flows: Aggregate,
+    flows: BTreeMap<LineKey, FlowLine>,
+    /// Distinct flows left out for [`MAX_FLOWS`].
+    overflow: usize,
     lines: usize,
     malformed: usize,
 }
@@ -61,14 +98,44 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
     let snapshot = args.manifests.as_deref().map(load::load).transpose()?;
     let stdin = io::stdin();
     if stdin.is_terminal() {
-        eprintln!("reading drop-log lines from stdin (end with Ctrl-D)");
+        eprintln!("reading flow-log lines from stdin (end with Ctrl-D)");
     }
-    let input = read_flows(stdin.lock()).context("reading drop-log lines from stdin")?;
-    let options = Options {
-        snapshot: snapshot.as_ref(),
-        namespace: args.namespace.as_deref(),
+    let input = read_lines(stdin.lock()).context("reading flow-log lines from stdin")?;
+    let lines: Vec<&FlowLine> = input.flows.values().collect();
+    let suggestions = if args.observed {
+        let observed = hints::to_allow(
+            lines,
+            snapshot.as_ref(),
+            &args.exclude,
+            args.include_external,
+        );
+        let mut suggestions = hints::suggest(
+            &observed.flows,
+            &Options {
+                snapshot: snapshot.as_ref(),
+                namespace: args.namespace.as_deref(),
+                observed: Some(&observed.scope),
+            },
+        );
+        suggestions.excluded = observed.excluded.into_iter().collect();
+        suggestions.external_left_out = observed.external.into_iter().collect();
+        suggestions
+    } else {
+        // The denied sides, and with --manifests the other end of each flow when its own
+        // policies deny it too (the sender's drop hides the receiver's): one round.
+        let denied = lines.into_iter().filter(|l| l.action.is_denied());
+        let observed = hints::to_allow(denied, snapshot.as_ref(), &args.exclude, true);
+        let mut suggestions = hints::suggest(
+            &observed.flows,
+            &Options {
+                snapshot: snapshot.as_ref(),
+                namespace: args.namespace.as_deref(),
+                observed: None,
+            },
+        );
+        suggestions.excluded = observed.excluded.into_iter().collect();
+        suggestions
     };
-    let suggestions = hints::suggest(input.flows.flows(), &options);
     let text = match args.format {
         Format::Yaml => render::to_yaml(&suggestions),
         Format::Json => render::to_json(&suggestions),
@@ -78,11 +145,11 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
 
     let mut stderr = io::stderr().lock();
     // Nothing useful to do when stderr is gone.
-    if input.flows.evicted() > 0 {
+    if input.overflow > 0 {
         let _ = writeln!(
             stderr,
-            "warning: more than {MAX_FLOWS} distinct denied flows; {} of the oldest were left out",
-            input.flows.evicted()
+            "warning: more than {MAX_FLOWS} distinct flows; {} more were left out",
+            input.overflow
         );
     }
     if input.malformed > MAX_REPORTED_LINES {
@@ -96,9 +163,10 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
         let _ = writeln!(stderr, "warning: not suggested: {issue}");
     }
     if suggestions.suggestions.is_empty() {
+        let what = if args.observed { "observed" } else { "denied" };
         let why = if suggestions.denied_flows == suggestions.no_longer_denied {
             format!(
-                "no denied flows{} in {} lines",
+                "no {what} flows{} in {} lines",
                 if suggestions.no_longer_denied > 0 {
                     " that are still denied"
                 } else {
@@ -107,7 +175,7 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
                 input.lines
             )
         } else {
-            "no policy can allow the denied flows (see the warnings)".to_owned()
+            format!("no policy can allow the {what} flows (see the warnings)")
         };
         let _ = writeln!(stderr, "kube-nftpol: nothing to suggest: {why}");
         return Ok(Outcome::NothingFound);
@@ -115,11 +183,12 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// Reads lines until the end, keeping the denied flows. Bytes that are not UTF-8 (binary
+/// Reads lines until the end, keeping the distinct flow lines. Bytes that are not UTF-8 (binary
 /// output of another container) are replaced, not fatal.
-fn read_flows(mut reader: impl BufRead) -> io::Result<Input> {
+fn read_lines(mut reader: impl BufRead) -> io::Result<Input> {
     let mut input = Input {
-        flows: Aggregate::new(MAX_FLOWS),
+        flows: BTreeMap::new(),
+        overflow: 0,
         lines: 0,
         malformed: 0,
     };
@@ -130,10 +199,8 @@ fn read_flows(mut reader: impl BufRead) -> io::Result<Input> {
             return Ok(input);
         }
         input.lines += 1;
-        match hints::parse_line(&String::from_utf8_lossy(&buffer)) {
-            Ok(Some(flow)) => {
-                input.flows.record(flow);
-            }
+        match FlowLine::parse(&String::from_utf8_lossy(&buffer)) {
+            Ok(Some(line)) => input.add(line),
             Ok(None) => {}
             Err(error) => {
                 input.malformed += 1;
@@ -141,6 +208,31 @@ fn read_flows(mut reader: impl BufRead) -> io::Result<Input> {
                     eprintln!("warning: line {}: {error}", input.lines);
                 }
             }
+        }
+    }
+}
+
+impl Input {
+    /// Adds a line: a repeat adds its packets to its flow's and brings the newer labels.
+    fn add(&mut self, line: FlowLine) {
+        let key = (
+            line.pod.namespace.clone(),
+            line.pod.name.clone(),
+            line.direction,
+            line.peer.to_string(),
+            line.protocol,
+            line.port,
+            line.action,
+            line.allowed_by.clone(),
+        );
+        if let Some(seen) = self.flows.get_mut(&key) {
+            let count = seen.count.saturating_add(line.count);
+            *seen = line;
+            seen.count = count;
+        } else if self.flows.len() < MAX_FLOWS {
+            self.flows.insert(key, line);
+        } else {
+            self.overflow += 1;
         }
     }
 }
@@ -167,6 +259,7 @@ mod tests {
         assert_eq!(args.manifests, None);
         assert_eq!(args.namespace, None);
         assert_eq!(args.format, Format::Yaml);
+        assert!(!args.observed && !args.include_external && args.exclude.is_empty());
     }
 
     #[test]
@@ -193,15 +286,38 @@ mod tests {
     }
 
     #[test]
-    fn reading_keeps_drop_records_and_counts_the_rest() {
+    fn reading_keeps_distinct_flow_lines_and_counts_the_rest() {
         let line = r#"{"action":"deny","direction":"egress","pod":{"namespace":"a","name":"p","labels":{"app":"p"}},"peer":{"ip":"203.0.113.1"},"protocol":"tcp","port":443}"#;
         let mut text = format!("starting\n{line}\n{line}\n").into_bytes();
         text.extend_from_slice(b"\xff\xfe binary\n");
-        text.extend_from_slice(format!("{}\n{line}", line.replace("egress", "up")).as_bytes());
-        let input = read_flows(text.as_slice()).unwrap();
-        assert_eq!(input.lines, 6);
+        text.extend_from_slice(format!("{}\n{line}\n", line.replace("egress", "up")).as_bytes());
+        // The same flow allowed (observe mode) is another flow.
+        text.extend_from_slice(line.replace("deny", "allow").as_bytes());
+        let input = read_lines(text.as_slice()).unwrap();
+        assert_eq!(input.lines, 7);
         assert_eq!(input.malformed, 1);
-        assert_eq!(input.flows.len(), 1);
-        assert_eq!(input.flows.flows().next().unwrap().drops, 3);
+        assert_eq!(input.flows.len(), 2);
+        let counts: Vec<u64> = input.flows.values().map(|l| l.count).collect();
+        assert_eq!(counts, [3, 1]);
+    }
+
+    #[test]
+    fn observed_mode_flags_parse_and_exclusions_are_checked() {
+        let args = parse(&[
+            "--observed",
+            "--exclude",
+            "flow=0a1b2c3d4e5f",
+            "--exclude",
+            "port=tcp/5432",
+            "--include-external",
+        ])
+        .unwrap();
+        assert!(args.observed && args.include_external);
+        assert_eq!(args.exclude.len(), 2);
+        let error = parse(&["--exclude", "port=seventy"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ValueValidation);
+        // --include-external is about observed flows.
+        let error = parse(&["--include-external"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::MissingRequiredArgument);
     }
 }

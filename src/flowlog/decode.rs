@@ -1,6 +1,7 @@
-//! Decoding one NFLOG record of a default-deny drop: which pod and direction, and whether the
-//! pod's namespace enforces or audits (from the log prefix), and what the packet was
-//! (addresses, protocol, ports from its first bytes).
+//! Decoding one NFLOG record of the agent's rules: which pod and direction, and what the rule
+//! logged (a default deny's drop or audit, or in observe mode an allowed or unisolated first
+//! packet: [`LogKind`], from the log prefix), and what the packet was (addresses, protocol,
+//! ports from its first bytes).
 //!
 //! Pure and total: the payload is whatever a peer put on the wire, cut at the rule's snaplen
 //! (128 bytes), so every length is checked (by etherparse's lax slices, which accept packets cut
@@ -13,16 +14,16 @@ use std::net::IpAddr;
 use etherparse::{Ipv6ExtensionSlice, LaxIpSlice, TcpHeaderSlice, UdpHeaderSlice};
 
 use super::Record;
-use crate::compile::{AUDIT_LOG_PREFIX, LOG_PREFIX};
-use crate::model::{Direction, Enforcement, IpProtocol, ObjectKey};
+use crate::compile::LogKind;
+use crate::model::{Direction, IpProtocol, ObjectKey};
 
-/// A packet dropped by a pod's default deny, as far as its first bytes tell.
+/// A packet one of the agent's rules logged, as far as its first bytes tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeniedPacket {
-    /// Whether the default deny dropped the packet ([`Enforcement::Enforce`], prefix
-    /// `knp:deny:`) or, the pod being audited, logged it and let it through
-    /// ([`Enforcement::Audit`], prefix `knp:audit:`).
-    pub enforcement: Enforcement,
+pub struct LoggedPacket {
+    /// What the rule logged: a default deny's drop (`knp:deny:`) or audit (`knp:audit:`), or
+    /// in observe mode a first packet a policy rule allowed (`knp:allow:`) or of a pod no
+    /// policy isolates (`knp:open:`).
+    pub kind: LogKind,
     /// Whether the pod was receiving (ingress) or sending (egress) it.
     pub direction: Direction,
     /// The policed pod, from the log prefix. The compiler cuts prefixes at 127 bytes, so a very
@@ -44,9 +45,9 @@ pub struct DeniedPacket {
 /// Why a record is not a decodable default-deny drop.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The prefix starts with neither [`LOG_PREFIX`] nor [`AUDIT_LOG_PREFIX`]: another rule
-    /// logs to the same group.
-    #[error("log prefix {prefix:?} is not a kube-nftpol deny or audit prefix")]
+    /// The prefix starts with none of [`LogKind`]'s prefixes: another rule logs to the same
+    /// group.
+    #[error("log prefix {prefix:?} is not a kube-nftpol prefix")]
     ForeignPrefix {
         /// The prefix as received.
         prefix: String,
@@ -71,8 +72,8 @@ pub enum DecodeError {
 }
 
 /// Decodes one record. Only the prefix and the payload are read.
-pub fn decode(record: &Record) -> Result<DeniedPacket, DecodeError> {
-    let (enforcement, direction, pod) = parse_prefix(&record.prefix)?;
+pub fn decode(record: &Record) -> Result<LoggedPacket, DecodeError> {
+    let (kind, direction, pod) = parse_prefix(&record.prefix)?;
     if record.payload.is_empty() {
         return Err(DecodeError::NoPayload);
     }
@@ -91,8 +92,8 @@ pub fn decode(record: &Record) -> Result<DeniedPacket, DecodeError> {
         } else {
             (None, None)
         };
-    Ok(DeniedPacket {
-        enforcement,
+    Ok(LoggedPacket {
+        kind,
         direction,
         pod,
         source: ip.source_addr(),
@@ -103,18 +104,13 @@ pub fn decode(record: &Record) -> Result<DeniedPacket, DecodeError> {
     })
 }
 
-/// Parses `knp:deny:<ingress|egress>:<namespace>/<pod>` and
-/// `knp:audit:<ingress|egress>:<namespace>/<pod>`.
-pub fn parse_prefix(prefix: &str) -> Result<(Enforcement, Direction, ObjectKey), DecodeError> {
+/// Parses `knp:<kind>:<ingress|egress>:<namespace>/<pod>` ([`LogKind::log_prefix`]).
+pub fn parse_prefix(prefix: &str) -> Result<(LogKind, Direction, ObjectKey), DecodeError> {
     let bad = |problem| DecodeError::BadPrefix {
         prefix: prefix.to_owned(),
         problem,
     };
-    let (enforcement, rest) = if let Some(rest) = prefix.strip_prefix(LOG_PREFIX) {
-        (Enforcement::Enforce, rest)
-    } else if let Some(rest) = prefix.strip_prefix(AUDIT_LOG_PREFIX) {
-        (Enforcement::Audit, rest)
-    } else {
+    let Some((kind, rest)) = LogKind::split_prefix(prefix) else {
         return Err(DecodeError::ForeignPrefix {
             prefix: prefix.to_owned(),
         });
@@ -130,7 +126,7 @@ pub fn parse_prefix(prefix: &str) -> Result<(Enforcement, Direction, ObjectKey),
     if namespace.is_empty() || name.is_empty() || name.contains('/') {
         return Err(bad("namespace or pod name empty or malformed"));
     }
-    Ok((enforcement, direction, ObjectKey::new(namespace, name)))
+    Ok((kind, direction, ObjectKey::new(namespace, name)))
 }
 
 /// Whether the IP payload begins with the transport header: the packet is not fragmented, or

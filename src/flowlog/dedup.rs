@@ -32,8 +32,9 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::decode::DeniedPacket;
-use crate::model::{Direction, Enforcement, IpProtocol, ObjectKey};
+use super::decode::LoggedPacket;
+use crate::compile::LogKind;
+use crate::model::{Direction, IpProtocol, ObjectKey};
 
 /// What deduplication calls one flow: everything the log line says about a drop except the
 /// source port.
@@ -51,13 +52,14 @@ pub struct FlowKey {
     pub protocol: IpProtocol,
     /// The destination port, when the protocol has one.
     pub destination_port: Option<u16>,
-    /// Dropped, or audited and let through: a namespace leaving audit mode starts new flows.
-    pub enforcement: Enforcement,
+    /// What the rule logged: a namespace leaving audit mode, or a policy change that denies
+    /// an allowed flow, starts a new flow.
+    pub kind: LogKind,
 }
 
 impl FlowKey {
     /// The flow a denied packet belongs to.
-    pub fn of(packet: &DeniedPacket) -> Self {
+    pub fn of(packet: &LoggedPacket) -> Self {
         Self {
             direction: packet.direction,
             pod: packet.pod.clone(),
@@ -65,13 +67,13 @@ impl FlowKey {
             destination: packet.destination,
             protocol: packet.protocol,
             destination_port: packet.destination_port,
-            enforcement: packet.enforcement,
+            kind: packet.kind,
         }
     }
 
     /// A packet of this flow without a source port, to enrich a summary with.
-    pub fn packet(&self) -> DeniedPacket {
-        DeniedPacket {
+    pub fn packet(&self) -> LoggedPacket {
+        LoggedPacket {
             direction: self.direction,
             pod: self.pod.clone(),
             source: self.source,
@@ -79,7 +81,7 @@ impl FlowKey {
             protocol: self.protocol,
             source_port: None,
             destination_port: self.destination_port,
-            enforcement: self.enforcement,
+            kind: self.kind,
         }
     }
 }

@@ -1,30 +1,38 @@
-//! Enriching a denied packet with what the cluster snapshot knows: who the policed pod and the
-//! other end are, and which policies isolate the pod in that direction.
+//! Enriching a logged packet with what the cluster snapshot knows: who the policed pod and the
+//! other end are, which policies isolate the pod in that direction and, for an allowed first
+//! packet (observe mode), which rule allowed it.
 //!
-//! Pure: a [`DeniedPacket`] and a [`Snapshot`] in, the flow log's line out ([`FlowLine`],
-//! standing for that one packet). The isolating policies are found the way the compiler chose them ([`crate::compile::compile`]),
-//! so they name the policies whose chain dropped the packet, provided the snapshot is the one
-//! the ruleset came from. It does not decode packets ([`super::decode`]) or write lines anywhere.
+//! Pure: a [`LoggedPacket`] and a [`Snapshot`] in, the flow log's line out ([`FlowLine`],
+//! standing for that one packet). The isolating policies are found the way the compiler chose
+//! them ([`crate::compile::compile`]), and the allowing rule is the one
+//! [`crate::policy::evaluate`] finds, so they name the policies of the chain that logged the
+//! packet, provided the snapshot is the one the ruleset came from. It does not decode packets
+//! ([`super::decode`]) or write lines anywhere.
 
 use std::net::IpAddr;
 use std::time::SystemTime;
 
-use super::decode::DeniedPacket;
-use crate::compile::{AUDIT_LOG_PREFIX, LOG_PREFIX};
-use crate::flow_line::{Action, FlowLine, Peer, PodInfo, rfc3339_millis};
-use crate::model::{Direction, Enforcement, Labels, Pod, Snapshot};
+use super::decode::LoggedPacket;
+use crate::compile::LogKind;
+use crate::flow_line::{Action, AllowedBy, FlowLine, Peer, PodInfo, rfc3339_millis};
+use crate::model::{Direction, Labels, Pod, Snapshot};
+use crate::policy::{DirectionVerdict, Endpoint, Flow, evaluate};
 
 /// nftables' limit on log prefixes: the compiler cuts longer ones, losing the end of the name.
 const MAX_LOG_PREFIX: usize = 127;
 
-/// Builds the record of one drop seen at `now` (the record's `received_at` is the natural
-/// choice).
-pub fn enrich(packet: &DeniedPacket, snapshot: &Snapshot, now: SystemTime) -> FlowLine {
+/// Builds the line of one logged packet seen at `now` (the record's `received_at` is the
+/// natural choice).
+pub fn enrich(packet: &LoggedPacket, snapshot: &Snapshot, now: SystemTime) -> FlowLine {
     let (policed_ip, peer_ip) = match packet.direction {
         Direction::Ingress => (packet.destination, packet.source),
         Direction::Egress => (packet.source, packet.destination),
     };
     let pod = policed_pod(packet, snapshot, policed_ip);
+    let allowed_by = match (packet.kind, pod) {
+        (LogKind::Allowed, Some(pod)) => allowing_rule(packet, snapshot, pod),
+        _ => None,
+    };
     let policies = pod
         .map(|pod| {
             snapshot
@@ -50,9 +58,10 @@ pub fn enrich(packet: &DeniedPacket, snapshot: &Snapshot, now: SystemTime) -> Fl
     };
     FlowLine {
         ts: rfc3339_millis(now),
-        action: match packet.enforcement {
-            Enforcement::Enforce => Action::Deny,
-            Enforcement::Audit => Action::Audit,
+        action: match packet.kind {
+            LogKind::Denied => Action::Deny,
+            LogKind::Audited => Action::Audit,
+            LogKind::Allowed | LogKind::NotIsolated => Action::Allow,
         },
         direction: packet.direction,
         pod,
@@ -63,6 +72,7 @@ pub fn enrich(packet: &DeniedPacket, snapshot: &Snapshot, now: SystemTime) -> Fl
         source: Some(packet.source),
         destination: Some(packet.destination),
         policies,
+        allowed_by,
         count: 1,
         first_ts: None,
         last_ts: None,
@@ -72,18 +82,14 @@ pub fn enrich(packet: &DeniedPacket, snapshot: &Snapshot, now: SystemTime) -> Fl
 /// The pod named by the prefix; when the prefix was cut at nftables' limit, the pod at the
 /// packet's policed-side address whose name starts with what is left.
 fn policed_pod<'a>(
-    packet: &DeniedPacket,
+    packet: &LoggedPacket,
     snapshot: &'a Snapshot,
     policed_ip: IpAddr,
 ) -> Option<&'a Pod> {
     if let Some(pod) = snapshot.pod(&packet.pod) {
         return Some(pod);
     }
-    let log_prefix = match packet.enforcement {
-        Enforcement::Enforce => LOG_PREFIX,
-        Enforcement::Audit => AUDIT_LOG_PREFIX,
-    };
-    let prefix_len = log_prefix.len()
+    let prefix_len = packet.kind.prefix().len()
         + packet.direction.as_str().len()
         + 1
         + packet.pod.namespace.len()
@@ -96,6 +102,38 @@ fn policed_pod<'a>(
     snapshot.pod_by_ip(policed_ip).filter(|pod| {
         pod.key.namespace == packet.pod.namespace && pod.key.name.starts_with(&packet.pod.name)
     })
+}
+
+/// The first rule of `pod`'s policies that allows the packet's flow on the pod's side, as
+/// [`evaluate`] finds it; `None` for protocols without ports (a policy names none of them by
+/// port; evaluating needs one).
+fn allowing_rule(packet: &LoggedPacket, snapshot: &Snapshot, pod: &Pod) -> Option<AllowedBy> {
+    let flow = |pod_end: Endpoint| {
+        let protocol = packet.protocol.policy_protocol()?;
+        let port = packet.destination_port?;
+        let (source, destination) = match packet.direction {
+            Direction::Egress => (pod_end, Endpoint::Ip(packet.destination)),
+            Direction::Ingress => (Endpoint::Ip(packet.source), pod_end),
+        };
+        Some(Flow {
+            source,
+            destination,
+            protocol,
+            port,
+        })
+    };
+    let verdict = evaluate(snapshot, &flow(Endpoint::Pod(pod.key.clone()))?).ok()?;
+    let side = match packet.direction {
+        Direction::Egress => verdict.egress,
+        Direction::Ingress => verdict.ingress,
+    };
+    match side {
+        DirectionVerdict::Allowed { rule, .. } => Some(AllowedBy {
+            policy: rule.policy.to_string(),
+            rule: rule.index,
+        }),
+        _ => None,
+    }
 }
 
 fn pod_info(pod: &Pod) -> PodInfo {

@@ -89,7 +89,7 @@ mod tests {
     use super::*;
     use crate::agent::MAX_RECENT_FLOWS as MAX_FLOWS;
     use crate::flow_line::FlowLine;
-    use crate::flowlog::decode::DeniedPacket;
+    use crate::flowlog::decode::LoggedPacket;
     use crate::flowlog::enrich;
     use crate::model::{Direction, IpProtocol, ObjectKey, Pod, Snapshot};
     use crate::source::manifests::Loaded;
@@ -130,7 +130,7 @@ mod tests {
         port: u16,
     ) -> FlowLine {
         let (namespace, name) = pod.split_once('/').unwrap();
-        let packet = DeniedPacket {
+        let packet = LoggedPacket {
             direction,
             pod: ObjectKey::new(namespace, name),
             source: source.parse().unwrap(),
@@ -138,7 +138,7 @@ mod tests {
             protocol: IpProtocol::Tcp,
             source_port: Some(40000),
             destination_port: Some(port),
-            enforcement: crate::model::Enforcement::Enforce,
+            kind: crate::compile::LogKind::Denied,
         };
         enrich::enrich(&packet, snapshot, SystemTime::UNIX_EPOCH)
     }

@@ -32,6 +32,14 @@
 //!   on allow so the destination's ingress chain still runs; ingress chains `accept`. A pod of
 //!   an audited namespace ([`crate::model::Enforcement::Audit`], or [`Options::audit_all`])
 //!   ends its chains with the NFLOG rule under the audit prefix and a counted allow instead.
+//! - Observe mode ([`crate::model::OBSERVE_ANNOTATION`], or [`Options::observe_all`]): the
+//!   first packet of every new connection of the namespace's pods is logged with its verdict
+//!   ([`LogKind`]). An isolated pod's allowing rules `goto` its allow-log chain
+//!   (`ai_<ns>_<pod>`, `ae_<ns>_<pod>`: a rate-limited NFLOG rule, then the allow); a pod no
+//!   policy isolates in a direction gets a dispatch-map entry to its open-log chain
+//!   (`oi_<ns>_<pod>`, `oe_<ns>_<pod>`: the NFLOG rule alone). Only packets that reach the pod
+//!   chains are logged, and `postrouting` accepts established and related packets before, so
+//!   only first packets are. Pods of other namespaces get nothing of this.
 //! - Peers live in named sets shared by every pod a policy rule applies to:
 //!   `np_<ns>_<policy>_<dir><rule>_pods4` (pod IPs), `..._cidr4` (ipBlocks, interval set) and
 //!   `..._named4` (`address . protocol . port` for egress named ports, resolved per destination
@@ -44,7 +52,8 @@
 //! which picks the local pods, creates the verdict maps and puts the parts together.
 //! `anti_spoof` builds `prerouting` and its sets, the misrouting guards and the
 //! `starting_pods` chain; `base_chains` the rules of `postrouting` and `input`; `pod_chains` the
-//! chain of each isolated pod and direction with its default deny; `rules` compiles one policy
+//! chain of each isolated pod and direction with its default deny, and the observe-mode log
+//! chains; `rules` compiles one policy
 //! rule into matches and peer sets, helped by `peers` (the pods a rule's peers select), [`ranges`]
 //! (ipBlock arithmetic) and `names` (bounded, unique object names). [`ruleset`] is the output,
 //! rendered by [`render_text`] and [`render_json`].
@@ -69,7 +78,7 @@ use anti_spoof::{
     starting_pods_chain, veth_pairs,
 };
 use base_chains::base_chains;
-use pod_chains::pod_chain;
+use pod_chains::{log_chain, pod_chain};
 
 pub use ruleset::{
     AddrField, Chain, Expr, Family, Hook, MapVerdict, ProtocolPorts, Rule, Ruleset, Set,
@@ -89,6 +98,9 @@ pub struct Options {
     /// Audit every namespace, whatever its annotation (`agent --audit`): default deny logs
     /// and accepts instead of dropping.
     pub audit_all: bool,
+    /// Observe every namespace, whatever its annotation (`agent --observe`): log the first
+    /// packet of every new connection with its verdict.
+    pub observe_all: bool,
 }
 
 impl Default for Options {
@@ -98,15 +110,68 @@ impl Default for Options {
             log_rate_per_second: 10,
             log_burst_packets: 20,
             audit_all: false,
+            observe_all: false,
         }
     }
 }
 
-/// The NFLOG prefix of default-deny drops: `knp:deny:<direction>:<namespace>/<pod>`.
-pub const LOG_PREFIX: &str = "knp:deny:";
-/// The NFLOG prefix of packets an audited pod's default deny let through:
-/// `knp:audit:<direction>:<namespace>/<pod>`.
-pub const AUDIT_LOG_PREFIX: &str = "knp:audit:";
+/// What a kube-nftpol NFLOG rule logs, named at the start of its prefix: the whole prefix is
+/// `knp:<kind>:<direction>:<namespace>/<pod>` (see [`LogKind::log_prefix`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogKind {
+    /// A pod's default deny dropped the packet (`knp:deny:`).
+    Denied,
+    /// An audited pod's default deny let the packet through (`knp:audit:`).
+    Audited,
+    /// A policy rule allowed the first packet of a connection of an observed pod
+    /// (`knp:allow:`).
+    Allowed,
+    /// The first packet of a connection of an observed pod that no policy isolates in this
+    /// direction (`knp:open:`).
+    NotIsolated,
+}
+
+impl LogKind {
+    /// Every kind.
+    pub const ALL: [LogKind; 4] = [
+        LogKind::Denied,
+        LogKind::Audited,
+        LogKind::Allowed,
+        LogKind::NotIsolated,
+    ];
+
+    /// The start of the prefix (`knp:deny:`, ...).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Denied => "knp:deny:",
+            Self::Audited => "knp:audit:",
+            Self::Allowed => "knp:allow:",
+            Self::NotIsolated => "knp:open:",
+        }
+    }
+
+    /// The kind a log prefix starts with, and the rest (`<direction>:<namespace>/<pod>`).
+    pub fn split_prefix(prefix: &str) -> Option<(Self, &str)> {
+        Self::ALL
+            .into_iter()
+            .find_map(|kind| prefix.strip_prefix(kind.prefix()).map(|rest| (kind, rest)))
+    }
+
+    /// `knp:<kind>:<direction>:<namespace>/<pod>`, cut at nftables' 127 bytes (a very long pod
+    /// name loses its end; the flow log finds the pod by its address then).
+    pub fn log_prefix(self, direction: Direction, pod: &Pod) -> String {
+        truncate(
+            format!(
+                "{}{direction}:{}/{}",
+                self.prefix(),
+                pod.key.namespace,
+                pod.key.name
+            ),
+            MAX_LOG_PREFIX,
+        )
+    }
+}
+
 /// The comment of the counted drop that ends an enforced pod chain
 /// (`default deny ingress <ns>/<pod>`).
 pub const DENY_COMMENT: &str = "default deny";
@@ -128,6 +193,18 @@ pub fn pod_chain_name(pod: &Pod, direction: Direction) -> String {
     let dir = match direction {
         Direction::Ingress => "in",
         Direction::Egress => "eg",
+    };
+    names::object_name(dir, &[&pod.key.namespace, &pod.key.name], "")
+}
+
+/// The name of an observed pod's log chain for `kind` (allow-log `ai_`/`ae_`, open-log
+/// `oi_`/`oe_`); other kinds log in the pod chain itself.
+pub fn log_chain_name(pod: &Pod, direction: Direction, kind: LogKind) -> String {
+    let dir = match (kind, direction) {
+        (LogKind::NotIsolated, Direction::Ingress) => "oi",
+        (LogKind::NotIsolated, Direction::Egress) => "oe",
+        (_, Direction::Ingress) => "ai",
+        (_, Direction::Egress) => "ae",
     };
     names::object_name(dir, &[&pod.key.namespace, &pod.key.name], "")
 }
@@ -172,16 +249,35 @@ pub fn compile_with_interfaces(
     anti_spoof_sets(&pairs, &mut sets);
     let mut pod_chains = destination_guards(&pairs, &mut maps);
     for pod in local_pods {
+        let observed = options.observe_all || snapshot.observed(&pod.key.namespace);
         for direction in [Direction::Ingress, Direction::Egress] {
             let isolating: Vec<&Policy> = snapshot
                 .policies_in(&pod.key.namespace)
                 .filter(|p| p.rules(direction).is_some() && p.selects(pod))
                 .collect();
-            if isolating.is_empty() {
-                continue;
-            }
-            let chain = pod_chain(snapshot, pod, direction, &isolating, options, &mut sets);
+            let chain = if isolating.is_empty() {
+                if !observed {
+                    continue;
+                }
+                log_chain(pod, direction, LogKind::NotIsolated, options)
+            } else {
+                let allow_log =
+                    observed.then(|| log_chain(pod, direction, LogKind::Allowed, options));
+                let chain = pod_chain(
+                    snapshot,
+                    pod,
+                    direction,
+                    &isolating,
+                    allow_log.as_ref().map(|c| c.name.as_str()),
+                    options,
+                    &mut sets,
+                );
+                pod_chains.extend(allow_log);
+                chain
+            };
             for ip in &pod.ips {
+                // Egress chains return to `postrouting`, so the destination's ingress chain
+                // still decides.
                 let verdict = match direction {
                     Direction::Ingress => MapVerdict::Goto(chain.name.clone()),
                     Direction::Egress => MapVerdict::Jump(chain.name.clone()),

@@ -48,16 +48,35 @@ pub enum Action {
     Deny,
     /// Would have been dropped by a default deny; the pod is audited, so it went through.
     Audit,
+    /// Let through (observe mode): a policy rule allowed it ([`FlowLine::allowed_by`]), or no
+    /// policy isolates the pod in this direction (no [`FlowLine::policies`]).
+    Allow,
 }
 
 impl Action {
-    /// `deny` or `audit`, as the JSON line writes it.
+    /// `deny`, `audit` or `allow`, as the JSON line writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Deny => "deny",
             Self::Audit => "audit",
+            Self::Allow => "allow",
         }
     }
+
+    /// Whether the pod's policies denied the flow (dropped, or would have, when audited).
+    pub fn is_denied(self) -> bool {
+        matches!(self, Self::Deny | Self::Audit)
+    }
+}
+
+/// The policy rule that allowed a flow: `policy` `namespace/name`, and the rule's index in its
+/// `ingress` or `egress` list (the line's direction).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AllowedBy {
+    /// The policy, `namespace/name`.
+    pub policy: String,
+    /// The rule's position in the policy's list for the line's direction.
+    pub rule: usize,
 }
 
 /// A pod as flow lines describe it.
@@ -141,10 +160,15 @@ pub struct FlowLine {
     /// The packet's destination address (the agent always writes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<IpAddr>,
-    /// The policies that isolate the pod in this direction (`namespace/name`), sorted. None of
-    /// their rules allowed the packet. Empty when the pod is not in the snapshot.
+    /// The policies that isolate the pod in this direction (`namespace/name`), sorted. For a
+    /// denied flow none of their rules allowed the packet; empty when the pod is not in the
+    /// snapshot, or, for an allowed flow, when no policy isolates the pod.
     #[serde(default)]
     pub policies: Vec<String>,
+    /// Allowed flows: the first rule that allowed it (policies by name, rules in order), as
+    /// `evaluate` finds it on the agent's snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_by: Option<AllowedBy>,
     /// How many packets this line stands for (read as at least 1).
     #[serde(default = "one")]
     pub count: u64,
@@ -211,7 +235,8 @@ impl FlowLine {
         }
     }
 
-    /// `TS DENY|AUDIT DIRECTION SOURCE -> DESTINATION PROTO/PORT (policies: ...)`, then for
+    /// `TS DENY|AUDIT|ALLOW DIRECTION SOURCE -> DESTINATION PROTO/PORT (policies: ...)` (for
+    /// allowed flows `(allowed by NS/POLICY DIRECTION[RULE])` or `(not isolated)`), then for
     /// summaries `xCOUNT since FIRST_TS`. Pods are `namespace/name`, anything else its address.
     pub fn to_text(&self) -> String {
         let r = self;
@@ -233,10 +258,19 @@ impl FlowLine {
         if let Some(port) = r.port {
             let _ = write!(line, "/{port}");
         }
-        if r.policies.is_empty() {
-            line.push_str(" (no isolating policy in the snapshot)");
-        } else {
-            let _ = write!(line, " (policies: {})", r.policies.join(", "));
+        match (&r.allowed_by, r.policies.is_empty(), r.action) {
+            (Some(rule), _, _) => {
+                let _ = write!(
+                    line,
+                    " (allowed by {} {}[{}])",
+                    rule.policy, r.direction, rule.rule
+                );
+            }
+            (None, true, Action::Allow) => line.push_str(" (not isolated)"),
+            (None, true, _) => line.push_str(" (no isolating policy in the snapshot)"),
+            (None, false, _) => {
+                let _ = write!(line, " (policies: {})", r.policies.join(", "));
+            }
         }
         if let Some(first) = &self.first_ts {
             let _ = write!(line, " x{} since {first}", self.count);

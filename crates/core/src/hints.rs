@@ -1,8 +1,8 @@
 //! Learning hints: denied flows from the drop log turned into suggested NetworkPolicies.
 //!
-//! Pure, no I/O. The input is [`DeniedFlow`]s, the parts of the flow log's
+//! Pure, no I/O. The input is [`FlowToAllow`]s, the parts of the flow log's
 //! [`FlowLine`](crate::flow_line::FlowLine)s that a policy can name (parsed from the JSON
-//! lines by [`parse_line`], or converted in the agent by [`DeniedFlow::from_line`]), and
+//! lines by [`parse_line`], or converted in the agent by [`FlowToAllow::from_line`]), and
 //! optionally the cluster [`Snapshot`] to check selectors against. [`suggest`] returns, for
 //! each isolated workload and direction, one NetworkPolicy that allows exactly the denied peers
 //! on the denied ports, plus the [`Issue`]s that kept something from being suggested.
@@ -33,6 +33,7 @@ mod input;
 mod labels;
 mod merge;
 mod objects;
+mod observed;
 pub mod render;
 mod workload;
 mod yaml;
@@ -45,10 +46,13 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Serialize;
 
 use crate::model::{Direction, IpProtocol, Labels, ObjectKey, Owner, PeerKind, Protocol, Snapshot};
-use crate::policy::{self, DirectionVerdict, Endpoint, Flow};
+use crate::policy::DirectionVerdict;
 
 pub use aggregate::Aggregate;
 pub use input::parse_line;
+pub use observed::{
+    Exclude, ExcludeError, ExternalPeer, FlowEnd, Observed, WorkloadFlow, to_allow,
+};
 pub use workload::{PER_INSTANCE_LABELS, PER_RUN_LABELS, Workload};
 
 /// The label every suggested policy carries (`kubectl get netpol -l kube-nftpol.io/hint`).
@@ -59,9 +63,11 @@ pub const ANNOTATION_DENIED_FLOWS: &str = "kube-nftpol.io/hint-denied-flows";
 /// those before applying.
 pub const ANNOTATION_EXTERNAL: &str = "kube-nftpol.io/hint-external";
 
-/// One denied flow: the policed pod, the direction, the other end, protocol and port.
+/// One flow a suggested policy should allow on one side: the policed pod, the direction, the
+/// other end, protocol and port. Denied (from the drop log), or in observe mode any flow seen
+/// ([`to_allow`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeniedFlow {
+pub struct FlowToAllow {
     /// Ingress (the pod was receiving) or egress (it was sending).
     pub direction: Direction,
     /// The pod whose isolation denied the flow.
@@ -72,7 +78,8 @@ pub struct DeniedFlow {
     pub protocol: IpProtocol,
     /// The destination port, when the packet showed one.
     pub port: Option<u16>,
-    /// How many logged drops this flow stands for (at least 1).
+    /// How many logged packets this flow stands for: at least 1 when its side was logged, 0
+    /// for a side inferred from the other end's line ([`to_allow`]).
     pub drops: u64,
 }
 
@@ -116,19 +123,39 @@ pub struct Options<'a> {
     pub snapshot: Option<&'a Snapshot>,
     /// Only flows of pods in this namespace (the namespace of the suggested policies).
     pub namespace: Option<&'a str>,
+    /// Observe mode: the flows were observed ([`to_allow`]), not only denied, and these
+    /// namespaces' traffic was (all of it). Every workload of them gets a policy for each
+    /// direction that allows exactly what was observed (a direction with no flow: nothing),
+    /// leaving out what the snapshot's policies already allow; a policy that isolates pods not
+    /// isolated today is marked ([`Suggestion::isolates`]) rather than refused.
+    pub observed: Option<&'a BTreeSet<String>>,
 }
 
 /// The result of [`suggest`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Suggestions {
-    /// Distinct denied flows considered (after the namespace filter).
+    /// Observe mode: the flows were observed, not only denied ([`Options::observed`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub observed: bool,
+    /// Distinct flows considered, denied (or, observed, every side that needs a rule), after
+    /// the namespace filter.
     pub denied_flows: usize,
     /// Of those, flows the snapshot now allows on the side that denied them (left out).
     pub no_longer_denied: usize,
+    /// Observed flows only: sides an isolating policy already allows today (left out).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub already_allowed: usize,
     /// The suggested policies, by namespace, then workload, then direction.
     pub suggestions: Vec<Suggestion>,
     /// What could not be suggested, and why, sorted.
     pub issues: Vec<Issue>,
+    /// Observe mode: the flows `--exclude` left out ([`Observed::excluded`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<WorkloadFlow>,
+    /// Observe mode: flows with addresses outside the cluster, left out
+    /// ([`Observed::external`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external_left_out: Vec<ExternalPeer>,
 }
 
 /// One suggested NetworkPolicy and what it was made from.
@@ -148,8 +175,16 @@ pub struct Suggestion {
     pub dns: bool,
     /// Caveats for the reader, one sentence each.
     pub notes: Vec<String>,
+    /// Observed flows only: applying the policy isolates pods that nothing isolates in this
+    /// direction today (all else they do in that direction is then denied).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub isolates: bool,
     /// The policy, ready to apply.
     pub policy: NetworkPolicy,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Something denied that no suggestion covers.
@@ -232,7 +267,7 @@ impl PeerFlows {
 
 /// Suggests policies for `flows` (duplicates are merged; order does not matter).
 pub fn suggest<'f>(
-    flows: impl IntoIterator<Item = &'f DeniedFlow>,
+    flows: impl IntoIterator<Item = &'f FlowToAllow>,
     options: &Options<'_>,
 ) -> Suggestions {
     let mut distinct = Aggregate::unbounded();
@@ -247,6 +282,7 @@ pub fn suggest<'f>(
     let mut issues = BTreeSet::new();
     let mut groups: BTreeMap<(Workload, Direction), Group> = BTreeMap::new();
     let mut no_longer_denied = 0;
+    let mut already_allowed = 0;
     for flow in distinct.flows() {
         let pod = resolve(&flow.pod, options.snapshot);
         let workload = Workload::of(&pod.key, &pod.labels, pod.owner.as_ref());
@@ -256,12 +292,26 @@ pub fn suggest<'f>(
             direction: flow.direction,
             message,
         };
-        if options
-            .snapshot
-            .is_some_and(|snapshot| !still_denied(snapshot, flow))
-        {
-            no_longer_denied += 1;
-            continue;
+        if let Some(snapshot) = options.snapshot {
+            let today = observed::side_today(snapshot, flow);
+            if options.observed.is_some() {
+                // A side no policy isolates gets a policy (which isolates it); a side whose
+                // policies allow the flow needs nothing more.
+                if matches!(
+                    today,
+                    Some(
+                        DirectionVerdict::Allowed { .. }
+                            | DirectionVerdict::Exempt { .. }
+                            | DirectionVerdict::NotPoliced { .. }
+                    )
+                ) {
+                    already_allowed += 1;
+                    continue;
+                }
+            } else if today.is_some_and(|side| !matches!(side, DirectionVerdict::Denied { .. })) {
+                no_longer_denied += 1;
+                continue;
+            }
         }
         let (protocol, port) = match expressible(flow, &pod, options.snapshot) {
             Ok(protocol_port) => protocol_port,
@@ -296,18 +346,44 @@ pub fn suggest<'f>(
         }
         group.pods.push(pod.labels);
     }
-    let suggestions = build::policies(groups, options.snapshot, &mut issues);
+    if let (Some(scope), Some(snapshot)) = (options.observed, options.snapshot) {
+        // Every observed workload is isolated in both directions, to exactly what was seen.
+        for pod in snapshot.pods().filter(|p| {
+            scope.contains(&p.key.namespace)
+                && workload::may_be_policed(p)
+                && options.namespace.is_none_or(|ns| p.key.namespace == ns)
+        }) {
+            let workload = Workload::of(&pod.key, &pod.labels, pod.owner.as_ref());
+            for direction in [Direction::Ingress, Direction::Egress] {
+                groups
+                    .entry((workload.clone(), direction))
+                    .or_default()
+                    .pods
+                    .push(pod.labels.clone());
+            }
+        }
+    }
+    let suggestions = build::policies(
+        groups,
+        options.snapshot,
+        options.observed.is_some(),
+        &mut issues,
+    );
     Suggestions {
+        observed: options.observed.is_some(),
         denied_flows: distinct.len(),
         no_longer_denied,
+        already_allowed,
         suggestions,
         issues: issues.into_iter().collect(),
+        excluded: Vec::new(),
+        external_left_out: Vec::new(),
     }
 }
 
 /// The flow's protocol and port when a policy can allow it; otherwise why not.
 fn expressible(
-    flow: &DeniedFlow,
+    flow: &FlowToAllow,
     pod: &FlowPod,
     snapshot: Option<&Snapshot>,
 ) -> Result<(Protocol, u16), (IssueKind, String)> {
@@ -415,43 +491,6 @@ fn policy_protocol(protocol: IpProtocol) -> Option<Protocol> {
         IpProtocol::Udp => Some(Protocol::Udp),
         IpProtocol::Sctp => Some(Protocol::Sctp),
         _ => None,
-    }
-}
-
-/// Whether the snapshot still denies the flow on the side that denied it. True when it cannot
-/// tell (a pod it does not know, a protocol or port a flow cannot carry).
-fn still_denied(snapshot: &Snapshot, flow: &DeniedFlow) -> bool {
-    let (Some(protocol), Some(port)) = (policy_protocol(flow.protocol), flow.port) else {
-        return true;
-    };
-    if snapshot.pod(&flow.pod.key).is_none() {
-        return true;
-    }
-    let policed = Endpoint::Pod(flow.pod.key.clone());
-    let peer = match &flow.peer {
-        FlowPeer::Pod(peer) if snapshot.pod(&peer.key).is_some() => Endpoint::Pod(peer.key.clone()),
-        FlowPeer::Pod(_) => return true,
-        FlowPeer::External(ip) => Endpoint::Ip(*ip),
-    };
-    let (source, destination) = match flow.direction {
-        Direction::Egress => (policed, peer),
-        Direction::Ingress => (peer, policed),
-    };
-    let flow_now = Flow {
-        source,
-        destination,
-        protocol,
-        port,
-    };
-    match policy::evaluate(snapshot, &flow_now) {
-        Ok(verdict) => {
-            let side = match flow.direction {
-                Direction::Egress => verdict.egress,
-                Direction::Ingress => verdict.ingress,
-            };
-            matches!(side, DirectionVerdict::Denied { .. })
-        }
-        Err(_) => true,
     }
 }
 

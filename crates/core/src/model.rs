@@ -26,7 +26,7 @@ use std::fmt;
 use serde::Serialize;
 
 pub use interfaces::PodInterfaces;
-pub use namespace::{ENFORCEMENT_ANNOTATION, Enforcement, Namespace};
+pub use namespace::{ENFORCEMENT_ANNOTATION, Enforcement, Namespace, OBSERVE_ANNOTATION};
 pub use network_policy::{
     FieldError, NamespaceScope, Peer, PeerKind, Policy, PortMatch, PortSpec, Rule,
 };

@@ -692,28 +692,48 @@ fn generated_clusters_agree_between_the_ruleset_and_evaluate() {
 
 // --- Audit mode -----------------------------------------------------------------------------
 
-/// What the ruleset must do with a flow `evaluate` judged `verdict`, given each side's mode:
-/// whether it gets through, and the log prefixes on its way. Each side `evaluate` denies hits
-/// that pod's default deny: audited, it logs `knp:audit:` and lets the packet on; enforced, it
-/// logs `knp:deny:` and drops it (so an egress drop leaves no ingress log).
+/// What the ruleset must do with a flow `evaluate` judged `verdict`, given each side's mode and
+/// whether its pod is observed: whether it gets through, and the log prefixes on its way. Each
+/// side `evaluate` denies hits that pod's default deny: audited, it logs `knp:audit:` and lets
+/// the packet on; enforced, it logs `knp:deny:` and drops it (so an egress drop leaves no
+/// ingress log). An observed pod's side logs `knp:allow:` when a rule allows it and
+/// `knp:open:` when no policy isolates it; traffic to itself is exempt and unlogged.
+fn expected_logs(
+    verdict: &Verdict,
+    mode_of: impl Fn(&ObjectKey) -> Enforcement,
+    observed: impl Fn(&ObjectKey) -> bool,
+) -> (bool, Vec<String>) {
+    let mut logs = Vec::new();
+    for (direction, side) in [("egress", &verdict.egress), ("ingress", &verdict.ingress)] {
+        match side {
+            DirectionVerdict::Denied { pod, .. } => {
+                let (prefix, passes) = match mode_of(pod) {
+                    Enforcement::Audit => ("knp:audit", true),
+                    Enforcement::Enforce => ("knp:deny", false),
+                };
+                logs.push(format!("{prefix}:{direction}:{pod}"));
+                if !passes {
+                    return (false, logs);
+                }
+            }
+            DirectionVerdict::Allowed { pod, .. } if observed(pod) => {
+                logs.push(format!("knp:allow:{direction}:{pod}"));
+            }
+            DirectionVerdict::NotIsolated { pod } if observed(pod) => {
+                logs.push(format!("knp:open:{direction}:{pod}"));
+            }
+            _ => {}
+        }
+    }
+    (true, logs)
+}
+
+/// [`expected_logs`] with nothing observed.
 fn expected_with_audit(
     verdict: &Verdict,
     mode_of: impl Fn(&ObjectKey) -> Enforcement,
 ) -> (bool, Vec<String>) {
-    let mut logs = Vec::new();
-    for (direction, side) in [("egress", &verdict.egress), ("ingress", &verdict.ingress)] {
-        if let DirectionVerdict::Denied { pod, .. } = side {
-            let (prefix, passes) = match mode_of(pod) {
-                Enforcement::Audit => ("knp:audit", true),
-                Enforcement::Enforce => ("knp:deny", false),
-            };
-            logs.push(format!("{prefix}:{direction}:{pod}"));
-            if !passes {
-                return (false, logs);
-            }
-        }
-    }
-    (true, logs)
+    expected_logs(verdict, mode_of, |_| false)
 }
 
 #[test]
@@ -841,6 +861,159 @@ fn generated_clusters_with_audited_namespaces_agree_with_evaluate() {
     assert!(
         audit_denied > compared / 20 && dropped > compared / 20,
         "the generator should mix audited and enforced denials: {audit_denied} audit-denied, {dropped} dropped of {compared}"
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches[..mismatches.len().min(30)].join("\n")
+    );
+}
+
+// --- Observe mode ---------------------------------------------------------------------------
+
+#[test]
+fn observing_every_upstream_case_changes_no_verdict_and_logs_each_sides_verdict() {
+    let file = conformance::load();
+    let options = Options {
+        observe_all: true,
+        ..Options::default()
+    };
+    let mut mismatches = Vec::new();
+    let (mut probes, mut allowed_logs, mut open_logs) = (0, 0, 0);
+    for case in &file.cases {
+        let snapshot = case.snapshot_with(|i| format!("node-{}", 1 + i % 2));
+        let wiring = Wiring::Routed {
+            v4_route_only: false,
+        };
+        let nodes = nodes_with(&snapshot, &["node-1", "node-2"], wiring, &options);
+        for probe in &case.probes {
+            let flow = probe.flow();
+            let verdict = evaluate(&snapshot, &flow).expect("probe");
+            let expected = expected_logs(&verdict, |_| Enforcement::Enforce, |_| true);
+            let (src_node, source) = node_of(&snapshot, &flow.source);
+            let (dst_node, destination) = node_of(&snapshot, &flow.destination);
+            let got = pod_to_pod_trace(
+                &nodes,
+                (&src_node, source),
+                (&dst_node, destination),
+                flow.protocol,
+                flow.port,
+            );
+            probes += 1;
+            allowed_logs += got
+                .logged
+                .iter()
+                .filter(|p| p.starts_with("knp:allow:"))
+                .count();
+            open_logs += got
+                .logged
+                .iter()
+                .filter(|p| p.starts_with("knp:open:"))
+                .count();
+            if (got.dropped_by.is_none(), &got.logged) != (expected.0, &expected.1)
+                || expected.0 != verdict.allowed
+            {
+                mismatches.push(format!(
+                    "{}: {} -> {} {}/{}: evaluate {}, expected {expected:?}, ruleset {got:?}",
+                    case.name, probe.from, probe.to, probe.protocol, probe.port, verdict.allowed
+                ));
+            }
+        }
+    }
+    println!("{probes} probes, {allowed_logs} allow logs, {open_logs} open logs");
+    assert!(
+        allowed_logs > probes / 20 && open_logs > probes / 10,
+        "both kinds are logged"
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches:\n{}",
+        mismatches.len(),
+        mismatches[..mismatches.len().min(30)].join("\n")
+    );
+}
+
+#[test]
+fn generated_clusters_with_observed_and_audited_namespaces_agree_with_evaluate() {
+    use kube_nftpol_core::policy::Flow;
+    let mut mismatches = Vec::new();
+    let (mut compared, mut logged) = (0usize, 0usize);
+    for seed in 1..=150u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut snapshot = random_cluster(&mut rng);
+        // One observed and one audited namespace, from the seed (the clusters stay as they
+        // were); sometimes the same one.
+        let observed = format!("n{}", seed % 3);
+        let audited = format!("n{}", (seed / 3) % 3);
+        let namespaces: Vec<_> = snapshot.namespaces().cloned().collect();
+        for mut namespace in namespaces {
+            namespace.observe = namespace.name == observed;
+            if namespace.name == audited {
+                namespace.enforcement = Enforcement::Audit;
+            }
+            snapshot.upsert_namespace(namespace);
+        }
+        let wiring = if seed % 2 == 0 {
+            Wiring::Bridged
+        } else {
+            Wiring::Routed {
+                v4_route_only: false,
+            }
+        };
+        let nodes = nodes_with(
+            &snapshot,
+            &["node-1", "node-2"],
+            wiring,
+            &Options::default(),
+        );
+        let pods: Vec<_> = snapshot.pods().cloned().collect();
+        for src in &pods {
+            for dst in &pods {
+                let (Some(source), Some(destination)) = (src.ips.first(), dst.ips.first()) else {
+                    continue;
+                };
+                for protocol in [Protocol::Tcp, Protocol::Udp] {
+                    for port in [80, 81, 443] {
+                        let flow = Flow {
+                            source: Endpoint::Ip(*source),
+                            destination: Endpoint::Ip(*destination),
+                            protocol,
+                            port,
+                        };
+                        let verdict = evaluate(&snapshot, &flow).unwrap();
+                        let expected = expected_logs(
+                            &verdict,
+                            |pod| snapshot.enforcement(&pod.namespace),
+                            |pod| snapshot.observed(&pod.namespace),
+                        );
+                        let got = pod_to_pod_trace(
+                            &nodes,
+                            (src.node.as_deref().unwrap(), *source),
+                            (dst.node.as_deref().unwrap(), *destination),
+                            protocol,
+                            port,
+                        );
+                        compared += 1;
+                        logged +=
+                            usize::from(got.logged.iter().any(|p| {
+                                p.starts_with("knp:allow:") || p.starts_with("knp:open:")
+                            }));
+                        if (got.dropped_by.is_none(), &got.logged) != (expected.0, &expected.1) {
+                            mismatches.push(format!(
+                                "seed {seed} ({wiring:?}, observed {observed}, audited {audited}): {} ({source}) -> {} ({destination}) {protocol}/{port}: expected {expected:?}, ruleset {got:?}",
+                                src.key, dst.key
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!("{compared} flows compared, {logged} with an observe log");
+    assert!(
+        logged > compared / 10,
+        "observed flows: {logged} of {compared}"
     );
     assert!(
         mismatches.is_empty(),

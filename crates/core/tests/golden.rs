@@ -266,3 +266,48 @@ fn an_audited_namespace_logs_and_accepts_what_its_policies_deny() {
     s.upsert_namespace(staging);
     check("audit", &s, "node-1");
 }
+
+#[test]
+fn an_observed_namespace_logs_the_first_packet_of_every_connection_with_its_verdict() {
+    // Namespace `shop` carries `kube-nftpol.io/observe: "true"`: api-0 is isolated for ingress
+    // (from app=web on TCP 8080), web-0 is isolated by nothing. `other` is not observed.
+    let policy = json!({
+        "metadata": {"name": "web-to-api", "namespace": "shop"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": "api"}},
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}],
+                         "ports": [{"port": 8080}]}]
+        }
+    });
+    let mut s = snapshot(
+        &[("shop", &[]), ("other", &[])],
+        vec![
+            pod(
+                "shop",
+                "api-0",
+                &[("app", "api")],
+                "node-1",
+                &["10.244.1.10"],
+            ),
+            pod(
+                "shop",
+                "web-0",
+                &[("app", "web")],
+                "node-1",
+                &["10.244.1.11"],
+            ),
+            pod(
+                "other",
+                "db-0",
+                &[("app", "db")],
+                "node-1",
+                &["10.244.1.20"],
+            ),
+        ],
+        vec![policy],
+    );
+    let mut shop = s.namespace("shop").cloned().expect("namespace");
+    shop.observe = true;
+    s.upsert_namespace(shop);
+    check("observe", &s, "node-1");
+}

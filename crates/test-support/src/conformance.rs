@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube_nftpol_core::model::{
-    ContainerPort, ENFORCEMENT_ANNOTATION, Enforcement, Labels, Namespace, ObjectKey, Pod,
-    PodPhase, Protocol, Snapshot,
+    ContainerPort, Labels, Namespace, ObjectKey, Pod, PodPhase, Protocol, Snapshot,
 };
 use kube_nftpol_core::policy::{Endpoint, Flow};
 use serde::Deserialize;
@@ -78,13 +77,15 @@ impl Case {
     pub fn snapshot_with(&self, node_of: impl Fn(usize) -> String) -> Snapshot {
         let mut snapshot = Snapshot::new();
         for (name, labels) in &self.namespaces {
-            let mut namespace = Namespace::new(name, labels.clone());
-            let annotation = self
-                .namespace_annotations
-                .get(name)
-                .and_then(|a| a.get(ENFORCEMENT_ANNOTATION));
-            namespace.enforcement = Enforcement::from_annotation(annotation.map(String::as_str));
-            snapshot.upsert_namespace(namespace);
+            // Through the Kubernetes object, so annotations mean what they mean to the agent.
+            let object: k8s_openapi::api::core::v1::Namespace =
+                serde_json::from_value(serde_json::json!({"metadata": {
+                    "name": name,
+                    "labels": labels,
+                    "annotations": self.namespace_annotations.get(name),
+                }}))
+                .unwrap_or_else(|e| panic!("{}: namespace {name}: {e}", self.name));
+            snapshot.upsert_namespace(Namespace::from_k8s(&object).expect("named"));
         }
         for (i, p) in self.pods.iter().enumerate() {
             snapshot.upsert_pod(Pod {

@@ -18,7 +18,7 @@
 use std::net::IpAddr;
 
 use kube_nftpol_core::compile::{
-    ANTI_SPOOF_CHAIN, AUDIT_LOG_PREFIX, AddrField, Expr, Family, MapVerdict, Ruleset, SetElement,
+    ANTI_SPOOF_CHAIN, AddrField, Expr, Family, LogKind, MapVerdict, Ruleset, SetElement,
 };
 use kube_nftpol_core::model::Protocol;
 
@@ -71,7 +71,11 @@ impl Trace {
     /// Accepted by an audited pod's default deny: the node let it through, and logged it with
     /// the audit prefix (a default deny would have dropped it).
     pub fn audit_denied(&self) -> bool {
-        self.dropped_by.is_none() && self.logged.iter().any(|p| p.starts_with(AUDIT_LOG_PREFIX))
+        self.dropped_by.is_none()
+            && self
+                .logged
+                .iter()
+                .any(|p| p.starts_with(LogKind::Audited.prefix()))
     }
 }
 
@@ -251,6 +255,11 @@ fn run_chain(
                     return Outcome::Drop;
                 }
                 Expr::Return => return Outcome::Continue,
+                // goto: the called chain's verdict, its return or end included, is this
+                // chain's.
+                Expr::Goto(target) => {
+                    return run_chain(ruleset, target, packet, logged, final_rule);
+                }
             }
         }
     }

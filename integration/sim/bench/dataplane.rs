@@ -12,9 +12,12 @@
 //! a full node's.
 //!
 //! The pods' SCTP observers are stopped (their packet sockets would copy every packet). Rounds
-//! alternate the modes, no agent first (A B, B A, A B, ...), so drift hits both:
-//! - no agent: the agent killed and its table deleted (kube-proxy's table stays, as in both);
-//! - agent: a fresh agent process, ready, its table checked against the compiler's.
+//! run the modes back to back, in turn forwards and backwards (A B C, C B A, ...), so drift hits
+//! them all:
+//! - no agent: the agent killed and its table deleted (kube-proxy's table stays, as in all);
+//! - agent: a fresh agent process, ready, its table checked against the compiler's;
+//! - observe: the same with the bench namespaces annotated `kube-nftpol.io/observe: "true"`,
+//!   so the first packet of every connection is logged through NFLOG too.
 //!
 //! Each round measures, with [`traffic`]: new TCP connections per second (four clients in
 //! parallel, connect-send-receive-close); one bulk TCP stream; request latency on a fresh
@@ -39,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use kube_nftpol::compile::{self, Options, TABLE_FAMILY, TABLE_NAME};
 use kube_nftpol::dataplane::readback::Summary;
+use kube_nftpol::model::OBSERVE_ANNOTATION;
 use kube_nftpol::source::manifests;
 use serde_json::{Value, json};
 
@@ -113,6 +117,7 @@ fn dataplane_benchmark_agent_with_10000_pods_against_no_agent() {
 enum Mode {
     NoAgent,
     Agent,
+    Observe,
 }
 
 async fn benchmark(settings: Settings) -> Result<String> {
@@ -131,19 +136,31 @@ async fn benchmark(settings: Settings) -> Result<String> {
             &NODES[1].1.to_string(),
         ],
     )?;
-    let path = cluster.manifests().join("cluster.json");
-    std::fs::write(&path, manifest(&cluster).to_string())
-        .map_err(|e| format!("writing {}: {e}", path.display()))?;
-    let snapshot = manifests::load_dir(&cluster.manifests())
-        .map_err(|e| format!("the benchmark's manifests do not load: {e}"))?
-        .snapshot;
-    let expected = compile::compile_with_interfaces(
-        &snapshot,
-        node.name,
-        &cluster.interfaces(NODE, true),
-        &Options::default(),
-    );
-    let expected_summary = Summary::of(&expected);
+    let observed_manifests = cluster.scratch().join("manifests-observed");
+    let mut expected_summaries = Vec::new();
+    let mut compiled = Vec::new();
+    for (dir, observed) in [
+        (cluster.manifests(), false),
+        (observed_manifests.clone(), true),
+    ] {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join("cluster.json");
+        std::fs::write(&path, manifest(&cluster, observed).to_string())
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        let snapshot = manifests::load_dir(&dir)
+            .map_err(|e| format!("the benchmark's manifests do not load: {e}"))?
+            .snapshot;
+        let ruleset = compile::compile_with_interfaces(
+            &snapshot,
+            node.name,
+            &cluster.interfaces(NODE, true),
+            &Options::default(),
+        );
+        expected_summaries.push(Summary::of(&ruleset));
+        compiled.push((snapshot, ruleset));
+    }
+    let [(snapshot, expected), _] =
+        <[_; 2]>::try_from(compiled).map_err(|_| "two compiled manifests".to_owned())?;
     let flood_targets: Vec<Ipv4Addr> = snapshot
         .pods()
         .filter(|p| p.node.as_deref() == Some(node.name) && p.key.to_string() != FLOODER)
@@ -164,20 +181,29 @@ async fn benchmark(settings: Settings) -> Result<String> {
         settings.phase,
     ));
 
-    let mut results = [Measured::default(), Measured::default()];
+    let mut results = [
+        Measured::default(),
+        Measured::default(),
+        Measured::default(),
+    ];
     let mut layout = String::new();
     for round in 0..settings.rounds {
         let order = if round % 2 == 0 {
-            [Mode::NoAgent, Mode::Agent]
+            [Mode::NoAgent, Mode::Agent, Mode::Observe]
         } else {
-            [Mode::Agent, Mode::NoAgent]
+            [Mode::Observe, Mode::Agent, Mode::NoAgent]
         };
         for mode in order {
             let mut agent = None;
             match mode {
                 Mode::NoAgent => delete_table(&cluster).await?,
-                Mode::Agent => {
-                    let started = start_agent(&cluster, &expected_summary).await?;
+                Mode::Agent | Mode::Observe => {
+                    let (manifests, expected) = if mode == Mode::Observe {
+                        (&observed_manifests, &expected_summaries[1])
+                    } else {
+                        (&cluster.manifests(), &expected_summaries[0])
+                    };
+                    let started = start_agent(&cluster, manifests, expected).await?;
                     layout = check_layout(&cluster).await?;
                     agent = Some(started);
                 }
@@ -194,7 +220,7 @@ async fn benchmark(settings: Settings) -> Result<String> {
             // closing RST was out of window) passes as established and skips the chains; a
             // handful of the tens of thousands do. More than 1 % means the load is not taking
             // the chain being measured.
-            if mode == Mode::Agent && allowed * 100 < connections * 99 {
+            if mode != Mode::NoAgent && allowed * 100 < connections * 99 {
                 return Err(format!(
                     "the allowing rule counted {allowed} packets for {connections} connections: \
                      the connections did not take the chain being measured"
@@ -232,14 +258,17 @@ async fn benchmark(settings: Settings) -> Result<String> {
         }
     }
     delete_table(&cluster).await?;
-    Ok(report::table(
-        &results,
+    let [base, enforce, observe] = &results;
+    let mut table = report::table(
+        &[base, enforce],
         &expected,
         &layout,
         flood_targets.len(),
         settings.rounds,
         settings.phase,
-    ))
+    );
+    table.push_str(&report::observe_table(base, enforce, observe));
+    Ok(table)
 }
 
 impl Mode {
@@ -247,6 +276,7 @@ impl Mode {
         match self {
             Self::NoAgent => "no agent",
             Self::Agent => "agent",
+            Self::Observe => "agent, observe mode",
         }
     }
 
@@ -255,6 +285,7 @@ impl Mode {
         match self {
             Self::NoAgent => "no-agent",
             Self::Agent => "agent",
+            Self::Observe => "observe",
         }
     }
 }
@@ -432,11 +463,14 @@ fn plan() -> Vec<PodPlan> {
 
 /// The generated cluster (whose `node-1` pods land on the simulator's node-1 as objects) plus
 /// the bench namespaces, pods and policies, as one `List`.
-fn manifest(cluster: &Cluster) -> Value {
+/// The benchmark's cluster; with `observed`, the bench namespaces are in observe mode.
+fn manifest(cluster: &Cluster, observed: bool) -> Value {
     let mut items: Vec<Value> = ScaleCluster::plain().objects().collect();
+    let annotations = observed.then(|| json!({OBSERVE_ANNOTATION: "true"}));
     for (namespace, team) in [("bench", "bench"), ("bench-flood", "flood")] {
         items.push(json!({"apiVersion": "v1", "kind": "Namespace",
-                          "metadata": {"name": namespace, "labels": {"team": team}}}));
+                          "metadata": {"name": namespace, "labels": {"team": team},
+                                       "annotations": annotations}}));
     }
     for p in &cluster.pods {
         let role = match p.identity.as_str() {
@@ -511,11 +545,15 @@ fn bench_policies() -> Vec<Value> {
 }
 
 /// Starts the agent on the node and waits until it is ready and its table is the compiled one.
-async fn start_agent(cluster: &Cluster, expected: &Summary) -> Result<NetnsProcess> {
+async fn start_agent(
+    cluster: &Cluster,
+    manifests: &std::path::Path,
+    expected: &Summary,
+) -> Result<NetnsProcess> {
     let node = &cluster.nodes[NODE];
     let (program, args) = agent::command(
         node.name,
-        &SourceArgs::Manifests(cluster.manifests()),
+        &SourceArgs::Manifests(manifests.to_owned()),
         agent::RESYNC_INTERVAL_SECS,
     )?;
     let log = cluster.scratch().join("agent-bench.log");

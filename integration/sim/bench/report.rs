@@ -52,14 +52,14 @@ fn percentile(samples: &[Duration], p: f64) -> f64 {
 
 /// The table: no agent against the agent.
 pub fn table(
-    results: &[Measured; 2],
+    results: &[&Measured; 2],
     ruleset: &Ruleset,
     layout: &str,
     flood_targets: usize,
     rounds: usize,
     phase: Duration,
 ) -> String {
-    let [base, agent] = results;
+    let [base, agent] = *results;
     let mut out = String::new();
     let rules: usize = ruleset.chains.iter().map(|c| c.rules.len()).sum();
     let elements: usize = ruleset.sets.iter().map(|s| s.elements.len()).sum();
@@ -231,4 +231,79 @@ fn profile_rounds(out: &mut String, base: &Measured, agent: &Measured) {
         );
     }
     let _ = writeln!(out, "predicted ratio, median: {:.3}", median(&predicted));
+}
+
+/// Observe mode against no agent, beside the agent enforcing alone: the rates and latencies of
+/// the same rounds, and the NFLOG records the logged first packets made.
+pub fn observe_table(base: &Measured, enforce: &Measured, observe: &Measured) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nObserve mode (the bench namespaces annotated kube-nftpol.io/observe: every new \
+         connection's first packet logged through NFLOG as well):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| measure | no agent | agent | ratio | agent, observe | ratio | target |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    let mut row = |what: &str, unit: &str, pick: &dyn Fn(&Measured) -> f64, target: &str| {
+        let (a, b, c) = (pick(base), pick(enforce), pick(observe));
+        let ratio = |x: f64| if a > 0.0 { x / a } else { 0.0 };
+        let _ = writeln!(
+            out,
+            "| {what} | {a:.1} {unit} | {b:.1} {unit} | {:.3} | {c:.1} {unit} | {:.3} | {target} |",
+            ratio(b),
+            ratio(c),
+        );
+    };
+    row(
+        "new TCP connections/s, 4 clients",
+        "/s",
+        &|m| median(&m.connections_per_second),
+        ">= 0.95",
+    );
+    row(
+        "bulk throughput, 1 TCP stream",
+        "Gbit/s",
+        &|m| median(&m.bits_per_second) / 1e9,
+        ">= 0.98",
+    );
+    row(
+        "latency p99, fresh connection",
+        "µs",
+        &|m| percentile(&m.fresh, 0.99),
+        "<= 1.1",
+    );
+    row(
+        "latency p99, kept-open connection",
+        "µs",
+        &|m| percentile(&m.kept_open, 0.99),
+        "<= 1.1",
+    );
+    let pairs: Vec<f64> = base
+        .connections_per_second
+        .iter()
+        .zip(&observe.connections_per_second)
+        .map(|(a, b)| if *a > 0.0 { b / a } else { 0.0 })
+        .collect();
+    let listed: Vec<String> = pairs.iter().map(|r| format!("{r:.3}")).collect();
+    let _ = writeln!(
+        out,
+        "\nconnections/s ratio per round, observe mode to no agent (run back to back): {}; median \
+         {:.3}",
+        listed.join(", "),
+        median(&pairs),
+    );
+    profile_rounds(&mut out, base, observe);
+    let _ = writeln!(
+        out,
+        "SYNs counted by the allowing rule in observe mode: {} of {} connections; agent CPU while \
+         measuring: {:.1} % of one core (enforcing alone: {:.1} %)",
+        observe.syns_through_chain,
+        observe.connections,
+        100.0 * observe.agent_cpu.as_secs_f64() / observe.agent_wall.as_secs_f64().max(1e-9),
+        100.0 * enforce.agent_cpu.as_secs_f64() / enforce.agent_wall.as_secs_f64().max(1e-9),
+    );
+    out
 }

@@ -61,7 +61,7 @@ const UDP6_EGRESS: &str = "600895f800091140fd000099000000000000000000000002fd000
 
 const INGRESS: &str = "knp:deny:ingress:shop/backend-0";
 
-fn decode_hex(prefix: &str, payload: &str) -> Result<DeniedPacket, DecodeError> {
+fn decode_hex(prefix: &str, payload: &str) -> Result<LoggedPacket, DecodeError> {
     decode(&Record::new(prefix, hex(payload)))
 }
 
@@ -74,8 +74,8 @@ fn a_captured_ipv4_tcp_syn_decodes_to_pod_direction_addresses_and_ports() {
     let packet = decode_hex(INGRESS, TCP4_SYN).unwrap();
     assert_eq!(
         packet,
-        DeniedPacket {
-            enforcement: Enforcement::Enforce,
+        LoggedPacket {
+            kind: LogKind::Denied,
             direction: Direction::Ingress,
             pod: ObjectKey::new("shop", "backend-0"),
             source: ip("10.99.0.1"),
@@ -90,11 +90,11 @@ fn a_captured_ipv4_tcp_syn_decodes_to_pod_direction_addresses_and_ports() {
 #[test]
 fn a_record_with_the_audit_prefix_decodes_as_audited() {
     let packet = decode_hex("knp:audit:ingress:shop/backend-0", TCP4_SYN).unwrap();
-    assert_eq!(packet.enforcement, Enforcement::Audit);
+    assert_eq!(packet.kind, LogKind::Audited);
     assert_eq!(
         packet,
-        DeniedPacket {
-            enforcement: Enforcement::Audit,
+        LoggedPacket {
+            kind: LogKind::Audited,
             ..decode_hex(INGRESS, TCP4_SYN).unwrap()
         }
     );
@@ -267,12 +267,24 @@ fn prefixes_are_checked() {
     let key = || ObjectKey::new("shop", "backend-0");
     assert_eq!(
         parse_prefix("knp:deny:egress:shop/backend-0"),
-        Ok((Enforcement::Enforce, Direction::Egress, key()))
+        Ok((LogKind::Denied, Direction::Egress, key()))
     );
     assert_eq!(
         parse_prefix("knp:audit:ingress:shop/backend-0"),
-        Ok((Enforcement::Audit, Direction::Ingress, key()))
+        Ok((LogKind::Audited, Direction::Ingress, key()))
     );
+    assert_eq!(
+        parse_prefix("knp:allow:egress:shop/backend-0"),
+        Ok((LogKind::Allowed, Direction::Egress, key()))
+    );
+    assert_eq!(
+        parse_prefix("knp:open:ingress:shop/backend-0"),
+        Ok((LogKind::NotIsolated, Direction::Ingress, key()))
+    );
+    assert!(matches!(
+        parse_prefix("knp:accept:ingress:shop/backend-0"),
+        Err(DecodeError::ForeignPrefix { .. })
+    ));
     // Pod names are DNS subdomains: dots stay in the name.
     assert_eq!(
         parse_prefix("knp:deny:ingress:shop/web.v2-0").unwrap().2,

@@ -42,8 +42,8 @@ fn see<K: Clone + Eq + Hash>(
     (summaries, dedup.observe(key, now, wall))
 }
 
-fn packet(source_port: u16, destination_port: u16) -> DeniedPacket {
-    DeniedPacket {
+fn packet(source_port: u16, destination_port: u16) -> LoggedPacket {
+    LoggedPacket {
         direction: Direction::Ingress,
         pod: ObjectKey::new("shop", "backend-0"),
         source: "10.244.1.20".parse().unwrap(),
@@ -51,7 +51,7 @@ fn packet(source_port: u16, destination_port: u16) -> DeniedPacket {
         protocol: IpProtocol::Tcp,
         source_port: Some(source_port),
         destination_port: Some(destination_port),
-        enforcement: crate::model::Enforcement::Enforce,
+        kind: crate::compile::LogKind::Denied,
     }
 }
 
@@ -150,31 +150,31 @@ fn source_ports_do_not_split_a_flow() {
 fn everything_else_the_line_says_splits_flows() {
     let base = packet(40000, 9090);
     let mut variants = vec![base.clone()];
-    variants.push(DeniedPacket {
+    variants.push(LoggedPacket {
         destination_port: Some(9091),
         ..base.clone()
     });
-    variants.push(DeniedPacket {
+    variants.push(LoggedPacket {
         protocol: IpProtocol::Udp,
         ..base.clone()
     });
-    variants.push(DeniedPacket {
+    variants.push(LoggedPacket {
         direction: Direction::Egress,
         ..base.clone()
     });
-    variants.push(DeniedPacket {
+    variants.push(LoggedPacket {
         pod: ObjectKey::new("shop", "backend-1"),
         ..base.clone()
     });
-    variants.push(DeniedPacket {
+    variants.push(LoggedPacket {
         source: "10.244.1.21".parse::<IpAddr>().unwrap(),
         ..base.clone()
     });
-    variants.push(DeniedPacket {
+    variants.push(LoggedPacket {
         destination: "10.244.1.12".parse::<IpAddr>().unwrap(),
         ..base.clone()
     });
-    variants.push(DeniedPacket {
+    variants.push(LoggedPacket {
         destination_port: None,
         ..base
     });

@@ -5,7 +5,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::json;
 
 use super::*;
-use crate::flow_line::FlowLine;
+use crate::flow_line::{AllowedBy, FlowLine};
 use crate::model::{IpProtocol, ObjectKey, Owner, PodPhase};
 
 /// The record as the agent's text drop log writes it.
@@ -74,10 +74,10 @@ fn snapshot() -> Snapshot {
     s
 }
 
-fn packet(direction: Direction, pod: &str, source: &str, destination: &str) -> DeniedPacket {
+fn packet(direction: Direction, pod: &str, source: &str, destination: &str) -> LoggedPacket {
     let (namespace, name) = pod.split_once('/').unwrap();
-    DeniedPacket {
-        enforcement: Enforcement::Enforce,
+    LoggedPacket {
+        kind: LogKind::Denied,
         direction,
         pod: ObjectKey::new(namespace, name),
         source: source.parse().unwrap(),
@@ -287,8 +287,8 @@ fn the_example_cluster_logs_a_denied_call_from_payments_to_the_shop_backend() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples"),
     )
     .unwrap();
-    let denied = DeniedPacket {
-        enforcement: Enforcement::Enforce,
+    let denied = LoggedPacket {
+        kind: LogKind::Denied,
         direction: Direction::Ingress,
         pod: ObjectKey::new("shop", "backend-5c8b6-qx2lp"),
         source: "10.244.1.20".parse().unwrap(),
@@ -320,7 +320,7 @@ fn an_audited_packet_is_recorded_with_the_audit_action() {
         "10.244.1.20",
         "10.244.1.11",
     );
-    audited.enforcement = Enforcement::Audit;
+    audited.kind = LogKind::Audited;
     let record = enrich(&audited, &snapshot(), now());
     assert_eq!(record.action, Action::Audit);
     let json: serde_json::Value =
@@ -342,8 +342,72 @@ fn a_pod_name_cut_by_the_audit_prefix_limit_is_found_through_its_address() {
         "10.244.1.20",
         "10.244.1.30",
     );
-    audited.enforcement = Enforcement::Audit;
+    audited.kind = LogKind::Audited;
     let record = enrich(&audited, &s, now());
     assert_eq!(record.pod.name, long_name);
     assert_eq!(record.action, Action::Audit);
+}
+
+#[test]
+fn an_allowed_first_packet_names_the_rule_evaluate_finds() {
+    // frontend-0 -> backend-0: backend's ingress isolated by two policies, allowed by
+    // backend-from-frontend's first rule.
+    let mut allowed = packet(
+        Direction::Ingress,
+        "shop/backend-0",
+        "10.244.1.12",
+        "10.244.1.11",
+    );
+    allowed.kind = LogKind::Allowed;
+    let line = enrich(&allowed, &snapshot(), now());
+    assert_eq!(line.action, Action::Allow);
+    assert_eq!(
+        line.allowed_by,
+        Some(AllowedBy {
+            policy: "shop/backend-from-frontend".into(),
+            rule: 0
+        })
+    );
+    assert_eq!(
+        line.policies,
+        ["shop/backend-from-frontend", "shop/default-deny-ingress"]
+    );
+    assert_eq!(
+        text(line),
+        "2025-01-02T03:04:05.678Z ALLOW ingress shop/frontend-0 -> shop/backend-0 tcp/9090 \
+         (allowed by shop/backend-from-frontend ingress[0])"
+    );
+}
+
+#[test]
+fn a_first_packet_of_a_pod_no_policy_isolates_is_allowed_with_no_policy() {
+    let mut open = packet(
+        Direction::Egress,
+        "shop/frontend-0",
+        "10.244.1.12",
+        "10.244.1.11",
+    );
+    open.kind = LogKind::NotIsolated;
+    let line = enrich(&open, &snapshot(), now());
+    assert_eq!(line.action, Action::Allow);
+    assert!(line.policies.is_empty() && line.allowed_by.is_none());
+    assert!(text(line).ends_with("tcp/9090 (not isolated)"));
+}
+
+#[test]
+fn an_allowed_flow_without_ports_names_no_rule() {
+    // ICMP: policies allow it by peer only; evaluate needs a port, so no rule is named.
+    let mut icmp = packet(
+        Direction::Egress,
+        "shop/backend-0",
+        "10.244.1.11",
+        "10.1.2.3",
+    );
+    icmp.kind = LogKind::Allowed;
+    icmp.protocol = IpProtocol::Icmp;
+    icmp.source_port = None;
+    icmp.destination_port = None;
+    let line = enrich(&icmp, &snapshot(), now());
+    assert_eq!((line.action, line.allowed_by), (Action::Allow, None));
+    assert_eq!(line.policies, ["shop/backend-egress"]);
 }

@@ -242,6 +242,7 @@ fn expr(e: &Expr) -> Value {
         Expr::Accept => json!({"accept": null}),
         Expr::Drop => json!({"drop": null}),
         Expr::Return => json!({"return": null}),
+        Expr::Goto(chain) => json!({"goto": {"target": chain}}),
     }
 }
 

@@ -175,6 +175,7 @@ fn expr(e: &Expr) -> String {
         Expr::Accept => "accept".into(),
         Expr::Drop => "drop".into(),
         Expr::Return => "return".into(),
+        Expr::Goto(chain) => format!("goto {chain}"),
     }
 }
 

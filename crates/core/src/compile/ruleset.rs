@@ -294,6 +294,9 @@ pub enum Expr {
     Drop,
     /// `return`.
     Return,
+    /// `goto CHAIN`: the chain's verdict is this one's (its `return`, or its end, goes back to
+    /// whoever jumped here).
+    Goto(String),
 }
 
 /// Bytes of each logged packet copied to userspace (headers are enough).

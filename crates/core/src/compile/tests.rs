@@ -353,6 +353,136 @@ fn the_audit_all_option_audits_every_namespace_and_changes_nothing_else() {
     assert_eq!((all.sets, all.maps), (enforced.sets, enforced.maps));
 }
 
+/// `web` observed (annotation) or not, with pod `a` isolated for ingress by an allow from app
+/// b, and pod `b` isolated by nothing; `api` never annotated.
+fn observe_cluster(observed: bool) -> Snapshot {
+    let mut s = Snapshot::new();
+    let mut web = Namespace::new("web", Labels::new());
+    web.observe = observed;
+    s.upsert_namespace(web);
+    s.upsert_pod(pod("web", "a", "a", "n1", "10.0.0.1"));
+    s.upsert_pod(pod("web", "b", "b", "n1", "10.0.0.3"));
+    s.upsert_pod(pod("api", "a", "a", "n1", "10.0.0.2"));
+    s.upsert_network_policy(&allow_from_app_b()).unwrap();
+    s
+}
+
+#[test]
+fn an_observed_pods_allowing_rules_go_through_its_allow_log_chain() {
+    let r = compile(&observe_cluster(true), "n1", &Options::default());
+    let rules = &r.chain("in_web_a").unwrap().rules;
+    let allowing: Vec<&Rule> = rules
+        .iter()
+        .filter(|r| r.comment.as_deref() == Some("web/from-b ingress[0]"))
+        .collect();
+    assert!(!allowing.is_empty());
+    for rule in allowing {
+        assert_eq!(
+            rule.exprs[rule.exprs.len() - 2..],
+            [Expr::Counter, Expr::Goto("ai_web_a".into())]
+        );
+    }
+    // Traffic to itself is exempt and not logged; the default deny still logs and drops.
+    assert_eq!(rules[0].exprs.last(), Some(&Expr::Accept));
+    assert_eq!(
+        chain_tail(&r, "in_web_a").0,
+        "knp:deny:ingress:web/a".to_owned()
+    );
+    let allow_log = r.chain("ai_web_a").unwrap();
+    assert_eq!(
+        allow_log.rules[0].exprs,
+        [
+            Expr::Limit {
+                rate_per_second: 10,
+                burst_packets: 20
+            },
+            Expr::Log {
+                prefix: "knp:allow:ingress:web/a".into(),
+                group: 100
+            }
+        ]
+    );
+    assert_eq!(allow_log.rules[1].exprs, [Expr::Accept]);
+}
+
+#[test]
+fn an_observed_direction_no_policy_isolates_dispatches_to_its_open_log_chain() {
+    let r = compile(&observe_cluster(true), "n1", &Options::default());
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    // web/a is isolated for ingress only: its egress, and both directions of web/b, log open.
+    assert_eq!(
+        map_entries(&r, "egress4"),
+        [
+            (ip("10.0.0.1"), MapVerdict::Jump("oe_web_a".into())),
+            (ip("10.0.0.3"), MapVerdict::Jump("oe_web_b".into())),
+        ]
+    );
+    assert_eq!(
+        map_entries(&r, "ingress4"),
+        [
+            (ip("10.0.0.1"), MapVerdict::Goto("in_web_a".into())),
+            (ip("10.0.0.3"), MapVerdict::Goto("oi_web_b".into())),
+        ]
+    );
+    let open = r.chain("oe_web_b").unwrap();
+    assert_eq!(
+        open.rules.len(),
+        2,
+        "to itself, a log rule and no verdict: {open:?}"
+    );
+    assert_eq!(
+        open.rules[0].exprs,
+        [
+            Expr::AddressIs(AddrField::Destination, ip("10.0.0.3")),
+            Expr::Return
+        ]
+    );
+    assert!(open.rules[1].exprs.contains(&Expr::Log {
+        prefix: "knp:open:egress:web/b".into(),
+        group: 100
+    }));
+    // Namespace api is not observed: nothing of it is logged unless denied.
+    assert!(r.chains.iter().all(|c| !c.name.contains("_api_")));
+}
+
+#[test]
+fn observe_mode_adds_only_log_chains_and_changes_no_verdict() {
+    let plain = compile(&observe_cluster(false), "n1", &Options::default());
+    let observed = compile(&observe_cluster(true), "n1", &Options::default());
+    let all = compile(
+        &observe_cluster(false),
+        "n1",
+        &Options {
+            observe_all: true,
+            ..Options::default()
+        },
+    );
+    // The agent's --observe also observes api.
+    assert!(all.chain("oe_api_a").is_some());
+    assert_eq!(plain.sets, observed.sets);
+    for chain in &plain.chains {
+        let other = observed.chain(&chain.name).unwrap();
+        assert_eq!(chain.rules.len(), other.rules.len(), "{}", chain.name);
+        for (a, b) in chain.rules.iter().zip(&other.rules) {
+            let same_but_goto = a.exprs.len() == b.exprs.len()
+                && a.exprs[..a.exprs.len() - 1] == b.exprs[..b.exprs.len() - 1]
+                && matches!(b.exprs.last(), Some(Expr::Goto(_)));
+            assert!(
+                a == b || same_but_goto,
+                "{}: {a:?} against {b:?}",
+                chain.name
+            );
+        }
+    }
+    let added: Vec<&str> = observed
+        .chains
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|name| plain.chain(name).is_none())
+        .collect();
+    assert_eq!(added, ["ai_web_a", "oe_web_a", "oe_web_b", "oi_web_b"]);
+}
+
 #[test]
 fn port_lists_are_sorted_and_merged_per_protocol() {
     let p = |protocol, start, end| ProtocolPorts {

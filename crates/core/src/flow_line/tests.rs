@@ -40,6 +40,7 @@ fn record() -> FlowLine {
             "payments/allow-dns".into(),
             "payments/default-deny-all".into(),
         ],
+        allowed_by: None,
         count: 1,
         first_ts: None,
         last_ts: None,
@@ -269,4 +270,37 @@ fn malformed_flow_lines_are_errors() {
             FlowLine::parse(&line)
         );
     }
+}
+
+#[test]
+fn an_allowed_line_names_its_rule_and_reads_back() {
+    let mut allowed = record();
+    allowed.action = Action::Allow;
+    allowed.policies = vec!["payments/egress-to-shop".into()];
+    allowed.allowed_by = Some(AllowedBy {
+        policy: "payments/egress-to-shop".into(),
+        rule: 1,
+    });
+    let json = allowed.render(Format::Json).unwrap();
+    assert!(
+        json.contains(r#""action":"allow","#) && json.contains(
+            r#""policies":["payments/egress-to-shop"],"allowed_by":{"policy":"payments/egress-to-shop","rule":1},"count":1}"#
+        ),
+        "{json}"
+    );
+    assert_eq!(read(&json), allowed);
+    assert_eq!(
+        allowed.to_text(),
+        "2026-11-23T13:47:44.351Z ALLOW egress payments/payments-api-0 -> \
+         shop/backend-5c8b6-qx2lp tcp/9090 (allowed by payments/egress-to-shop egress[1])"
+    );
+    let mut open = allowed.clone();
+    open.policies.clear();
+    open.allowed_by = None;
+    assert!(
+        open.to_text().ends_with("tcp/9090 (not isolated)"),
+        "{}",
+        open.to_text()
+    );
+    assert!(!Action::Allow.is_denied() && Action::Audit.is_denied() && Action::Deny.is_denied());
 }

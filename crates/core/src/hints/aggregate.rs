@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use super::{DeniedFlow, FlowPeer};
+use super::{FlowPeer, FlowToAllow};
 use crate::model::{Direction, IpProtocol, ObjectKey};
 
 /// What makes two denied flows the same flow.
@@ -29,7 +29,7 @@ enum PeerKey {
 }
 
 impl FlowKey {
-    fn of(flow: &DeniedFlow) -> Self {
+    fn of(flow: &FlowToAllow) -> Self {
         Self {
             pod: flow.pod.key.clone(),
             direction: flow.direction,
@@ -45,7 +45,7 @@ impl FlowKey {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    flow: DeniedFlow,
+    flow: FlowToAllow,
     /// When it was last seen, in [`Aggregate::clock`] ticks.
     seen: u64,
 }
@@ -81,7 +81,7 @@ impl Aggregate {
     /// Adds a flow: a repeat adds its drops to the flow's and takes its labels; a new flow may
     /// evict the least recently seen one. Returns how many flows were evicted (0 or 1; a zero
     /// capacity keeps nothing and counts each flow as evicted).
-    pub fn record(&mut self, flow: DeniedFlow) -> u64 {
+    pub fn record(&mut self, flow: FlowToAllow) -> u64 {
         let key = FlowKey::of(&flow);
         self.clock += 1;
         if let Some(entry) = self.entries.get_mut(&key) {
@@ -117,7 +117,7 @@ impl Aggregate {
     }
 
     /// The flows kept, in a fixed order (by pod, direction, peer, protocol, port).
-    pub fn flows(&self) -> impl Iterator<Item = &DeniedFlow> {
+    pub fn flows(&self) -> impl Iterator<Item = &FlowToAllow> {
         self.entries.values().map(|e| &e.flow)
     }
 
@@ -147,8 +147,8 @@ mod tests {
     use super::*;
     use crate::hints::FlowPod;
 
-    fn flow(pod: &str, port: u16) -> DeniedFlow {
-        DeniedFlow {
+    fn flow(pod: &str, port: u16) -> FlowToAllow {
+        FlowToAllow {
             direction: Direction::Egress,
             pod: FlowPod {
                 key: ObjectKey::new("ns", pod),

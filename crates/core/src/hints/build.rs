@@ -31,6 +31,7 @@ struct Rules {
 pub(super) fn policies(
     groups: BTreeMap<(Workload, Direction), Group>,
     snapshot: Option<&Snapshot>,
+    observed: bool,
     issues: &mut BTreeSet<Issue>,
 ) -> Vec<Suggestion> {
     // Workloads of different kinds with the same name in one namespace get the kind in their
@@ -55,7 +56,15 @@ pub(super) fn policies(
                 message,
             });
         };
-        match suggestion(workload, *direction, group, snapshot, qualify, &mut report) {
+        match suggestion(
+            workload,
+            *direction,
+            group,
+            snapshot,
+            observed,
+            qualify,
+            &mut report,
+        ) {
             Ok(suggestion) => suggestions.push(suggestion),
             Err((kind, message)) => report(kind, format!("not suggested: {message}")),
         }
@@ -70,14 +79,19 @@ fn suggestion(
     direction: Direction,
     group: &Group,
     snapshot: Option<&Snapshot>,
+    observed: bool,
     qualify: bool,
     report: &mut dyn FnMut(IssueKind, String),
 ) -> Result<Suggestion, (IssueKind, String)> {
     let seen: Vec<&Labels> = group.pods.iter().collect();
     let chosen = labels::choose(workload, &seen, snapshot)
         .map_err(|problem| (IssueKind::NoSelector, problem.to_string()))?;
-    if let Some(snapshot) = snapshot {
-        check_isolated(snapshot, workload, &chosen.labels, direction)?;
+    let newly = snapshot
+        .map(|snapshot| newly_isolated(snapshot, workload, &chosen.labels, direction))
+        .unwrap_or_default();
+    let isolates = !newly.is_empty();
+    if isolates && !observed {
+        return Err(would_isolate(&newly, &chosen.labels, direction));
     }
     let Rules {
         mut rules,
@@ -86,7 +100,29 @@ fn suggestion(
         external,
         mut notes,
     } = rules(workload, group, &chosen, snapshot, report);
-    if rules.is_empty() {
+    let saw_nothing =
+        group.dns.flows == 0 && group.pod_peers.is_empty() && group.ip_peers.is_empty();
+    if observed && saw_nothing {
+        notes.push(format!(
+            "no {direction} flow was observed: the policy allows none"
+        ));
+    }
+    if isolates {
+        notes.push(format!(
+            "{} (selected by {}) {} not isolated for {direction} today: applying this policy \
+             isolates {}, and everything else {} in that direction is then denied",
+            newly.join(", "),
+            selector_text(&chosen.labels),
+            if newly.len() == 1 { "is" } else { "are" },
+            if newly.len() == 1 { "it" } else { "them" },
+            if newly.len() == 1 {
+                "it does"
+            } else {
+                "they do"
+            },
+        ));
+    }
+    if rules.is_empty() && !(observed && saw_nothing) {
         return Err((
             IssueKind::NoPeerSelector,
             "every peer was left out".to_owned(),
@@ -145,29 +181,32 @@ fn suggestion(
         dns: !group.dns.ports.is_empty(),
         external,
         notes,
+        isolates,
         policy,
     })
 }
 
-/// Fails when the selector picks pods that nothing isolates for `direction` now: the policy
-/// would isolate them, cutting everything else they do (the drops are older than the policies).
-fn check_isolated(
+/// The pods the selector picks that nothing isolates for `direction` now: the policy would
+/// isolate them.
+fn newly_isolated(
     snapshot: &Snapshot,
     workload: &Workload,
     labels: &Labels,
     direction: Direction,
-) -> Result<(), (IssueKind, String)> {
-    let newly: Vec<String> = snapshot
+) -> Vec<String> {
+    snapshot
         .pods_in(&workload.namespace)
         .filter(|p| may_be_policed(p) && selects(labels, p))
         .filter(|p| !isolated(snapshot, p, direction))
         .map(|p| p.key.to_string())
-        .collect();
-    if newly.is_empty() {
-        return Ok(());
-    }
+        .collect()
+}
+
+/// Denied flows only: the policy would isolate `newly`, cutting everything else they do (the
+/// drops are older than the policies).
+fn would_isolate(newly: &[String], labels: &Labels, direction: Direction) -> (IssueKind, String) {
     let one = newly.len() == 1;
-    Err((
+    (
         IssueKind::WouldIsolate,
         format!(
             "{} (selected by {}) {} not isolated for {direction} now, and the policy would \
@@ -177,7 +216,7 @@ fn check_isolated(
             if one { "is" } else { "are" },
             if one { "it" } else { "them" },
         ),
-    ))
+    )
 }
 
 /// The group's rules: DNS, then pod peers, then addresses, each by port set. Pod peers that no

@@ -1,17 +1,20 @@
 //! Denied flows from the flow log: the parts of a [`FlowLine`] (read from `kubectl logs` by
-//! [`parse_line`], or the agent's own, [`DeniedFlow::from_line`]) that a policy can name.
+//! [`parse_line`], or the agent's own, [`FlowToAllow::from_line`]) that a policy can name.
 //! Reading the line itself is [`crate::flow_line`]'s.
 
-use super::{DeniedFlow, FlowPeer, FlowPod};
+use super::{FlowPeer, FlowPod, FlowToAllow};
 use crate::flow_line::{self, FlowLine, LineError, PodInfo};
 use crate::model::ObjectKey;
 
-/// The denied flow on a log line; `Ok(None)` for lines that are not flow lines.
-pub fn parse_line(line: &str) -> Result<Option<DeniedFlow>, LineError> {
-    Ok(FlowLine::parse(line)?.map(|line| DeniedFlow::from_line(&line)))
+/// The denied flow on a log line; `Ok(None)` for lines that are not flow lines, or whose flow
+/// was allowed.
+pub fn parse_line(line: &str) -> Result<Option<FlowToAllow>, LineError> {
+    Ok(FlowLine::parse(line)?
+        .filter(|line| line.action.is_denied())
+        .map(|line| FlowToAllow::from_line(&line)))
 }
 
-impl DeniedFlow {
+impl FlowToAllow {
     /// The denied flow of a line, standing for its `count` packets.
     pub fn from_line(record: &FlowLine) -> Self {
         Self {
@@ -28,7 +31,8 @@ impl DeniedFlow {
     }
 }
 
-fn pod(info: &PodInfo) -> FlowPod {
+/// A pod as [`FlowToAllow`] carries it, from the line's form.
+pub(super) fn pod(info: &PodInfo) -> FlowPod {
     FlowPod {
         key: ObjectKey::new(info.namespace.as_str(), info.name.as_str()),
         labels: info.labels.clone(),
@@ -45,7 +49,7 @@ mod tests {
     /// The drop log's example line (`docs/observability.md`).
     const LINE: &str = r#"{"ts":"2026-11-23T13:47:44.351Z","action":"deny","direction":"egress","pod":{"namespace":"payments","name":"payments-api-0","labels":{"app":"payments-api"}},"peer":{"namespace":"shop","name":"backend-5c8b6-qx2lp","labels":{"app":"backend"}},"protocol":"tcp","port":9090,"source_port":46356,"source":"10.244.1.20","destination":"10.244.1.11","policies":["payments/allow-dns","payments/default-deny-all"]}"#;
 
-    fn flow(line: &str) -> DeniedFlow {
+    fn flow(line: &str) -> FlowToAllow {
         parse_line(line).unwrap().unwrap()
     }
 

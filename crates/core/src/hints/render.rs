@@ -15,7 +15,7 @@ pub fn to_yaml(suggestions: &Suggestions) -> serde_json::Result<String> {
     let mut out = yaml::comment(&header(suggestions));
     for suggestion in &suggestions.suggestions {
         out.push_str("---\n");
-        out.push_str(&yaml::comment(&about(suggestion)));
+        out.push_str(&yaml::comment(&about(suggestion, suggestions.observed)));
         out.push_str(&yaml::document(&serde_json::to_value(&suggestion.policy)?));
     }
     Ok(out)
@@ -35,9 +35,14 @@ fn header(suggestions: &Suggestions) -> String {
     // Writing to a String cannot fail.
     let _ = write!(
         text,
-        "kube-nftpol: {policies} suggested NetworkPolic{} from {} denied flow{}",
+        "kube-nftpol: {policies} suggested NetworkPolic{} from {} {} flow{}",
         if policies == 1 { "y" } else { "ies" },
         suggestions.denied_flows,
+        if suggestions.observed {
+            "observed"
+        } else {
+            "denied"
+        },
         if suggestions.denied_flows == 1 {
             ""
         } else {
@@ -51,11 +56,35 @@ fn header(suggestions: &Suggestions) -> String {
             suggestions.no_longer_denied
         );
     }
+    if suggestions.already_allowed > 0 {
+        let _ = write!(
+            text,
+            " ({} already allowed, left out)",
+            suggestions.already_allowed
+        );
+    }
     text.push('.');
-    if policies > 0 {
+    if policies > 0 && suggestions.observed {
+        text.push_str(
+            "\nEach allows exactly what was observed, for every pod of the workload, and isolates \
+             it in that direction: review before applying.",
+        );
+    } else if policies > 0 {
         text.push_str(
             "\nEach allows what was denied, for every pod of the workload: review before applying.",
         );
+    }
+    if !suggestions.excluded.is_empty() {
+        text.push_str("\nLeft out by --exclude (denied once the policies apply):");
+        for flow in &suggestions.excluded {
+            let _ = write!(text, "\n  {} {flow}", flow.id());
+        }
+    }
+    if !suggestions.external_left_out.is_empty() {
+        text.push_str("\nOutside the cluster, left out (add --include-external to allow them):");
+        for peer in &suggestions.external_left_out {
+            let _ = write!(text, "\n  {} {}", peer.id, peer.flow);
+        }
     }
     if !suggestions.issues.is_empty() {
         text.push_str("\nNot suggested:");
@@ -67,9 +96,14 @@ fn header(suggestions: &Suggestions) -> String {
 }
 
 /// What one policy was made from, and its notes.
-fn about(suggestion: &Suggestion) -> String {
+fn about(suggestion: &Suggestion, observed: bool) -> String {
+    let (seen, logged) = if observed {
+        ("observed", "logged packet")
+    } else {
+        ("denied", "logged drop")
+    };
     let mut text = format!(
-        "{}, {}: from {} denied flow{} ({} logged drop{})",
+        "{}, {}: from {} {seen} flow{} ({} {logged}{})",
         suggestion.workload,
         suggestion.direction,
         suggestion.denied_flows,

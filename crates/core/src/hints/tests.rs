@@ -74,8 +74,8 @@ fn denied(
     peer: FlowPeer,
     protocol: &str,
     port: u16,
-) -> DeniedFlow {
-    DeniedFlow {
+) -> FlowToAllow {
+    FlowToAllow {
         direction,
         pod,
         peer,
@@ -91,11 +91,11 @@ fn denied(
     }
 }
 
-fn egress(pod: FlowPod, peer: FlowPod, port: u16) -> DeniedFlow {
+fn egress(pod: FlowPod, peer: FlowPod, port: u16) -> FlowToAllow {
     denied(Direction::Egress, pod, FlowPeer::Pod(peer), "tcp", port)
 }
 
-fn ingress(pod: FlowPod, peer: FlowPod, port: u16) -> DeniedFlow {
+fn ingress(pod: FlowPod, peer: FlowPod, port: u16) -> FlowToAllow {
     denied(Direction::Ingress, pod, FlowPeer::Pod(peer), "tcp", port)
 }
 
@@ -103,7 +103,7 @@ fn external(ip: &str) -> FlowPeer {
     FlowPeer::External(ip.parse().unwrap())
 }
 
-fn offline(flows: &[DeniedFlow]) -> Suggestions {
+fn offline(flows: &[FlowToAllow]) -> Suggestions {
     suggest(flows, &Options::default())
 }
 
@@ -509,12 +509,13 @@ fn shop() -> Snapshot {
     snapshot
 }
 
-fn checked(flows: &[DeniedFlow], snapshot: &Snapshot) -> Suggestions {
+fn checked(flows: &[FlowToAllow], snapshot: &Snapshot) -> Suggestions {
     suggest(
         flows,
         &Options {
             snapshot: Some(snapshot),
             namespace: None,
+            observed: None,
         },
     )
 }

@@ -11,6 +11,10 @@ use super::{Labels, NAMESPACE_NAME_LABEL};
 /// The namespace annotation that selects audit mode: `kube-nftpol.io/enforcement: audit`.
 pub const ENFORCEMENT_ANNOTATION: &str = "kube-nftpol.io/enforcement";
 
+/// The namespace annotation that selects observe mode: `kube-nftpol.io/observe: "true"`: the
+/// first packet of every new connection of the namespace's pods is logged with its verdict.
+pub const OBSERVE_ANNOTATION: &str = "kube-nftpol.io/observe";
+
 /// What a namespace's default deny does with the packets no policy allows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,6 +61,8 @@ pub struct Namespace {
     pub labels: Labels,
     /// From the [`ENFORCEMENT_ANNOTATION`] annotation; enforce when absent.
     pub enforcement: Enforcement,
+    /// From the [`OBSERVE_ANNOTATION`] annotation (`"true"`); off when absent.
+    pub observe: bool,
 }
 
 impl Namespace {
@@ -72,6 +78,7 @@ impl Namespace {
             name: name.to_owned(),
             labels,
             enforcement: Enforcement::Enforce,
+            observe: false,
         }
     }
 
@@ -80,12 +87,16 @@ impl Namespace {
     pub fn from_k8s(namespace: &core::Namespace) -> Option<Self> {
         let name = namespace.metadata.name.as_deref()?;
         let mut converted = Self::new(name, namespace.metadata.labels.clone().unwrap_or_default());
-        let annotation = namespace
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ENFORCEMENT_ANNOTATION));
-        converted.enforcement = Enforcement::from_annotation(annotation.map(String::as_str));
+        let annotation = |name: &str| {
+            namespace
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(name))
+                .map(String::as_str)
+        };
+        converted.enforcement = Enforcement::from_annotation(annotation(ENFORCEMENT_ANNOTATION));
+        converted.observe = annotation(OBSERVE_ANNOTATION) == Some("true");
         Some(converted)
     }
 }

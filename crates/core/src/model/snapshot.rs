@@ -179,6 +179,11 @@ impl Snapshot {
             .map_or(Enforcement::Enforce, |ns| ns.enforcement)
     }
 
+    /// Whether a namespace is in observe mode; not when the namespace is unknown.
+    pub fn observed(&self, namespace: &str) -> bool {
+        self.namespaces.get(namespace).is_some_and(|ns| ns.observe)
+    }
+
     /// Labels of a namespace; the name label alone when the namespace is unknown.
     pub fn namespace_labels(&self, name: &str) -> Cow<'_, Labels> {
         match self.namespaces.get(name) {
