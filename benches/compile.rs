@@ -5,8 +5,9 @@
 //! plus rendering to nft text, for `compile` of the snapshot that follows one peer pod's label
 //! change (the case the programming latency target is about: a pod in another namespace starts or
 //! stops matching a cluster-wide selector), and for the Kubernetes source's copy of the
-//! snapshot after one pod event; then the process's peak resident memory (VmHWM) after building
-//! the snapshot and after the measurements.
+//! snapshot after one pod event, and for the linter behind the agent's posture metric on the
+//! whole cluster; then the process's peak resident memory (VmHWM) after building the snapshot
+//! and after the measurements.
 
 use std::hint::black_box;
 
@@ -15,6 +16,7 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher::Event;
 use kube_nftpol::compile::{self, Options, render_text};
+use kube_nftpol::lint;
 use kube_nftpol::model::{Namespace, Pod, Snapshot};
 use kube_nftpol::source::kubernetes::Cache;
 use kube_nftpol_test_support::scale_cluster::ScaleCluster;
@@ -189,6 +191,14 @@ fn main() {
             })
         },
     );
+    let lint_config = lint::Config::default();
+    println!(
+        "lint: {} findings on the cluster",
+        lint::lint(&snapshot, &lint_config).len()
+    );
+    criterion.bench_function("lint 10k pods / 1k policies (the posture metric)", |b| {
+        b.iter(|| lint::lint(black_box(&snapshot), &lint_config))
+    });
     criterion.final_summary();
 
     let fmt = |v: Option<u64>| {

@@ -1,7 +1,8 @@
 //! Smoke tests of the real API server the Kubernetes suites use (integration/support/apiserver.rs):
 //! it starts, stores Namespaces, Pods and NetworkPolicies, takes a Pod status as a kubelet
 //! would set it, verifies TLS, and keeps its data when the API server alone restarts; and
-//! `kube-nftpol explain --kubeconfig` reads the live cluster from it.
+//! `kube-nftpol explain --kubeconfig` and `kube-nftpol lint --kubeconfig` read the live cluster
+//! from it.
 //!
 //! Needs kube-apiserver and kubectl v1.20.2 from `sudo integration/apiserver/build.sh` (or
 //! `$KNP_APISERVER_BIN`) and `etcd`, `openssl`, `curl`; without them it fails loudly. `cargo test`
@@ -171,9 +172,10 @@ fn restarting_the_api_server_keeps_port_and_data() {
 
 /// `kube-nftpol explain --kubeconfig` reads the live cluster: pods with the IPs their status
 /// reports, policies, and namespaces that 1.20 leaves without `kubernetes.io/metadata.name`
-/// (the engine adds it, so a policy selecting that label matches).
+/// (the engine adds it, so a policy selecting that label matches). `kube-nftpol lint
+/// --kubeconfig` judges the same cluster, its findings without file locations.
 #[test]
-fn explain_reads_the_live_cluster() {
+fn explain_and_lint_read_the_live_cluster() {
     let server = start();
     kubectl(&server, &["create", "namespace", "shop"]);
     kubectl(&server, &["create", "namespace", "ops"]);
@@ -230,4 +232,36 @@ fn explain_reads_the_live_cluster() {
         text.starts_with("DENIED 10.0.0.9 -> shop/web tcp/81\n  egress  ops/prober (10.0.0.9)"),
         "{text}"
     );
+    let lint = std::process::Command::new(env!("CARGO_BIN_EXE_kube-nftpol"))
+        .args(["lint", "--format", "json", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap_or_else(|e| panic!("running kube-nftpol lint: {e}"));
+    let text = String::from_utf8_lossy(&lint.stdout);
+    assert_eq!(
+        lint.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&lint.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let findings: Vec<String> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            assert!(f.get("location").is_none(), "{f}");
+            format!("{} {}", f["rule"], f["object"]["name"])
+        })
+        .collect();
+    for expected in [
+        "\"missing-default-deny-ingress\" \"ops\"",
+        "\"unprotected-pod\" \"prober\"",
+        "\"missing-default-deny-ingress\" \"shop\"",
+    ] {
+        assert!(
+            findings.iter().any(|f| f == expected),
+            "{expected} not in {findings:#?}"
+        );
+    }
 }

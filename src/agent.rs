@@ -9,6 +9,7 @@
 //! kernel NFLOG (drops, observed flows) --> decode, dedup, enrich with the snapshot --> stdout lines
 //!                                                  \-> recent flows window --> /flows, /hints
 //! rule counters (every few seconds, on scrape) --> flowmetrics --> /metrics
+//! snapshots (at most once a minute, on the blocking pool) --> lint --> posture metric
 //! ```
 //!
 //! Snapshots arrive on a `watch` channel, so a burst of changes collapses into the latest one
@@ -21,11 +22,13 @@
 mod bindings;
 mod control;
 mod drop_log;
+mod posture;
 mod recent_flows;
 mod state;
 
 pub use control::{ApplyKind, ApplyLabels, ControlMetrics};
 pub use drop_log::{DropLogMetrics, DropLogOptions};
+pub use posture::{FindingLabels, PostureMetrics, PostureOptions};
 pub use recent_flows::{MAX_FLOWS as MAX_RECENT_FLOWS, Occupancy, RecentFlows, Report};
 pub use state::{Metrics, State};
 
@@ -67,6 +70,8 @@ pub struct Config {
     pub drop_log: DropLogOptions,
     /// Who may read `/flows` and `/hints`.
     pub flows_auth: access::Mode,
+    /// How the cluster's posture is linted for the metric.
+    pub posture: PostureOptions,
 }
 
 /// Where the agent reads the cluster from.
@@ -190,6 +195,11 @@ pub async fn run(config: Config, state: Arc<State>) -> anyhow::Result<()> {
     flows.baseline().await;
     state.set_flow_counters(Arc::clone(&flows));
     let flow_counters = tokio::spawn(flowmetrics::run(flows));
+    let posture = tokio::spawn(posture::run(
+        rx.clone(),
+        config.posture.clone(),
+        metrics.posture,
+    ));
     info!(node = %config.node_name, source = %config.source, addr = %config.metrics_addr, "agent started");
 
     let result = control::control_loop(
@@ -204,6 +214,7 @@ pub async fn run(config: Config, state: Arc<State>) -> anyhow::Result<()> {
     interfaces.abort();
     drops.abort();
     flow_counters.abort();
+    posture.abort();
     source.abort();
     info!("agent stopped; the table stays in place and keeps enforcing");
     result

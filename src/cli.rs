@@ -8,6 +8,7 @@
 //! - [`agent`]: `kube-nftpol agent`, the node daemon.
 //! - [`compile`]: `kube-nftpol compile`, a node's ruleset from manifests.
 //! - [`explain`]: `kube-nftpol explain`, the verdict for one flow with its reasons.
+//! - [`lint`]: `kube-nftpol lint`, NetworkPolicy mistakes and gaps in the isolation.
 //! - [`suggest`]: `kube-nftpol suggest`, NetworkPolicies for the denied flows of a drop log.
 //! - [`flows`]: `kube-nftpol flows`, every agent's recent flows merged by workload.
 //! - [`cluster_flows`]: reads every agent's `/flows` through the API server's pod proxy.
@@ -26,6 +27,7 @@ pub mod drop_line;
 pub mod explain;
 pub mod flow;
 pub mod flows;
+pub mod lint;
 pub mod load;
 pub mod logging;
 pub mod malloc;
@@ -99,6 +101,12 @@ Examples (deploy/examples is a demo cluster with example policies):
   kube-nftpol explain --manifests deploy/examples \\
     --from payments/payments-api-0 --to kube-system/coredns-6f6b7-xm4tp --port 53/udp";
 
+const LINT_EXAMPLES: &str = "\
+Examples (deploy/examples is a demo cluster with example policies):
+  kube-nftpol lint --manifests deploy/examples
+  kube-nftpol lint --manifests deploy/examples --format sarif > lint.sarif
+  kube-nftpol lint --kubeconfig ~/.kube/config --severity warning";
+
 const SUGGEST_EXAMPLE: &str = "\
 Example (the agents' drop logs, checked against the cluster, applied after review; NS is
 the agents' namespace):
@@ -129,6 +137,11 @@ pub enum Command {
     /// Exit status: 0 allowed, 1 denied, 2 bad input.
     #[command(after_help = EXPLAIN_EXAMPLES)]
     Explain(explain::ExplainArgs),
+    /// Find NetworkPolicy mistakes and gaps in the isolation, in manifests or the live cluster
+    ///
+    /// Exit status: 0 no finding at or above --severity, 1 findings, 2 bad input.
+    #[command(after_help = LINT_EXAMPLES)]
+    Lint(lint::LintArgs),
     /// Remove the agent's nftables table from this node, after the DaemonSet is gone
     ///
     /// Needs CAP_NET_ADMIN in the node's network namespace. Other tables are never touched.
@@ -169,6 +182,8 @@ pub enum Outcome {
     NothingFound,
     /// `flows`: some agents did not answer (the others' flows were printed). Exit status 1.
     Incomplete,
+    /// `lint` found something at or above the chosen severity. Exit status 1.
+    Findings,
 }
 
 impl Outcome {
@@ -176,7 +191,9 @@ impl Outcome {
     pub fn exit_code(self) -> ExitCode {
         match self {
             Self::Success => ExitCode::SUCCESS,
-            Self::Denied | Self::NothingFound | Self::Incomplete => ExitCode::from(1),
+            Self::Denied | Self::NothingFound | Self::Incomplete | Self::Findings => {
+                ExitCode::from(1)
+            }
         }
     }
 }
@@ -188,6 +205,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Agent(args) => agent::run(&args),
         Command::Compile(args) => compile::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Lint(args) => lint::run(&args),
         Command::Uninstall(args) => uninstall::run(&args),
         Command::Suggest(args) => suggest::run(&args),
         Command::Flows(args) => flows::run(&args),
@@ -311,5 +329,6 @@ mod tests {
         assert_eq!(Outcome::Denied.exit_code(), ExitCode::from(1));
         assert_eq!(Outcome::NothingFound.exit_code(), ExitCode::from(1));
         assert_eq!(Outcome::Incomplete.exit_code(), ExitCode::from(1));
+        assert_eq!(Outcome::Findings.exit_code(), ExitCode::from(1));
     }
 }

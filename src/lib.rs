@@ -1,6 +1,7 @@
 //! kube-nftpol: Kubernetes NetworkPolicy enforcement with nftables. This crate is the agent and
 //! the command line around the pure core ([`kube_nftpol_core`], re-exported here as
-//! [`model`], [`policy`], [`compile`], [`manifest`], [`flow_line`], [`flows`] and [`hints`]).
+//! [`model`], [`policy`], [`compile`], [`manifest`], [`flow_line`], [`flows`], [`hints`] and
+//! [`lint`]).
 //!
 //! Data flows one way:
 //!
@@ -37,5 +38,5 @@ pub mod source;
 
 pub use kube_nftpol_core::{
     CompileOptions, Flow, Ruleset, Snapshot, Verdict, compile, evaluate, flow_line, flows, hints,
-    manifest, model, policy,
+    lint, manifest, model, policy,
 };

@@ -2,7 +2,7 @@
 //! turns the result into an exit status. Everything else lives in the library ([`kube_nftpol`]).
 //!
 //! Exit statuses: 0 success (for `explain`: allowed), 1 `explain` found the flow denied,
-//! 2 bad input (clap's usage errors use 2 too) or any other error.
+//! `suggest` nothing to suggest or `lint` findings, 2 bad input (clap's usage errors use 2 too) or any other error.
 
 use std::process::ExitCode;
 

@@ -10,7 +10,8 @@
 //! - `kube_nftpol_flowlog_*`, by [`crate::agent::DropLogMetrics`];
 //! - `kube_nftpol_flow_window_*`, by [`crate::agent::RecentFlows`];
 //! - `kube_nftpol_access_*`, by [`crate::access::Metrics`];
-//! - `kube_nftpol_flows_*`, by [`crate::flowmetrics::Metrics`].
+//! - `kube_nftpol_flows_*`, by [`crate::flowmetrics::Metrics`];
+//! - `kube_nftpol_lint_*`, the cluster's posture, by [`crate::agent::PostureMetrics`].
 //!
 //! Label values come from fixed enums, never from error strings or pod names or addresses, so
 //! the number of series stays bounded; the flow counters alone carry namespace and policy
@@ -23,6 +24,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::flow_line::Action;
+use crate::lint::{RuleId, Severity};
 use crate::model::{Direction, Enforcement};
 
 /// A registry with the `kube_nftpol` prefix and the build information, for the subsystems to
@@ -58,17 +60,43 @@ pub fn latency_histogram() -> Histogram {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LabelValue<T>(pub T);
 
+/// A value of the core's vocabulary that names itself with a fixed word (its `as_str()`).
+pub trait LabelText {
+    /// The word.
+    fn label_text(&self) -> &'static str;
+}
+
 /// `ingress`, `egress`.
-impl EncodeLabelValue for LabelValue<Direction> {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+impl LabelText for Direction {
+    fn label_text(&self) -> &'static str {
+        self.as_str()
     }
 }
 
 /// `enforce`, `audit`.
-impl EncodeLabelValue for LabelValue<Enforcement> {
+impl LabelText for Enforcement {
+    fn label_text(&self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// A lint rule's id.
+impl LabelText for RuleId {
+    fn label_text(&self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// `error`, `warning`, `info`.
+impl LabelText for Severity {
+    fn label_text(&self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl<T: LabelText> EncodeLabelValue for LabelValue<T> {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
-        EncodeLabelValue::encode(&self.0.as_str(), encoder)
+        EncodeLabelValue::encode(&self.0.label_text(), encoder)
     }
 }
 

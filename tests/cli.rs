@@ -1,7 +1,12 @@
-//! End-to-end tests of the `kube-nftpol` binary: `compile`, `explain` and `suggest` (drop-log
-//! lines on stdin) run against the manifest directory `tests/fixtures/demo/` and against
-//! `deploy/examples/`, checking stdout, stderr and exit statuses as a user or a script sees
-//! them.
+//! End-to-end tests of the `kube-nftpol` binary: `compile`, `explain`, `suggest` (drop-log
+//! lines on stdin) and `lint` run against the manifest directory `tests/fixtures/demo/` and
+//! against `deploy/examples/`, checking stdout, stderr and exit statuses as a user or a script
+//! sees them. `lint` also runs on `tests/fixtures/lint-clean/` (a cluster written to give no
+//! finding), its text output on `deploy/examples/` is the golden file
+//! `tests/golden/lint-deploy-examples.txt` (`UPDATE_GOLDEN=1 cargo test --test cli` rewrites
+//! it), and its SARIF output is validated against the official SARIF 2.1.0 schema,
+//! `tests/fixtures/sarif/sarif-schema-2.1.0.json` (the OASIS schema as the crates.io package
+//! serde-sarif 0.8.0 ships it in `src/schema.json`; sha256 af47e7b6...5cea).
 //!
 //! The demo cluster: namespaces `web`, `api`, `ops` (a multi-document YAML file with an empty
 //! document); pods in a JSON `List` (`web/frontend-1`, `api/backend-1` and `ops/prober` on
@@ -486,6 +491,11 @@ fn every_subcommand_has_help() {
             "Exit status: 0 allowed, 1 denied, 2 bad input.",
         ),
         (&["explain", "-h"][..], "--from <NS/POD|IP>"),
+        (&["lint", "--help"][..], "--format <FORMAT>"),
+        (
+            &["help", "lint"][..],
+            "Exit status: 0 no finding at or above --severity, 1 findings, 2 bad input.",
+        ),
     ] {
         let output = kube_nftpol(args);
         assert_eq!(status(&output), 0, "{args:?}");
@@ -883,6 +893,292 @@ fn suggest_with_unreadable_manifests_is_an_error() {
         "{}",
         stderr(&output)
     );
+}
+
+const LINT_CLEAN: &str = "tests/fixtures/lint-clean";
+
+fn lint(args: &[&str]) -> Output {
+    kube_nftpol(&[&["lint"][..], args].concat())
+}
+
+/// Compares `actual` with the golden file, or rewrites it under `UPDATE_GOLDEN=1`.
+fn check_golden(path: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 creates it)", path.display()));
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs; review and rewrite it with UPDATE_GOLDEN=1",
+        path.display()
+    );
+}
+
+#[test]
+fn lint_deploy_examples_matches_the_reviewed_golden_output() {
+    let output = lint(&["--manifests", EXAMPLES]);
+    assert_eq!(status(&output), 1, "{}", stderr(&output));
+    check_golden("tests/golden/lint-deploy-examples.txt", &stdout(&output));
+    assert_eq!(
+        stderr(&output),
+        "kube-nftpol lint: 0 errors, 4 warnings, 2 info (4 namespaces, 6 pods, 6 policies)\n"
+    );
+}
+
+#[test]
+fn lint_on_a_clean_cluster_finds_nothing_in_any_format_and_exits_0() {
+    let output = lint(&["--manifests", LINT_CLEAN]);
+    assert_eq!(status(&output), 0, "{}", stdout(&output));
+    assert_eq!(stdout(&output), "");
+    assert!(stderr(&output).starts_with("kube-nftpol lint: 0 errors, 0 warnings, 0 info"));
+    let output = lint(&["--manifests", LINT_CLEAN, "--format", "json"]);
+    assert_eq!(status(&output), 0);
+    let report: kube_nftpol::lint::report::Report = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(report.findings.is_empty());
+    let output = lint(&["--manifests", LINT_CLEAN, "--format", "sarif"]);
+    assert_eq!(status(&output), 0);
+    let sarif: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(sarif["runs"][0]["results"], serde_json::json!([]));
+}
+
+#[test]
+fn lint_json_is_a_report_of_located_findings_with_their_counts() {
+    let output = lint(&["--manifests", EXAMPLES, "--format", "json"]);
+    assert_eq!(status(&output), 1);
+    let text = stdout(&output);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let findings = json["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 6);
+    assert_eq!(
+        json["counts"],
+        serde_json::json!({"error": 0, "warning": 4, "info": 2})
+    );
+    let metadata = findings
+        .iter()
+        .find(|f| f["rule"] == "metadata-reachable")
+        .unwrap();
+    assert_eq!(metadata["severity"], "warning");
+    assert_eq!(
+        metadata["object"],
+        serde_json::json!({"kind": "NetworkPolicy", "namespace": "shop", "name": "block-cloud-metadata"})
+    );
+    assert_eq!(metadata["field"], "spec.egress[0].to[1]");
+    assert_eq!(
+        metadata["location"],
+        serde_json::json!({"file": "deploy/examples/block-cloud-metadata.yaml", "line": 22})
+    );
+    assert!(
+        metadata["fix"]
+            .as_str()
+            .unwrap()
+            .contains("fd00:ec2::254/128")
+    );
+    // The report type reads back what the command wrote.
+    let report: kube_nftpol::lint::report::Report = serde_json::from_str(&text).unwrap();
+    assert_eq!(report.findings.len(), 6);
+    assert_eq!(report.counts.warning, 4);
+}
+
+/// The official SARIF 2.1.0 schema, compiled.
+fn sarif_validator() -> jsonschema::Validator {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sarif/sarif-schema-2.1.0.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    let mut schema = schema;
+    // The schema's pattern for the `language` of a run and of a tool component,
+    // `^[a-zA-Z]{2}|^[a-zA-Z]{2}-[a-zA-Z]{2}]?$`, has a stray `]` that ECMAScript reads as a
+    // literal and Rust's regex syntax rejects, so the validator refuses the schema itself. It is
+    // replaced by what it means to say; our logs have no `language` anyway.
+    for owner in ["run", "toolComponent"] {
+        let language = &mut schema["definitions"][owner]["properties"]["language"]["pattern"];
+        assert_eq!(
+            language, "^[a-zA-Z]{2}|^[a-zA-Z]{2}-[a-zA-Z]{2}]?$",
+            "{owner}"
+        );
+        *language = serde_json::json!("^[a-zA-Z]{2}(-[a-zA-Z]{2})?$");
+    }
+    jsonschema::validator_for(&schema).unwrap()
+}
+
+/// `lint --format sarif` on `dir`, checked against the schema; exit status 1 (findings).
+fn valid_sarif(validator: &jsonschema::Validator, dir: &str) -> serde_json::Value {
+    let output = lint(&["--manifests", dir, "--format", "sarif"]);
+    assert_eq!(status(&output), 1, "{}", stderr(&output));
+    let sarif: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&sarif)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{dir}: {errors:#?}");
+    sarif
+}
+
+#[test]
+fn lint_sarif_is_valid_sarif_2_1_0_with_a_file_and_line_per_result() {
+    let validator = sarif_validator();
+    let sarif = valid_sarif(&validator, EXAMPLES);
+    assert_eq!(sarif["version"], "2.1.0");
+    let run = &sarif["runs"][0];
+    let results = run["results"].as_array().unwrap();
+    assert_eq!(results.len(), 6);
+    for result in results {
+        let index = result["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(
+            run["tool"]["driver"]["rules"][index]["id"],
+            result["ruleId"]
+        );
+        let physical = &result["locations"][0]["physicalLocation"];
+        assert!(
+            physical["artifactLocation"]["uri"]
+                .as_str()
+                .unwrap()
+                .starts_with("deploy/examples/")
+        );
+        assert!(physical["region"]["startLine"].as_u64().unwrap() >= 1);
+    }
+    // A schema check that can fail: a result without its message is rejected.
+    let mut broken = sarif.clone();
+    broken["runs"][0]["results"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("message");
+    assert!(!validator.is_valid(&broken));
+    // The demo fixture has an invalid policy and objects in a JSON List: still valid SARIF.
+    let sarif = valid_sarif(&validator, DEMO);
+    let invalid = sarif["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ruleId"] == "invalid-policy")
+        .unwrap();
+    assert_eq!(invalid["level"], "error");
+    let region = &invalid["locations"][0]["physicalLocation"]["region"];
+    assert_eq!(
+        region["startLine"], 14,
+        "the cidr's line in ops-invalid-cidr.yaml"
+    );
+}
+
+#[test]
+fn lint_severity_filters_the_findings_and_decides_the_exit_status() {
+    let output = lint(&["--manifests", EXAMPLES, "--severity", "error"]);
+    assert_eq!(status(&output), 0, "no errors in the examples");
+    assert_eq!(stdout(&output), "");
+    let output = lint(&["--manifests", EXAMPLES, "--severity", "warning"]);
+    assert_eq!(status(&output), 1);
+    assert_eq!(stdout(&output).matches("\n  fix: ").count(), 4);
+    assert!(!stdout(&output).contains("info["));
+    let output = lint(&["--manifests", DEMO, "--severity", "error"]);
+    assert_eq!(status(&output), 1);
+    assert!(stdout(&output).contains("error[invalid-policy] NetworkPolicy ops/prober-from-office"));
+}
+
+#[test]
+fn lint_rule_and_skip_choose_the_rules_that_run() {
+    let output = lint(&["--manifests", EXAMPLES, "--rule", "any-address-peer"]);
+    assert_eq!(status(&output), 1);
+    let text = stdout(&output);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.contains("warning[any-address-peer]"), "{text}");
+    let output = lint(&[
+        "--manifests",
+        EXAMPLES,
+        "--skip",
+        "any-address-peer,metadata-reachable,all-ports-open",
+        "--skip",
+        "unprotected-pod",
+        "--skip",
+        "missing-default-deny-ingress",
+        "missing-default-deny-egress",
+    ]);
+    assert_eq!(status(&output), 0, "{}", stdout(&output));
+}
+
+#[test]
+fn lint_config_file_sets_parameters_and_severities() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lint.yaml");
+    let text = "metadata-addresses: []\nexempt-namespaces: [kube-system, ingress-nginx]\n\
+                rules: {any-address-peer: error, all-ports-open: off}\n";
+    fs::write(&config, text).unwrap();
+    let output = lint(&["--manifests", EXAMPLES, "--config", path_str(&config)]);
+    assert_eq!(status(&output), 1);
+    let text = stdout(&output);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.contains(": error[any-address-peer] NetworkPolicy shop/block-cloud-metadata"),
+        "{text}"
+    );
+}
+
+#[test]
+fn lint_bad_input_exits_2_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.yaml");
+    fs::write(&broken, "apiVersion: v1\nkind: Pod\nmetadata: [unclosed\n").unwrap();
+    let wrong_type = dir.path().join("wrong-type.yaml");
+    fs::write(
+        &wrong_type,
+        "# lint config\nexempt-namespaces: kube-system\n",
+    )
+    .unwrap();
+    let unknown_key = dir.path().join("unknown-key.yaml");
+    fs::write(&unknown_key, "rules:\n  no-such-rule: off\n").unwrap();
+    let broken_arg = path_str(&broken);
+    let wrong_type_args = ["--manifests", EXAMPLES, "--config", path_str(&wrong_type)];
+    let unknown_key_args = ["--manifests", EXAMPLES, "--config", path_str(&unknown_key)];
+    let config_error =
+        |file: &Path| format!("kube-nftpol: {}: invalid lint config: ", file.display());
+    // The arguments, how stderr starts, and what it says after that.
+    let cases: [(&[&str], String, &str); 5] = [
+        (
+            &["--manifests", broken_arg],
+            format!("kube-nftpol: loading manifests: {broken_arg}: invalid YAML: "),
+            "line 3",
+        ),
+        (
+            &["--manifests", EXAMPLES, "--rule", "no-such-rule"],
+            "error: invalid value 'no-such-rule' for '--rule <ID>...': unknown rule id (known: \
+             invalid-policy, "
+                .to_owned(),
+            "metadata-reachable)",
+        ),
+        (
+            &wrong_type_args,
+            config_error(&wrong_type),
+            "expected sequence start at line 2, column 20",
+        ),
+        (
+            &unknown_key_args,
+            config_error(&unknown_key),
+            "unknown variant `no-such-rule`",
+        ),
+        (
+            &[
+                "--manifests",
+                EXAMPLES,
+                "--config",
+                "tests/fixtures/no-such-config.yaml",
+            ],
+            "kube-nftpol: reading lint config tests/fixtures/no-such-config.yaml: ".to_owned(),
+            "No such file or directory",
+        ),
+    ];
+    for (args, expected, then) in cases {
+        let output = lint(args);
+        let errors = stderr(&output);
+        assert_eq!(status(&output), 2, "{args:?}: {errors}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+        assert!(
+            errors.starts_with(&expected) && errors.contains(then),
+            "{args:?}:\n{errors}\nexpected to start with\n{expected}\nand say {then:?}"
+        );
+    }
 }
 
 /// Observe mode's lines from the demo cluster of `deploy/examples` with its policies left out

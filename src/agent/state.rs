@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 
 use super::control::ControlMetrics;
 use super::drop_log::DropLogMetrics;
+use super::posture::PostureMetrics;
 use super::recent_flows::{self, RecentFlows};
 use crate::access::{self, Access, Decision};
 use crate::flowmetrics::{self, FlowCounters, SCRAPE_MIN_AGE};
@@ -33,6 +34,8 @@ pub struct Metrics {
     pub flows: flowmetrics::Metrics,
     /// The readers' (who may read flows).
     pub access: access::Metrics,
+    /// The posture linter's.
+    pub posture: PostureMetrics,
 }
 
 /// The agent's state shared with its endpoints.
@@ -63,6 +66,7 @@ impl State {
             drop_log: DropLogMetrics::register(&mut registry),
             flows: flowmetrics::Metrics::register(&mut registry),
             access: access::Metrics::register(&mut registry),
+            posture: PostureMetrics::register(&mut registry),
         };
         let recent_flows = RecentFlows::register(node, capacity, &mut registry);
         Self {

@@ -11,7 +11,7 @@ use tracing::error;
 
 use super::Outcome;
 use crate::access;
-use crate::agent::{self, Config, DropLogOptions, Source, State};
+use crate::agent::{self, Config, DropLogOptions, PostureOptions, Source, State};
 use crate::compile::Options;
 use crate::flow_line;
 use crate::http;
@@ -69,6 +69,14 @@ pub struct AgentArgs {
     /// Drop log lines on stdout: JSON objects, or text for people
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = DropLogFormat::Json)]
     pub drop_log_format: DropLogFormat,
+    /// The lint rules' parameters and severities for the posture metric (kube_nftpol_lint_*),
+    /// as for `kube-nftpol lint --config`
+    #[arg(long, value_name = "FILE")]
+    pub lint_config: Option<PathBuf>,
+    /// Least seconds between two runs of the linter for the posture metric (it runs when the
+    /// cluster changes)
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    pub lint_interval_secs: u64,
 }
 
 /// `--flow-window-flows`' default.
@@ -125,6 +133,10 @@ impl AgentArgs {
                 FlowsAuth::Kubernetes => access::Mode::Kubernetes,
                 FlowsAuth::None => access::Mode::Open,
             },
+            posture: PostureOptions {
+                interval: Duration::from_secs(self.lint_interval_secs),
+                ..PostureOptions::default()
+            },
         }
     }
 }
@@ -138,7 +150,10 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<Outcome> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let config = args.config();
+    let mut config = args.config();
+    if let Some(path) = &args.lint_config {
+        config.posture.config = Arc::new(super::lint::read_config(path)?);
+    }
     runtime.block_on(async {
         let state = Arc::new(State::with_recent_flows(
             &config.node_name,
@@ -163,9 +178,11 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<Outcome> {
 mod tests {
     use clap::Parser;
 
+    use std::path::PathBuf;
+
     use super::AgentArgs;
     use crate::access;
-    use crate::agent::{Config, DropLogOptions, Source};
+    use crate::agent::{Config, DropLogOptions, PostureOptions, Source};
     use crate::cli::{Cli, Command};
     use crate::flow_line::Format;
 
@@ -198,6 +215,8 @@ mod tests {
         assert_eq!(config.drop_log, DropLogOptions::default());
         assert_eq!(config.drop_log.window.as_secs(), 10);
         assert_eq!(config.drop_log.format, Format::Json);
+        assert_eq!(config.posture, PostureOptions::default());
+        assert_eq!(config.posture.interval.as_secs(), 60);
         assert_eq!(config.flows_auth, access::Mode::Kubernetes);
     }
 
@@ -248,7 +267,10 @@ mod tests {
             "text",
             "--audit",
             "--observe",
+            "--lint-interval-secs",
+            "300",
         ]);
+        assert_eq!(config.posture.interval.as_secs(), 300);
         assert_eq!(config.compile.nflog_group, 7);
         assert_eq!(config.drop_log.window.as_secs(), 30);
         assert_eq!(config.drop_log.format, Format::Text);
@@ -278,6 +300,15 @@ mod tests {
     }
 
     #[test]
+    fn the_lint_config_flag_takes_a_file_read_when_the_agent_starts() {
+        let cli = parse(&["--lint-config", "/etc/lint.yaml"]).unwrap();
+        let Command::Agent(args) = cli.command else {
+            panic!("not an agent command")
+        };
+        assert_eq!(args.lint_config, Some(PathBuf::from("/etc/lint.yaml")));
+    }
+
+    #[test]
     fn the_kubeconfig_flag_selects_the_kubernetes_source() {
         let config = config(&["--kubeconfig", "/etc/kube.conf"]);
         let Source::Kubernetes {
@@ -303,6 +334,7 @@ mod tests {
             ["--flows-auth", "maybe"],
             ["--flow-window-flows", "0"],
             ["--flow-window-flows", "100001"],
+            ["--lint-interval-secs", "5"],
         ] {
             assert!(parse(&bad).is_err(), "{bad:?} accepted");
         }

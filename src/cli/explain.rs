@@ -134,17 +134,9 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-/// The live cluster, listed once through the Kubernetes API.
+/// The live cluster, listed once through the Kubernetes API, its diagnostics on stderr.
 fn live_snapshot(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<crate::Snapshot> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let loaded = runtime.block_on(async {
-        let client = crate::agent::kube_client(kubeconfig).await?;
-        crate::source::kubernetes::snapshot_once(&client)
-            .await
-            .context("listing pods, namespaces and networkpolicies")
-    })?;
+    let loaded = load::live(kubeconfig)?;
     for line in load::diagnostics(&loaded) {
         eprintln!("{line}");
     }

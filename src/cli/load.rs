@@ -4,6 +4,8 @@
 //!
 //! Invalid policies do not fail the command: the engine enforces them fail-closed (they isolate
 //! but allow nothing), and the output shows exactly that.
+//!
+//! Without manifests, [`live`] lists the cluster once through the Kubernetes API.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -30,6 +32,20 @@ pub fn load(path: &Path) -> anyhow::Result<Snapshot> {
         "manifests loaded"
     );
     Ok(loaded.snapshot)
+}
+
+/// The live cluster, listed once through the Kubernetes API (`--kubeconfig`, or the standard
+/// client configuration), without printing anything.
+pub fn live(kubeconfig: Option<&Path>) -> anyhow::Result<Loaded> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = crate::agent::kube_client(kubeconfig).await?;
+        crate::source::kubernetes::snapshot_once(&client)
+            .await
+            .context("listing pods, namespaces and networkpolicies")
+    })
 }
 
 /// The stderr lines for a load: warnings first, then invalid-policy errors by policy.

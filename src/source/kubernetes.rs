@@ -202,6 +202,7 @@ pub async fn watch(
             snapshot,
             warnings: Vec::new(),
             invalid_policies: invalid.into_iter().map(|p| (p.key, p.errors)).collect(),
+            locations: Default::default(),
         };
         if tx.send(Some(Arc::new(loaded))).is_err() {
             return;
@@ -246,6 +247,7 @@ pub async fn snapshot_once(client: &Client) -> anyhow::Result<Loaded> {
             .invalid_policies()
             .map(|p| (p.key.clone(), p.errors.clone()))
             .collect(),
+        locations: Default::default(),
     })
 }
 

@@ -46,9 +46,18 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Loads every manifest file under `path` (or the single file `path`).
 pub fn load_dir(path: &Path) -> Result<Loaded> {
+    load_dir_with(path, Loader::default())
+}
+
+/// [`load_dir`], also recording the line of each object and field ([`Loaded::locations`]),
+/// for `kube-nftpol lint`.
+pub fn load_dir_locating(path: &Path) -> Result<Loaded> {
+    load_dir_with(path, Loader::locating())
+}
+
+fn load_dir_with(path: &Path, mut loader: Loader) -> Result<Loaded> {
     let files = manifest_files(path)?;
     debug!(path = %path.display(), files = files.len(), "found manifest files");
-    let mut loader = Loader::default();
     for file in &files {
         let text = fs::read_to_string(file).map_err(|source| Error::Read {
             path: file.clone(),

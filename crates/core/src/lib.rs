@@ -5,6 +5,7 @@
 //!                                       \-> policy::evaluate (explain, hints, tests)
 //! drop/flow log lines <-> flow_line::FlowLine -> hints::suggest -> NetworkPolicies
 //!                                        \-> flows::Window -> flows::by_workload
+//! model::Snapshot -> lint::lint -> lint::Finding (text, JSON, SARIF)
 //! ```
 //!
 //! - [`model`]: the cluster snapshot and the shared vocabulary (labels, selectors, directions,
@@ -20,6 +21,8 @@
 //! - [`flows`]: recent distinct flows: an agent's bounded window, what its `/flows` serves, and
 //!   the flows of many agents merged by workload.
 //! - [`lru`]: the bounded map of recent entries the flow windows share.
+//! - [`lint`]: NetworkPolicy mistakes and gaps in a cluster's isolation, as findings with a
+//!   rule id, a severity, the object and field, and the fix.
 //!
 //! The agent, its sources, the dataplane and the command line live in the `kube-nftpol` crate
 //! around this one. This crate depends on no async runtime, Kubernetes client, netlink or
@@ -29,6 +32,7 @@ pub mod compile;
 pub mod flow_line;
 pub mod flows;
 pub mod hints;
+pub mod lint;
 pub mod lru;
 pub mod manifest;
 pub mod model;

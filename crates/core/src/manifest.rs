@@ -17,6 +17,9 @@
 //! - `v1` Namespace, `v1` Pod and `networking.k8s.io/v1` NetworkPolicy. Other kinds are skipped
 //!   with a warning.
 //!
+//! A loader made with [`Loader::locating`] also records the line of each object and of each of
+//! its fields ([`Locations`], the private `spans` module), for output that points at lines.
+//!
 //! When the same object appears twice the later one wins, with a warning; callers add texts in
 //! a fixed order (the agent: sorted paths). Everything else is order-independent because the
 //! snapshot is.
@@ -28,12 +31,14 @@
 //! their field errors so the caller can show them.
 
 mod loader;
+mod spans;
 
 use std::fmt;
 
 use crate::model::{self, FieldError, ObjectKey, Snapshot};
 
 pub use loader::Loader;
+pub use spans::{Locations, ObjectLocation};
 
 /// Why a manifest text could not be loaded. Locations and parser errors are boxed to keep
 /// the `Result` small.
@@ -148,6 +153,9 @@ pub struct Loaded {
     /// Policies that failed validation, by key, with their field errors. They are in the
     /// snapshot and allow nothing for the directions they isolate.
     pub invalid_policies: Vec<(ObjectKey, Vec<FieldError>)>,
+    /// Where each object and its fields are written, when the [`Loader`] was made with
+    /// [`Loader::locating`]; empty otherwise.
+    pub locations: Locations,
 }
 
 /// Loads manifests from one text. `origin` names it in errors and warnings; an origin ending

@@ -15,6 +15,7 @@ mod interfaces;
 mod namespace;
 mod namespaced;
 mod network_policy;
+mod object_ref;
 mod pod;
 mod selector;
 mod snapshot;
@@ -29,6 +30,7 @@ pub use namespace::{ENFORCEMENT_ANNOTATION, Enforcement, Namespace, OBSERVE_ANNO
 pub use network_policy::{
     FieldError, NamespaceScope, Peer, PeerKind, Policy, PortMatch, PortSpec, Rule,
 };
+pub use object_ref::{ObjectKind, ObjectRef};
 pub use pod::{ContainerPort, Error, Owner, Pod, PodPhase};
 pub use selector::{Labels, Operator, Requirement, Selector};
 pub use snapshot::Snapshot;

@@ -3,7 +3,7 @@
 //! The expected files live in tests/golden/. Each one is what `kube-nftpol compile --node NODE`
 //! prints for the cluster built in the test; load one with `nft -f tests/golden/NAME.nft` (in a
 //! scratch network namespace). To regenerate after an intended change, run
-//! `UPDATE_GOLDEN=1 cargo test --test golden` and review the diff.
+//! `UPDATE_GOLDEN=1 cargo test -p kube-nftpol-core --test golden` and review the diff.
 
 use kube_nftpol_test_support as support;
 

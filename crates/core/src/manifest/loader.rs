@@ -9,8 +9,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
+use super::spans::{self, Locations, Node, ObjectLocation};
 use super::{Error, Loaded, Location, Result};
-use crate::model::{self, Namespace, ObjectKey, Pod, Snapshot};
+use crate::model::{self, Namespace, ObjectKey, ObjectKind, ObjectRef, Pod, Snapshot};
 
 /// The kinds this source reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -21,6 +22,14 @@ enum Kind {
 }
 
 impl Kind {
+    fn object_kind(self) -> ObjectKind {
+        match self {
+            Self::Namespace => ObjectKind::Namespace,
+            Self::Pod => ObjectKind::Pod,
+            Self::NetworkPolicy => ObjectKind::NetworkPolicy,
+        }
+    }
+
     fn of(api_version: &str, kind: &str) -> Option<Self> {
         match (api_version, kind) {
             ("v1", "Namespace") => Some(Self::Namespace),
@@ -38,9 +47,20 @@ pub struct Loader {
     warnings: Vec<String>,
     /// Where each object was last defined, to warn about duplicates.
     seen: BTreeMap<(Kind, ObjectKey), Location>,
+    /// Where each object and its fields are written; only when asked for ([`Loader::locating`]).
+    locations: Option<Locations>,
 }
 
 impl Loader {
+    /// A loader that also records where each object and each of its fields is written
+    /// ([`Loaded::locations`]), for output that points at lines. It reads each text twice.
+    pub fn locating() -> Self {
+        Self {
+            locations: Some(Locations::new()),
+            ..Self::default()
+        }
+    }
+
     /// Adds the objects of one text. `origin` names it in errors and warnings; an origin
     /// ending in `.json` is parsed as JSON, anything else as (multi-document) YAML.
     pub fn add_text(&mut self, text: &str, origin: &str) -> Result<()> {
@@ -71,6 +91,7 @@ impl Loader {
                 .collect()
         };
         let several = documents.len() > 1;
+        let nodes = self.locations.as_ref().and_then(|_| spans::documents(text));
         for (index, (document, line)) in documents.into_iter().enumerate() {
             let at = Location {
                 origin: origin.to_owned(),
@@ -78,12 +99,18 @@ impl Loader {
                 line: line.filter(|_| several),
                 items: Vec::new(),
             };
-            self.add_object(document, at)?;
+            let node = nodes.as_ref().and_then(|nodes| nodes.get(index));
+            self.add_object(document, at, node)?;
         }
         Ok(())
     }
 
-    fn add_object(&mut self, object: Value, at: Location) -> Result<()> {
+    fn add_object(
+        &mut self,
+        object: Value,
+        at: Location,
+        node: Option<&Spanned<Node>>,
+    ) -> Result<()> {
         let Value::Object(fields) = &object else {
             return Err(Error::NotAnObject {
                 found: value_type(&object),
@@ -103,7 +130,7 @@ impl Loader {
             });
         };
         if kind == "List" || (kind.ends_with("List") && fields.contains_key("items")) {
-            return self.add_list(&object, at);
+            return self.add_list(&object, at, node);
         }
         let Some(known) = Kind::of(api_version, kind) else {
             let name = fields
@@ -161,6 +188,18 @@ impl Loader {
                 ObjectKey::new(namespace, name)
             }
         };
+        if let Some(locations) = &mut self.locations {
+            let object = match known {
+                Kind::Namespace => ObjectRef::namespace(&key.name),
+                _ => ObjectRef::namespaced(known.object_kind(), &key),
+            };
+            let location = ObjectLocation {
+                origin: at.origin.clone(),
+                line: node.map(|n| n.referenced.line()).or(at.line),
+                fields: node.map(|n| n.value.field_lines()).unwrap_or_default(),
+            };
+            locations.insert(object, location);
+        }
         if let Some(previous) = self.seen.insert((known, key.clone()), at.clone()) {
             let shown = if known == Kind::Namespace {
                 key.name
@@ -176,7 +215,7 @@ impl Loader {
 
     /// Expands a `List`. Items of a typed list (`PodList`) may omit `kind` and `apiVersion`, as
     /// the API server's list responses do; they inherit them from the list.
-    fn add_list(&mut self, list: &Value, at: Location) -> Result<()> {
+    fn add_list(&mut self, list: &Value, at: Location, node: Option<&Spanned<Node>>) -> Result<()> {
         let items = match list.get("items") {
             None | Some(Value::Null) => return Ok(()),
             Some(Value::Array(items)) => items,
@@ -204,7 +243,8 @@ impl Loader {
             }
             let mut item_at = at.clone();
             item_at.items.push(index);
-            self.add_object(item, item_at)?;
+            let item_node = node.and_then(|n| n.value.items().get(index));
+            self.add_object(item, item_at, item_node)?;
         }
         Ok(())
     }
@@ -221,6 +261,7 @@ impl Loader {
             snapshot: self.snapshot,
             warnings: self.warnings,
             invalid_policies,
+            locations: self.locations.unwrap_or_default(),
         }
     }
 }
