@@ -13,6 +13,8 @@
 //!   names an address of this host, which the API server dials as it would a node's): the
 //!   `Authorization` header does not survive the proxy (kubernetes/kubernetes#38775) and ours
 //!   does; agents that do not answer are named with why, and the exit status says so.
+//!   `kube-nftpol suggest --cluster` suggests from the same windows, checked against the live
+//!   cluster, and marks its output incomplete while agents do not answer.
 //!
 //! Needs kube-apiserver and kubectl v1.20.2 (`sudo integration/apiserver/build.sh`, or
 //! `$KNP_APISERVER_BIN`), `etcd`, `openssl`, `curl`; the pod proxy test needs root (`ip netns`,
@@ -408,6 +410,107 @@ fn flows_json(server: &ApiServer, user: &str, args: &[&str], status: i32) -> Rep
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `kube-nftpol suggest --cluster --observed -n shop ARGS` with the kubeconfig of `user`.
+fn suggest_cli(server: &ApiServer, user: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kube-nftpol"))
+        .args([
+            "suggest",
+            "--cluster",
+            "--observed",
+            "-n",
+            "shop",
+            "--kubeconfig",
+        ])
+        .arg(server.user_kubeconfig_path(user))
+        .args(args)
+        .env_remove("KUBE_NFTPOL_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// [`suggest_cli`] with `--format json`, which must exit with `status`: its report.
+fn suggest_json(server: &ApiServer, user: &str, args: &[&str], status: i32) -> serde_json::Value {
+    let args: Vec<&str> = args.iter().copied().chain(["--format", "json"]).collect();
+    let out = suggest_cli(server, user, &args);
+    assert_eq!(out.status.code(), Some(status), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// shop's web and api Deployments as the API server holds them: two pods each, owned by their
+/// ReplicaSets (no controller runs here: nothing deletes or replaces them), running.
+fn shop_workloads(server: &ApiServer) {
+    let mut address = 10;
+    for (app, names) in [("web", ["aaaaa", "bbbbb"]), ("api", ["xxxxx", "yyyyy"])] {
+        for name in names {
+            let pod = format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{app}-5c8b6-{name}","namespace":"shop",
+                    "labels":{{"app":"{app}","pod-template-hash":"5c8b6"}},
+                    "ownerReferences":[{{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"{app}-5c8b6",
+                        "uid":"00000000-0000-0000-0000-00000000000{}","controller":true}}]}},
+                   "spec":{{"containers":[{{"name":"{app}","image":"{app}"}}]}}}}"#,
+                if app == "web" { 1 } else { 2 }
+            );
+            server
+                .kubectl_stdin(&["apply", "-f", "-"], &pod)
+                .unwrap_or_else(|e| panic!("{e}"));
+            address += 1;
+            let status = format!(
+                r#"{{"status":{{"phase":"Running","podIP":"10.244.0.{address}","podIPs":[{{"ip":"10.244.0.{address}"}}]}}}}"#
+            );
+            server
+                .patch_pod_status("shop", &format!("{app}-5c8b6-{name}"), &status)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+/// The suggestions from the agent's flows: web may reach api on 8080 and api accept web on it,
+/// each selecting its own workload's pods; the address web was denied is outside the cluster,
+/// listed apart.
+fn assert_web_and_api_allowed(suggested: &serde_json::Value) {
+    let policies: Vec<(&str, &str, &serde_json::Value)> = suggested["suggestions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["workload"]["name"].as_str().unwrap(),
+                s["direction"].as_str().unwrap(),
+                &s["policy"]["spec"],
+            )
+        })
+        .collect();
+    let spec = |name, direction| {
+        policies
+            .iter()
+            .find(|(n, d, _)| *n == name && *d == direction)
+            .map(|(_, _, spec)| *spec)
+            .unwrap_or_else(|| panic!("no {direction} policy for {name}: {suggested:#}"))
+    };
+    let web = spec("web", "egress");
+    assert_eq!(web["podSelector"]["matchLabels"]["app"], "web", "{web:#}");
+    assert_eq!(
+        web["egress"][0]["to"][0]["podSelector"]["matchLabels"]["app"], "api",
+        "{suggested:#}"
+    );
+    assert_eq!(web["egress"][0]["ports"][0]["port"], 8080, "{web:#}");
+    let api = spec("api", "ingress");
+    assert_eq!(api["podSelector"]["matchLabels"]["app"], "api", "{api:#}");
+    assert_eq!(
+        api["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app"], "web",
+        "{api:#}"
+    );
+    assert_eq!(api["ingress"][0]["ports"][0]["port"], 8080, "{api:#}");
+    // The observed workloads are isolated both ways: what nobody saw is denied.
+    spec("web", "ingress");
+    spec("api", "egress");
+    let external = suggested["external_left_out"].to_string();
+    assert!(external.contains("203.0.113.9"), "{suggested:#}");
+    // ops is not asked for.
+    assert!(!suggested.to_string().contains("prober"), "{suggested:#}");
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -481,6 +584,19 @@ fn kube_nftpol_flows_reads_every_agent_through_the_api_servers_pod_proxy() {
     let server = start();
     kubectl(&server, &["create", "namespace", "shop"]);
     grant(&server);
+    // suggest --cluster reads the cluster with deploy/flow-reader.yaml's policy viewer role.
+    kubectl(
+        &server,
+        &[
+            "create",
+            "clusterrolebinding",
+            "reader-views-policies",
+            "--clusterrole=kube-nftpol-policy-viewer",
+            "--user",
+            READER,
+        ],
+    );
+    shop_workloads(&server);
     let agent = Agent::serve(&server, format!("{host}:0").parse().unwrap());
     let port = agent.addr.port().to_string();
     agent_pod(&server, "kube-nftpol-a", NODE, Some(&host));
@@ -542,6 +658,27 @@ fn kube_nftpol_flows_reads_every_agent_through_the_api_servers_pod_proxy() {
     );
     assert!(stderr.contains("2 of 3 agents did not answer"), "{stderr}");
 
+    // suggest --cluster: the same windows, checked against the live cluster (the reader may
+    // view it), policies for both ends of what shop's workloads were seen doing; marked
+    // incomplete, exit 1, while agents do not answer.
+    let suggested = suggest_json(&server, READER, &["--agent-port", &port], 1);
+    assert_eq!(
+        suggested["missing_agents"],
+        serde_json::json!(["kube-nftpol-b (node node-2)", "kube-nftpol-c (node node-3)"])
+    );
+    assert_web_and_api_allowed(&suggested);
+    let out = suggest_cli(&server, READER, &["--agent-port", &port]);
+    assert_eq!(out.status.code(), Some(1));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        stdout.contains("# INCOMPLETE: these agents did not answer"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("2 agents did not answer: the suggestions lack their nodes' flows"),
+        "{stderr}"
+    );
+
     // Every agent answers: exit 0.
     // Forced: no kubelet confirms a graceful deletion here.
     kubectl(
@@ -559,6 +696,9 @@ fn kube_nftpol_flows_reads_every_agent_through_the_api_servers_pod_proxy() {
     );
     let report = flows_json(&server, READER, &["--agent-port", &port], 0);
     assert!(report.complete && report.unanswered.is_empty());
+    let suggested = suggest_json(&server, READER, &["--agent-port", &port], 0);
+    assert!(suggested.get("missing_agents").is_none(), "{suggested:#}");
+    assert_web_and_api_allowed(&suggested);
 
     // The tenant reads shop's flows, and only with -n shop.
     let report = flows_json(&server, TENANT, &["--agent-port", &port, "-n", "shop"], 0);

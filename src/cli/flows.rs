@@ -57,7 +57,7 @@ pub struct Report {
 }
 
 /// A namespace name (a DNS-1123 label), checked when the flag is parsed.
-fn namespace_name(value: &str) -> Result<String, String> {
+pub(super) fn namespace_name(value: &str) -> Result<String, String> {
     let valid = !value.is_empty()
         && value.len() <= 63
         && value

@@ -9,11 +9,14 @@
 //! exactly what was seen ([`crate::hints::to_allow`]); `--exclude` leaves flows out, and
 //! addresses outside the cluster are listed apart unless `--include-external`.
 //!
-//! Lines that are not flow lines (other logs, other containers) are skipped; flow lines that do
-//! not parse are reported on stderr and skipped. With `--manifests` the suggestions are checked
-//! against that cluster state. What could not be suggested is listed on stderr (and in the
-//! output). Exit status: 0 when something is suggested, 1 when nothing is (no flows, or none a
-//! policy can allow), 2 for bad input.
+//! The lines come from stdin, or with `--cluster` from every agent's window of recent flows
+//! through the API server's pod proxy ([`super::cluster_flows`], as `kube-nftpol flows` reads
+//! them), checked against the live cluster. Lines on stdin that are not flow lines (other logs,
+//! other containers) are skipped; flow lines that do not parse are reported on stderr and
+//! skipped. With `--manifests` the suggestions are checked against that cluster state. What could
+//! not be suggested is listed on stderr (and in the output). Exit status: 0 when something is
+//! suggested, 1 when nothing is (no flows, or none a policy can allow) or when an agent did not
+//! answer (the suggestions are printed, marked incomplete), 2 for bad input.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, IsTerminal as _, Write as _};
@@ -22,10 +25,12 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 
+use super::cluster_flows::{self, ClusterArgs};
+use super::flows::namespace_name;
 use super::{Outcome, load, write_stdout};
 use crate::flow_line::{Action, AllowedBy, FlowLine};
 use crate::hints::{self, Exclude, Options, render};
-use crate::model::{Direction, IpProtocol};
+use crate::model::{Direction, IpProtocol, Snapshot};
 
 /// Distinct flows kept from stdin; beyond this new flows are left out (and the user told). A
 /// flow takes a few hundred bytes.
@@ -42,9 +47,18 @@ pub struct SuggestArgs {
     /// only the workload, flows already allowed left out
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<PathBuf>,
-    /// Only suggest policies for pods of this namespace
-    #[arg(long, short = 'n', value_name = "NS")]
+    /// Only suggest policies for pods of this namespace (with --cluster, only its flows are
+    /// read: a reader may be allowed in it alone)
+    #[arg(long, short = 'n', value_name = "NS", value_parser = namespace_name)]
     pub namespace: Option<String>,
+    /// Read the flows from every agent (their windows of recent flows, through the API server's
+    /// pod proxy, as `kube-nftpol flows`) instead of stdin, and check the suggestions against the
+    /// live cluster (unless --manifests)
+    #[arg(long)]
+    pub cluster: bool,
+    /// Where the agents are and how to read them, with --cluster.
+    #[command(flatten, next_help_heading = "Reading the agents (with --cluster)")]
+    pub agents: ClusterArgs,
     /// The lines are observe mode's: suggest policies that allow exactly every flow seen, for
     /// both ends, isolating the observed workloads (not only what was denied)
     #[arg(long)]
@@ -85,7 +99,7 @@ type LineKey = (
 );
 
 /// What was read from stdin: distinct flow lines, their packets added up.
-struct Input {
+struct Read {
     flows: BTreeMap<LineKey, FlowLine>,
     /// Distinct flows left out for [`MAX_FLOWS`].
     overflow: usize,
@@ -93,15 +107,37 @@ struct Input {
     malformed: usize,
 }
 
+/// The flow lines to suggest from, the cluster to check against, and what the reader should
+/// know about how they were read.
+struct Input {
+    /// Distinct flow lines.
+    lines: Vec<FlowLine>,
+    snapshot: Option<Snapshot>,
+    /// Lines read (stdin); zero from the agents.
+    read: usize,
+    /// Distinct flows left out for [`MAX_FLOWS`] (stdin).
+    overflow: usize,
+    /// Malformed flow lines skipped (stdin).
+    malformed: usize,
+    /// Agents that did not answer (`--cluster`), as `POD (node NODE): ERROR`.
+    unanswered: Vec<(String, String)>,
+}
+
 /// Runs `suggest`.
 pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
-    let snapshot = args.manifests.as_deref().map(load::load).transpose()?;
-    let stdin = io::stdin();
-    if stdin.is_terminal() {
-        eprintln!("reading flow-log lines from stdin (end with Ctrl-D)");
-    }
-    let input = read_lines(stdin.lock()).context("reading flow-log lines from stdin")?;
-    let lines: Vec<&FlowLine> = input.flows.values().collect();
+    let input = if args.cluster {
+        from_cluster(args)?
+    } else {
+        if let Some(kubeconfig) = &args.agents.kubeconfig {
+            anyhow::bail!(
+                "--kubeconfig {} is for --cluster (stdin's flows are checked against --manifests)",
+                kubeconfig.display()
+            );
+        }
+        from_stdin(args)?
+    };
+    let lines: Vec<&FlowLine> = input.lines.iter().collect();
+    let snapshot = input.snapshot;
     let suggestions = if args.observed {
         let observed = hints::to_allow(
             lines,
@@ -136,6 +172,12 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
         suggestions.excluded = observed.excluded.into_iter().collect();
         suggestions
     };
+    let mut suggestions = suggestions;
+    suggestions.missing_agents = input
+        .unanswered
+        .iter()
+        .map(|(agent, _)| agent.clone())
+        .collect();
     let text = match args.format {
         Format::Yaml => render::to_yaml(&suggestions),
         Format::Json => render::to_json(&suggestions),
@@ -152,6 +194,23 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
             input.overflow
         );
     }
+    for (agent, error) in &input.unanswered {
+        let _ = writeln!(stderr, "kube-nftpol: agent {agent} did not answer: {error}");
+    }
+    if !args.observed {
+        let allowed = input
+            .lines
+            .iter()
+            .filter(|l| l.action == Action::Allow)
+            .count();
+        if allowed > 0 {
+            let _ = writeln!(
+                stderr,
+                "note: {allowed} allowed flow{} of observed namespaces left out: --observed suggests the policies that allow every flow seen",
+                if allowed == 1 { "" } else { "s" }
+            );
+        }
+    }
     if input.malformed > MAX_REPORTED_LINES {
         let _ = writeln!(
             stderr,
@@ -166,13 +225,17 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
         let what = if args.observed { "observed" } else { "denied" };
         let why = if suggestions.denied_flows == suggestions.no_longer_denied {
             format!(
-                "no {what} flows{} in {} lines",
+                "no {what} flows{} {}",
                 if suggestions.no_longer_denied > 0 {
                     " that are still denied"
                 } else {
                     ""
                 },
-                input.lines
+                if args.cluster {
+                    "in the agents' windows".to_owned()
+                } else {
+                    format!("in {} lines", input.read)
+                }
             )
         } else {
             format!("no policy can allow the {what} flows (see the warnings)")
@@ -180,13 +243,94 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
         let _ = writeln!(stderr, "kube-nftpol: nothing to suggest: {why}");
         return Ok(Outcome::NothingFound);
     }
+    if !input.unanswered.is_empty() {
+        let _ = writeln!(
+            stderr,
+            "kube-nftpol: {} agent{} did not answer: the suggestions lack {} flows",
+            input.unanswered.len(),
+            if input.unanswered.len() == 1 { "" } else { "s" },
+            if input.unanswered.len() == 1 {
+                "its node's"
+            } else {
+                "their nodes'"
+            }
+        );
+        return Ok(Outcome::Incomplete);
+    }
     Ok(Outcome::Success)
+}
+
+/// The lines on stdin, checked against --manifests.
+fn from_stdin(args: &SuggestArgs) -> anyhow::Result<Input> {
+    let snapshot = args.manifests.as_deref().map(load::load).transpose()?;
+    let stdin = io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("reading flow-log lines from stdin (end with Ctrl-D)");
+    }
+    let read = read_lines(stdin.lock()).context("reading flow-log lines from stdin")?;
+    Ok(Input {
+        lines: read.flows.into_values().collect(),
+        snapshot,
+        read: read.lines,
+        overflow: read.overflow,
+        malformed: read.malformed,
+        unanswered: Vec::new(),
+    })
+}
+
+/// Every agent's recent flows (of --namespace), checked against the live cluster, or
+/// --manifests when given.
+fn from_cluster(args: &SuggestArgs) -> anyhow::Result<Input> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let config = crate::agent::kube_config(args.agents.kubeconfig.as_deref()).await?;
+        let token = super::reader_token::resolve(args.agents.token.as_deref(), &config.auth_info)?;
+        let client = kube::Client::try_from(config).context("creating the Kubernetes client")?;
+        let snapshot = match &args.manifests {
+            Some(path) => load::load(path)?,
+            None => {
+                let loaded = crate::source::kubernetes::snapshot_once(&client)
+                    .await
+                    .context("listing pods, namespaces and networkpolicies")?;
+                let mut stderr = io::stderr().lock();
+                for line in load::diagnostics(&loaded) {
+                    // Nothing useful to do when stderr is gone.
+                    let _ = writeln!(stderr, "{line}");
+                }
+                loaded.snapshot
+            }
+        };
+        let flows =
+            cluster_flows::fetch_with(&client, &token, &args.agents, args.namespace.as_deref())
+                .await?;
+        let unanswered = flows
+            .unanswered
+            .into_iter()
+            .map(|agent| {
+                let name = match &agent.node {
+                    Some(node) => format!("{} (node {node})", agent.pod),
+                    None => agent.pod,
+                };
+                (name, agent.error)
+            })
+            .collect();
+        Ok(Input {
+            lines: flows.flows,
+            snapshot: Some(snapshot),
+            read: 0,
+            overflow: 0,
+            malformed: 0,
+            unanswered,
+        })
+    })
 }
 
 /// Reads lines until the end, keeping the distinct flow lines. Bytes that are not UTF-8 (binary
 /// output of another container) are replaced, not fatal.
-fn read_lines(mut reader: impl BufRead) -> io::Result<Input> {
-    let mut input = Input {
+fn read_lines(mut reader: impl BufRead) -> io::Result<Read> {
+    let mut input = Read {
         flows: BTreeMap::new(),
         overflow: 0,
         lines: 0,
@@ -212,7 +356,7 @@ fn read_lines(mut reader: impl BufRead) -> io::Result<Input> {
     }
 }
 
-impl Input {
+impl Read {
     /// Adds a line: a repeat adds its packets to its flow's and brings the newer labels.
     fn add(&mut self, line: FlowLine) {
         let key = (
@@ -277,6 +421,39 @@ mod tests {
         assert_eq!(args.namespace.as_deref(), Some("shop"));
         assert_eq!(args.format, Format::Json);
         assert_eq!(parse(&["-n", "x"]).unwrap().namespace.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn cluster_flags_parse_with_the_agents_defaults() {
+        let args = parse(&["--cluster", "--observed", "-n", "shop"]).unwrap();
+        assert!(args.cluster && args.observed);
+        assert_eq!(args.agents.agent_namespace, "kube-system");
+        assert_eq!(args.agents.agent_port, 9640);
+        let args = parse(&[
+            "--cluster",
+            "--kubeconfig",
+            "k",
+            "--agent-port",
+            "9641",
+            "--timeout-secs",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(args.agents.kubeconfig.unwrap().to_str(), Some("k"));
+        assert_eq!(
+            (args.agents.agent_port, args.agents.timeout_secs),
+            (9641, 3)
+        );
+        // A namespace is a name: it goes into the agents' URLs.
+        let error = parse(&["--cluster", "-n", "shop&namespace=x"]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn a_kubeconfig_without_cluster_is_refused_before_reading_stdin() {
+        let args = parse(&["--kubeconfig", "k"]).unwrap();
+        let error = run(&args).unwrap_err().to_string();
+        assert!(error.contains("--kubeconfig k is for --cluster"), "{error}");
     }
 
     #[test]

@@ -156,6 +156,11 @@ pub struct Suggestions {
     /// ([`Observed::external`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub external_left_out: Vec<ExternalPeer>,
+    /// Where flows came from agents (`suggest --cluster`): the agents that did not answer, as
+    /// `POD (node NODE)`. Their nodes' flows are missing, so the policies may not allow all of
+    /// their workloads' traffic.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_agents: Vec<String>,
 }
 
 /// One suggested NetworkPolicy and what it was made from.
@@ -378,6 +383,7 @@ pub fn suggest<'f>(
         issues: issues.into_iter().collect(),
         excluded: Vec::new(),
         external_left_out: Vec::new(),
+        missing_agents: Vec::new(),
     }
 }
 

@@ -86,6 +86,15 @@ fn header(suggestions: &Suggestions) -> String {
             let _ = write!(text, "\n  {} {}", peer.id, peer.flow);
         }
     }
+    if !suggestions.missing_agents.is_empty() {
+        text.push_str(
+            "\nINCOMPLETE: these agents did not answer, so their nodes' flows are missing and the \
+             policies may not allow everything their workloads need:",
+        );
+        for agent in &suggestions.missing_agents {
+            let _ = write!(text, "\n  {agent}");
+        }
+    }
     if !suggestions.issues.is_empty() {
         text.push_str("\nNot suggested:");
         for issue in &suggestions.issues {

@@ -851,6 +851,38 @@ fn yaml_without_suggestions_is_only_comments() {
 }
 
 #[test]
+fn agents_that_did_not_answer_make_the_output_say_it_is_incomplete() {
+    let mut suggestions = sample();
+    let complete = render::to_yaml(&suggestions).unwrap();
+    assert!(!complete.contains("INCOMPLETE"), "{complete}");
+    let json: serde_json::Value =
+        serde_json::from_str(&render::to_json(&suggestions).unwrap()).unwrap();
+    assert!(json.get("missing_agents").is_none());
+
+    suggestions.missing_agents = vec!["kube-nftpol-x7k2p (node worker-2)".to_owned()];
+    let text = render::to_yaml(&suggestions).unwrap();
+    assert!(
+        text.contains(
+            "# INCOMPLETE: these agents did not answer, so their nodes' flows are missing and the \
+             policies may not allow everything their workloads need:\n\
+             #   kube-nftpol-x7k2p (node worker-2)\n"
+        ),
+        "{text}"
+    );
+    // Still the same policies.
+    assert_eq!(
+        loaded_back(&text, "hints.yaml"),
+        expected_policies(&suggestions)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&render::to_json(&suggestions).unwrap()).unwrap();
+    assert_eq!(
+        json["missing_agents"],
+        serde_json::json!(["kube-nftpol-x7k2p (node worker-2)"])
+    );
+}
+
+#[test]
 fn json_output_is_the_report_with_applicable_policies() {
     let suggestions = sample();
     let report: serde_json::Value =
