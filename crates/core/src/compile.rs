@@ -60,6 +60,7 @@
 
 mod anti_spoof;
 mod base_chains;
+mod cluster_rules;
 mod names;
 mod peers;
 mod pod_chains;
@@ -68,11 +69,15 @@ pub mod render_json;
 pub mod render_text;
 mod rules;
 pub mod ruleset;
+mod tiers;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::model::{Direction, Pod, PodInterfaces, Policy, Snapshot};
+use crate::model::{
+    ClusterAction, ClusterPolicy, Direction, Enforcement, Pod, PodInterfaces, Policy, Snapshot,
+    Tier,
+};
 use anti_spoof::{
     anti_spoof_chain, anti_spoof_sets, destination_guards, destination_map_name,
     starting_pods_chain, veth_pairs,
@@ -84,6 +89,8 @@ pub use ruleset::{
     AddrField, Chain, Expr, Family, Hook, MapVerdict, ProtocolPorts, Rule, Ruleset, Set,
     SetElement, SetKind, TABLE_FAMILY, TABLE_NAME, VerdictMap,
 };
+pub use tiers::{deny_chain_name, rule_comment as tier_rule_comment, tier_chain_name};
+use tiers::{Next, TierContext, tier_chain};
 
 /// Knobs that change the emitted ruleset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,15 +136,25 @@ pub enum LogKind {
     /// The first packet of a connection of an observed pod that no policy isolates in this
     /// direction (`knp:open:`).
     NotIsolated,
+    /// A ClusterNetworkPolicy Deny rule of the tier dropped the packet (`knp:adeny:`,
+    /// `knp:bdeny:`).
+    TierDenied(Tier),
+    /// A ClusterNetworkPolicy Deny rule of the tier matched the packet of an audited pod,
+    /// which went through (`knp:aaudit:`, `knp:baudit:`).
+    TierAudited(Tier),
 }
 
 impl LogKind {
     /// Every kind.
-    pub const ALL: [LogKind; 4] = [
+    pub const ALL: [LogKind; 8] = [
         LogKind::Denied,
         LogKind::Audited,
         LogKind::Allowed,
         LogKind::NotIsolated,
+        LogKind::TierDenied(Tier::Admin),
+        LogKind::TierDenied(Tier::Baseline),
+        LogKind::TierAudited(Tier::Admin),
+        LogKind::TierAudited(Tier::Baseline),
     ];
 
     /// The start of the prefix (`knp:deny:`, ...).
@@ -147,6 +164,10 @@ impl LogKind {
             Self::Audited => "knp:audit:",
             Self::Allowed => "knp:allow:",
             Self::NotIsolated => "knp:open:",
+            Self::TierDenied(Tier::Admin) => "knp:adeny:",
+            Self::TierDenied(Tier::Baseline) => "knp:bdeny:",
+            Self::TierAudited(Tier::Admin) => "knp:aaudit:",
+            Self::TierAudited(Tier::Baseline) => "knp:baudit:",
         }
     }
 
@@ -155,6 +176,24 @@ impl LogKind {
         Self::ALL
             .into_iter()
             .find_map(|kind| prefix.strip_prefix(kind.prefix()).map(|rest| (kind, rest)))
+    }
+
+    /// The ClusterNetworkPolicy tier whose Deny rule logged, for the tier kinds.
+    pub fn tier(self) -> Option<Tier> {
+        match self {
+            Self::TierDenied(tier) | Self::TierAudited(tier) => Some(tier),
+            _ => None,
+        }
+    }
+
+    /// Whether the packet was let through by audit mode (a deny that only logged).
+    pub fn is_audit(self) -> bool {
+        matches!(self, Self::Audited | Self::TierAudited(_))
+    }
+
+    /// Whether the packet was dropped.
+    pub fn is_deny(self) -> bool {
+        matches!(self, Self::Denied | Self::TierDenied(_))
     }
 
     /// `knp:<kind>:<direction>:<namespace>/<pod>`, cut at nftables' 127 bytes (a very long pod
@@ -248,45 +287,91 @@ pub fn compile_with_interfaces(
     let pairs = veth_pairs(&local_pods, interfaces);
     anti_spoof_sets(&pairs, &mut sets);
     let mut pod_chains = destination_guards(&pairs, &mut maps);
+    let tiers = Tier::ALL.map(|tier| snapshot.tier_policies(tier));
     for pod in local_pods {
         let observed = options.observe_all || snapshot.observed(&pod.key.namespace);
+        let audited =
+            options.audit_all || snapshot.enforcement(&pod.key.namespace) == Enforcement::Audit;
         for direction in [Direction::Ingress, Direction::Egress] {
             let isolating: Vec<&Policy> = snapshot
                 .policies_in(&pod.key.namespace)
                 .filter(|p| p.rules(direction).is_some() && p.selects(pod))
                 .collect();
-            let chain = if isolating.is_empty() {
-                if !observed {
-                    continue;
-                }
-                log_chain(pod, direction, LogKind::NotIsolated, options)
+            let [admin, baseline] = tiers.each_ref().map(|policies| {
+                policies
+                    .iter()
+                    .copied()
+                    .filter(|p| p.applies(snapshot, pod, direction))
+                    .collect::<Vec<&ClusterPolicy>>()
+            });
+            // NetworkPolicies are final for a pod they isolate: its Baseline tier is never
+            // reached.
+            let baseline = if isolating.is_empty() {
+                baseline
             } else {
-                let allow_log =
-                    observed.then(|| log_chain(pod, direction, LogKind::Allowed, options));
+                Vec::new()
+            };
+            let accepts = admin.iter().chain(&baseline).any(|p| {
+                p.rules(direction)
+                    .iter()
+                    .any(|r| r.action == ClusterAction::Accept)
+            });
+            let allow_log = (observed && (!isolating.is_empty() || accepts))
+                .then(|| log_chain(pod, direction, LogKind::Allowed, options));
+            let open_log = (observed && isolating.is_empty())
+                .then(|| log_chain(pod, direction, LogKind::NotIsolated, options));
+            let context = TierContext {
+                snapshot,
+                pod,
+                direction,
+                options,
+                allow_log: allow_log.as_ref().map(|c| c.name.as_str()),
+                audited,
+            };
+            // Built from the last step back: each chain's `next` is the one after it.
+            let mut next = match &open_log {
+                Some(chain) => Next::Chain(chain.name.clone()),
+                None => Next::Allow,
+            };
+            if !baseline.is_empty() {
+                let chains = tier_chain(&context, Tier::Baseline, &baseline, &next, &mut sets);
+                next = Next::Chain(chains[0].name.clone());
+                pod_chains.extend(chains);
+            }
+            if !isolating.is_empty() {
                 let chain = pod_chain(
                     snapshot,
                     pod,
                     direction,
                     &isolating,
-                    allow_log.as_ref().map(|c| c.name.as_str()),
+                    context.allow_log,
                     options,
                     &mut sets,
                 );
-                pod_chains.extend(allow_log);
-                chain
+                next = Next::Chain(chain.name.clone());
+                pod_chains.push(chain);
+            }
+            if !admin.is_empty() {
+                let chains = tier_chain(&context, Tier::Admin, &admin, &next, &mut sets);
+                next = Next::Chain(chains[0].name.clone());
+                pod_chains.extend(chains);
+            }
+            pod_chains.extend(allow_log);
+            pod_chains.extend(open_log);
+            let Next::Chain(entry) = next else {
+                continue;
             };
             for ip in &pod.ips {
                 // Egress chains return to `postrouting`, so the destination's ingress chain
                 // still decides.
                 let verdict = match direction {
-                    Direction::Ingress => MapVerdict::Goto(chain.name.clone()),
-                    Direction::Egress => MapVerdict::Jump(chain.name.clone()),
+                    Direction::Ingress => MapVerdict::Goto(entry.clone()),
+                    Direction::Egress => MapVerdict::Jump(entry.clone()),
                 };
                 if let Some(map) = maps.get_mut(&dispatch_map_name(direction, Family::of(*ip))) {
                     map.push((*ip, verdict));
                 }
             }
-            pod_chains.push(chain);
         }
     }
     if let Some((chain, unclaimed)) = starting_pods_chain(snapshot, node, interfaces) {

@@ -14,8 +14,9 @@
 //! - `List` documents (kind `List`, or any kind ending in `List` with `items`, such as the
 //!   `PodList` the API returns) are expanded; items of a typed list without `kind` and
 //!   `apiVersion` get them from the list.
-//! - `v1` Namespace, `v1` Pod and `networking.k8s.io/v1` NetworkPolicy. Other kinds are skipped
-//!   with a warning.
+//! - `v1` Namespace, `v1` Pod, `v1` Node, `networking.k8s.io/v1` NetworkPolicy and
+//!   `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy. Other kinds are skipped with a
+//!   warning.
 //!
 //! A loader made with [`Loader::locating`] also records the line of each object and of each of
 //! its fields ([`Locations`], the private `spans` module), for output that points at lines.
@@ -27,8 +28,8 @@
 //! Malformed input is an error naming the origin and, in multi-document texts, the document:
 //! bad YAML or JSON, a document that is not a mapping, an object without `kind`, `apiVersion`
 //! or `metadata.name`, or an object of a supported kind that does not fit its schema. Invalid
-//! NetworkPolicies are not errors: the snapshot keeps them fail-closed and [`Loaded`] lists
-//! their field errors so the caller can show them.
+//! NetworkPolicies and ClusterNetworkPolicies are not errors: the snapshot keeps them
+//! fail-closed and [`Loaded`] lists their field errors so the caller can show them.
 
 mod loader;
 mod spans;
@@ -145,7 +146,8 @@ impl fmt::Display for Location {
 /// The result of a load: the snapshot and what the user should be told about it.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    /// Every Namespace, Pod and NetworkPolicy read (invalid policies in fail-closed form).
+    /// Every Namespace, Pod, Node, NetworkPolicy and ClusterNetworkPolicy read (invalid policies
+    /// in fail-closed form).
     pub snapshot: Snapshot,
     /// Things skipped or repaired, one sentence each, naming the file: unsupported kinds, pod
     /// IPs or ports that did not parse, objects defined twice.
@@ -153,6 +155,9 @@ pub struct Loaded {
     /// Policies that failed validation, by key, with their field errors. They are in the
     /// snapshot and allow nothing for the directions they isolate.
     pub invalid_policies: Vec<(ObjectKey, Vec<FieldError>)>,
+    /// ClusterNetworkPolicies that failed validation, by name, with their field errors. They
+    /// are in the snapshot in their fail-closed form (they only deny).
+    pub invalid_cluster_policies: Vec<(String, Vec<FieldError>)>,
     /// Where each object and its fields are written, when the [`Loader`] was made with
     /// [`Loader::locating`]; empty otherwise.
     pub locations: Locations,

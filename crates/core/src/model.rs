@@ -2,8 +2,9 @@
 //! about.
 //!
 //! A [`Snapshot`] is plain data built from k8s-openapi objects, so the manifest directory and
-//! the API watch fill it the same way: [`Namespace`]s, [`Pod`]s and [`Policy`]s (NetworkPolicies
-//! in their validated form). Beside it, the words the rest uses: [`ObjectKey`], [`Labels`] and
+//! the API watch fill it the same way: [`Namespace`]s, [`Pod`]s, [`Policy`]s (NetworkPolicies
+//! in their validated form), [`ClusterPolicy`]s (ClusterNetworkPolicies, validated) and
+//! [`Node`]s (for ClusterNetworkPolicy node peers). Beside it, the words the rest uses: [`ObjectKey`], [`Labels`] and
 //! [`Selector`]s, [`Direction`], [`Protocol`] and [`IpProtocol`], a node's [`PodInterfaces`].
 //!
 //! This module owns the conversion from Kubernetes Namespaces and Pods and the indexes the
@@ -11,10 +12,12 @@
 //! Kubernetes NetworkPolicy into a [`Policy`]: that is [`crate::policy`], which depends on this
 //! module and never the reverse. No I/O.
 
+mod cluster_policy;
 mod interfaces;
 mod namespace;
 mod namespaced;
 mod network_policy;
+mod node;
 mod object_ref;
 mod pod;
 mod selector;
@@ -25,11 +28,16 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub use cluster_policy::{
+    ClusterAction, ClusterPeer, ClusterPolicy, ClusterPort, ClusterRule, MAX_ITEMS, MAX_PRIORITY,
+    MAX_RULE_NAME, Subject, Tier,
+};
 pub use interfaces::PodInterfaces;
 pub use namespace::{ENFORCEMENT_ANNOTATION, Enforcement, Namespace, OBSERVE_ANNOTATION};
 pub use network_policy::{
     FieldError, NamespaceScope, Peer, PeerKind, Policy, PortMatch, PortSpec, Rule,
 };
+pub use node::Node;
 pub use object_ref::{ObjectKind, ObjectRef};
 pub use pod::{ContainerPort, Error, Owner, Pod, PodPhase};
 pub use selector::{Labels, Operator, Requirement, Selector};

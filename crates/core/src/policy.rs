@@ -1,6 +1,7 @@
-//! NetworkPolicy semantics: how a Kubernetes NetworkPolicy becomes the validated form the
-//! engine enforces ([`crate::model::Policy`]), what that form selects, and [`evaluate`], the
-//! verdict for one flow with its reasons.
+//! Policy semantics: how a Kubernetes NetworkPolicy becomes the validated form the engine
+//! enforces ([`crate::model::Policy`]), what that form selects, the same for
+//! ClusterNetworkPolicy ([`cluster`]), and [`evaluate`], the verdict for one flow through every
+//! tier (Admin, NetworkPolicy, Baseline) with its reasons.
 //!
 //! Everything here is pure. [`Policy::from_k8s`] applies the API's defaulting (policyTypes,
 //! TCP, empty versus missing lists) and its validation. A policy that fails validation is kept
@@ -9,6 +10,7 @@
 //! same types and share the matching helpers here, so the ruleset in the kernel and `evaluate`
 //! agree by construction; the integration suites check that with real packets.
 
+pub mod cluster;
 mod evaluate;
 mod parse;
 mod selector;
@@ -20,7 +22,8 @@ use crate::model::{
 };
 
 pub use evaluate::{
-    DirectionVerdict, Endpoint, Flow, MissReason, RuleMiss, RuleRef, Verdict, evaluate,
+    ClusterRuleRef, DirectionVerdict, Endpoint, Flow, MissReason, RuleMiss, RuleRef, Verdict,
+    evaluate,
 };
 
 impl Policy {

@@ -719,7 +719,7 @@ fn expected_logs(
             DirectionVerdict::Allowed { pod, .. } if observed(pod) => {
                 logs.push(format!("knp:allow:{direction}:{pod}"));
             }
-            DirectionVerdict::NotIsolated { pod } if observed(pod) => {
+            DirectionVerdict::NotIsolated { pod, .. } if observed(pod) => {
                 logs.push(format!("knp:open:{direction}:{pod}"));
             }
             _ => {}

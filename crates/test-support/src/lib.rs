@@ -6,6 +6,10 @@
 //! - [`scale_cluster`]: the one cluster-scale generator of the benchmarks (10,000 pods).
 //! - [`conformance`]: the upstream Kubernetes e2e cases as data, read from
 //!   `../shared/conformance/upstream.json` beside the repository.
+//! - [`cnp_conformance`]: the ClusterNetworkPolicy conformance suite of network-policy-api
+//!   v0.2.0 as data (`data/cnp-conformance/`), and the player that turns its tests into the
+//!   cluster states each probe runs against, for every runner (evaluator, simulator, a real
+//!   cluster).
 //! - [`hostile`]: a cluster of invalid and extreme policies and names.
 //! - [`interpret`]: a reference interpreter of a compiled ruleset, to check the compiler
 //!   against [`kube_nftpol_core::evaluate`] without a kernel.
@@ -15,6 +19,7 @@
 
 pub mod apiserver;
 pub mod cluster;
+pub mod cnp_conformance;
 pub mod conformance;
 pub mod hostile;
 pub mod interpret;

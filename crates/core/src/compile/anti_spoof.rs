@@ -177,7 +177,8 @@ fn is_safe_interface_name(name: &str) -> bool {
 }
 
 /// The chain that drops the traffic of pod veths no pod claims yet, and those veths' addresses,
-/// when the node has an isolated pod still waiting for its IP; `None` otherwise.
+/// when the node has an isolated pod (a NetworkPolicy or a ClusterNetworkPolicy selects it)
+/// still waiting for its IP; `None` otherwise.
 ///
 /// The CNI plugs a pod in (veth, address, route) before the kubelet reports the pod's IP to
 /// the API, and its containers may already send. An isolated pod must not get through that
@@ -196,9 +197,12 @@ pub(super) fn starting_pods_chain(
             && pod.phase == crate::model::PodPhase::Active
             && !pod.host_network
             && pod.ips.is_empty()
-            && snapshot
+            && (snapshot
                 .policies_in(&pod.key.namespace)
                 .any(|p| p.selects(pod))
+                || snapshot
+                    .cluster_policies()
+                    .any(|p| p.subject.covers(snapshot, pod)))
     });
     if !isolated_pod_waits {
         return None;

@@ -282,7 +282,7 @@ impl<'a> RuleCompiler<'a> {
 
 /// The match for merged numbered ports: [`Expr::PortIn`] when they are all of one protocol,
 /// [`Expr::ProtocolPortIn`] otherwise.
-fn port_expr(ports: Vec<ProtocolPorts>) -> Expr {
+pub(super) fn port_expr(ports: Vec<ProtocolPorts>) -> Expr {
     match ports.first().map(|p| p.protocol) {
         Some(protocol) if ports.iter().all(|p| p.protocol == protocol) => {
             Expr::PortIn(protocol, ports.iter().map(|p| (p.start, p.end)).collect())

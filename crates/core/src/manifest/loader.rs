@@ -12,6 +12,7 @@ use serde_saphyr::Spanned;
 use super::spans::{self, Locations, Node, ObjectLocation};
 use super::{Error, Loaded, Location, Result};
 use crate::model::{self, Namespace, ObjectKey, ObjectKind, ObjectRef, Pod, Snapshot};
+use crate::policy::cluster::api as cluster_api;
 
 /// The kinds this source reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -19,6 +20,8 @@ enum Kind {
     Namespace,
     Pod,
     NetworkPolicy,
+    ClusterNetworkPolicy,
+    Node,
 }
 
 impl Kind {
@@ -27,7 +30,14 @@ impl Kind {
             Self::Namespace => ObjectKind::Namespace,
             Self::Pod => ObjectKind::Pod,
             Self::NetworkPolicy => ObjectKind::NetworkPolicy,
+            Self::ClusterNetworkPolicy => ObjectKind::ClusterNetworkPolicy,
+            Self::Node => ObjectKind::Node,
         }
+    }
+
+    /// Cluster-scoped kinds are keyed by name alone (an empty namespace).
+    fn cluster_scoped(self) -> bool {
+        matches!(self, Self::Namespace | Self::ClusterNetworkPolicy | Self::Node)
     }
 
     fn of(api_version: &str, kind: &str) -> Option<Self> {
@@ -35,6 +45,8 @@ impl Kind {
             ("v1", "Namespace") => Some(Self::Namespace),
             ("v1", "Pod") => Some(Self::Pod),
             ("networking.k8s.io/v1", "NetworkPolicy") => Some(Self::NetworkPolicy),
+            (cluster_api::API_VERSION, cluster_api::KIND) => Some(Self::ClusterNetworkPolicy),
+            ("v1", "Node") => Some(Self::Node),
             _ => None,
         }
     }
@@ -140,8 +152,9 @@ impl Loader {
                 .map(|name| format!(" {name}"))
                 .unwrap_or_default();
             self.warnings.push(format!(
-                "{at}: skipping {api_version} {kind}{name}: only v1 Namespace, v1 Pod and \
-                 networking.k8s.io/v1 NetworkPolicy are read"
+                "{at}: skipping {api_version} {kind}{name}: only v1 Namespace, v1 Pod, v1 Node, \
+                 networking.k8s.io/v1 NetworkPolicy and {} ClusterNetworkPolicy are read",
+                cluster_api::API_VERSION
             ));
             return Ok(());
         };
@@ -187,10 +200,30 @@ impl Loader {
                     .unwrap_or_else(|| model::DEFAULT_NAMESPACE.into());
                 ObjectKey::new(namespace, name)
             }
+            Kind::ClusterNetworkPolicy => {
+                let policy = cluster_api::ClusterNetworkPolicy::deserialize(&object)
+                    .map_err(decode_error)?;
+                self.snapshot
+                    .upsert_cluster_network_policy(&policy)
+                    .map_err(model_error)?;
+                ObjectKey::new("", policy.metadata.name.unwrap_or_default())
+            }
+            Kind::Node => {
+                let node = core::Node::deserialize(&object).map_err(decode_error)?;
+                let (node, problems) = model::Node::from_k8s(&node).map_err(model_error)?;
+                self.warnings
+                    .extend(problems.into_iter().map(|p| format!("{at}: {p}")));
+                let key = ObjectKey::new("", node.name.clone());
+                self.snapshot.upsert_node(node);
+                key
+            }
         };
         if let Some(locations) = &mut self.locations {
             let object = match known {
                 Kind::Namespace => ObjectRef::namespace(&key.name),
+                kind if kind.cluster_scoped() => {
+                    ObjectRef::cluster_scoped(kind.object_kind(), &key.name)
+                }
                 _ => ObjectRef::namespaced(known.object_kind(), &key),
             };
             let location = ObjectLocation {
@@ -201,7 +234,7 @@ impl Loader {
             locations.insert(object, location);
         }
         if let Some(previous) = self.seen.insert((known, key.clone()), at.clone()) {
-            let shown = if known == Kind::Namespace {
+            let shown = if known.cluster_scoped() {
                 key.name
             } else {
                 key.to_string()
@@ -257,10 +290,26 @@ impl Loader {
             .filter(|p| p.is_invalid())
             .map(|p| (p.key.clone(), p.errors.clone()))
             .collect();
+        let invalid_cluster_policies = self
+            .snapshot
+            .cluster_policies()
+            .filter(|p| p.is_invalid())
+            .map(|p| (p.name.clone(), p.errors.clone()))
+            .collect();
+        let mut warnings = self.warnings;
+        for policy in self.snapshot.cluster_policies() {
+            for field in &policy.unsupported {
+                warnings.push(format!(
+                    "ClusterNetworkPolicy {}: {field}",
+                    policy.name
+                ));
+            }
+        }
         Loaded {
             snapshot: self.snapshot,
-            warnings: self.warnings,
+            warnings,
             invalid_policies,
+            invalid_cluster_policies,
             locations: self.locations.unwrap_or_default(),
         }
     }

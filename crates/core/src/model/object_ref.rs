@@ -15,6 +15,11 @@ pub enum ObjectKind {
     Pod,
     /// A `networking.k8s.io/v1` NetworkPolicy.
     NetworkPolicy,
+    /// A `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy (cluster-scoped: its
+    /// [`ObjectRef`] has an empty namespace).
+    ClusterNetworkPolicy,
+    /// A `v1` Node (cluster-scoped).
+    Node,
 }
 
 impl ObjectKind {
@@ -24,6 +29,8 @@ impl ObjectKind {
             Self::Namespace => "Namespace",
             Self::Pod => "Pod",
             Self::NetworkPolicy => "NetworkPolicy",
+            Self::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+            Self::Node => "Node",
         }
     }
 }
@@ -46,6 +53,15 @@ impl ObjectRef {
         Self {
             kind: ObjectKind::Namespace,
             namespace: name.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// A cluster-scoped object (ClusterNetworkPolicy, Node) by its name.
+    pub fn cluster_scoped(kind: ObjectKind, name: &str) -> Self {
+        Self {
+            kind,
+            namespace: String::new(),
             name: name.to_owned(),
         }
     }
@@ -77,6 +93,7 @@ impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
             ObjectKind::Namespace => write!(f, "Namespace {}", self.name),
+            kind if self.namespace.is_empty() => write!(f, "{} {}", kind.as_str(), self.name),
             kind => write!(f, "{} {}/{}", kind.as_str(), self.namespace, self.name),
         }
     }

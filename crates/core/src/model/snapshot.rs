@@ -8,7 +8,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::namespaced::{Keyed, Labelled, NamespacedMap};
-use super::{Enforcement, Labels, Namespace, ObjectKey, Pod, Policy, Selector};
+use super::{
+    ClusterPolicy, Enforcement, Labels, Namespace, Node, ObjectKey, Pod, Policy, Selector, Tier,
+};
 
 /// The cluster as the agent knows it at one moment.
 ///
@@ -21,6 +23,10 @@ pub struct Snapshot {
     namespaces: BTreeMap<String, Arc<Namespace>>,
     pods: NamespacedMap<Pod>,
     policies: NamespacedMap<Policy>,
+    /// ClusterNetworkPolicies by name (cluster-scoped; a few hundred at most).
+    cluster_policies: BTreeMap<String, Arc<ClusterPolicy>>,
+    /// Nodes by name, for ClusterNetworkPolicy node peers.
+    nodes: BTreeMap<String, Arc<Node>>,
 }
 
 impl Keyed for Pod {
@@ -190,6 +196,62 @@ impl Snapshot {
             Some(ns) => Cow::Borrowed(&ns.labels),
             None => Cow::Owned(Namespace::implicit(name).labels),
         }
+    }
+
+    /// Adds or replaces a ClusterNetworkPolicy (already validated).
+    pub fn upsert_cluster_policy(&mut self, policy: ClusterPolicy) {
+        self.cluster_policies
+            .insert(policy.name.clone(), Arc::new(policy));
+    }
+
+    /// Removes a ClusterNetworkPolicy.
+    pub fn remove_cluster_policy(&mut self, name: &str) -> Option<ClusterPolicy> {
+        self.cluster_policies
+            .remove(name)
+            .map(Arc::unwrap_or_clone)
+    }
+
+    /// A ClusterNetworkPolicy by name.
+    pub fn cluster_policy(&self, name: &str) -> Option<&ClusterPolicy> {
+        self.cluster_policies.get(name).map(|p| &**p)
+    }
+
+    /// Every ClusterNetworkPolicy, by name.
+    pub fn cluster_policies(&self) -> impl Iterator<Item = &ClusterPolicy> {
+        self.cluster_policies.values().map(|p| &**p)
+    }
+
+    /// The ClusterNetworkPolicies of one tier in the order they are evaluated: by priority,
+    /// then by name (the API lets an implementation order equal priorities as it likes; name
+    /// order makes the choice stable and visible).
+    pub fn tier_policies(&self, tier: Tier) -> Vec<&ClusterPolicy> {
+        let mut policies: Vec<&ClusterPolicy> = self
+            .cluster_policies()
+            .filter(|p| p.tier == tier)
+            .collect();
+        // Already in name order: a stable sort by priority keeps it among equals.
+        policies.sort_by_key(|p| p.priority);
+        policies
+    }
+
+    /// Adds or replaces a node.
+    pub fn upsert_node(&mut self, node: Node) {
+        self.nodes.insert(node.name.clone(), Arc::new(node));
+    }
+
+    /// Removes a node.
+    pub fn remove_node(&mut self, name: &str) -> Option<Node> {
+        self.nodes.remove(name).map(Arc::unwrap_or_clone)
+    }
+
+    /// Every node, by name.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values().map(|n| &**n)
+    }
+
+    /// A node by name.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.get(name).map(|n| &**n)
     }
 
     /// Names of all namespaces, including those only implied by pods and policies.

@@ -1,11 +1,16 @@
 //! [`evaluate`]: the verdict for one flow, with the reasons a person needs to act on it.
 //!
 //! A flow is allowed when its source may send it (egress) and its destination may receive it
-//! (ingress). Each side is decided on its own: a pod no policy selects for that direction is not
-//! isolated; an isolated pod needs one rule of one selecting policy to match peer and port.
-//! Replies of allowed connections are always allowed (connection tracking), so only the
-//! initiating direction is evaluated. A pod's traffic to itself and traffic from a pod's own
-//! node are always allowed, as in the compiled ruleset.
+//! (ingress). Each side is decided on its own, tier by tier, as ClusterNetworkPolicy orders
+//! them: the Admin tier's first matching rule (policies by priority, then name; rules in
+//! order) accepts, denies or passes; then the NetworkPolicies, final for a pod they isolate in
+//! that direction (one rule of one selecting policy must match peer and port); then the
+//! Baseline tier the same way as the Admin tier; then the default: allowed. The tiers are the
+//! private `tiers` module. Replies of allowed connections are always allowed (connection
+//! tracking), so only the initiating direction is evaluated. A pod's traffic to itself and
+//! traffic from a pod's own node are always allowed, as in the compiled ruleset.
+
+mod tiers;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -13,7 +18,8 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::model::{
-    Direction, FieldError, ObjectKey, PeerKind, Pod, Policy, PortMatch, Protocol, Rule, Snapshot,
+    ClusterAction, Direction, FieldError, ObjectKey, PeerKind, Pod, Policy, PortMatch, Protocol,
+    Rule, Snapshot, Tier,
 };
 
 /// One end of a flow.
@@ -75,12 +81,16 @@ pub enum DirectionVerdict {
         /// Why.
         reason: String,
     },
-    /// No policy selects the pod for this direction: everything is allowed.
+    /// No tier decides: no NetworkPolicy isolates the pod for this direction and no
+    /// ClusterNetworkPolicy rule accepts or denies the flow, so it is allowed.
     NotIsolated {
         /// The pod.
         pod: ObjectKey,
+        /// The ClusterNetworkPolicy rules that passed the flow on to the next tier.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        passed: Vec<ClusterRuleRef>,
     },
-    /// Isolated, and a rule allows the flow.
+    /// Isolated by NetworkPolicies, and a rule allows the flow.
     Allowed {
         /// The pod.
         pod: ObjectKey,
@@ -88,8 +98,11 @@ pub enum DirectionVerdict {
         isolated_by: Vec<ObjectKey>,
         /// The first rule that allows it (policies by name, rules in order).
         rule: RuleRef,
+        /// The Admin tier rule that passed the flow on to the NetworkPolicies, if one did.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        passed: Vec<ClusterRuleRef>,
     },
-    /// Isolated, and no rule allows the flow.
+    /// Isolated by NetworkPolicies, and no rule allows the flow.
     Denied {
         /// The pod.
         pod: ObjectKey,
@@ -97,13 +110,74 @@ pub enum DirectionVerdict {
         isolated_by: Vec<ObjectKey>,
         /// Why each candidate rule missed.
         misses: Vec<RuleMiss>,
+        /// The Admin tier rule that passed the flow on to the NetworkPolicies, if one did.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        passed: Vec<ClusterRuleRef>,
+    },
+    /// A ClusterNetworkPolicy rule of the Admin or the Baseline tier accepted or denied the
+    /// flow ([`ClusterRuleRef::action`]).
+    Cluster {
+        /// The pod.
+        pod: ObjectKey,
+        /// The deciding rule.
+        rule: ClusterRuleRef,
+        /// An Admin tier rule that passed the flow on before the Baseline tier decided.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        passed: Vec<ClusterRuleRef>,
     },
 }
 
 impl DirectionVerdict {
     /// Whether this side lets the flow through.
     pub fn allows(&self) -> bool {
-        !matches!(self, Self::Denied { .. })
+        match self {
+            Self::Denied { .. } => false,
+            Self::Cluster { rule, .. } => rule.action != ClusterAction::Deny,
+            _ => true,
+        }
+    }
+
+    /// The ClusterNetworkPolicy rule that decided this side, if one did.
+    pub fn cluster_rule(&self) -> Option<&ClusterRuleRef> {
+        match self {
+            Self::Cluster { rule, .. } => Some(rule),
+            _ => None,
+        }
+    }
+}
+
+/// A rule of a ClusterNetworkPolicy, with what a reader needs to find and judge it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterRuleRef {
+    /// The ClusterNetworkPolicy's name.
+    pub policy: String,
+    /// Its tier.
+    pub tier: Tier,
+    /// Its priority.
+    pub priority: u16,
+    /// The direction of the rule list.
+    pub direction: Direction,
+    /// The rule's index in that list, as written.
+    pub index: usize,
+    /// The rule's name, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What the rule does (a rule of an invalid policy denies; see [`crate::policy`]).
+    pub action: ClusterAction,
+}
+
+impl fmt::Display for ClusterRuleRef {
+    /// `ClusterNetworkPolicy deny-imds egress[0] "block-imds" (Admin tier, priority 5)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ClusterNetworkPolicy {} {}[{}]",
+            self.policy, self.direction, self.index
+        )?;
+        if let Some(name) = &self.name {
+            write!(f, " {name:?}")?;
+        }
+        write!(f, " ({} tier, priority {})", self.tier, self.priority)
     }
 }
 
@@ -283,20 +357,42 @@ fn side(
         };
     }
 
+    let destination = match direction {
+        Direction::Egress => other.pod(),
+        Direction::Ingress => Some(pod),
+    };
+    let tier = |tier, passed: &mut Vec<ClusterRuleRef>| {
+        tiers::decide(
+            snapshot,
+            tier,
+            &tiers::Side {
+                pod,
+                direction,
+                flow,
+                other,
+                destination,
+            },
+            passed,
+        )
+    };
+    let mut passed = Vec::new();
+    if let Some(decided) = tier(Tier::Admin, &mut passed) {
+        return decided;
+    }
     let isolating: Vec<&Policy> = snapshot
         .policies_in(&pod.key.namespace)
         .filter(|p| p.rules(direction).is_some() && p.selects(pod))
         .collect();
     if isolating.is_empty() {
+        if let Some(decided) = tier(Tier::Baseline, &mut passed) {
+            return decided;
+        }
         return DirectionVerdict::NotIsolated {
             pod: pod.key.clone(),
+            passed,
         };
     }
     let isolated_by: Vec<ObjectKey> = isolating.iter().map(|p| p.key.clone()).collect();
-    let destination = match direction {
-        Direction::Egress => other.pod(),
-        Direction::Ingress => Some(pod),
-    };
     let mut misses = Vec::new();
     for policy in &isolating {
         let rules = policy.rules(direction).unwrap_or_default();
@@ -328,6 +424,7 @@ fn side(
                             direction,
                             index: rule.index,
                         },
+                        passed,
                     };
                 }
                 Some(reason) => misses.push(RuleMiss {
@@ -342,6 +439,7 @@ fn side(
         pod: pod.key.clone(),
         isolated_by,
         misses,
+        passed,
     }
 }
 

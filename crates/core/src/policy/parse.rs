@@ -248,7 +248,7 @@ fn ip_block(
 /// IPv4-mapped IPv6 CIDRs (`::ffff:10.0.0.0/104`) are rejected: Go reads them as IPv4 CIDRs
 /// and other engines as IPv6 ones, and no packet carries such an address (Kubernetes 1.33
 /// rejects them too, with StrictIPCIDRValidation).
-fn parse_cidr(text: &str, field: &str, errors: &mut Vec<FieldError>) -> Option<IpNet> {
+pub(super) fn parse_cidr(text: &str, field: &str, errors: &mut Vec<FieldError>) -> Option<IpNet> {
     match text.trim().parse::<IpNet>() {
         Ok(IpNet::V6(net)) if net.prefix_len() >= 96 && net.addr().to_ipv4_mapped().is_some() => {
             errors.push(FieldError::new(
@@ -352,7 +352,7 @@ fn port_number(value: i32, field: &str, errors: &mut Vec<FieldError>) -> Option<
 
 /// An IANA service name as Kubernetes validates it: 1-15 characters, lowercase alphanumerics
 /// and `-`, at least one letter, no leading, trailing or double `-`.
-fn is_port_name(name: &str) -> bool {
+pub(super) fn is_port_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 15
         && name
