@@ -72,10 +72,9 @@ impl Trace {
     /// the audit prefix (a default deny would have dropped it).
     pub fn audit_denied(&self) -> bool {
         self.dropped_by.is_none()
-            && self
-                .logged
-                .iter()
-                .any(|p| p.starts_with(LogKind::Audited.prefix()))
+            && self.logged.iter().any(|p| {
+                LogKind::split_prefix(p).is_some_and(|(kind, _)| kind.is_audit())
+            })
     }
 }
 
@@ -95,6 +94,23 @@ pub fn trace(ruleset: &Ruleset, packet: &Packet) -> Trace {
         dropped_by = Some(ANTI_SPOOF_CHAIN);
     } else if run_chain(ruleset, "postrouting", packet, &mut logged, &mut rule) == Outcome::Drop {
         dropped_by = Some("postrouting");
+    }
+    Trace { dropped_by, logged }
+}
+
+/// Runs a packet addressed to the node itself through the node's `prerouting` (when it enters
+/// the node) and `input` chains: a pod talking to its own node's address, or to a
+/// host-network pod of it.
+pub fn trace_local(ruleset: &Ruleset, packet: &Packet) -> Trace {
+    let mut logged = Vec::new();
+    let mut dropped_by = None;
+    let mut rule = None;
+    if packet.input.is_some()
+        && run_chain(ruleset, ANTI_SPOOF_CHAIN, packet, &mut logged, &mut rule) == Outcome::Drop
+    {
+        dropped_by = Some(ANTI_SPOOF_CHAIN);
+    } else if run_chain(ruleset, "input", packet, &mut logged, &mut rule) == Outcome::Drop {
+        dropped_by = Some("input");
     }
     Trace { dropped_by, logged }
 }

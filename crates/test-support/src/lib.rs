@@ -12,7 +12,8 @@
 //!   cluster).
 //! - [`hostile`]: a cluster of invalid and extreme policies and names.
 //! - [`interpret`]: a reference interpreter of a compiled ruleset, to check the compiler
-//!   against [`kube_nftpol_core::evaluate`] without a kernel.
+//!   against [`kube_nftpol_core::evaluate`] without a kernel; [`topology`]: nodes with their
+//!   rulesets and the path of a packet through them.
 //! - [`netns`]: network namespaces for the root suites (`ip netns`, `nft`).
 //! - [`nft`]: `nft` in a namespace from async code: the node simulator's runner.
 //! - [`apiserver`]: a real kube-apiserver and etcd for the suites that talk to Kubernetes.
@@ -27,6 +28,7 @@ pub mod netns;
 pub mod nft;
 pub mod rng;
 pub mod scale_cluster;
+pub mod topology;
 
 use std::path::PathBuf;
 
