@@ -237,6 +237,8 @@ fn flows() -> Vec<FlowLine> {
             policy: "shop/web-egress".to_owned(),
             rule: 0,
         }),
+        tier: None,
+        cluster_policy: None,
         count: 1,
         first_ts: None,
         last_ts: None,

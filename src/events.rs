@@ -2,7 +2,8 @@
 //!
 //! - `InvalidNetworkPolicy` (Warning) on a NetworkPolicy that failed validation, once per
 //!   version of the policy ([`invalid_policy`]), so `kubectl describe networkpolicy` shows why
-//!   it allows nothing;
+//!   it allows nothing; `InvalidClusterNetworkPolicy` likewise on a ClusterNetworkPolicy (in
+//!   the `default` namespace, the object being cluster-scoped);
 //! - `PolicyDenied` (Warning) on a pod whose traffic default-deny dropped, at most one per pod
 //!   per minute ([`denied`]), so `kubectl describe pod` shows it next to the pod's other events.
 //!
@@ -24,7 +25,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::flow_line::{Action, FlowLine};
-pub use invalid_policy::{InvalidPolicy, ObjectIdentity, Reported};
+pub use invalid_policy::{InvalidPolicy, ObjectIdentity, PolicyKind, Reported};
 
 /// Invalid policies waiting for the writer; more are dropped (and counted).
 const INVALID_POLICY_QUEUE: usize = 256;
@@ -126,7 +127,7 @@ impl Writer {
                 biased;
                 Some(policy) = invalid_policies.recv() => {
                     let (event, reference) = invalid_policy::event(&policy);
-                    self.publish(&event, &reference, invalid_policy::REASON).await;
+                    self.publish(&event, &reference, policy.kind.reason()).await;
                 }
                 Some(line) = denied.recv() => {
                     let pod = (line.pod.namespace.clone(), line.pod.name.clone());

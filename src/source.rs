@@ -25,6 +25,8 @@ pub struct Metrics {
     pub load_errors: Counter,
     /// NetworkPolicies that failed validation and are enforced fail-closed.
     pub invalid_policies: Gauge,
+    /// ClusterNetworkPolicies that failed validation and are enforced fail-closed.
+    pub invalid_cluster_policies: Gauge,
     /// Kubernetes watch errors (each retried with backoff).
     pub watch_errors: Counter,
 }
@@ -37,6 +39,12 @@ impl Metrics {
             "policies_invalid",
             "NetworkPolicies that failed validation and are enforced fail-closed",
             metrics.invalid_policies.clone(),
+        );
+        registry.register(
+            "cluster_policies_invalid",
+            "ClusterNetworkPolicies that failed validation and are enforced fail-closed (they \
+             only deny)",
+            metrics.invalid_cluster_policies.clone(),
         );
         let sub = registry.sub_registry_with_prefix("source");
         let help = "Snapshots loaded from the source";

@@ -166,7 +166,7 @@ fn logged(
         let (pod, kind) = match side {
             DirectionVerdict::Denied { pod, .. } => (pod, LogKind::Denied),
             DirectionVerdict::Allowed { pod, .. } => (pod, LogKind::Allowed),
-            DirectionVerdict::NotIsolated { pod } => (pod, LogKind::NotIsolated),
+            DirectionVerdict::NotIsolated { pod, .. } => (pod, LogKind::NotIsolated),
             _ => continue,
         };
         if kind != LogKind::Denied && !s.observed(&pod.namespace) {

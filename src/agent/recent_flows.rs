@@ -208,6 +208,8 @@ mod tests {
                 policy: format!("{namespace}/allow"),
                 rule: 0,
             }),
+            tier: None,
+            cluster_policy: None,
             count: 1,
             first_ts: None,
             last_ts: None,

@@ -13,6 +13,15 @@
 //!   ingress shop/db: denied (isolated by shop/db-from-backend)
 //!     shop/db-from-backend ingress[0]: source shop/api is not among the rule's peers: pods ...
 //! ```
+//!
+//! A side a ClusterNetworkPolicy decides names the policy, its tier and priority, and the rule;
+//! an Admin rule that passed the flow on to the next tier is listed below the side:
+//!
+//! ```text
+//! DENIED shop/api -> 169.254.169.254 tcp/80
+//!   egress  shop/api: denied by ClusterNetworkPolicy guardrails egress[1] "no-cloud-metadata" (Admin tier, priority 10)
+//!   ingress 169.254.169.254: not policed (169.254.169.254 is not a pod address)
+//! ```
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -23,8 +32,10 @@ use serde::Serialize;
 
 use super::flow::{self, PortArg};
 use super::{Outcome, drop_line, load, write_stdout};
-use crate::model::{Direction, ObjectKey};
-use crate::policy::{self, DirectionVerdict, Endpoint, Flow, MissReason, RuleMiss, Verdict};
+use crate::model::{ClusterAction, Direction, ObjectKey, Tier};
+use crate::policy::{
+    self, ClusterRuleRef, DirectionVerdict, Endpoint, Flow, MissReason, RuleMiss, Verdict,
+};
 
 /// Arguments of `explain`.
 #[derive(Debug, Args)]
@@ -224,17 +235,19 @@ fn render_side(out: &mut String, flow: &Flow, direction: Direction, verdict: &Di
         DirectionVerdict::Exempt { reason } => {
             let _ = writeln!(out, "{this}: always allowed ({reason})");
         }
-        DirectionVerdict::NotIsolated { pod } => {
+        DirectionVerdict::NotIsolated { pod, passed } => {
             let _ = writeln!(
                 out,
                 "{}: not isolated (no policy selects it for {direction})",
                 label(this, pod)
             );
+            passed_text(out, passed);
         }
         DirectionVerdict::Allowed {
             pod,
             isolated_by,
             rule,
+            passed,
         } => {
             let _ = writeln!(
                 out,
@@ -242,11 +255,13 @@ fn render_side(out: &mut String, flow: &Flow, direction: Direction, verdict: &Di
                 label(this, pod),
                 isolated(isolated_by)
             );
+            passed_text(out, passed);
         }
         DirectionVerdict::Denied {
             pod,
             isolated_by,
             misses,
+            passed,
         } => {
             let _ = writeln!(
                 out,
@@ -254,10 +269,30 @@ fn render_side(out: &mut String, flow: &Flow, direction: Direction, verdict: &Di
                 label(this, pod),
                 isolated(isolated_by)
             );
+            passed_text(out, passed);
             for miss in misses {
                 let _ = writeln!(out, "    {}", miss_text(flow, direction, miss));
             }
         }
+        DirectionVerdict::Cluster { pod, rule, passed } => {
+            let verb = match rule.action {
+                ClusterAction::Deny => "denied",
+                ClusterAction::Accept | ClusterAction::Pass => "accepted",
+            };
+            let _ = writeln!(out, "{}: {verb} by {rule}", label(this, pod));
+            passed_text(out, passed);
+        }
+    }
+}
+
+/// The ClusterNetworkPolicy rules that passed the side on to the next tier, one line each.
+fn passed_text(out: &mut String, passed: &[ClusterRuleRef]) {
+    for rule in passed {
+        let next = match rule.tier {
+            Tier::Admin => "the NetworkPolicies and the Baseline tier",
+            Tier::Baseline => "the default (allowed)",
+        };
+        let _ = writeln!(out, "    passed on to {next} by {rule}");
     }
 }
 
@@ -485,7 +520,10 @@ mod tests {
     fn allowed_text_names_the_rule_and_the_isolating_policies() {
         let verdict = Verdict {
             allowed: true,
-            egress: DirectionVerdict::NotIsolated { pod: key("x", "a") },
+            egress: DirectionVerdict::NotIsolated {
+                pod: key("x", "a"),
+                passed: Vec::new(),
+            },
             ingress: DirectionVerdict::Allowed {
                 pod: key("y", "b"),
                 isolated_by: vec![key("y", "allow-from-x"), key("y", "deny-all")],
@@ -494,6 +532,7 @@ mod tests {
                     direction: Direction::Ingress,
                     index: 0,
                 },
+                passed: Vec::new(),
             },
         };
         assert_eq!(
@@ -551,6 +590,7 @@ mod tests {
                         },
                     ),
                 ],
+                passed: Vec::new(),
             },
         };
         assert_eq!(
@@ -572,7 +612,10 @@ mod tests {
         flow.source = Endpoint::Ip("10.0.0.5".parse().unwrap());
         let verdict = Verdict {
             allowed: true,
-            egress: DirectionVerdict::NotIsolated { pod: key("x", "a") },
+            egress: DirectionVerdict::NotIsolated {
+                pod: key("x", "a"),
+                passed: Vec::new(),
+            },
             ingress: DirectionVerdict::NotPoliced {
                 reason: "because".into(),
             },
@@ -592,8 +635,14 @@ mod tests {
     fn json_has_allowed_flow_and_both_sides() {
         let verdict = Verdict {
             allowed: true,
-            egress: DirectionVerdict::NotIsolated { pod: key("x", "a") },
-            ingress: DirectionVerdict::NotIsolated { pod: key("y", "b") },
+            egress: DirectionVerdict::NotIsolated {
+                pod: key("x", "a"),
+                passed: Vec::new(),
+            },
+            ingress: DirectionVerdict::NotIsolated {
+                pod: key("y", "b"),
+                passed: Vec::new(),
+            },
         };
         let json: serde_json::Value =
             serde_json::from_str(&render_json(&flow(), &verdict).unwrap()).unwrap();

@@ -327,6 +327,8 @@ mod tests {
             port: Some(5432),
             action,
             allowed_by,
+            tier: None,
+            cluster_policy: None,
             policies: policies.iter().map(|p| (*p).to_owned()).collect(),
             pods: vec!["web-1".to_owned(), "web-2".to_owned()],
             count: 7,

@@ -1,6 +1,7 @@
 //! Loads the manifests a subcommand was pointed at and tells the user, on stderr, what was
 //! skipped or is invalid: `warning: ...` lines for the loader's warnings and one
-//! `error: policy NS/NAME: FIELD: MESSAGE` line per validation error of a NetworkPolicy.
+//! `error: policy NS/NAME: FIELD: MESSAGE` line per validation error of a NetworkPolicy
+//! (`error: clusternetworkpolicy NAME: FIELD: MESSAGE` for a ClusterNetworkPolicy).
 //!
 //! Invalid policies do not fail the command: the engine enforces them fail-closed (they isolate
 //! but allow nothing), and the output shows exactly that.
@@ -44,7 +45,7 @@ pub fn live(kubeconfig: Option<&Path>) -> anyhow::Result<Loaded> {
         let client = crate::agent::kube_client(kubeconfig).await?;
         crate::source::kubernetes::snapshot_once(&client)
             .await
-            .context("listing pods, namespaces and networkpolicies")
+            .context("listing pods, namespaces, nodes, networkpolicies and clusternetworkpolicies")
     })
 }
 
@@ -56,7 +57,15 @@ pub fn diagnostics(loaded: &Loaded) -> Vec<String> {
             .iter()
             .map(move |e| format!("error: policy {policy}: {e}"))
     });
-    warnings.chain(errors).collect()
+    let cluster_errors = loaded
+        .invalid_cluster_policies
+        .iter()
+        .flat_map(|(policy, errors)| {
+            errors
+                .iter()
+                .map(move |e| format!("error: clusternetworkpolicy {policy}: {e}"))
+        });
+    warnings.chain(errors).chain(cluster_errors).collect()
 }
 
 #[cfg(test)]

@@ -87,23 +87,30 @@ pub(super) fn event(line: &FlowLine, held_back: u64) -> (Event, ObjectReference)
     (event, reference)
 }
 
-/// The Event's note: the flow, the isolating policies, and what was held back.
+/// The Event's note: the flow, what denied it (the isolating policies, or the
+/// ClusterNetworkPolicy rule), and what was held back.
 pub fn note(record: &FlowLine, held_back: u64) -> String {
     let port = record.port.map(|p| format!("/{p}")).unwrap_or_default();
     let (word, arrow) = match record.direction {
         Direction::Ingress => ("ingress", "from"),
         Direction::Egress => ("egress", "to"),
     };
-    let mut note = format!(
-        "{word} {arrow} {} {}{port} denied by default deny (isolated by {})",
-        record.peer,
-        record.protocol,
-        if record.policies.is_empty() {
-            "no policy in the agent's view".to_owned()
-        } else {
-            record.policies.join(", ")
-        }
-    );
+    let by = match (record.tier, &record.cluster_policy) {
+        (Some(tier), Some(rule)) => format!(
+            "the {tier} tier: ClusterNetworkPolicy {} {word}[{}] (priority {})",
+            rule.name, rule.rule, rule.priority
+        ),
+        (Some(tier), None) => format!("the {tier} tier"),
+        (None, _) => format!(
+            "default deny (isolated by {})",
+            if record.policies.is_empty() {
+                "no policy in the agent's view".to_owned()
+            } else {
+                record.policies.join(", ")
+            }
+        ),
+    };
+    let mut note = format!("{word} {arrow} {} {}{port} denied by {by}", record.peer, record.protocol);
     if held_back > 0 {
         note.push_str(&format!(
             "; {held_back} more denied flows since the last event"

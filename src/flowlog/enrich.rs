@@ -1,6 +1,7 @@
 //! Enriching a logged packet with what the cluster snapshot knows: who the policed pod and the
-//! other end are, which policies isolate the pod in that direction and, for an allowed first
-//! packet (observe mode), which rule allowed it.
+//! other end are, which policies isolate the pod in that direction, for an allowed first
+//! packet (observe mode) which rule allowed it, and for a ClusterNetworkPolicy's deny (or
+//! accept) the tier and the rule.
 //!
 //! Pure: a [`LoggedPacket`] and a [`Snapshot`] in, the flow log's line out ([`FlowLine`],
 //! standing for that one packet). The isolating policies are found the way the compiler chose
@@ -14,8 +15,10 @@ use std::time::SystemTime;
 
 use super::decode::LoggedPacket;
 use crate::compile::LogKind;
-use crate::flow_line::{Action, AllowedBy, FlowLine, Peer, PodInfo, rfc3339_millis};
-use crate::model::{Direction, Labels, Pod, Snapshot};
+use crate::flow_line::{
+    Action, AllowedBy, ClusterPolicyRule, FlowLine, Peer, PodInfo, rfc3339_millis,
+};
+use crate::model::{ClusterAction, Direction, Labels, Pod, Snapshot};
 use crate::policy::{DirectionVerdict, Endpoint, Flow, evaluate};
 
 /// nftables' limit on log prefixes: the compiler cuts longer ones, losing the end of the name.
@@ -29,10 +32,34 @@ pub fn enrich(packet: &LoggedPacket, snapshot: &Snapshot, now: SystemTime) -> Fl
         Direction::Egress => (packet.source, packet.destination),
     };
     let pod = policed_pod(packet, snapshot, policed_ip);
-    let allowed_by = match (packet.kind, pod) {
-        (LogKind::Allowed, Some(pod)) => allowing_rule(packet, snapshot, pod),
+    let decided = match (packet.kind, pod) {
+        (LogKind::Allowed | LogKind::TierDenied(_) | LogKind::TierAudited(_), Some(pod)) => {
+            side_verdict(packet, snapshot, pod)
+        }
         _ => None,
     };
+    let allowed_by = match (&decided, packet.kind) {
+        (Some(DirectionVerdict::Allowed { rule, .. }), LogKind::Allowed) => Some(AllowedBy {
+            policy: rule.policy.to_string(),
+            rule: rule.index,
+        }),
+        _ => None,
+    };
+    // The deciding ClusterNetworkPolicy rule: the one `evaluate` finds when it agrees with
+    // what the kernel logged (a deny of that tier, or an accept), else only the logged tier.
+    let cluster_rule = decided.as_ref().and_then(DirectionVerdict::cluster_rule).filter(|rule| {
+        match packet.kind.tier() {
+            Some(tier) => rule.tier == tier && rule.action == ClusterAction::Deny,
+            None => rule.action == ClusterAction::Accept,
+        }
+    });
+    let tier = cluster_rule.map(|rule| rule.tier).or(packet.kind.tier());
+    let cluster_policy = cluster_rule.map(|rule| ClusterPolicyRule {
+        name: rule.policy.clone(),
+        priority: rule.priority,
+        rule: rule.index,
+        rule_name: rule.name.clone(),
+    });
     let policies = pod
         .map(|pod| {
             snapshot
@@ -59,8 +86,8 @@ pub fn enrich(packet: &LoggedPacket, snapshot: &Snapshot, now: SystemTime) -> Fl
     FlowLine {
         ts: rfc3339_millis(now),
         action: match packet.kind {
-            LogKind::Denied => Action::Deny,
-            LogKind::Audited => Action::Audit,
+            LogKind::Denied | LogKind::TierDenied(_) => Action::Deny,
+            LogKind::Audited | LogKind::TierAudited(_) => Action::Audit,
             LogKind::Allowed | LogKind::NotIsolated => Action::Allow,
         },
         direction: packet.direction,
@@ -73,6 +100,8 @@ pub fn enrich(packet: &LoggedPacket, snapshot: &Snapshot, now: SystemTime) -> Fl
         destination: Some(packet.destination),
         policies,
         allowed_by,
+        tier,
+        cluster_policy,
         count: 1,
         first_ts: None,
         last_ts: None,
@@ -104,36 +133,32 @@ fn policed_pod<'a>(
     })
 }
 
-/// The first rule of `pod`'s policies that allows the packet's flow on the pod's side, as
-/// [`evaluate`] finds it; `None` for protocols without ports (a policy names none of them by
+/// How [`evaluate`] decides the packet's flow on `pod`'s side (which rule of which tier), on
+/// the agent's snapshot; `None` for protocols without ports (a policy names none of them by
 /// port; evaluating needs one).
-fn allowing_rule(packet: &LoggedPacket, snapshot: &Snapshot, pod: &Pod) -> Option<AllowedBy> {
-    let flow = |pod_end: Endpoint| {
-        let protocol = packet.protocol.policy_protocol()?;
-        let port = packet.destination_port?;
-        let (source, destination) = match packet.direction {
-            Direction::Egress => (pod_end, Endpoint::Ip(packet.destination)),
-            Direction::Ingress => (Endpoint::Ip(packet.source), pod_end),
-        };
-        Some(Flow {
-            source,
-            destination,
-            protocol,
-            port,
-        })
+fn side_verdict(
+    packet: &LoggedPacket,
+    snapshot: &Snapshot,
+    pod: &Pod,
+) -> Option<DirectionVerdict> {
+    let protocol = packet.protocol.policy_protocol()?;
+    let port = packet.destination_port?;
+    let pod_end = Endpoint::Pod(pod.key.clone());
+    let (source, destination) = match packet.direction {
+        Direction::Egress => (pod_end, Endpoint::Ip(packet.destination)),
+        Direction::Ingress => (Endpoint::Ip(packet.source), pod_end),
     };
-    let verdict = evaluate(snapshot, &flow(Endpoint::Pod(pod.key.clone()))?).ok()?;
-    let side = match packet.direction {
+    let flow = Flow {
+        source,
+        destination,
+        protocol,
+        port,
+    };
+    let verdict = evaluate(snapshot, &flow).ok()?;
+    Some(match packet.direction {
         Direction::Egress => verdict.egress,
         Direction::Ingress => verdict.ingress,
-    };
-    match side {
-        DirectionVerdict::Allowed { rule, .. } => Some(AllowedBy {
-            policy: rule.policy.to_string(),
-            rule: rule.index,
-        }),
-        _ => None,
-    }
+    })
 }
 
 fn pod_info(pod: &Pod) -> PodInfo {

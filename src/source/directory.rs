@@ -68,15 +68,24 @@ pub async fn watch(
                 for warning in &loaded.warnings {
                     warn!(path = %root.display(), "{warning}");
                 }
+                source.invalid_cluster_policies.set(
+                    i64::try_from(loaded.invalid_cluster_policies.len()).unwrap_or(i64::MAX),
+                );
                 for (policy, errors) in &loaded.invalid_policies {
                     for error in errors {
                         warn!(%policy, field = %error.field, "invalid policy, enforced fail-closed: {}", error.message);
+                    }
+                }
+                for (policy, errors) in &loaded.invalid_cluster_policies {
+                    for error in errors {
+                        warn!(cluster_policy = %policy, field = %error.field, "invalid ClusterNetworkPolicy, enforced fail-closed (it only denies): {}", error.message);
                     }
                 }
                 info!(
                     path = %root.display(),
                     pods = loaded.snapshot.pods().count(),
                     policies = loaded.snapshot.policies().count(),
+                    cluster_policies = loaded.snapshot.cluster_policies().count(),
                     "manifests loaded"
                 );
                 last = now;

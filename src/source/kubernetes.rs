@@ -1,8 +1,11 @@
 //! The Kubernetes API as a live source: the agent's default in a cluster.
 //!
-//! Three watches (kube-rs [`watcher`]s with the default exponential backoff) follow Pods in
-//! every namespace (peers live on every node), Namespaces and NetworkPolicies. Their events
-//! feed one [`Cache`] that keeps the cluster as a [`crate::model::Snapshot`]. Nothing is
+//! Five watches (kube-rs [`watcher`]s with the default exponential backoff) follow Pods in
+//! every namespace (peers live on every node), Namespaces, NetworkPolicies, Nodes (their
+//! addresses are ClusterNetworkPolicy `nodes` peers) and ClusterNetworkPolicies. Their events
+//! feed one [`Cache`] that keeps the cluster as a [`crate::model::Snapshot`]. When the API
+//! server does not serve ClusterNetworkPolicies (404: the CRD is not installed) there are none,
+//! and the watch keeps asking at its backoff, so a CRD installed later is picked up. Nothing is
 //! published until every kind has been listed once, so the first ruleset never comes from a
 //! half-known cluster; after that, each batch of events that are ready together gives one
 //! snapshot, and the agent's `watch` channel collapses bursts further. An idle cluster means an
@@ -14,10 +17,11 @@
 //! cache swaps the fresh list in whole, and the agent converges. Watch errors are logged and
 //! counted, never fatal.
 //!
-//! Invalid NetworkPolicies are reported as Warning Events on the policy ([`crate::events`]),
-//! once per version of the policy.
+//! Invalid NetworkPolicies and ClusterNetworkPolicies are reported as Warning Events on the
+//! policy ([`crate::events`]), once per version of the policy.
 
 mod cache;
+mod cluster_kinds;
 mod pod_fields;
 
 use std::sync::Arc;
@@ -34,17 +38,22 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 pub use cache::Cache;
+pub use cluster_kinds::{ClusterPolicyObject, NodeFields};
 
 use super::manifests::Loaded;
 use super::{ChangeClock, Metrics};
-use crate::events::{self, Events, InvalidPolicy};
+use crate::events::{self, Events, InvalidPolicy, PolicyKind};
 use pod_fields::PodFields;
 
-/// One event from one of the three watches (Pods boxed: they are by far the largest).
+/// One event from one of the five watches (Pods boxed: they are by far the largest).
 enum Change {
     Pod(Box<watcher::Event<core::Pod>>),
     Namespace(watcher::Event<core::Namespace>),
     Policy(watcher::Event<networking::NetworkPolicy>),
+    ClusterPolicy(Box<watcher::Event<ClusterPolicyObject>>),
+    /// The API server does not serve ClusterNetworkPolicies (404).
+    ClusterPoliciesAbsent,
+    Node(watcher::Event<NodeFields>),
 }
 
 /// Retry delays of a failed watch: 0.5 s doubling to at most [`MAX_RETRY_DELAY`], reset by the
@@ -113,12 +122,35 @@ fn watches(client: &Client) -> Changes {
         .boxed();
     let policies = watcher(
         Api::<networking::NetworkPolicy>::all(client.clone()),
-        config,
+        config.clone(),
     )
     .backoff(WatchBackoff::default())
     .map(|r| r.map(Change::Policy))
     .boxed();
-    futures::stream::select_all([pods, namespaces, policies])
+    let nodes = watcher(Api::<NodeFields>::all(client.clone()), config.clone())
+        .backoff(WatchBackoff::default())
+        .map(|r| r.map(Change::Node))
+        .boxed();
+    let cluster_policies = watcher(Api::<ClusterPolicyObject>::all(client.clone()), config)
+        .backoff(WatchBackoff::default())
+        .map(|r| match r {
+            Ok(event) => Ok(Change::ClusterPolicy(Box::new(event))),
+            Err(error) if not_found(&error) => Ok(Change::ClusterPoliciesAbsent),
+            Err(error) => Err(error),
+        })
+        .boxed();
+    futures::stream::select_all([pods, namespaces, policies, nodes, cluster_policies])
+}
+
+/// Whether a watch failed because the API server does not serve the resource (404).
+fn not_found(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.is_not_found(),
+        watcher::Error::WatchError(status) => status.is_not_found(),
+        _ => false,
+    }
 }
 
 /// The watch's event with the pod fields made a k8s-openapi Pod again.
@@ -175,13 +207,23 @@ pub async fn watch(
             continue;
         }
         if !synced_logged {
-            info!("pods, namespaces and networkpolicies listed; enforcing");
+            info!(
+                "pods, namespaces, networkpolicies, nodes and clusternetworkpolicies listed; \
+                 enforcing"
+            );
             synced_logged = true;
         }
         let invalid: Vec<InvalidPolicy> = cache.invalid_policies().cloned().collect();
+        let count = |kind| {
+            let n = invalid.iter().filter(|p| p.kind == kind).count();
+            i64::try_from(n).unwrap_or(i64::MAX)
+        };
         metrics
             .invalid_policies
-            .set(i64::try_from(invalid.len()).unwrap_or(i64::MAX));
+            .set(count(PolicyKind::NetworkPolicy));
+        metrics
+            .invalid_cluster_policies
+            .set(count(PolicyKind::ClusterNetworkPolicy));
         for policy in &invalid {
             for error in &policy.errors {
                 debug!(policy = %policy.key, field = %error.field, "invalid policy, enforced fail-closed: {}", error.message);
@@ -198,12 +240,7 @@ pub async fn watch(
             "cluster snapshot"
         );
         metrics.loads.inc();
-        let loaded = Loaded {
-            snapshot,
-            warnings: Vec::new(),
-            invalid_policies: invalid.into_iter().map(|p| (p.key, p.errors)).collect(),
-            locations: Default::default(),
-        };
+        let loaded = loaded_from(snapshot, Vec::new(), invalid);
         if tx.send(Some(Arc::new(loaded))).is_err() {
             return;
         }
@@ -211,8 +248,26 @@ pub async fn watch(
     warn!("the Kubernetes watches ended");
 }
 
-/// Lists Pods, Namespaces and NetworkPolicies once, through the same cache the watches feed:
-/// the cluster as `kube-nftpol explain --kubeconfig` sees it.
+/// What a snapshot publishes: the snapshot, warnings, and the invalid policies of each kind.
+fn loaded_from(snapshot: crate::model::Snapshot, warnings: Vec<String>, invalid: Vec<InvalidPolicy>) -> Loaded {
+    let (cluster, namespaced): (Vec<InvalidPolicy>, Vec<InvalidPolicy>) = invalid
+        .into_iter()
+        .partition(|p| p.kind == PolicyKind::ClusterNetworkPolicy);
+    Loaded {
+        snapshot,
+        warnings,
+        invalid_policies: namespaced.into_iter().map(|p| (p.key, p.errors)).collect(),
+        invalid_cluster_policies: cluster
+            .into_iter()
+            .map(|p| (p.key.name, p.errors))
+            .collect(),
+        locations: Default::default(),
+    }
+}
+
+/// Lists Pods, Namespaces, NetworkPolicies, Nodes and ClusterNetworkPolicies (none when the API
+/// server does not serve them) once, through the same cache the watches feed: the cluster as
+/// `kube-nftpol explain --kubeconfig` sees it.
 pub async fn snapshot_once(client: &Client) -> anyhow::Result<Loaded> {
     use kube::api::ListParams;
     let params = ListParams::default();
@@ -220,10 +275,20 @@ pub async fn snapshot_once(client: &Client) -> anyhow::Result<Loaded> {
     let pods = Api::<PodFields>::all(client.clone());
     let namespaces = Api::<core::Namespace>::all(client.clone());
     let policies = Api::<networking::NetworkPolicy>::all(client.clone());
-    let (pods, namespaces, policies) = futures::try_join!(
+    let nodes = Api::<NodeFields>::all(client.clone());
+    let cluster_policies = Api::<ClusterPolicyObject>::all(client.clone());
+    let (pods, namespaces, policies, nodes, cluster_policies) = futures::try_join!(
         pods.list(&params),
         namespaces.list(&params),
-        policies.list(&params)
+        policies.list(&params),
+        nodes.list(&params),
+        async {
+            match cluster_policies.list(&params).await {
+                Ok(list) => Ok(Some(list)),
+                Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+                Err(error) => Err(error),
+            }
+        }
     )?;
     cache.apply_pod(watcher::Event::Init);
     for pod in pods {
@@ -240,15 +305,26 @@ pub async fn snapshot_once(client: &Client) -> anyhow::Result<Loaded> {
         cache.apply_policy(watcher::Event::InitApply(policy));
     }
     cache.apply_policy(watcher::Event::InitDone);
-    Ok(Loaded {
-        snapshot: cache.snapshot(),
-        warnings: cache.take_warnings(),
-        invalid_policies: cache
-            .invalid_policies()
-            .map(|p| (p.key.clone(), p.errors.clone()))
-            .collect(),
-        locations: Default::default(),
-    })
+    cache.apply_node(watcher::Event::Init);
+    for node in nodes {
+        cache.apply_node(watcher::Event::InitApply(node));
+    }
+    cache.apply_node(watcher::Event::InitDone);
+    match cluster_policies {
+        Some(list) => {
+            cache.apply_cluster_policy(watcher::Event::Init);
+            for object in list {
+                cache.apply_cluster_policy(watcher::Event::InitApply(object));
+            }
+            cache.apply_cluster_policy(watcher::Event::InitDone);
+        }
+        None => {
+            cache.cluster_policies_absent();
+        }
+    }
+    let invalid = cache.invalid_policies().cloned().collect();
+    let warnings = cache.take_warnings();
+    Ok(loaded_from(cache.snapshot(), warnings, invalid))
 }
 
 fn apply(cache: &mut Cache, change: Result<Change, watcher::Error>, metrics: &Metrics) {
@@ -264,6 +340,22 @@ fn apply(cache: &mut Cache, change: Result<Change, watcher::Error>, metrics: &Me
         Ok(Change::Policy(event)) => {
             log_relist("networkpolicies", &event);
             cache.apply_policy(event);
+        }
+        Ok(Change::Node(event)) => {
+            log_relist("nodes", &event);
+            cache.apply_node(event);
+        }
+        Ok(Change::ClusterPolicy(event)) => {
+            log_relist("clusternetworkpolicies", &event);
+            cache.apply_cluster_policy(*event);
+        }
+        Ok(Change::ClusterPoliciesAbsent) => {
+            if cache.cluster_policies_absent() {
+                info!(
+                    "the API server serves no ClusterNetworkPolicy (the CRD is not installed): \
+                     no Admin or Baseline tier; asking again with backoff"
+                );
+            }
         }
         Err(error) => {
             metrics.watch_errors.inc();

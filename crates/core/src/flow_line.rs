@@ -10,7 +10,11 @@
 //! ```text
 //! {"ts":"...","action":"deny",...,"policies":[...],"count":1}
 //! {"ts":"T2","action":"deny",...,"policies":[...],"count":3,"first_ts":"T1","last_ts":"T2"}
+//! {"ts":"...","action":"deny",...,"policies":[],"tier":"Admin","cluster_policy":{"name":"no-imds","priority":5,"rule":1,"rule_name":"imds"},"count":1}
 //! ```
+//!
+//! A ClusterNetworkPolicy's Deny rule (or, in observe mode, its Accept) names its tier and the
+//! rule; lines decided by NetworkPolicies have neither field, as before.
 //!
 //! Text, for people reading `kubectl logs`, has the arrow in the packet's direction (source ->
 //! destination) and leaves out labels, owners, addresses of pods and the source port:
@@ -35,7 +39,7 @@ use std::time::SystemTime;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Direction, IpProtocol, Labels, Owner};
+use crate::model::{Direction, IpProtocol, Labels, Owner, Tier};
 
 #[cfg(test)]
 mod tests;
@@ -77,6 +81,22 @@ pub struct AllowedBy {
     pub policy: String,
     /// The rule's position in the policy's list for the line's direction.
     pub rule: usize,
+}
+
+/// The ClusterNetworkPolicy rule that decided a flow (its line also has the `tier`): the
+/// policy, its priority, and the rule's index in its `ingress` or `egress` list (the line's
+/// direction) and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ClusterPolicyRule {
+    /// The ClusterNetworkPolicy's name.
+    pub name: String,
+    /// Its priority within its tier.
+    pub priority: u16,
+    /// The rule's position in the policy's list for the line's direction.
+    pub rule: usize,
+    /// The rule's name, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_name: Option<String>,
 }
 
 /// A pod as flow lines describe it.
@@ -137,7 +157,8 @@ pub struct FlowLine {
     #[serde(default)]
     pub ts: String,
     /// [`Action::Deny`], or [`Action::Audit`] when the pod's namespace is audited (the packet
-    /// went through).
+    /// went through); the deny of a NetworkPolicy default deny, or of a ClusterNetworkPolicy
+    /// Deny rule ([`FlowLine::tier`]).
     pub action: Action,
     /// Ingress (the policed pod was receiving) or egress (it was sending).
     pub direction: Direction,
@@ -169,6 +190,15 @@ pub struct FlowLine {
     /// `evaluate` finds it on the agent's snapshot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_by: Option<AllowedBy>,
+    /// The ClusterNetworkPolicy tier (`Admin`, `Baseline`) whose rule denied the flow (or, in
+    /// observe mode, accepted it); absent when NetworkPolicies or no policy decided. Lines
+    /// without it read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// The ClusterNetworkPolicy rule of that tier, as `evaluate` finds it on the agent's
+    /// snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_policy: Option<ClusterPolicyRule>,
     /// How many packets this line stands for (read as at least 1).
     #[serde(default = "one")]
     pub count: u64,
@@ -236,8 +266,10 @@ impl FlowLine {
     }
 
     /// `TS DENY|AUDIT|ALLOW DIRECTION SOURCE -> DESTINATION PROTO/PORT (policies: ...)` (for
-    /// allowed flows `(allowed by NS/POLICY DIRECTION[RULE])` or `(not isolated)`), then for
-    /// summaries `xCOUNT since FIRST_TS`. Pods are `namespace/name`, anything else its address.
+    /// allowed flows `(allowed by NS/POLICY DIRECTION[RULE])` or `(not isolated)`; for a
+    /// ClusterNetworkPolicy's decision `(denied by Admin ClusterNetworkPolicy NAME
+    /// DIRECTION[RULE] "RULE-NAME", priority P)`), then for summaries `xCOUNT since FIRST_TS`.
+    /// Pods are `namespace/name`, anything else its address.
     pub fn to_text(&self) -> String {
         let r = self;
         let pod = pod_text(&r.pod);
@@ -259,6 +291,30 @@ impl FlowLine {
             let _ = write!(line, "/{port}");
         }
         match (&r.allowed_by, r.policies.is_empty(), r.action) {
+            _ if r.tier.is_some() => {
+                let tier = r.tier.map(Tier::as_str).unwrap_or_default();
+                let verb = if r.action == Action::Allow {
+                    "accepted"
+                } else {
+                    "denied"
+                };
+                match &r.cluster_policy {
+                    Some(rule) => {
+                        let _ = write!(
+                            line,
+                            " ({verb} by {tier} ClusterNetworkPolicy {} {}[{}]",
+                            rule.name, r.direction, rule.rule
+                        );
+                        if let Some(name) = &rule.rule_name {
+                            let _ = write!(line, " {name:?}");
+                        }
+                        let _ = write!(line, ", priority {})", rule.priority);
+                    }
+                    None => {
+                        let _ = write!(line, " ({verb} by the {tier} tier)");
+                    }
+                }
+            }
             (Some(rule), _, _) => {
                 let _ = write!(
                     line,

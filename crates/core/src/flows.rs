@@ -13,8 +13,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::flow_line::{Action, AllowedBy, FlowLine, Peer};
-use crate::model::{Direction, IpProtocol, ObjectKey};
+use crate::flow_line::{Action, AllowedBy, ClusterPolicyRule, FlowLine, Peer};
+use crate::model::{Direction, IpProtocol, ObjectKey, Tier};
 
 pub use window::Window;
 pub use workloads::{WorkloadFlow, WorkloadPeer, by_workload};
@@ -39,8 +39,8 @@ pub struct NodeFlows {
 }
 
 /// What makes two flow lines the same flow: the policed pod, the direction, the peer (a pod, or
-/// an address), the protocol, the destination port, the action and, for allowed flows, the
-/// rule that allowed them. Not the source port, the addresses of a pod peer, the labels or the
+/// an address), the protocol, the destination port, the action and the rule that decided them
+/// (for allowed flows, the NetworkPolicy rule; a ClusterNetworkPolicy rule, with its tier). Not the source port, the addresses of a pod peer, the labels or the
 /// isolating policies: those are the latest line's.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FlowKey {
@@ -58,6 +58,10 @@ pub struct FlowKey {
     pub action: Action,
     /// For allowed flows, the rule that allowed them.
     pub allowed_by: Option<AllowedBy>,
+    /// The ClusterNetworkPolicy tier that decided them, if one did.
+    pub tier: Option<Tier>,
+    /// Its rule.
+    pub cluster_policy: Option<ClusterPolicyRule>,
 }
 
 /// The other end of a flow, as [`FlowKey`] tells flows apart.
@@ -85,6 +89,8 @@ impl FlowKey {
             port: line.port,
             action: line.action,
             allowed_by: line.allowed_by.clone(),
+            tier: line.tier,
+            cluster_policy: line.cluster_policy.clone(),
         }
     }
 }

@@ -45,7 +45,11 @@ use std::net::IpAddr;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Serialize;
 
-use crate::model::{Direction, IpProtocol, Labels, ObjectKey, Owner, PeerKind, Protocol, Snapshot};
+use crate::flow_line::ClusterPolicyRule;
+use crate::model::{
+    ClusterAction, Direction, IpProtocol, Labels, ObjectKey, Owner, PeerKind, Protocol, Snapshot,
+    Tier,
+};
 use crate::policy::DirectionVerdict;
 
 pub use aggregate::Aggregate;
@@ -81,6 +85,12 @@ pub struct FlowToAllow {
     /// How many logged packets this flow stands for: at least 1 when its side was logged, 0
     /// for a side inferred from the other end's line ([`to_allow`]).
     pub drops: u64,
+    /// The ClusterNetworkPolicy tier whose Deny rule dropped it, when the line says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// That rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_policy: Option<ClusterPolicyRule>,
 }
 
 /// A pod as the drop log names it.
@@ -231,6 +241,13 @@ pub enum IssueKind {
     /// An address that a rule of a policy isolating the pod removes from its ipBlock with
     /// `except` (such as the cloud metadata address): denied on purpose, so not suggested.
     ExcludedOnPurpose,
+    /// A Deny rule of an Admin tier ClusterNetworkPolicy drops the flow: it comes before every
+    /// NetworkPolicy, so no NetworkPolicy can allow it.
+    DeniedByAdminTier,
+    /// A Deny rule of a Baseline tier ClusterNetworkPolicy drops the flow: a NetworkPolicy
+    /// selecting the pod would override it, but would also isolate the pod in that direction,
+    /// so none is suggested.
+    DeniedByBaselineTier,
 }
 
 impl fmt::Display for Issue {
@@ -297,8 +314,15 @@ pub fn suggest<'f>(
             direction: flow.direction,
             message,
         };
-        if let Some(snapshot) = options.snapshot {
-            let today = observed::side_today(snapshot, flow);
+        let today = options
+            .snapshot
+            .and_then(|snapshot| observed::side_today(snapshot, flow));
+        if let Some((kind, message)) = tier_denial(flow, today.as_ref(), options.snapshot.is_some())
+        {
+            issues.insert(issue(kind, message));
+            continue;
+        }
+        if options.snapshot.is_some() {
             if options.observed.is_some() {
                 // A side no policy isolates gets a policy (which isolates it); a side whose
                 // policies allow the flow needs nothing more.
@@ -306,6 +330,7 @@ pub fn suggest<'f>(
                     today,
                     Some(
                         DirectionVerdict::Allowed { .. }
+                            | DirectionVerdict::Cluster { .. }
                             | DirectionVerdict::Exempt { .. }
                             | DirectionVerdict::NotPoliced { .. }
                     )
@@ -385,6 +410,57 @@ pub fn suggest<'f>(
         external_left_out: Vec::new(),
         missing_agents: Vec::new(),
     }
+}
+
+/// Why no NetworkPolicy is suggested for a flow a ClusterNetworkPolicy Deny rule drops: as the
+/// snapshot decides the flow today when there is one (`today`, `None` when it cannot tell),
+/// else as the line says.
+fn tier_denial(
+    flow: &FlowToAllow,
+    today: Option<&DirectionVerdict>,
+    with_snapshot: bool,
+) -> Option<(IssueKind, String)> {
+    let (tier, rule) = match today {
+        Some(DirectionVerdict::Cluster { rule, .. }) if rule.action == ClusterAction::Deny => {
+            (rule.tier, rule.to_string())
+        }
+        Some(_) => return None,
+        None if with_snapshot && flow.tier.is_none() => return None,
+        None => {
+            let tier = flow.tier?;
+            let rule = match &flow.cluster_policy {
+                Some(rule) => format!(
+                    "ClusterNetworkPolicy {} {}[{}] ({tier} tier, priority {})",
+                    rule.name, flow.direction, rule.rule, rule.priority
+                ),
+                None => format!("a ClusterNetworkPolicy of the {tier} tier"),
+            };
+            (tier, rule)
+        }
+    };
+    let what = match flow.port {
+        Some(port) => format!("{} {}/{port}", flow.peer, flow.protocol),
+        None => format!("{} {}", flow.peer, flow.protocol),
+    };
+    Some(match tier {
+        Tier::Admin => (
+            IssueKind::DeniedByAdminTier,
+            format!(
+                "{what} is denied by {rule}: the Admin tier comes before every NetworkPolicy, so \
+                 no NetworkPolicy can allow it (ask the cluster's administrators)"
+            ),
+        ),
+        Tier::Baseline => (
+            IssueKind::DeniedByBaselineTier,
+            format!(
+                "{what} is denied by {rule}: a NetworkPolicy selecting the pod for {} would \
+                 override the Baseline tier, but would also isolate the pod, denying all else it \
+                 does in that direction; write that policy with all of its traffic, or change \
+                 the Baseline policy",
+                flow.direction
+            ),
+        ),
+    })
 }
 
 /// The flow's protocol and port when a policy can allow it; otherwise why not.

@@ -99,6 +99,8 @@ fn flow(n: u32) -> FlowLine {
             policy: "payments/allow-backend".to_owned(),
             rule: 0,
         }),
+        tier: None,
+        cluster_policy: None,
         count: 1,
         first_ts: None,
         last_ts: None,

@@ -1,5 +1,7 @@
 //! The cluster as the watch streams describe it, kept as a [`Snapshot`]: the pure half of the
-//! Kubernetes source (no I/O, fed with [`watcher::Event`]s).
+//! Kubernetes source (no I/O, fed with [`watcher::Event`]s). Five kinds: Pods, Namespaces,
+//! NetworkPolicies, Nodes and ClusterNetworkPolicies (none when the CRD is not installed:
+//! [`Cache::cluster_policies_absent`]).
 //!
 //! Objects are converted into the model as they arrive, so the agent never holds the API's
 //! full Pod objects (a few KiB each, most of it irrelevant to policy). A relist (`Init`,
@@ -23,8 +25,9 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as networking;
 use kube::runtime::watcher::Event;
 
-use crate::events::{InvalidPolicy, ObjectIdentity};
-use crate::model::{Namespace, ObjectKey, Pod, Policy, Snapshot};
+use super::cluster_kinds::{ClusterPolicyObject, NodeFields};
+use crate::events::{InvalidPolicy, ObjectIdentity, PolicyKind};
+use crate::model::{ClusterPolicy, Namespace, Node, ObjectKey, Pod, Policy, Snapshot};
 use claims::Claims;
 
 /// One relist in progress, per kind.
@@ -51,9 +54,13 @@ pub struct Cache {
     pods_relist: Option<Relist<Pod>>,
     namespaces_relist: Option<Relist<Namespace>>,
     policies_relist: Option<Relist<(Policy, ObjectIdentity)>>,
+    cluster_policies_relist: Option<Relist<(ClusterPolicy, ObjectIdentity)>>,
+    nodes_relist: Option<Relist<Node>>,
     pods_synced: bool,
     namespaces_synced: bool,
     policies_synced: bool,
+    cluster_policies_synced: bool,
+    nodes_synced: bool,
     warnings: Vec<String>,
 }
 
@@ -63,9 +70,14 @@ impl Cache {
         Self::default()
     }
 
-    /// Whether Pods, Namespaces and NetworkPolicies have each been listed completely.
+    /// Whether Pods, Namespaces, NetworkPolicies, Nodes and ClusterNetworkPolicies have each
+    /// been listed completely (or ClusterNetworkPolicies found not installed).
     pub fn is_synced(&self) -> bool {
-        self.pods_synced && self.namespaces_synced && self.policies_synced
+        self.pods_synced
+            && self.namespaces_synced
+            && self.policies_synced
+            && self.cluster_policies_synced
+            && self.nodes_synced
     }
 
     /// Which kinds have not completed their first list yet, for logs.
@@ -79,6 +91,12 @@ impl Cache {
         }
         if !self.policies_synced {
             kinds.push("networkpolicies");
+        }
+        if !self.nodes_synced {
+            kinds.push("nodes");
+        }
+        if !self.cluster_policies_synced {
+            kinds.push("clusternetworkpolicies");
         }
         kinds
     }
@@ -205,11 +223,111 @@ impl Cache {
                 for key in keys {
                     self.snapshot.remove_policy(&key);
                 }
-                self.invalid.clear();
+                self.invalid
+                    .retain(|_, policy| policy.kind != PolicyKind::NetworkPolicy);
                 for converted in listed {
                     self.upsert_policy(converted);
                 }
                 self.policies_synced = true;
+            }
+        }
+    }
+
+    /// Applies one ClusterNetworkPolicy watch event. An object whose spec does not even decode
+    /// cannot come from an API server with the CRD's schema; it is not read at all.
+    pub fn apply_cluster_policy(&mut self, event: Event<ClusterPolicyObject>) {
+        match event {
+            Event::Apply(object) => {
+                if let Some(converted) = self.convert_cluster_policy(&object) {
+                    self.upsert_cluster_policy(converted);
+                }
+            }
+            Event::Delete(object) => {
+                if let Some(name) = object.0.metadata.name.as_deref() {
+                    self.snapshot.remove_cluster_policy(name);
+                    self.invalid.remove(&cluster_key(name));
+                }
+            }
+            Event::Init => self.cluster_policies_relist = Some(Relist::default()),
+            Event::InitApply(object) => {
+                if let Some(converted) = self.convert_cluster_policy(&object) {
+                    self.cluster_policies_relist
+                        .get_or_insert_with(Relist::default)
+                        .objects
+                        .push(converted);
+                }
+            }
+            Event::InitDone => {
+                let listed = self
+                    .cluster_policies_relist
+                    .take()
+                    .unwrap_or_default()
+                    .objects;
+                self.clear_cluster_policies();
+                for converted in listed {
+                    self.upsert_cluster_policy(converted);
+                }
+                self.cluster_policies_synced = true;
+            }
+        }
+    }
+
+    /// The API server does not serve ClusterNetworkPolicies (the CRD is not installed, or was
+    /// deleted, which deletes every object first): there are none, and that is a complete list.
+    /// Returns whether that is news (ClusterNetworkPolicies were listed, or were unknown).
+    pub fn cluster_policies_absent(&mut self) -> bool {
+        let news = !self.cluster_policies_synced || self.snapshot.cluster_policies().next().is_some();
+        self.cluster_policies_relist = None;
+        self.clear_cluster_policies();
+        self.cluster_policies_synced = true;
+        news
+    }
+
+    fn clear_cluster_policies(&mut self) {
+        let names: Vec<String> = self
+            .snapshot
+            .cluster_policies()
+            .map(|p| p.name.clone())
+            .collect();
+        for name in names {
+            self.snapshot.remove_cluster_policy(&name);
+        }
+        self.invalid
+            .retain(|_, policy| policy.kind != PolicyKind::ClusterNetworkPolicy);
+    }
+
+    /// Applies one Node watch event.
+    pub fn apply_node(&mut self, event: Event<NodeFields>) {
+        match event {
+            Event::Apply(node) => {
+                if let Some(node) = self.convert_node(node) {
+                    self.snapshot.upsert_node(node);
+                }
+            }
+            Event::Delete(node) => {
+                if let Some(node) = self.convert_node(node) {
+                    self.snapshot.remove_node(&node.name);
+                }
+            }
+            Event::Init => self.nodes_relist = Some(Relist::default()),
+            Event::InitApply(node) => {
+                if let Some(node) = self.convert_node(node) {
+                    self.nodes_relist
+                        .get_or_insert_with(Relist::default)
+                        .objects
+                        .push(node);
+                }
+            }
+            Event::InitDone => {
+                let listed = self.nodes_relist.take().unwrap_or_default().objects;
+                let names: Vec<String> = self.snapshot.nodes().map(|n| n.name.clone()).collect();
+                for name in names {
+                    self.snapshot.remove_node(&name);
+                }
+                for node in listed {
+                    self.snapshot.upsert_node(node);
+                }
+                self.nodes_synced = true;
             }
         }
     }
@@ -260,6 +378,28 @@ impl Cache {
         self.snapshot.upsert_pod(pod);
     }
 
+    fn upsert_cluster_policy(&mut self, (policy, identity): (ClusterPolicy, ObjectIdentity)) {
+        let key = cluster_key(&policy.name);
+        if policy.errors.is_empty() {
+            self.invalid.remove(&key);
+        } else {
+            self.invalid.insert(
+                key.clone(),
+                InvalidPolicy {
+                    kind: PolicyKind::ClusterNetworkPolicy,
+                    key,
+                    identity,
+                    errors: policy.errors.clone(),
+                },
+            );
+        }
+        for field in &policy.unsupported {
+            self.warnings
+                .push(format!("ClusterNetworkPolicy {}: {field}", policy.name));
+        }
+        self.snapshot.upsert_cluster_policy(policy);
+    }
+
     fn upsert_policy(&mut self, (policy, identity): (Policy, ObjectIdentity)) {
         if policy.errors.is_empty() {
             self.invalid.remove(&policy.key);
@@ -267,6 +407,7 @@ impl Cache {
             self.invalid.insert(
                 policy.key.clone(),
                 InvalidPolicy {
+                    kind: PolicyKind::NetworkPolicy,
                     key: policy.key.clone(),
                     identity,
                     errors: policy.errors.clone(),
@@ -297,6 +438,35 @@ impl Cache {
         converted
     }
 
+    fn convert_cluster_policy(
+        &mut self,
+        object: &ClusterPolicyObject,
+    ) -> Option<(ClusterPolicy, ObjectIdentity)> {
+        let identity = ObjectIdentity {
+            uid: object.0.metadata.uid.clone(),
+            resource_version: object.0.metadata.resource_version.clone(),
+        };
+        let converted = ClusterPolicy::from_api(&object.0);
+        if converted.is_none() {
+            self.warnings
+                .push("ClusterNetworkPolicy without metadata.name".into());
+        }
+        converted.map(|p| (p, identity))
+    }
+
+    fn convert_node(&mut self, node: NodeFields) -> Option<Node> {
+        match Node::from_k8s(&node.into_node()) {
+            Ok((node, problems)) => {
+                self.warnings.extend(problems);
+                Some(node)
+            }
+            Err(error) => {
+                self.warnings.push(error.to_string());
+                None
+            }
+        }
+    }
+
     fn convert_policy(
         &mut self,
         policy: &networking::NetworkPolicy,
@@ -312,6 +482,11 @@ impl Cache {
         }
         converted.map(|p| (p, identity))
     }
+}
+
+/// The key invalid ClusterNetworkPolicies are kept under (no namespace).
+fn cluster_key(name: &str) -> ObjectKey {
+    ObjectKey::new("", name)
 }
 
 #[cfg(test)]

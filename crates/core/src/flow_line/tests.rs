@@ -41,6 +41,8 @@ fn record() -> FlowLine {
             "payments/default-deny-all".into(),
         ],
         allowed_by: None,
+        tier: None,
+        cluster_policy: None,
         count: 1,
         first_ts: None,
         last_ts: None,

@@ -10,9 +10,9 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::{first_seen, last_seen};
-use crate::flow_line::{Action, AllowedBy, FlowLine, Peer, PodInfo};
+use crate::flow_line::{Action, AllowedBy, ClusterPolicyRule, FlowLine, Peer, PodInfo};
 use crate::hints::Workload;
-use crate::model::{Direction, IpProtocol, ObjectKey};
+use crate::model::{Direction, IpProtocol, ObjectKey, Tier};
 
 /// The other end of a workload's flow.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -43,6 +43,12 @@ pub struct WorkloadFlow {
     /// For allowed flows, the rule that allowed them; none when no policy isolates the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_by: Option<AllowedBy>,
+    /// The ClusterNetworkPolicy tier that decided them, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// Its rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_policy: Option<ClusterPolicyRule>,
     /// The policies that isolate the pods in this direction, of every flow merged, sorted.
     #[serde(default)]
     pub policies: Vec<String>,
@@ -64,6 +70,8 @@ type Key = (
     Option<u16>,
     Action,
     Option<AllowedBy>,
+    Option<Tier>,
+    Option<ClusterPolicyRule>,
 );
 
 fn workload(pod: &PodInfo) -> Workload {
@@ -89,6 +97,8 @@ pub fn by_workload<'a>(flows: impl IntoIterator<Item = &'a FlowLine>) -> Vec<Wor
             line.port,
             line.action,
             line.allowed_by.clone(),
+            line.tier,
+            line.cluster_policy.clone(),
         );
         let (flow, pods, policies) = merged.entry(key).or_insert_with_key(|key| {
             let flow = WorkloadFlow {
@@ -99,6 +109,8 @@ pub fn by_workload<'a>(flows: impl IntoIterator<Item = &'a FlowLine>) -> Vec<Wor
                 port: key.4,
                 action: key.5,
                 allowed_by: key.6.clone(),
+                tier: key.7,
+                cluster_policy: key.8.clone(),
                 policies: Vec::new(),
                 pods: Vec::new(),
                 count: 0,
@@ -167,6 +179,8 @@ mod tests {
                 policy: "shop/web-egress".to_owned(),
                 rule: 0,
             }),
+            tier: None,
+            cluster_policy: None,
             count,
             first_ts: Some(first.to_owned()),
             last_ts: Some(last.to_owned()),

@@ -118,6 +118,8 @@ mod tests {
             protocol: IpProtocol::Tcp,
             port: Some(port),
             drops: 1,
+            tier: None,
+            cluster_policy: None,
         }
     }
 

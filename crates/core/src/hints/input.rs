@@ -27,6 +27,8 @@ impl FlowToAllow {
             protocol: record.protocol,
             port: record.port,
             drops: record.count.max(1),
+            tier: record.tier,
+            cluster_policy: record.cluster_policy.clone(),
         }
     }
 }

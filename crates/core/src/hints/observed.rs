@@ -322,6 +322,8 @@ fn other_end(flow: &FlowToAllow) -> Option<FlowToAllow> {
         port: flow.port,
         // Nothing was logged on this side.
         drops: 0,
+        tier: None,
+        cluster_policy: None,
     })
 }
 

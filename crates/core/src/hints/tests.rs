@@ -88,6 +88,8 @@ fn denied(
         },
         port: Some(port),
         drops: 1,
+        tier: None,
+        cluster_policy: None,
     }
 }
 
@@ -988,4 +990,85 @@ fn peers_of_rules_are_kubernetes_peers() {
             }
         }
     }
+}
+
+#[test]
+fn a_flow_an_admin_tier_deny_drops_is_an_issue_and_never_a_suggestion() {
+    let mut denied_by_admin = egress(frontend("a"), backend("x"), 9090);
+    denied_by_admin.tier = Some(Tier::Admin);
+    denied_by_admin.cluster_policy = Some(ClusterPolicyRule {
+        name: "tenants-apart".into(),
+        priority: 10,
+        rule: 1,
+        rule_name: Some("deny-other-tenants".into()),
+    });
+    let mut denied_by_baseline = ingress(backend("x"), frontend("a"), 9090);
+    denied_by_baseline.tier = Some(Tier::Baseline);
+    let suggestions = offline(&[denied_by_admin, denied_by_baseline]);
+    assert!(suggestions.suggestions.is_empty(), "{suggestions:#?}");
+    let kinds: Vec<IssueKind> = suggestions.issues.iter().map(|i| i.kind).collect();
+    assert_eq!(
+        kinds,
+        [IssueKind::DeniedByAdminTier, IssueKind::DeniedByBaselineTier]
+    );
+    assert!(
+        suggestions.issues[0].message.contains(
+            "ClusterNetworkPolicy tenants-apart egress[1] (Admin tier, priority 10)"
+        ),
+        "{}",
+        suggestions.issues[0].message
+    );
+    assert!(suggestions.issues[0].message.contains("no NetworkPolicy can allow it"));
+    // The same flow without a tier (a NetworkPolicy's default deny) is suggested as before.
+    assert_eq!(
+        offline(&[egress(frontend("a"), backend("x"), 9090)])
+            .suggestions
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn with_a_snapshot_the_tier_that_denies_the_flow_today_decides() {
+    use crate::policy::cluster::api::ClusterNetworkPolicy;
+    let mut snapshot = Snapshot::new();
+    snapshot.upsert_namespace(Namespace::new("shop", Labels::new()));
+    for (pod, ip) in [(frontend("a"), "10.0.0.1"), (backend("x"), "10.0.0.2")] {
+        let mut model = Pod::running(pod.key.clone(), pod.labels.clone(), "n1", [ip.parse().unwrap()]);
+        model.owner = pod.owner.clone();
+        snapshot.upsert_pod(model);
+    }
+    let admin: ClusterNetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "no-backend"},
+        "spec": {"tier": "Admin", "priority": 3, "subject": {"namespaces": {}},
+                 "egress": [{"name": "backend", "action": "Deny",
+                             "to": [{"pods": {"podSelector": {"matchLabels": {"app": "backend"}}}}]}]}
+    }))
+    .unwrap();
+    snapshot.upsert_cluster_network_policy(&admin).unwrap();
+    // The line says nothing of a tier (an older agent); the snapshot knows better.
+    let flows = [egress(frontend("a"), backend("x"), 9090)];
+    let options = Options {
+        snapshot: Some(&snapshot),
+        ..Options::default()
+    };
+    let suggestions = suggest(&flows, &options);
+    assert!(suggestions.suggestions.is_empty());
+    assert_eq!(suggestions.issues[0].kind, IssueKind::DeniedByAdminTier);
+    assert!(
+        suggestions.issues[0]
+            .message
+            .contains("ClusterNetworkPolicy no-backend egress[0] \"backend\" (Admin tier, priority 3)"),
+        "{}",
+        suggestions.issues[0].message
+    );
+    // Once the Admin policy is gone, the flow is allowed (not isolated): nothing to suggest.
+    snapshot.remove_cluster_policy("no-backend");
+    let options = Options {
+        snapshot: Some(&snapshot),
+        ..Options::default()
+    };
+    let suggestions = suggest(&flows, &options);
+    assert!(suggestions.issues.is_empty() && suggestions.suggestions.is_empty());
+    assert_eq!(suggestions.no_longer_denied, 1);
 }

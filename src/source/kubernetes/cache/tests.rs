@@ -6,7 +6,9 @@ use kube::runtime::watcher::Event;
 use serde_json::json;
 
 use super::Cache;
+use crate::events::PolicyKind;
 use crate::model::ObjectKey;
+use crate::source::kubernetes::{ClusterPolicyObject, NodeFields};
 
 fn pod(namespace: &str, name: &str, app: &str, ip: Option<&str>) -> core::Pod {
     let mut status = json!({ "phase": "Running" });
@@ -50,7 +52,30 @@ fn synced() -> Cache {
     cache.apply_namespace(Event::InitDone);
     cache.apply_policy(Event::Init);
     cache.apply_policy(Event::InitDone);
+    cache.apply_node(Event::Init);
+    cache.apply_node(Event::InitDone);
+    cache.apply_cluster_policy(Event::Init);
+    cache.apply_cluster_policy(Event::InitDone);
     cache
+}
+
+fn cluster_policy(name: &str, cidr: &str, version: &str) -> ClusterPolicyObject {
+    serde_json::from_value(json!({
+        "metadata": { "name": name, "uid": "u2", "resourceVersion": version },
+        "spec": {
+            "tier": "Admin", "priority": 5, "subject": { "namespaces": {} },
+            "egress": [{ "action": "Deny", "to": [{ "networks": [cidr] }] }],
+        },
+    }))
+    .unwrap()
+}
+
+fn node(name: &str, ip: &str) -> NodeFields {
+    serde_json::from_value(json!({
+        "metadata": { "name": name, "labels": { "kubernetes.io/os": "linux" } },
+        "status": { "addresses": [{ "type": "InternalIP", "address": ip }] },
+    }))
+    .unwrap()
 }
 
 fn ips_of(cache: &Cache, namespace: &str, name: &str) -> Vec<IpAddr> {
@@ -71,11 +96,87 @@ fn the_cache_is_synced_only_after_every_kind_was_listed() {
     cache.apply_namespace(Event::Init);
     cache.apply_namespace(Event::InitDone);
     assert!(!cache.is_synced());
-    assert_eq!(cache.waiting_for(), ["networkpolicies"]);
+    assert_eq!(
+        cache.waiting_for(),
+        ["networkpolicies", "nodes", "clusternetworkpolicies"]
+    );
     cache.apply_policy(Event::Init);
     cache.apply_policy(Event::InitDone);
+    cache.apply_node(Event::Init);
+    cache.apply_node(Event::InitApply(node("n1", "172.18.0.2")));
+    cache.apply_node(Event::InitDone);
+    assert_eq!(cache.waiting_for(), ["clusternetworkpolicies"]);
+    cache.apply_cluster_policy(Event::Init);
+    cache.apply_cluster_policy(Event::InitDone);
     assert!(cache.is_synced());
     assert_eq!(cache.snapshot().pods().count(), 1);
+    assert_eq!(cache.snapshot().nodes().count(), 1);
+}
+
+#[test]
+fn without_the_crd_there_are_no_cluster_policies_and_the_cache_syncs() {
+    let mut cache = synced();
+    cache.apply_cluster_policy(Event::Apply(cluster_policy("a", "10.0.0.0/8", "1")));
+    assert_eq!(cache.snapshot().cluster_policies().count(), 1);
+    // The CRD is deleted (its objects went first) and the watch answers 404.
+    assert!(cache.cluster_policies_absent(), "news the first time");
+    assert!(!cache.cluster_policies_absent(), "not the next times");
+    assert_eq!(cache.snapshot().cluster_policies().count(), 0);
+    assert!(cache.is_synced());
+    // A fresh cache that never saw the CRD syncs on the first 404.
+    let mut fresh = Cache::new();
+    assert!(fresh.cluster_policies_absent());
+    assert_eq!(fresh.waiting_for(), ["pods", "namespaces", "networkpolicies", "nodes"]);
+}
+
+#[test]
+fn an_invalid_cluster_policy_is_kept_fail_closed_listed_once_per_version_and_survives_relists() {
+    let mut cache = synced();
+    cache.apply_cluster_policy(Event::Apply(cluster_policy("bad", "10.0.0.0/33", "1")));
+    cache.apply_policy(Event::Apply(policy("x", "bad", "10.0.0.0/33")));
+    let invalid: Vec<_> = cache.invalid_policies().cloned().collect();
+    assert_eq!(invalid.len(), 2);
+    let cluster = invalid
+        .iter()
+        .find(|p| p.kind == PolicyKind::ClusterNetworkPolicy)
+        .unwrap();
+    assert_eq!(cluster.key, ObjectKey::new("", "bad"));
+    assert_eq!(cluster.identity.resource_version.as_deref(), Some("1"));
+    assert_eq!(cluster.errors[0].field, "spec.egress[0].to[0].networks[0]");
+    let enforced = cache.snapshot();
+    let enforced = enforced.cluster_policy("bad").unwrap();
+    assert!(enforced.is_invalid());
+    assert!(matches!(
+        enforced.egress[0].peers[..],
+        [crate::model::ClusterPeer::Any]
+    ));
+    // A NetworkPolicy relist keeps the ClusterNetworkPolicy's report, and the other way round.
+    cache.apply_policy(Event::Init);
+    cache.apply_policy(Event::InitDone);
+    assert_eq!(cache.invalid_policies().count(), 1);
+    cache.apply_cluster_policy(Event::Init);
+    cache.apply_cluster_policy(Event::InitApply(cluster_policy("bad", "10.0.0.0/8", "2")));
+    cache.apply_cluster_policy(Event::InitDone);
+    assert_eq!(cache.invalid_policies().count(), 0, "fixed");
+    cache.apply_cluster_policy(Event::Delete(cluster_policy("bad", "10.0.0.0/8", "2")));
+    assert!(cache.snapshot().cluster_policy("bad").is_none());
+}
+
+#[test]
+fn nodes_follow_their_watch_and_a_relist_replaces_them() {
+    let mut cache = synced();
+    cache.apply_node(Event::Apply(node("n1", "172.18.0.2")));
+    cache.apply_node(Event::Apply(node("n2", "172.18.0.3")));
+    cache.apply_node(Event::Delete(node("n1", "172.18.0.2")));
+    let names: Vec<String> = cache.snapshot().nodes().map(|n| n.name.clone()).collect();
+    assert_eq!(names, ["n2"]);
+    cache.apply_node(Event::Init);
+    cache.apply_node(Event::InitApply(node("n3", "172.18.0.4")));
+    cache.apply_node(Event::InitDone);
+    let snapshot = cache.snapshot();
+    let nodes: Vec<_> = snapshot.nodes().collect();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].addresses, ["172.18.0.4".parse::<IpAddr>().unwrap()]);
 }
 
 #[test]

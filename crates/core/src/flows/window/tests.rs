@@ -31,6 +31,8 @@ fn line(pod_name: &str, port: u16, action: Action, at: u32) -> FlowLine {
         destination: Some("203.0.113.1".parse().unwrap()),
         policies: vec!["ns/deny".to_owned()],
         allowed_by: None,
+        tier: None,
+        cluster_policy: None,
         count: 1,
         first_ts: None,
         last_ts: None,
