@@ -34,7 +34,7 @@ use prometheus_client::registry::Registry;
 
 use crate::dataplane::kernel::{self, Kernel, RuleCounter};
 use crate::metrics::LabelValue;
-use crate::model::{Direction, Enforcement, ObjectKey, Snapshot};
+use crate::model::{ClusterAction, Direction, Enforcement, ObjectKey, Snapshot, Tier};
 use crate::source::manifests::Loaded;
 use accumulate::{Accumulator, RuleId};
 use attribute::{FlowKey, attribute};
@@ -52,6 +52,8 @@ pub struct Metrics {
     pub allowed: Family<AllowedLabels, Counter>,
     /// Packets that reached a pod's default deny: dropped, or accepted in audit mode.
     pub denied: Family<DeniedLabels, Counter>,
+    /// Packets a ClusterNetworkPolicy rule matched, by policy, tier, action and direction.
+    pub cluster: Family<ClusterLabels, Counter>,
     /// Times the counters could not be read.
     pub read_errors: Counter,
 }
@@ -66,6 +68,10 @@ impl Metrics {
         let help = "Packets that reached a default deny (first packets of connections, SYN \
                     retransmissions included), by namespace and mode";
         sub.register("denied", help, metrics.denied.clone());
+        let help = "Packets a ClusterNetworkPolicy rule matched: Accept (first packets of new \
+                    connections), Deny (dropped, or logged and accepted for an audited pod; SYN \
+                    retransmissions included) and Pass, by policy, tier and direction";
+        sub.register("cluster_policy", help, metrics.cluster.clone());
         let help = "Times the table's counters could not be read";
         sub.register("read_errors", help, metrics.read_errors.clone());
         metrics
@@ -92,6 +98,19 @@ pub struct DeniedLabels {
     pub direction: LabelValue<Direction>,
     /// `enforce` (dropped) or `audit` (logged and accepted).
     pub mode: LabelValue<Enforcement>,
+}
+
+/// Labels of `kube_nftpol_flows_cluster_policy_total`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// The ClusterNetworkPolicy (cluster-scoped, so no namespace).
+    pub policy: String,
+    /// `Admin` or `Baseline`.
+    pub tier: LabelValue<Tier>,
+    /// The rule's action: `Accept`, `Deny` or `Pass`.
+    pub action: LabelValue<ClusterAction>,
+    /// Ingress or egress, from the subject pod's side.
+    pub direction: LabelValue<Direction>,
 }
 
 /// Why the counters could not be read.
@@ -197,6 +216,9 @@ impl<S: CounterSource> FlowCounters<S> {
                 FlowKey::Denied(labels) => {
                     self.metrics.denied.get_or_create(labels).inc_by(*delta);
                 }
+                FlowKey::Cluster(labels) => {
+                    self.metrics.cluster.get_or_create(labels).inc_by(*delta);
+                }
             }
             if !state.published.contains(key) {
                 state.published.insert(key.clone());
@@ -207,6 +229,7 @@ impl<S: CounterSource> FlowCounters<S> {
             match &key {
                 FlowKey::Allowed(labels) => self.metrics.allowed.remove(labels),
                 FlowKey::Denied(labels) => self.metrics.denied.remove(labels),
+                FlowKey::Cluster(labels) => self.metrics.cluster.remove(labels),
             };
             state.published.remove(&key);
         }
@@ -242,7 +265,8 @@ fn rule_id(rule: &RuleCounter) -> RuleId {
     }
 }
 
-/// Whether the policy (allowed) or namespace (denied) of a series is still in the cluster.
+/// Whether the policy (allowed, ClusterNetworkPolicy) or namespace (denied) of a series is still
+/// in the cluster.
 fn object_exists(snapshot: &Snapshot, key: &FlowKey) -> bool {
     match key {
         FlowKey::Allowed(labels) => snapshot
@@ -252,6 +276,7 @@ fn object_exists(snapshot: &Snapshot, key: &FlowKey) -> bool {
             ))
             .is_some(),
         FlowKey::Denied(labels) => snapshot.namespace(&labels.namespace).is_some(),
+        FlowKey::Cluster(labels) => snapshot.cluster_policy(&labels.policy).is_some(),
     }
 }
 

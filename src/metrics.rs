@@ -25,7 +25,7 @@ use prometheus_client::registry::Registry;
 
 use crate::flow_line::Action;
 use crate::lint::{RuleId, Severity};
-use crate::model::{Direction, Enforcement};
+use crate::model::{ClusterAction, Direction, Enforcement, Tier};
 
 /// A registry with the `kube_nftpol` prefix and the build information, for the subsystems to
 /// register into.
@@ -75,6 +75,20 @@ impl LabelText for Direction {
 
 /// `enforce`, `audit`.
 impl LabelText for Enforcement {
+    fn label_text(&self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// `Admin`, `Baseline` (as the API spells them).
+impl LabelText for Tier {
+    fn label_text(&self) -> &'static str {
+        self.as_str()
+    }
+}
+
+/// `Accept`, `Deny`, `Pass` (as the API spells them).
+impl LabelText for ClusterAction {
     fn label_text(&self) -> &'static str {
         self.as_str()
     }

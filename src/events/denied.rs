@@ -110,7 +110,10 @@ pub fn note(record: &FlowLine, held_back: u64) -> String {
             }
         ),
     };
-    let mut note = format!("{word} {arrow} {} {}{port} denied by {by}", record.peer, record.protocol);
+    let mut note = format!(
+        "{word} {arrow} {} {}{port} denied by {by}",
+        record.peer, record.protocol
+    );
     if held_back > 0 {
         note.push_str(&format!(
             "; {held_back} more denied flows since the last event"

@@ -47,12 +47,13 @@ pub fn enrich(packet: &LoggedPacket, snapshot: &Snapshot, now: SystemTime) -> Fl
     };
     // The deciding ClusterNetworkPolicy rule: the one `evaluate` finds when it agrees with
     // what the kernel logged (a deny of that tier, or an accept), else only the logged tier.
-    let cluster_rule = decided.as_ref().and_then(DirectionVerdict::cluster_rule).filter(|rule| {
-        match packet.kind.tier() {
+    let cluster_rule = decided
+        .as_ref()
+        .and_then(DirectionVerdict::cluster_rule)
+        .filter(|rule| match packet.kind.tier() {
             Some(tier) => rule.tier == tier && rule.action == ClusterAction::Deny,
             None => rule.action == ClusterAction::Accept,
-        }
-    });
+        });
     let tier = cluster_rule.map(|rule| rule.tier).or(packet.kind.tier());
     let cluster_policy = cluster_rule.map(|rule| ClusterPolicyRule {
         name: rule.policy.clone(),
@@ -136,11 +137,7 @@ fn policed_pod<'a>(
 /// How [`evaluate`] decides the packet's flow on `pod`'s side (which rule of which tier), on
 /// the agent's snapshot; `None` for protocols without ports (a policy names none of them by
 /// port; evaluating needs one).
-fn side_verdict(
-    packet: &LoggedPacket,
-    snapshot: &Snapshot,
-    pod: &Pod,
-) -> Option<DirectionVerdict> {
+fn side_verdict(packet: &LoggedPacket, snapshot: &Snapshot, pod: &Pod) -> Option<DirectionVerdict> {
     let protocol = packet.protocol.policy_protocol()?;
     let port = packet.destination_port?;
     let pod_end = Endpoint::Pod(pod.key.clone());

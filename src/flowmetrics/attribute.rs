@@ -5,8 +5,12 @@
 //!   rule, [`FlowKey::Allowed`];
 //! - comment `default deny <direction> <ns>/<pod>`: the default deny of an enforced pod, and
 //!   `audit <direction> <ns>/<pod>`: that of an audited pod, [`FlowKey::Denied`];
-//! - anything else (base chains, anti-spoofing, `starting_pods`, a rule someone else added):
-//!   no flow counter.
+//! - `admin-in_<ns>_<pod>`, `admin-eg_...`, `base-in_...`, `base-eg_...` (the tier chains),
+//!   comment `cnp <tier> <action> <direction>[<rule>] <policy>`: a ClusterNetworkPolicy rule,
+//!   [`FlowKey::Cluster`] (a name cut at 128 bytes is completed from the snapshot when one
+//!   ClusterNetworkPolicy starts with what is left);
+//! - anything else (base chains, anti-spoofing, `starting_pods`, the deny chains of the tiers,
+//!   a rule someone else added): no flow counter.
 //!
 //! Namespaces are DNS labels (no `_`, at most 63 bytes), so the chain name and the first 85
 //! bytes of every comment always hold the namespace whole, and must agree. A policy name long
@@ -15,10 +19,10 @@
 //! someone else added, with any text in its comment) count nothing: label values stay names.
 //! Pure.
 
-use super::{AllowedLabels, DeniedLabels};
+use super::{AllowedLabels, ClusterLabels, DeniedLabels};
 use crate::compile::{AUDIT_COMMENT, DENY_COMMENT};
 use crate::metrics::LabelValue;
-use crate::model::{Direction, Enforcement, Snapshot};
+use crate::model::{ClusterAction, Direction, Enforcement, Snapshot, Tier};
 
 /// The metric series a rule's counter adds to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -27,11 +31,16 @@ pub enum FlowKey {
     Allowed(AllowedLabels),
     /// `kube_nftpol_flows_denied_total`.
     Denied(DeniedLabels),
+    /// `kube_nftpol_flows_cluster_policy_total`.
+    Cluster(ClusterLabels),
 }
 
 /// The series of the rule in `chain` with `comment`; `None` for rules that count no flow.
 /// `snapshot` completes policy names cut short in comments.
 pub fn attribute(chain: &str, comment: &str, snapshot: Option<&Snapshot>) -> Option<FlowKey> {
+    if let Some(direction) = tier_chain(chain) {
+        return cluster_rule(direction, comment, snapshot);
+    }
     let (direction, namespace) = pod_chain(chain)?;
     let denied = |mode| {
         Some(FlowKey::Denied(DeniedLabels {
@@ -80,6 +89,53 @@ pub fn attribute(chain: &str, comment: &str, snapshot: Option<&Snapshot>) -> Opt
     Some(FlowKey::Allowed(AllowedLabels {
         namespace: namespace.to_owned(),
         policy,
+        direction: LabelValue(direction),
+    }))
+}
+
+/// The direction of a tier chain (`admin-in_...`, `base-eg_...`).
+fn tier_chain(chain: &str) -> Option<Direction> {
+    let (kind, _) = chain.split_once('_')?;
+    match kind {
+        "admin-in" | "base-in" => Some(Direction::Ingress),
+        "admin-eg" | "base-eg" => Some(Direction::Egress),
+        _ => None,
+    }
+}
+
+/// `cnp <tier> <action> <direction>[<rule>] <policy>` in a tier chain of `direction`.
+fn cluster_rule(
+    direction: Direction,
+    comment: &str,
+    snapshot: Option<&Snapshot>,
+) -> Option<FlowKey> {
+    let mut words = comment.strip_prefix("cnp ")?.splitn(4, ' ');
+    let tier = Tier::from_k8s(words.next()?)?;
+    let action = ClusterAction::from_k8s(words.next()?)?;
+    let (written, _rule) = words.next()?.split_once('[')?;
+    if written != direction.as_str() {
+        return None;
+    }
+    let name = words.next().filter(|n| !n.is_empty())?;
+    let policy = match snapshot {
+        Some(snapshot) if snapshot.cluster_policy(name).is_none() => {
+            let mut candidates = snapshot
+                .cluster_policies()
+                .filter(|p| p.name.starts_with(name));
+            match (candidates.next(), candidates.next()) {
+                (Some(only), None) => only.name.clone(),
+                _ => name.to_owned(),
+            }
+        }
+        _ => name.to_owned(),
+    };
+    if !is_dns_name(&policy) {
+        return None;
+    }
+    Some(FlowKey::Cluster(ClusterLabels {
+        policy,
+        tier: LabelValue(tier),
+        action: LabelValue(action),
         direction: LabelValue(direction),
     }))
 }
@@ -314,5 +370,112 @@ mod tests {
             }
         }
         assert_eq!(keys, expected);
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::compile::{self, Options};
+    use crate::policy::cluster::api::ClusterNetworkPolicy;
+
+    fn cluster(
+        policy: &str,
+        tier: Tier,
+        action: ClusterAction,
+        direction: Direction,
+    ) -> Option<FlowKey> {
+        Some(FlowKey::Cluster(ClusterLabels {
+            policy: policy.into(),
+            tier: LabelValue(tier),
+            action: LabelValue(action),
+            direction: LabelValue(direction),
+        }))
+    }
+
+    #[test]
+    fn tier_rules_map_to_their_policy_tier_action_and_direction() {
+        use ClusterAction::{Accept, Deny, Pass};
+        use Direction::{Egress, Ingress};
+        let cases = [
+            (
+                "admin-eg_x_a",
+                "cnp Admin Deny egress[1] no-imds",
+                cluster("no-imds", Tier::Admin, Deny, Egress),
+            ),
+            (
+                "admin-in_x_a",
+                "cnp Admin Pass ingress[0] p",
+                cluster("p", Tier::Admin, Pass, Ingress),
+            ),
+            (
+                "base-in_x_a",
+                "cnp Baseline Accept ingress[3] dns",
+                cluster("dns", Tier::Baseline, Accept, Ingress),
+            ),
+            // What counts no flow: the chain's own rules, and comments that disagree with it.
+            ("admin-eg_x_a", "to itself", None),
+            ("admin-eg_x_a", "on to the next tier", None),
+            ("admin-eg_x_a", "cnp Admin Deny ingress[1] p", None),
+            ("admin-eg_x_a", "cnp Admin Allow egress[1] p", None),
+            ("admin-eg_x_a", "cnp Gold Deny egress[1] p", None),
+            ("admin-eg_x_a", "cnp Admin Deny egress[1] P\"q", None),
+            ("admin-deny-eg_x_a", "admin deny egress x/a", None),
+            ("in_x_a", "cnp Admin Deny ingress[1] p", None),
+        ];
+        for (chain, comment, expected) in cases {
+            assert_eq!(
+                attribute(chain, comment, None),
+                expected,
+                "{chain} {comment}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_counted_rule_of_a_tier_chain_the_compiler_writes_has_its_series() {
+        let mut snapshot = crate::model::Snapshot::new();
+        snapshot.upsert_pod(crate::model::Pod::running(
+            crate::model::ObjectKey::new("x", "a"),
+            Default::default(),
+            "n1",
+            ["10.0.0.1".parse().unwrap()],
+        ));
+        let long = format!("guard-{}", "g".repeat(200));
+        let object: ClusterNetworkPolicy = serde_json::from_value(json!({
+            "metadata": {"name": long},
+            "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+                     "egress": [{"action": "Deny", "to": [{"networks": ["10.9.0.0/16"]}]},
+                                {"action": "Pass", "to": [{"namespaces": {}}]}]}
+        }))
+        .unwrap();
+        snapshot.upsert_cluster_network_policy(&object).unwrap();
+        let ruleset = compile::compile(&snapshot, "n1", &Options::default());
+        let chain = ruleset.chain("admin-eg_x_a").expect("the tier chain");
+        let counted: Vec<Option<FlowKey>> = chain
+            .rules
+            .iter()
+            .filter(|r| r.exprs.contains(&compile::Expr::Counter))
+            .map(|r| {
+                attribute(
+                    &chain.name,
+                    r.comment.as_deref().unwrap_or_default(),
+                    Some(&snapshot),
+                )
+            })
+            .collect();
+        assert_eq!(
+            counted.len(),
+            3,
+            "Deny (an IPv4 network), Pass (IPv4 and IPv6 sets): {counted:?}"
+        );
+        assert!(
+            counted
+                .iter()
+                .all(|k| matches!(k, Some(FlowKey::Cluster(l)) if l.policy == long)),
+            "{counted:?}"
+        );
     }
 }

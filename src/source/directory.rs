@@ -68,9 +68,9 @@ pub async fn watch(
                 for warning in &loaded.warnings {
                     warn!(path = %root.display(), "{warning}");
                 }
-                source.invalid_cluster_policies.set(
-                    i64::try_from(loaded.invalid_cluster_policies.len()).unwrap_or(i64::MAX),
-                );
+                source
+                    .invalid_cluster_policies
+                    .set(i64::try_from(loaded.invalid_cluster_policies.len()).unwrap_or(i64::MAX));
                 for (policy, errors) in &loaded.invalid_policies {
                     for error in errors {
                         warn!(%policy, field = %error.field, "invalid policy, enforced fail-closed: {}", error.message);

@@ -249,7 +249,11 @@ pub async fn watch(
 }
 
 /// What a snapshot publishes: the snapshot, warnings, and the invalid policies of each kind.
-fn loaded_from(snapshot: crate::model::Snapshot, warnings: Vec<String>, invalid: Vec<InvalidPolicy>) -> Loaded {
+fn loaded_from(
+    snapshot: crate::model::Snapshot,
+    warnings: Vec<String>,
+    invalid: Vec<InvalidPolicy>,
+) -> Loaded {
     let (cluster, namespaced): (Vec<InvalidPolicy>, Vec<InvalidPolicy>) = invalid
         .into_iter()
         .partition(|p| p.kind == PolicyKind::ClusterNetworkPolicy);

@@ -89,8 +89,8 @@ pub use ruleset::{
     AddrField, Chain, Expr, Family, Hook, MapVerdict, ProtocolPorts, Rule, Ruleset, Set,
     SetElement, SetKind, TABLE_FAMILY, TABLE_NAME, VerdictMap,
 };
-pub use tiers::{deny_chain_name, rule_comment as tier_rule_comment, tier_chain_name};
 use tiers::{Next, TierContext, tier_chain};
+pub use tiers::{deny_chain_name, rule_comment as tier_rule_comment, tier_chain_name};
 
 /// Knobs that change the emitted ruleset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,8 +15,8 @@ use std::net::IpAddr;
 use kube_nftpol_core::compile::Options;
 use kube_nftpol_core::evaluate;
 use kube_nftpol_core::model::{
-    ClusterAction, ContainerPort, Enforcement, Namespace, Node, ObjectKey, Pod, PodPhase,
-    Protocol, Snapshot, Tier,
+    ClusterAction, ContainerPort, Enforcement, Namespace, Node, ObjectKey, Pod, PodPhase, Protocol,
+    Snapshot, Tier,
 };
 use kube_nftpol_core::policy::cluster::api::ClusterNetworkPolicy;
 use kube_nftpol_core::policy::{DirectionVerdict, Endpoint, Flow, Verdict};
@@ -128,7 +128,8 @@ fn every_cluster_network_policy_conformance_probe_agrees_between_the_ruleset_and
 
 const LABEL_VALUES: [&str; 3] = ["a", "b", "c"];
 const PORT_NAMES: [&str; 2] = ["web", "alt"];
-const NODES: [(&str, &str, &str); 2] = [("node-1", "172.18.0.2", "a"), ("node-2", "172.18.0.3", "b")];
+const NODES: [(&str, &str, &str); 2] =
+    [("node-1", "172.18.0.2", "a"), ("node-2", "172.18.0.3", "b")];
 
 fn selector(rng: &mut Rng) -> Value {
     match rng.below(5) {
@@ -151,7 +152,9 @@ fn np_peer(rng: &mut Rng) -> Value {
         0 => json!({"podSelector": selector(rng)}),
         1 => json!({"namespaceSelector": selector(rng)}),
         2 => json!({"namespaceSelector": selector(rng), "podSelector": selector(rng)}),
-        _ => json!({"ipBlock": {"cidr": "10.1.0.0/16", "except": [format!("10.1.{}.0/24", rng.below(3))]}}),
+        _ => {
+            json!({"ipBlock": {"cidr": "10.1.0.0/16", "except": [format!("10.1.{}.0/24", rng.below(3))]}})
+        }
     }
 }
 
@@ -181,8 +184,12 @@ fn network_policy(rng: &mut Rng, i: usize) -> Value {
 fn cnp_peer(rng: &mut Rng, egress: bool, accept: bool) -> Value {
     match rng.below(if egress { 8 } else { 3 }) {
         0 => json!({"namespaces": selector(rng)}),
-        1 | 2 => json!({"pods": {"namespaceSelector": selector(rng), "podSelector": selector(rng)}}),
-        3 => json!({"networks": [*rng.pick(&["10.1.0.0/16", "10.1.1.0/24", "0.0.0.0/0", "172.18.0.0/24", "8.8.8.0/24"]), *rng.pick(&["fd00:1::/48", "::/0", "10.1.2.0/25"])]}),
+        1 | 2 => {
+            json!({"pods": {"namespaceSelector": selector(rng), "podSelector": selector(rng)}})
+        }
+        3 => {
+            json!({"networks": [*rng.pick(&["10.1.0.0/16", "10.1.1.0/24", "0.0.0.0/0", "172.18.0.0/24", "8.8.8.0/24"]), *rng.pick(&["fd00:1::/48", "::/0", "10.1.2.0/25"])]})
+        }
         4 | 5 => json!({"nodes": selector_for_nodes(rng)}),
         6 if accept => json!({"domainNames": ["*.example.com"]}),
         _ => json!({"networks": [format!("10.1.{}.{}/32", rng.below(3), 1 + rng.below(6))]}),
@@ -205,8 +212,13 @@ fn cnp_protocols(rng: &mut Rng) -> Option<Value> {
         3 => json!({"tcp": {"destinationPort": {"range": {"start": 81, "end": 443}}}}),
         _ => json!({"destinationNamedPort": rng.pick(&PORT_NAMES)}),
     };
-    rng.chance(60)
-        .then(|| json!((0..1 + rng.below(2)).map(|_| entry(rng)).collect::<Vec<_>>()))
+    rng.chance(60).then(|| {
+        json!(
+            (0..1 + rng.below(2))
+                .map(|_| entry(rng))
+                .collect::<Vec<_>>()
+        )
+    })
 }
 
 fn cluster_policy(rng: &mut Rng, i: usize) -> Value {
@@ -226,10 +238,13 @@ fn cluster_policy(rng: &mut Rng, i: usize) -> Value {
                 .map(|r| {
                     let action = *rng.pick(&["Accept", "Deny", "Pass"]);
                     let accept = action == "Accept";
-                    let peers: Vec<Value> =
-                        (0..1 + rng.below(2)).map(|_| cnp_peer(rng, egress, accept)).collect();
+                    let peers: Vec<Value> = (0..1 + rng.below(2))
+                        .map(|_| cnp_peer(rng, egress, accept))
+                        .collect();
                     let mut rule = json!({"name": format!("r{r}"), "action": action, key: peers});
-                    let addresses = peers.iter().any(|p| p.get("pods").is_none() && p.get("namespaces").is_none());
+                    let addresses = peers
+                        .iter()
+                        .any(|p| p.get("pods").is_none() && p.get("namespaces").is_none());
                     if let Some(protocols) = cnp_protocols(rng) {
                         // Named ports never go with address peers (a validation error).
                         let named = protocols.to_string().contains("destinationNamedPort");
@@ -320,7 +335,8 @@ fn random_cluster(rng: &mut Rng) -> Snapshot {
 #[test]
 fn generated_mixed_clusters_agree_between_the_ruleset_and_evaluate_with_their_logs() {
     let mut mismatches = Vec::new();
-    let (mut compared, mut allowed, mut tier_decided, mut logged) = (0usize, 0usize, 0usize, 0usize);
+    let (mut compared, mut allowed, mut tier_decided, mut logged) =
+        (0usize, 0usize, 0usize, 0usize);
     for seed in 1..=300u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut snapshot = random_cluster(&mut rng);
@@ -375,7 +391,8 @@ fn generated_mixed_clusters_agree_between_the_ruleset_and_evaluate_with_their_lo
                                     || verdict.ingress.cluster_rule().is_some(),
                             );
                             logged += usize::from(!got.logged.is_empty());
-                            if (got.dropped_by.is_none(), &got.logged) != (expected.0, &expected.1) {
+                            if (got.dropped_by.is_none(), &got.logged) != (expected.0, &expected.1)
+                            {
                                 mismatches.push(format!(
                                     "seed {seed} ({wiring:?}, audited {audited}, observed {observed}): {} ({source}) -> {destination} {protocol}/{port}: evaluate {}, expected {expected:?}, ruleset {got:?}\n  egress: {:?}\n  ingress: {:?}",
                                     src.key, verdict.allowed, verdict.egress, verdict.ingress
@@ -394,7 +411,10 @@ fn generated_mixed_clusters_agree_between_the_ruleset_and_evaluate_with_their_lo
         allowed > compared / 10 && allowed < compared * 9 / 10,
         "the generator should mix verdicts: {allowed}/{compared}"
     );
-    assert!(tier_decided > compared / 5, "tiers decide often: {tier_decided}/{compared}");
+    assert!(
+        tier_decided > compared / 5,
+        "tiers decide often: {tier_decided}/{compared}"
+    );
     assert!(
         mismatches.is_empty(),
         "{} mismatches:\n{}",

@@ -284,7 +284,10 @@ impl Suite {
         let mut text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         for (i, port) in self.host_network_ports.iter().enumerate() {
-            text = text.replace(&format!("{{{{ index .HostNetworkPorts {i} }}}}"), &port.to_string());
+            text = text.replace(
+                &format!("{{{{ index .HostNetworkPorts {i} }}}}"),
+                &port.to_string(),
+            );
         }
         assert!(!text.contains("{{"), "{relative}: a template left unfilled");
         let documents: Vec<Value> = serde_saphyr::from_multiple(&text)
@@ -379,7 +382,9 @@ impl Suite {
     pub fn port(&self, port: PortRef) -> u16 {
         match port {
             PortRef::Number(number) => number,
-            PortRef::HostNetwork { host_network_port } => self.host_network_ports[host_network_port],
+            PortRef::HostNetwork { host_network_port } => {
+                self.host_network_ports[host_network_port]
+            }
         }
     }
 
@@ -403,10 +408,8 @@ impl Suite {
             for step in &subtest.steps {
                 match step {
                     Step::Probe(probe) => {
-                        let fresh = changed
-                            || out
-                                .last()
-                                .is_none_or(|c| !std::ptr::eq(c.subtest, subtest));
+                        let fresh =
+                            changed || out.last().is_none_or(|c| !std::ptr::eq(c.subtest, subtest));
                         if fresh {
                             out.push(Checkpoint {
                                 test,
@@ -463,7 +466,11 @@ fn served(container: &Value) -> Vec<(String, u16)> {
             .and_then(|w| w.parse::<u16>().ok())
     };
     if command.contains("serve-hostname") {
-        let protocol = if command.contains("--udp") { "UDP" } else { "TCP" };
+        let protocol = if command.contains("--udp") {
+            "UDP"
+        } else {
+            "TCP"
+        };
         if let Some(port) = after("--port") {
             out.push((protocol.to_owned(), port));
         }
@@ -566,7 +573,10 @@ fn apply(
 }
 
 /// The ClusterNetworkPolicy `name` among the objects.
-fn object<'o>(objects: &'o mut BTreeMap<String, Value>, name: &str) -> Result<&'o mut Value, String> {
+fn object<'o>(
+    objects: &'o mut BTreeMap<String, Value>,
+    name: &str,
+) -> Result<&'o mut Value, String> {
     objects
         .get_mut(&format!("ClusterNetworkPolicy//{name}"))
         .ok_or_else(|| format!("no ClusterNetworkPolicy {name}"))

@@ -72,9 +72,10 @@ impl Trace {
     /// the audit prefix (a default deny would have dropped it).
     pub fn audit_denied(&self) -> bool {
         self.dropped_by.is_none()
-            && self.logged.iter().any(|p| {
-                LogKind::split_prefix(p).is_some_and(|(kind, _)| kind.is_audit())
-            })
+            && self
+                .logged
+                .iter()
+                .any(|p| LogKind::split_prefix(p).is_some_and(|(kind, _)| kind.is_audit()))
     }
 }
 

@@ -61,9 +61,10 @@ pub fn compile_nodes(snapshot: &Snapshot, wiring: Wiring, options: &Options) -> 
         .map(|node| {
             let mut links = BTreeMap::new();
             let mut interfaces = PodInterfaces::new();
-            let local = snapshot.pods().enumerate().filter(|(_, p)| {
-                p.node.as_deref() == Some(node.name.as_str()) && !p.host_network
-            });
+            let local = snapshot
+                .pods()
+                .enumerate()
+                .filter(|(_, p)| p.node.as_deref() == Some(node.name.as_str()) && !p.host_network);
             for (i, pod) in local {
                 let link = match wiring {
                     Wiring::Routed => format!("veth{i}"),
@@ -98,7 +99,9 @@ pub fn trace_flow(
     protocol: Protocol,
     port: u16,
 ) -> Trace {
-    let holds = |node: &NodeTables, ip: IpAddr| node.links.contains_key(&ip) || node.addresses.contains(&ip);
+    let holds = |node: &NodeTables, ip: IpAddr| {
+        node.links.contains_key(&ip) || node.addresses.contains(&ip)
+    };
     let first = nodes
         .iter()
         .find(|n| holds(n, source))

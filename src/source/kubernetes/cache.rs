@@ -276,7 +276,8 @@ impl Cache {
     /// deleted, which deletes every object first): there are none, and that is a complete list.
     /// Returns whether that is news (ClusterNetworkPolicies were listed, or were unknown).
     pub fn cluster_policies_absent(&mut self) -> bool {
-        let news = !self.cluster_policies_synced || self.snapshot.cluster_policies().next().is_some();
+        let news =
+            !self.cluster_policies_synced || self.snapshot.cluster_policies().next().is_some();
         self.cluster_policies_relist = None;
         self.clear_cluster_policies();
         self.cluster_policies_synced = true;

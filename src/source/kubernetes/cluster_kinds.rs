@@ -167,8 +167,14 @@ mod tests {
         .unwrap();
         let policy = ClusterPolicy::from_api(&object.0).unwrap();
         assert!(policy.errors.is_empty(), "{:?}", policy.errors);
-        assert_eq!(kube::Resource::meta(&object).resource_version.as_deref(), Some("3"));
+        assert_eq!(
+            kube::Resource::meta(&object).resource_version.as_deref(),
+            Some("3")
+        );
         let url = <ClusterPolicyObject as kube::Resource>::url_path(&(), None);
-        assert_eq!(url, "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies");
+        assert_eq!(
+            url,
+            "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies"
+        );
     }
 }

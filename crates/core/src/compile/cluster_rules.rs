@@ -61,16 +61,22 @@ impl ClusterRuleCompiler<'_> {
                 if self.rule.peers.iter().any(|p| {
                     matches!(
                         p,
-                        ClusterPeer::Namespaces(_) | ClusterPeer::Pods { .. } | ClusterPeer::Nodes(_)
+                        ClusterPeer::Namespaces(_)
+                            | ClusterPeer::Pods { .. }
+                            | ClusterPeer::Nodes(_)
                     )
                 }) {
                     for (family, set) in Family::ALL.into_iter().zip(self.address_sets()) {
-                        out.push(with_ports(vec![Expr::AddressInSet(peer_field, family, set)]));
+                        out.push(with_ports(vec![Expr::AddressInSet(
+                            peer_field, family, set,
+                        )]));
                     }
                 }
                 for family in Family::ALL {
                     if let Some(set) = self.network_set(family) {
-                        out.push(with_ports(vec![Expr::AddressInSet(peer_field, family, set)]));
+                        out.push(with_ports(vec![Expr::AddressInSet(
+                            peer_field, family, set,
+                        )]));
                     }
                 }
             }
@@ -132,7 +138,14 @@ impl ClusterRuleCompiler<'_> {
         )
     }
 
-    fn insert_set(&mut self, name: &str, family: Family, kind: SetKind, elements: Vec<SetElement>, what: &str) {
+    fn insert_set(
+        &mut self,
+        name: &str,
+        family: Family,
+        kind: SetKind,
+        elements: Vec<SetElement>,
+        what: &str,
+    ) {
         let comment = truncate(
             format!(
                 "cnp {} {}[{}] {what}",
@@ -159,14 +172,16 @@ impl ClusterRuleCompiler<'_> {
         let mut addresses: Vec<SetElement> = peer_pods(self.snapshot, self.rule)
             .into_iter()
             .flat_map(|pod| pod.ips.iter().copied())
-            .chain(self.rule.peers.iter().flat_map(|peer| match peer {
-                ClusterPeer::Nodes(selector) => self
-                    .snapshot
-                    .nodes()
-                    .filter(|node| selector.matches(&node.labels))
-                    .flat_map(|node| node.addresses.iter().copied())
-                    .collect(),
-                _ => Vec::new(),
+            .chain(self.rule.peers.iter().flat_map(|peer| {
+                match peer {
+                    ClusterPeer::Nodes(selector) => self
+                        .snapshot
+                        .nodes()
+                        .filter(|node| selector.matches(&node.labels))
+                        .flat_map(|node| node.addresses.iter().copied())
+                        .collect(),
+                    _ => Vec::new(),
+                }
             }))
             .map(SetElement::Address)
             .collect();
@@ -178,7 +193,13 @@ impl ClusterRuleCompiler<'_> {
                 .filter(|e| matches!(e, SetElement::Address(ip) if Family::of(*ip) == family))
                 .cloned()
                 .collect();
-            self.insert_set(name, family, SetKind::Addresses, elements, "pod and node peers");
+            self.insert_set(
+                name,
+                family,
+                SetKind::Addresses,
+                elements,
+                "pod and node peers",
+            );
         }
         names
     }
@@ -225,7 +246,11 @@ impl ClusterRuleCompiler<'_> {
             for port in &pod.ports {
                 if port.name.as_ref().is_some_and(|n| named.contains(n)) {
                     for ip in &pod.ips {
-                        elements.push(SetElement::AddressProtocolPort(*ip, port.protocol, port.port));
+                        elements.push(SetElement::AddressProtocolPort(
+                            *ip,
+                            port.protocol,
+                            port.port,
+                        ));
                     }
                 }
             }
@@ -238,7 +263,13 @@ impl ClusterRuleCompiler<'_> {
                 .filter(|e| matches!(e, SetElement::AddressProtocolPort(ip, ..) if Family::of(*ip) == family))
                 .cloned()
                 .collect();
-            self.insert_set(name, family, SetKind::AddressProtocolPort, elements, "named ports");
+            self.insert_set(
+                name,
+                family,
+                SetKind::AddressProtocolPort,
+                elements,
+                "named ports",
+            );
         }
         names
     }

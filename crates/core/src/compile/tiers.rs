@@ -76,7 +76,12 @@ pub fn deny_chain_name(pod: &Pod, direction: Direction, tier: Tier) -> String {
 /// The comment of a tier chain's rule, what the flow metrics attribute its counter by:
 /// `cnp <tier> <action> <direction>[<rule>] <policy>` (the name last, where nftables' 128
 /// bytes may cut it).
-pub fn rule_comment(policy: &ClusterPolicy, direction: Direction, index: usize, action: ClusterAction) -> String {
+pub fn rule_comment(
+    policy: &ClusterPolicy,
+    direction: Direction,
+    index: usize,
+    action: ClusterAction,
+) -> String {
     truncate(
         format!(
             "cnp {} {} {direction}[{index}] {}",

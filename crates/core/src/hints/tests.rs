@@ -1009,16 +1009,23 @@ fn a_flow_an_admin_tier_deny_drops_is_an_issue_and_never_a_suggestion() {
     let kinds: Vec<IssueKind> = suggestions.issues.iter().map(|i| i.kind).collect();
     assert_eq!(
         kinds,
-        [IssueKind::DeniedByAdminTier, IssueKind::DeniedByBaselineTier]
+        [
+            IssueKind::DeniedByAdminTier,
+            IssueKind::DeniedByBaselineTier
+        ]
     );
     assert!(
-        suggestions.issues[0].message.contains(
-            "ClusterNetworkPolicy tenants-apart egress[1] (Admin tier, priority 10)"
-        ),
+        suggestions.issues[0]
+            .message
+            .contains("ClusterNetworkPolicy tenants-apart egress[1] (Admin tier, priority 10)"),
         "{}",
         suggestions.issues[0].message
     );
-    assert!(suggestions.issues[0].message.contains("no NetworkPolicy can allow it"));
+    assert!(
+        suggestions.issues[0]
+            .message
+            .contains("no NetworkPolicy can allow it")
+    );
     // The same flow without a tier (a NetworkPolicy's default deny) is suggested as before.
     assert_eq!(
         offline(&[egress(frontend("a"), backend("x"), 9090)])
@@ -1034,7 +1041,12 @@ fn with_a_snapshot_the_tier_that_denies_the_flow_today_decides() {
     let mut snapshot = Snapshot::new();
     snapshot.upsert_namespace(Namespace::new("shop", Labels::new()));
     for (pod, ip) in [(frontend("a"), "10.0.0.1"), (backend("x"), "10.0.0.2")] {
-        let mut model = Pod::running(pod.key.clone(), pod.labels.clone(), "n1", [ip.parse().unwrap()]);
+        let mut model = Pod::running(
+            pod.key.clone(),
+            pod.labels.clone(),
+            "n1",
+            [ip.parse().unwrap()],
+        );
         model.owner = pod.owner.clone();
         snapshot.upsert_pod(model);
     }
@@ -1056,9 +1068,9 @@ fn with_a_snapshot_the_tier_that_denies_the_flow_today_decides() {
     assert!(suggestions.suggestions.is_empty());
     assert_eq!(suggestions.issues[0].kind, IssueKind::DeniedByAdminTier);
     assert!(
-        suggestions.issues[0]
-            .message
-            .contains("ClusterNetworkPolicy no-backend egress[0] \"backend\" (Admin tier, priority 3)"),
+        suggestions.issues[0].message.contains(
+            "ClusterNetworkPolicy no-backend egress[0] \"backend\" (Admin tier, priority 3)"
+        ),
         "{}",
         suggestions.issues[0].message
     );

@@ -37,7 +37,10 @@ impl Kind {
 
     /// Cluster-scoped kinds are keyed by name alone (an empty namespace).
     fn cluster_scoped(self) -> bool {
-        matches!(self, Self::Namespace | Self::ClusterNetworkPolicy | Self::Node)
+        matches!(
+            self,
+            Self::Namespace | Self::ClusterNetworkPolicy | Self::Node
+        )
     }
 
     fn of(api_version: &str, kind: &str) -> Option<Self> {
@@ -299,10 +302,7 @@ impl Loader {
         let mut warnings = self.warnings;
         for policy in self.snapshot.cluster_policies() {
             for field in &policy.unsupported {
-                warnings.push(format!(
-                    "ClusterNetworkPolicy {}: {field}",
-                    policy.name
-                ));
+                warnings.push(format!("ClusterNetworkPolicy {}: {field}", policy.name));
             }
         }
         Loaded {

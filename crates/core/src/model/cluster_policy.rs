@@ -220,7 +220,9 @@ impl fmt::Display for ClusterPeer {
                 let networks: Vec<String> = networks.iter().map(ToString::to_string).collect();
                 write!(f, "networks {}", networks.join(","))
             }
-            Self::DomainNames(names) => write!(f, "domain names {} (not enforced)", names.join(",")),
+            Self::DomainNames(names) => {
+                write!(f, "domain names {} (not enforced)", names.join(","))
+            }
             Self::Any => f.write_str("anything (rule failed validation)"),
         }
     }

@@ -91,7 +91,10 @@ mod tests {
         assert_eq!(node.name, "node-1");
         assert_eq!(
             node.addresses,
-            ["172.18.0.2".parse::<IpAddr>().unwrap(), "fd00::2".parse().unwrap()]
+            [
+                "172.18.0.2".parse::<IpAddr>().unwrap(),
+                "fd00::2".parse().unwrap()
+            ]
         );
         assert_eq!(node.labels.get("kubernetes.io/os").unwrap(), "linux");
         assert_eq!(

@@ -206,9 +206,7 @@ impl Snapshot {
 
     /// Removes a ClusterNetworkPolicy.
     pub fn remove_cluster_policy(&mut self, name: &str) -> Option<ClusterPolicy> {
-        self.cluster_policies
-            .remove(name)
-            .map(Arc::unwrap_or_clone)
+        self.cluster_policies.remove(name).map(Arc::unwrap_or_clone)
     }
 
     /// A ClusterNetworkPolicy by name.
@@ -225,10 +223,8 @@ impl Snapshot {
     /// then by name (the API lets an implementation order equal priorities as it likes; name
     /// order makes the choice stable and visible).
     pub fn tier_policies(&self, tier: Tier) -> Vec<&ClusterPolicy> {
-        let mut policies: Vec<&ClusterPolicy> = self
-            .cluster_policies()
-            .filter(|p| p.tier == tier)
-            .collect();
+        let mut policies: Vec<&ClusterPolicy> =
+            self.cluster_policies().filter(|p| p.tier == tier).collect();
         // Already in name order: a stable sort by priority keeps it among equals.
         policies.sort_by_key(|p| p.priority);
         policies

@@ -36,7 +36,12 @@ impl ClusterPolicy {
     }
 
     /// Whether the policy applies to the pod and has rules for `direction`.
-    pub fn applies(&self, snapshot: &Snapshot, pod: &Pod, direction: crate::model::Direction) -> bool {
+    pub fn applies(
+        &self,
+        snapshot: &Snapshot,
+        pod: &Pod,
+        direction: crate::model::Direction,
+    ) -> bool {
         !self.rules(direction).is_empty() && self.selects(snapshot, pod)
     }
 }

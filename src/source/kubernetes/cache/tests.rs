@@ -126,7 +126,10 @@ fn without_the_crd_there_are_no_cluster_policies_and_the_cache_syncs() {
     // A fresh cache that never saw the CRD syncs on the first 404.
     let mut fresh = Cache::new();
     assert!(fresh.cluster_policies_absent());
-    assert_eq!(fresh.waiting_for(), ["pods", "namespaces", "networkpolicies", "nodes"]);
+    assert_eq!(
+        fresh.waiting_for(),
+        ["pods", "namespaces", "networkpolicies", "nodes"]
+    );
 }
 
 #[test]
@@ -176,7 +179,10 @@ fn nodes_follow_their_watch_and_a_relist_replaces_them() {
     let snapshot = cache.snapshot();
     let nodes: Vec<_> = snapshot.nodes().collect();
     assert_eq!(nodes.len(), 1);
-    assert_eq!(nodes[0].addresses, ["172.18.0.4".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        nodes[0].addresses,
+        ["172.18.0.4".parse::<IpAddr>().unwrap()]
+    );
 }
 
 #[test]

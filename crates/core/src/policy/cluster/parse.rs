@@ -78,34 +78,31 @@ impl ClusterPolicy {
             },
         };
         let subject = subject(spec.subject.as_ref(), &mut errors);
-        let directions = [(Direction::Ingress, &spec.ingress), (Direction::Egress, &spec.egress)]
-            .map(|(direction, rules)| {
-                let section = direction.as_str();
-                let rules = rules.as_deref().unwrap_or_default();
-                if rules.len() > MAX_ITEMS {
-                    errors.push(FieldError::new(
-                        format!("spec.{section}"),
-                        format!("{} rules, at most {MAX_ITEMS} are allowed", rules.len()),
-                    ));
-                }
-                rules
-                    .iter()
-                    .enumerate()
-                    .map(|(index, spec)| {
-                        let mut rule_errors = Vec::new();
-                        let rule = rule(
-                            index,
-                            direction,
-                            spec,
-                            &mut rule_errors,
-                            &mut unsupported,
-                        );
-                        let failed = !rule_errors.is_empty();
-                        errors.append(&mut rule_errors);
-                        (rule, failed)
-                    })
-                    .collect::<Vec<_>>()
-            });
+        let directions = [
+            (Direction::Ingress, &spec.ingress),
+            (Direction::Egress, &spec.egress),
+        ]
+        .map(|(direction, rules)| {
+            let section = direction.as_str();
+            let rules = rules.as_deref().unwrap_or_default();
+            if rules.len() > MAX_ITEMS {
+                errors.push(FieldError::new(
+                    format!("spec.{section}"),
+                    format!("{} rules, at most {MAX_ITEMS} are allowed", rules.len()),
+                ));
+            }
+            rules
+                .iter()
+                .enumerate()
+                .map(|(index, spec)| {
+                    let mut rule_errors = Vec::new();
+                    let rule = rule(index, direction, spec, &mut rule_errors, &mut unsupported);
+                    let failed = !rule_errors.is_empty();
+                    errors.append(&mut rule_errors);
+                    (rule, failed)
+                })
+                .collect::<Vec<_>>()
+        });
         let invalid = !errors.is_empty();
         let [ingress, egress] = directions.map(|rules| {
             rules
@@ -251,14 +248,14 @@ fn rule(
     let peers_path = format!("{base}.{peers_field}");
     let peer_specs = peers.as_deref().unwrap_or_default();
     if peer_specs.is_empty() {
-        errors.push(FieldError::new(
-            &peers_path,
-            "required: at least one peer",
-        ));
+        errors.push(FieldError::new(&peers_path, "required: at least one peer"));
     } else if peer_specs.len() > MAX_ITEMS {
         errors.push(FieldError::new(
             &peers_path,
-            format!("{} peers, at most {MAX_ITEMS} are allowed", peer_specs.len()),
+            format!(
+                "{} peers, at most {MAX_ITEMS} are allowed",
+                peer_specs.len()
+            ),
         ));
     }
     let mut peers = Vec::new();
@@ -451,10 +448,7 @@ fn protocol(spec: &ProtocolSpec, field: &str, errors: &mut Vec<FieldError>) -> O
         .find_map(|(protocol, key, e)| e.as_ref().map(|e| (protocol, key, e)))?;
     let field = format!("{field}.{key}.destinationPort");
     let Some(port) = &ports.destination_port else {
-        errors.push(FieldError::new(
-            field,
-            "required: a number or a range",
-        ));
+        errors.push(FieldError::new(field, "required: a number or a range"));
         return None;
     };
     match (port.number, &port.range) {
@@ -507,7 +501,10 @@ fn port_number(value: i64, field: &str, errors: &mut Vec<FieldError>) -> Option<
     match u16::try_from(value) {
         Ok(port) if port >= 1 => Some(port),
         _ => {
-            errors.push(FieldError::new(field, format!("{value} is outside 1-65535")));
+            errors.push(FieldError::new(
+                field,
+                format!("{value} is outside 1-65535"),
+            ));
             None
         }
     }

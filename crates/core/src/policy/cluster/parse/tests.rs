@@ -62,7 +62,11 @@ fn a_valid_policy_keeps_its_tier_priority_subject_rules_and_ports() {
     let actions: Vec<ClusterAction> = policy.egress.iter().map(|r| r.action).collect();
     assert_eq!(
         actions,
-        [ClusterAction::Accept, ClusterAction::Pass, ClusterAction::Deny]
+        [
+            ClusterAction::Accept,
+            ClusterAction::Pass,
+            ClusterAction::Deny
+        ]
     );
     assert_eq!(policy.egress[0].name.as_deref(), Some("accept-dns"));
     assert_eq!(
@@ -75,7 +79,9 @@ fn a_valid_policy_keeps_its_tier_priority_subject_rules_and_ports() {
     );
     assert_eq!(
         policy.egress[2].peers,
-        [ClusterPeer::Networks(vec!["169.254.169.254/32".parse().unwrap()])]
+        [ClusterPeer::Networks(vec![
+            "169.254.169.254/32".parse().unwrap()
+        ])]
     );
     assert_eq!(
         policy.ingress[0].ports,
@@ -99,7 +105,10 @@ fn each_invalid_field_is_one_error_naming_it() {
         (with(&["priority"], json!(-1)), "spec.priority"),
         (with(&["subject"], json!({})), "spec.subject"),
         (
-            with(&["subject"], json!({"namespaces": {}, "pods": {"podSelector": {}}})),
+            with(
+                &["subject"],
+                json!({"namespaces": {}, "pods": {"podSelector": {}}}),
+            ),
             "spec.subject",
         ),
         (
@@ -113,19 +122,31 @@ fn each_invalid_field_is_one_error_naming_it() {
             ),
             "spec.subject.namespaces.matchExpressions[0].operator",
         ),
-        (with(&["egress", "1", "action"], json!("Allow")), "spec.egress[1].action"),
+        (
+            with(&["egress", "1", "action"], json!("Allow")),
+            "spec.egress[1].action",
+        ),
         (with(&["egress", "1", "to"], json!([])), "spec.egress[1].to"),
-        (with(&["egress", "1", "to", "0"], json!({})), "spec.egress[1].to[0]"),
+        (
+            with(&["egress", "1", "to", "0"], json!({})),
+            "spec.egress[1].to[0]",
+        ),
         (
             with(&["egress", "1", "to", "0"], json!({"futurePeer": {"x": 1}})),
             "spec.egress[1].to[0]",
         ),
         (
-            with(&["ingress", "0", "from", "0"], json!({"networks": ["10.0.0.0/8"]})),
+            with(
+                &["ingress", "0", "from", "0"],
+                json!({"networks": ["10.0.0.0/8"]}),
+            ),
             "spec.ingress[0].from[0]",
         ),
         (
-            with(&["egress", "2", "to", "0", "networks", "0"], json!("10.0.0.0/33")),
+            with(
+                &["egress", "2", "to", "0", "networks", "0"],
+                json!("10.0.0.0/33"),
+            ),
             "spec.egress[2].to[0].networks[0]",
         ),
         (
@@ -169,7 +190,10 @@ fn each_invalid_field_is_one_error_naming_it() {
             "spec.egress[0].protocols",
         ),
         (
-            with(&["ingress", "0", "protocols", "1"], json!({"destinationNamedPort": "Web"})),
+            with(
+                &["ingress", "0", "protocols", "1"],
+                json!({"destinationNamedPort": "Web"}),
+            ),
             "spec.ingress[0].protocols[1].destinationNamedPort",
         ),
         (
@@ -180,24 +204,42 @@ fn each_invalid_field_is_one_error_naming_it() {
             "spec.egress[2].protocols",
         ),
         (
-            with(&["egress", "1", "to", "0"], json!({"domainNames": ["example.com"]})),
+            with(
+                &["egress", "1", "to", "0"],
+                json!({"domainNames": ["example.com"]}),
+            ),
             "spec.egress[1].to[0].domainNames",
         ),
         (
-            with(&["egress", "0", "to", "0"], json!({"domainNames": ["*example.com"]})),
+            with(
+                &["egress", "0", "to", "0"],
+                json!({"domainNames": ["*example.com"]}),
+            ),
             "spec.egress[0].to[0].domainNames[0]",
         ),
-        (with(&["egress", "0", "name"], json!("x".repeat(101))), "spec.egress[0].name"),
+        (
+            with(&["egress", "0", "name"], json!("x".repeat(101))),
+            "spec.egress[0].name",
+        ),
         (
             with(&["egress", "0", "from"], json!([{"namespaces": {}}])),
             "spec.egress[0].from",
         ),
         (
-            with(&["egress"], json!(vec![json!({"action": "Deny", "to": [{"namespaces": {}}]}); 26])),
+            with(
+                &["egress"],
+                json!(vec![
+                    json!({"action": "Deny", "to": [{"namespaces": {}}]});
+                    26
+                ]),
+            ),
             "spec.egress",
         ),
         (
-            with(&["egress", "1", "to"], json!(vec![json!({"namespaces": {}}); 26])),
+            with(
+                &["egress", "1", "to"],
+                json!(vec![json!({"namespaces": {}}); 26]),
+            ),
             "spec.egress[1].to",
         ),
     ];
@@ -255,11 +297,7 @@ fn an_invalid_subject_tier_or_priority_fails_closed_to_every_pod_the_admin_tier_
     );
     assert_eq!(
         (policy.tier, policy.priority, &policy.subject),
-        (
-            Tier::Admin,
-            0,
-            &Subject::Namespaces(Selector::everything())
-        )
+        (Tier::Admin, 0, &Subject::Namespaces(Selector::everything()))
     );
     assert!(
         policy
@@ -282,7 +320,10 @@ fn domain_names_are_reported_and_match_nothing_in_an_accept_rule() {
     ));
     assert!(policy.errors.is_empty(), "{:?}", policy.errors);
     assert_eq!(policy.unsupported.len(), 1);
-    assert_eq!(policy.unsupported[0].field, "spec.egress[0].to[0].domainNames");
+    assert_eq!(
+        policy.unsupported[0].field,
+        "spec.egress[0].to[0].domainNames"
+    );
     assert!(matches!(
         &policy.egress[0].peers[0],
         ClusterPeer::DomainNames(names) if names.len() == 2
