@@ -12,6 +12,7 @@ use etherparse::{
 use kube_nftpol_test_support::rng::Rng;
 
 use super::*;
+use crate::model::Tier;
 
 pub(crate) fn hex(text: &str) -> Vec<u8> {
     let text: String = text.split_whitespace().collect();
@@ -281,6 +282,30 @@ fn prefixes_are_checked() {
         parse_prefix("knp:open:ingress:shop/backend-0"),
         Ok((LogKind::NotIsolated, Direction::Ingress, key()))
     );
+    for (prefix, kind) in [
+        (
+            "knp:adeny:egress:shop/backend-0",
+            LogKind::TierDenied(Tier::Admin),
+        ),
+        (
+            "knp:bdeny:egress:shop/backend-0",
+            LogKind::TierDenied(Tier::Baseline),
+        ),
+        (
+            "knp:aaudit:egress:shop/backend-0",
+            LogKind::TierAudited(Tier::Admin),
+        ),
+        (
+            "knp:baudit:egress:shop/backend-0",
+            LogKind::TierAudited(Tier::Baseline),
+        ),
+    ] {
+        assert_eq!(
+            parse_prefix(prefix),
+            Ok((kind, Direction::Egress, key())),
+            "{prefix}"
+        );
+    }
     assert!(matches!(
         parse_prefix("knp:accept:ingress:shop/backend-0"),
         Err(DecodeError::ForeignPrefix { .. })

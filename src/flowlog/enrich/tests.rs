@@ -411,3 +411,82 @@ fn an_allowed_flow_without_ports_names_no_rule() {
     assert_eq!((line.action, line.allowed_by), (Action::Allow, None));
     assert_eq!(line.policies, ["shop/backend-egress"]);
 }
+
+/// The Admin tier denies shop's egress to 169.254.169.254 (rule 1, "no-imds"); the Baseline
+/// tier denies egress to payments (frontend-0 is not isolated for egress).
+fn with_tiers() -> Snapshot {
+    let mut s = snapshot();
+    for object in [
+        json!({"metadata": {"name": "guardrails"},
+               "spec": {"tier": "Admin", "priority": 10, "subject": {"namespaces": {}},
+                        "egress": [{"action": "Accept", "to": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}}]},
+                                   {"name": "no-imds", "action": "Deny",
+                                    "to": [{"networks": ["169.254.169.254/32"]}]}]}}),
+        json!({"metadata": {"name": "baseline"},
+               "spec": {"tier": "Baseline", "priority": 0, "subject": {"namespaces": {}},
+                        "egress": [{"action": "Deny", "to": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "payments"}}}]}]}}),
+    ] {
+        let object: crate::policy::cluster::api::ClusterNetworkPolicy =
+            serde_json::from_value(object).unwrap();
+        s.upsert_cluster_network_policy(&object).unwrap();
+    }
+    s
+}
+
+#[test]
+fn a_tier_deny_names_its_tier_and_rule_and_reads_back() {
+    let mut denied = packet(
+        Direction::Egress,
+        "shop/frontend-0",
+        "10.244.1.12",
+        "169.254.169.254",
+    );
+    denied.kind = LogKind::TierDenied(crate::model::Tier::Admin);
+    denied.destination_port = Some(80);
+    let record = enrich(&denied, &with_tiers(), now());
+    let json = serde_json::to_string(&record).unwrap();
+    assert!(
+        json.contains(r#""tier":"Admin","cluster_policy":{"name":"guardrails","priority":10,"rule":1,"rule_name":"no-imds"}"#),
+        "{json}"
+    );
+    assert_eq!(record.action, Action::Deny);
+    assert_eq!(FlowLine::parse(&json).unwrap(), Some(record.clone()));
+    assert_eq!(
+        text(record),
+        "2025-01-02T03:04:05.678Z DENY egress shop/frontend-0 -> 169.254.169.254 tcp/80 \
+         (denied by Admin ClusterNetworkPolicy guardrails egress[1] \"no-imds\", priority 10)"
+    );
+    // Audited: the same rule, action audit.
+    let mut audited = denied.clone();
+    audited.kind = LogKind::TierAudited(crate::model::Tier::Admin);
+    let record = enrich(&audited, &with_tiers(), now());
+    assert_eq!(record.action, Action::Audit);
+    assert_eq!(record.cluster_policy.unwrap().name, "guardrails");
+    // The snapshot moved on (the policy is gone): the tier the kernel logged, no rule.
+    let record = enrich(&denied, &snapshot(), now());
+    assert_eq!(record.tier, Some(crate::model::Tier::Admin));
+    assert_eq!(record.cluster_policy, None);
+    // A Baseline deny of egress.
+    let mut baseline = packet(
+        Direction::Egress,
+        "shop/frontend-0",
+        "10.244.1.12",
+        "10.244.1.20",
+    );
+    baseline.kind = LogKind::TierDenied(crate::model::Tier::Baseline);
+    let record = enrich(&baseline, &with_tiers(), now());
+    assert_eq!(record.tier, Some(crate::model::Tier::Baseline));
+    assert_eq!(record.cluster_policy.unwrap().name, "baseline");
+}
+
+#[test]
+fn lines_without_a_tier_read_and_write_as_before() {
+    let line = r#"{"ts":"2025-01-02T03:04:05.678Z","action":"deny","direction":"egress","pod":{"namespace":"a","name":"p"},"peer":{"ip":"10.0.0.1"},"protocol":"tcp","port":80,"policies":["a/x"],"count":1}"#;
+    let parsed = FlowLine::parse(line).unwrap().unwrap();
+    assert_eq!((parsed.tier, parsed.cluster_policy.as_ref()), (None, None));
+    let written = serde_json::to_string(&parsed).unwrap();
+    assert!(
+        !written.contains("tier") && !written.contains("cluster_policy"),
+        "{written}"
+    );
+}
