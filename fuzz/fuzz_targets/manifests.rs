@@ -1,7 +1,8 @@
 //! Fuzz target: manifest text, as `--manifests` reads it (and, object by object, as the API
 //! watch delivers it), through the whole pure pipeline: YAML or JSON parsing, List expansion,
-//! conversion to the model, policy validation, compilation for each node, both renderers and
-//! `evaluate` over pairs of pods and addresses. Any panic in any of them is a finding.
+//! conversion to the model, NetworkPolicy and ClusterNetworkPolicy validation, compilation for
+//! each node (of the pods and of the Node objects), both renderers and `evaluate` over pairs of
+//! pods and addresses (node addresses included). Any panic in any of them is a finding.
 //!
 //! Beyond "no panic" it checks what the kernel and the text renderer need of every compiled
 //! ruleset: chain, set and map names of at most 255 bytes (`NFT_NAME_MAXLEN` minus the NUL),
@@ -55,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
     let snapshot = &loaded.snapshot;
 
     let mut nodes: BTreeSet<&str> = snapshot.pods().filter_map(|p| p.node.as_deref()).collect();
+    nodes.extend(snapshot.nodes().map(|n| n.name.as_str()));
     nodes.insert("node-1");
     for node in nodes.into_iter().take(3) {
         for audit_all in [false, true] {
@@ -86,6 +88,14 @@ fuzz_target!(|data: &[u8]| {
         snapshot
             .pods()
             .flat_map(|p| p.ips.iter().copied())
+            .take(2)
+            .map(Endpoint::Ip),
+    );
+    // The addresses of nodes (ClusterNetworkPolicy node peers).
+    endpoints.extend(
+        snapshot
+            .nodes()
+            .flat_map(|n| n.addresses.iter().copied())
             .take(2)
             .map(Endpoint::Ip),
     );
