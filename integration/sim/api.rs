@@ -9,7 +9,9 @@
 //! kubeconfig that says so: the agent runs exactly as in a cluster, with `--kubeconfig`.
 //!
 //! Kubernetes v1.20 (the API server built here) drops `endPort`; cases that use it run through
-//! the manifest source only ([`uses_end_port`]).
+//! the manifest source only ([`uses_end_port`]). Nodes are created with their addresses in
+//! their status, and ClusterNetworkPolicies after the experimental CRD of
+//! `deploy/crd/` (which v1.20 takes without its CEL rules) is installed and established.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -19,8 +21,10 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as networking;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use kube_nftpol::source::kubernetes::ClusterPolicyObject;
 use serde_json::{Value, json};
 use socket2::{Domain, Type};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -40,7 +44,12 @@ pub struct ApiCluster {
     pub server: ApiServer,
     /// A client with the server's kubeconfig (from this process, in the root namespace).
     pub client: Client,
+    /// Whether the ClusterNetworkPolicy CRD is installed.
+    crd: AtomicBool,
 }
+
+/// The CRD the simulator installs: the experimental channel, for node peers.
+pub const CRD: &str = "deploy/crd/clusternetworkpolicies.experimental.yaml";
 
 fn fail(what: impl std::fmt::Display) -> impl FnOnce(kube::Error) -> String {
     move |e| format!("{what}: {}", crate::error_chain(&e))
@@ -51,7 +60,11 @@ impl ApiCluster {
     pub async fn start() -> Result<Self> {
         let server = ApiServer::start()?;
         let client = client(&server.kubeconfig_path()).await?;
-        Ok(Self { server, client })
+        Ok(Self {
+            server,
+            client,
+            crd: AtomicBool::new(false),
+        })
     }
 
     /// The API server's address (`https://127.0.0.1:PORT` in the kubeconfig).
@@ -111,17 +124,128 @@ impl ApiCluster {
         let mut namespaces = Vec::new();
         let mut pods = Vec::new();
         let mut policies = Vec::new();
+        let mut nodes = Vec::new();
+        let mut cluster_policies = Vec::new();
         for item in items {
             match kind(item).as_str() {
                 "Namespace" => namespaces.push(decode::<core::Namespace>(item)?),
                 "Pod" => pods.push(decode::<core::Pod>(item)?),
                 "NetworkPolicy" => policies.push(decode::<networking::NetworkPolicy>(item)?),
+                "Node" => nodes.push(decode::<core::Node>(item)?),
+                "ClusterNetworkPolicy" => {
+                    cluster_policies.push(decode::<ClusterPolicyObject>(item)?);
+                }
                 other => return Err(format!("cannot sync a {other}")),
             }
         }
         self.sync_namespaces(&namespaces).await?;
+        self.sync_nodes(&nodes).await?;
         self.sync_pods(&pods).await?;
-        self.sync_policies(&policies).await
+        self.sync_policies(&policies).await?;
+        self.sync_cluster_policies(&cluster_policies).await
+    }
+
+    /// Installs the ClusterNetworkPolicy CRD and waits until the server serves it.
+    pub fn install_crd(&self) -> Result<()> {
+        if self.crd.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join(CRD);
+        self.server
+            .kubectl(&["apply", "-f", &crd.display().to_string()])?;
+        self.server.kubectl(&[
+            "wait",
+            "--for=condition=established",
+            "--timeout=30s",
+            "crd/clusternetworkpolicies.policy.networking.k8s.io",
+        ])?;
+        self.crd.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn sync_nodes(&self, wanted: &[core::Node]) -> Result<()> {
+        let api: Api<core::Node> = Api::all(self.client.clone());
+        let existing = api
+            .list(&ListParams::default())
+            .await
+            .map_err(fail("listing nodes"))?;
+        let mut current: BTreeMap<String, core::Node> = existing
+            .items
+            .into_iter()
+            .filter_map(|n| Some((n.metadata.name.clone()?, n)))
+            .collect();
+        for node in wanted {
+            let name = node.metadata.name.clone().unwrap_or_default();
+            match current.remove(&name) {
+                None => {
+                    let mut create = node.clone();
+                    create.status = None;
+                    api.create(&PostParams::default(), &create)
+                        .await
+                        .map_err(fail(format!("creating node {name}")))?;
+                }
+                Some(have) => {
+                    if let Some(patch) = labels_patch(&have.metadata.labels, &node.metadata.labels)
+                    {
+                        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+                            .await
+                            .map_err(fail(format!("labelling node {name}")))?;
+                    }
+                }
+            }
+            let addresses = node.status.as_ref().and_then(|s| s.addresses.clone());
+            let patch = json!({ "status": { "addresses": addresses } });
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map_err(fail(format!("writing the addresses of node {name}")))?;
+        }
+        for name in current.into_keys() {
+            api.delete(&name, &DeleteParams::default())
+                .await
+                .map_err(fail(format!("deleting node {name}")))?;
+        }
+        Ok(())
+    }
+
+    async fn sync_cluster_policies(&self, wanted: &[ClusterPolicyObject]) -> Result<()> {
+        if wanted.is_empty() && !self.crd.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.install_crd()?;
+        let api: Api<ClusterPolicyObject> = Api::all(self.client.clone());
+        let existing = api
+            .list(&ListParams::default())
+            .await
+            .map_err(fail("listing clusternetworkpolicies"))?;
+        let mut current: BTreeMap<String, ClusterPolicyObject> = existing
+            .items
+            .into_iter()
+            .filter_map(|p| Some((p.0.metadata.name.clone()?, p)))
+            .collect();
+        for policy in wanted {
+            let name = policy.0.metadata.name.clone().unwrap_or_default();
+            match current.remove(&name) {
+                None => {
+                    api.create(&PostParams::default(), policy)
+                        .await
+                        .map_err(fail(format!("creating clusternetworkpolicy {name}")))?;
+                }
+                Some(have) if have.0.spec == policy.0.spec => {}
+                Some(have) => {
+                    let mut replace = policy.clone();
+                    replace.0.metadata.resource_version = have.0.metadata.resource_version;
+                    api.replace(&name, &PostParams::default(), &replace)
+                        .await
+                        .map_err(fail(format!("replacing clusternetworkpolicy {name}")))?;
+                }
+            }
+        }
+        for name in current.into_keys() {
+            api.delete(&name, &DeleteParams::default())
+                .await
+                .map_err(fail(format!("deleting clusternetworkpolicy {name}")))?;
+        }
+        Ok(())
     }
 
     async fn sync_namespaces(&self, wanted: &[core::Namespace]) -> Result<()> {

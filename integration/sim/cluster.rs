@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::conformance_data::{Case, CasePod};
 use crate::netns::Netns;
-use crate::servers::Servers;
+use crate::servers::{PORTS, Servers};
 use crate::setns::InNetns;
 use crate::{NETNS_PREFIX, Result, kube_proxy, links};
 
@@ -143,6 +143,14 @@ pub struct Cluster {
 impl Cluster {
     /// Builds the nodes and pods of `plan`, starts the servers and loads kube-proxy's table.
     pub async fn build(plan: Vec<PodPlan>) -> Result<Self> {
+        Self::build_serving(plan, |_| (PORTS.to_vec(), PORTS.to_vec())).await
+    }
+
+    /// [`Self::build`], each pod serving the TCP and UDP ports `serves` gives it.
+    pub async fn build_serving(
+        plan: Vec<PodPlan>,
+        serves: impl Fn(&PodPlan) -> (Vec<u16>, Vec<u16>),
+    ) -> Result<Self> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let id = format!(
             "{NETNS_PREFIX}-{}-{}",
@@ -193,7 +201,10 @@ impl Cluster {
                 links::route_via(other.netns.name(), &format!("{}/32", p.ip), node.ip)?;
             }
             let inside = InNetns::enter(netns.name()).map_err(|e| e.to_string())?;
-            let servers = Servers::start(&inside, p.ip, &identity).await?;
+            let (tcp, udp) = serves(&p);
+            let servers =
+                Servers::start_serving(&inside, p.ip, Ipv4Addr::UNSPECIFIED, &identity, &tcp, &udp)
+                    .await?;
             pods.push(SimPod {
                 plan: p,
                 identity,
@@ -282,12 +293,19 @@ impl Cluster {
     /// container ports, policies), replacing the previous ones in one rename so a reader never
     /// sees half a file.
     pub fn write_manifests(&self, case: &Case) -> Result<()> {
-        let list = json!({"apiVersion": "v1", "kind": "List", "items": self.objects(case)});
+        self.write_objects(&self.objects(case))
+            .map_err(|e| format!("{}: {e}", case.name))
+    }
+
+    /// Writes objects as the manifests (one JSON `List`), replacing the previous ones in one
+    /// rename.
+    pub fn write_objects(&self, objects: &[Value]) -> Result<()> {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
         let staged = self.dir.path().join("staging").join("cluster.json");
         let text = serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?;
         std::fs::write(&staged, text)
             .and_then(|()| std::fs::rename(&staged, self.manifests().join("cluster.json")))
-            .map_err(|e| format!("cannot write the manifests of {}: {e}", case.name))
+            .map_err(|e| format!("cannot write the manifests: {e}"))
     }
 
     /// The Namespace, Pod (with status) and NetworkPolicy objects of `case` on this cluster.

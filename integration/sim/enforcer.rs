@@ -29,6 +29,7 @@ use crate::api::{ApiCluster, Relay};
 use crate::cluster::Cluster;
 use crate::conformance_data::Case;
 use crate::{Result, error_chain, nft};
+use serde_json::Value;
 
 /// How long an enforcer may take to bring the kernel to a new state.
 pub const APPLY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -98,7 +99,48 @@ impl Enforcer {
         case: &Case,
         resync_interval_secs: u64,
     ) -> Result<Self> {
-        let running = match mode {
+        let running = Self::running(mode, cluster).await?;
+        let mut this = Self {
+            mode,
+            running,
+            resync_interval_secs,
+        };
+        cluster.write_manifests(case)?;
+        this.resume(cluster, case).await?;
+        Ok(this)
+    }
+
+    /// [`Self::start`] for a cluster described by its objects (Namespaces, Nodes, Pods with
+    /// status, policies of every kind) rather than by an upstream case.
+    pub async fn start_objects(mode: Mode, cluster: &Cluster, objects: &[Value]) -> Result<Self> {
+        let running = Self::running(mode, cluster).await?;
+        let mut this = Self {
+            mode,
+            running,
+            resync_interval_secs: agent::RESYNC_INTERVAL_SECS,
+        };
+        cluster.write_objects(objects)?;
+        let expected = expected_from_objects(cluster, objects, this.learns_veths())?;
+        this.resume_with(cluster, objects, &expected).await?;
+        Ok(this)
+    }
+
+    /// [`Self::apply`] for a cluster described by its objects.
+    pub async fn apply_objects(
+        &mut self,
+        cluster: &Cluster,
+        objects: &[Value],
+    ) -> Result<Duration> {
+        let started = Instant::now();
+        cluster.write_objects(objects)?;
+        let expected = expected_from_objects(cluster, objects, self.learns_veths())?;
+        self.act(cluster, objects, &expected).await?;
+        self.wait_applied(cluster, &expected).await?;
+        Ok(started.elapsed())
+    }
+
+    async fn running(mode: Mode, cluster: &Cluster) -> Result<Running> {
+        Ok(match mode {
             Mode::Static => Running::Static,
             Mode::Dataplane => Running::Dataplane(Vec::new()),
             Mode::Agent => Running::Agent(Vec::new()),
@@ -115,15 +157,7 @@ impl Enforcer {
                     container: mode == Mode::Container,
                 }
             }
-        };
-        let mut this = Self {
-            mode,
-            running,
-            resync_interval_secs,
-        };
-        cluster.write_manifests(case)?;
-        this.resume(cluster, case).await?;
-        Ok(this)
+        })
     }
 
     /// Makes the nodes enforce `case`: writes its manifests, has the enforcer act, and waits
@@ -134,10 +168,22 @@ impl Enforcer {
         let learns_veths = self.learns_veths();
         let expected = cluster.expected(case, learns_veths);
         check_manifests(cluster, case, &expected, learns_veths)?;
+        self.act(cluster, &cluster.objects(case), &expected).await?;
+        self.wait_applied(cluster, &expected).await?;
+        Ok(started.elapsed())
+    }
+
+    /// Has the enforcer take the manifests just written (`objects`, for the API server).
+    async fn act(
+        &mut self,
+        cluster: &Cluster,
+        objects: &[Value],
+        expected: &[Ruleset],
+    ) -> Result<()> {
         match &mut self.running {
             Running::Static => load_static(cluster).await?,
             Running::Dataplane(planes) => {
-                for (plane, wanted) in planes.iter_mut().zip(&expected) {
+                for (plane, wanted) in planes.iter_mut().zip(expected) {
                     plane
                         .apply(wanted)
                         .await
@@ -146,10 +192,9 @@ impl Enforcer {
             }
             // The agents notice the new files themselves.
             Running::Agent(_) => {}
-            Running::ApiAgent { api, .. } => api.sync(&cluster.objects(case)).await?,
+            Running::ApiAgent { api, .. } => api.sync(objects).await?,
         }
-        self.wait_applied(cluster, &expected).await?;
-        Ok(started.elapsed())
+        Ok(())
     }
 
     /// Stops enforcing without touching the kernel: SIGKILL for agents, dropping the
@@ -170,11 +215,21 @@ impl Enforcer {
         let learns_veths = self.learns_veths();
         let expected = cluster.expected(case, learns_veths);
         check_manifests(cluster, case, &expected, learns_veths)?;
+        self.resume_with(cluster, &cluster.objects(case), &expected)
+            .await
+    }
+
+    async fn resume_with(
+        &mut self,
+        cluster: &Cluster,
+        objects: &[Value],
+        expected: &[Ruleset],
+    ) -> Result<()> {
         match &mut self.running {
             Running::Static => load_static(cluster).await?,
             Running::Dataplane(planes) => {
                 planes.clear();
-                for (node, wanted) in cluster.nodes.iter().zip(&expected) {
+                for (node, wanted) in cluster.nodes.iter().zip(expected) {
                     let mut plane = Dataplane::new(Nft::in_netns(node.netns.name()));
                     plane.apply(wanted).await.map_err(|e| {
                         format!(
@@ -197,7 +252,7 @@ impl Enforcer {
                 container,
                 ..
             } => {
-                api.sync(&cluster.objects(case)).await?;
+                api.sync(objects).await?;
                 let source = if *container {
                     agent::SourceArgs::Container(api.service_account_kubeconfig(cluster.scratch())?)
                 } else {
@@ -207,7 +262,7 @@ impl Enforcer {
                 wait_ready(cluster, agents).await?;
             }
         }
-        self.wait_applied(cluster, &expected).await
+        self.wait_applied(cluster, expected).await
     }
 
     /// The API server, in [`Mode::ApiAgent`].
@@ -285,6 +340,42 @@ impl Enforcer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// What each node must hold for a cluster given as objects: the manifest loader's snapshot of
+/// them (the manifests just written), compiled for each node.
+fn expected_from_objects(
+    cluster: &Cluster,
+    objects: &[Value],
+    learns_veths: bool,
+) -> Result<Vec<Ruleset>> {
+    let loaded = manifests::load_dir(&cluster.manifests())
+        .map_err(|e| format!("the written manifests do not load: {e}"))?;
+    let from_objects = crate::cnp_data::load(objects)?;
+    let compile_all = |snapshot: &kube_nftpol::Snapshot| -> Vec<Ruleset> {
+        cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(index, node)| {
+                let interfaces = cluster.interfaces(index, learns_veths);
+                compile::compile_with_interfaces(
+                    snapshot,
+                    node.name,
+                    &interfaces,
+                    &Options::default(),
+                )
+            })
+            .collect()
+    };
+    let expected = compile_all(&from_objects.snapshot);
+    if compile_all(&loaded.snapshot) != expected {
+        return Err(format!(
+            "the manifests compile differently from the objects (warnings: {:?})",
+            loaded.warnings
+        ));
+    }
+    Ok(expected)
 }
 
 /// The manifests just written must mean what the case means: the loader's snapshot compiles

@@ -19,7 +19,8 @@
 //! - [`agent`]: processes inside node namespaces (the agent under test);
 //! - [`enforcer`]: what loads policy into the kernels, pluggable ([`enforcer::Mode`]);
 //! - [`nft`]: `nft` in a namespace and reading the table back;
-//! - the suites: [`suite_conformance`] (58 upstream cases), [`suite_restart`] (agent killed
+//! - the suites: [`suite_conformance`] (58 upstream cases), [`suite_cnp_conformance`] (the
+//!   ClusterNetworkPolicy conformance suite of network-policy-api v0.2.0, 24 tests), [`suite_restart`] (agent killed
 //!   under traffic), [`suite_policy_change`] (one policy changed, other chains untouched),
 //!   [`suite_cleanup`] (nothing is left behind), [`suite_flood`] (100,000 denied packets
 //!   against the agent: allowed traffic, its memory and its drop log stay fine),
@@ -48,7 +49,8 @@
 //! them at an agent built elsewhere).
 
 use kube_nftpol_test_support::{
-    apiserver, conformance as conformance_data, hostile as hostile_data, netns, rng,
+    apiserver, cnp_conformance as cnp_data, conformance as conformance_data,
+    hostile as hostile_data, netns, rng,
 };
 
 mod agent;
@@ -71,6 +73,7 @@ mod suite_api;
 mod suite_audit_metrics;
 mod suite_churn;
 mod suite_cleanup;
+mod suite_cnp_conformance;
 mod suite_conformance;
 mod suite_flood;
 mod suite_hints;

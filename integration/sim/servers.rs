@@ -1,12 +1,15 @@
-//! What runs inside each pod: TCP and UDP servers on ports 80 and 81, and an SCTP observer.
+//! What runs inside each pod: TCP and UDP servers (on ports 80 and 81 for the upstream
+//! NetworkPolicy cases, on the ports its containers serve for the ClusterNetworkPolicy suite),
+//! and an SCTP observer.
 //!
 //! - TCP: accepts, writes the pod's identity (`ns/name`) and closes, so a probe knows it
 //!   reached the pod it meant (through the Service DNAT too).
 //! - UDP: answers each datagram with the identity, a space and the datagram.
 //! - SCTP: no SCTP sockets on this kernel, so a packet socket (AF_PACKET, IPv4) watches the
-//!   pod's interfaces and records the INIT chunks addressed to the pod IP; an SCTP probe is
-//!   allowed when its INIT shows up here (the kernel has no SCTP sockets). The socket sees the pod's own
-//!   outgoing packets too; those are not addressed to the pod and are ignored.
+//!   pod's interfaces and records the INIT chunks addressed to the pod IP (for a host-network
+//!   pod, in its node's namespace, a raw SCTP socket: what the node delivers); an SCTP probe is
+//!   allowed when its INIT shows up here. The socket sees the pod's own outgoing packets too;
+//!   those are not addressed to the pod and are ignored.
 //!
 //! Sockets are created inside the pod namespace ([`InNetns`]) and served by tasks of the
 //! test's tokio runtime (the SCTP watcher by a thread of its own); dropping [`Servers`] stops
@@ -86,12 +89,23 @@ pub struct Servers {
 }
 
 impl Servers {
-    /// Starts the servers of the pod `identity` (`ns/name`) with address `pod_ip`.
-    pub async fn start(netns: &InNetns, pod_ip: Ipv4Addr, identity: &str) -> Result<Self> {
+    /// Starts the servers of the pod `identity` (`ns/name`) with address `pod_ip`, on these TCP
+    /// and UDP ports ([`PORTS`] for the upstream NetworkPolicy cases) of address `bind` (a pod:
+    /// every address; a host-network pod: its node's, so that UDP answers come from the address
+    /// the client asked, as upstream's `--udp-listen-addresses $(HOST_IP)` does); the SCTP
+    /// observer records INITs to `pod_ip`.
+    pub async fn start_serving(
+        netns: &InNetns,
+        pod_ip: Ipv4Addr,
+        bind: Ipv4Addr,
+        identity: &str,
+        tcp_ports: &[u16],
+        udp_ports: &[u16],
+    ) -> Result<Self> {
         let context = |what: String| move |e: std::io::Error| format!("{identity}: {what}: {e}");
         let mut tasks = Vec::new();
-        for port in PORTS {
-            let any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+        for &port in tcp_ports {
+            let any = SocketAddr::V4(SocketAddrV4::new(bind, port));
 
             let tcp = netns
                 .socket(Domain::IPV4, Type::STREAM, None)
@@ -104,7 +118,9 @@ impl Servers {
             let listener = TcpListener::from_std(tcp.into())
                 .map_err(context(format!("tcp listener {port}")))?;
             tasks.push(tokio::spawn(serve_tcp(listener, identity.to_owned())));
-
+        }
+        for &port in udp_ports {
+            let any = SocketAddr::V4(SocketAddrV4::new(bind, port));
             let udp = netns
                 .socket(Domain::IPV4, Type::DGRAM, None)
                 .await
@@ -116,11 +132,20 @@ impl Servers {
             tasks.push(tokio::spawn(serve_udp(udp, identity.to_owned())));
         }
 
-        let protocol = Protocol::from(i32::from(ETH_P_IP.to_be()));
-        let packets = netns
-            .socket(Domain::PACKET, Type::DGRAM, Some(protocol))
-            .await
-            .map_err(context("packet socket".to_owned()))?;
+        // A pod's interface only ever sees what its node let through; a node's own interfaces
+        // see packets before its `input` chain judges them, so a host-network pod watches what
+        // is delivered to it instead: a raw SCTP socket gets a copy of each SCTP packet after
+        // `input` (the kernel has no SCTP module to take it).
+        let packets = if bind.is_unspecified() {
+            let protocol = Protocol::from(i32::from(ETH_P_IP.to_be()));
+            netns
+                .socket(Domain::PACKET, Type::DGRAM, Some(protocol))
+                .await
+        } else {
+            let protocol = Protocol::from(i32::from(crate::sctp::IPPROTO_SCTP));
+            netns.socket(Domain::IPV4, Type::RAW, Some(protocol)).await
+        }
+        .map_err(context("packet socket".to_owned()))?;
         packets
             .set_nonblocking(false)
             .and_then(|()| packets.set_read_timeout(Some(WATCH_POLL)))
