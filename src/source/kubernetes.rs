@@ -142,13 +142,15 @@ fn watches(client: &Client) -> Changes {
     futures::stream::select_all([pods, namespaces, policies, nodes, cluster_policies])
 }
 
-/// Whether a watch failed because the API server does not serve the resource (404).
+/// Whether a watch failed because the API server does not serve the resource (404). By the
+/// code: a resource the server does not know answers a plain-text `404 page not found`, which
+/// kube reads as a Status without the `NotFound` reason (`Status::is_not_found` misses it).
 fn not_found(error: &watcher::Error) -> bool {
     match error {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
         | watcher::Error::WatchStartFailed(kube::Error::Api(status))
-        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.is_not_found(),
-        watcher::Error::WatchError(status) => status.is_not_found(),
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 404,
+        watcher::Error::WatchError(status) => status.code == 404,
         _ => false,
     }
 }
@@ -289,7 +291,7 @@ pub async fn snapshot_once(client: &Client) -> anyhow::Result<Loaded> {
         async {
             match cluster_policies.list(&params).await {
                 Ok(list) => Ok(Some(list)),
-                Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
                 Err(error) => Err(error),
             }
         }
@@ -411,6 +413,30 @@ mod tests {
         // `resourceVersion=0` and the list goes to etcd page by page.
         let paged = first_list_url(&watcher::Config::default().any_semantic());
         assert!(!paged.contains("resourceVersion=0"), "{paged}");
+    }
+
+    #[test]
+    fn a_resource_the_server_does_not_serve_is_not_found_and_other_errors_are_not() {
+        let status = |code, reason: &str| {
+            Box::new(kube::core::Status {
+                code,
+                reason: reason.into(),
+                ..kube::core::Status::default()
+            })
+        };
+        // What kube makes of v1.20's plain-text "404 page not found" for an unknown resource.
+        let unknown = status(404, "Failed to parse error data");
+        assert!(not_found(&watcher::Error::InitialListFailed(
+            kube::Error::Api(unknown)
+        )));
+        assert!(not_found(&watcher::Error::WatchError(status(
+            404, "NotFound"
+        ))));
+        let forbidden = status(403, "Forbidden");
+        assert!(!not_found(&watcher::Error::InitialListFailed(
+            kube::Error::Api(forbidden)
+        )));
+        assert!(!not_found(&watcher::Error::NoResourceVersion));
     }
 
     #[test]
