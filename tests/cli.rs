@@ -608,13 +608,30 @@ fn deploy_examples_explain_the_documented_flows() {
         "53/udp",
     );
     assert_eq!(code, 0, "{text}");
+    // The Admin tier's DNS guardrail accepts it before payments' NetworkPolicies are asked.
     assert!(
-        text.contains("allowed by payments/allow-dns egress[0]"),
+        text.contains(
+            "accepted by ClusterNetworkPolicy always-allow-dns egress[0] \"cluster-dns\" (Admin \
+             tier, priority 10)"
+        ),
         "{text}"
     );
     let (code, text) = run("shop/frontend-7d4f9-hk2mn", "169.254.169.254", "80");
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("shop/block-cloud-metadata egress[0]: destination 169.254.169.254"));
+    assert!(
+        text.contains(
+            "denied by ClusterNetworkPolicy no-cloud-metadata egress[0] \"cloud-metadata\" \
+             (Admin tier, priority 1)"
+        ),
+        "{text}"
+    );
+    // The ingress controller's namespace opts out of the Baseline default deny.
+    let (code, text) = run(
+        "ingress-nginx/ingress-nginx-controller-5b8f7-p9wq2",
+        "shop/frontend-7d4f9-hk2mn",
+        "8080",
+    );
+    assert_eq!(code, 0, "{text}");
     let (code, _) = run(
         "payments/payments-api-0",
         "shop/backend-5c8b6-z7k9d",

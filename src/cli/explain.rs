@@ -652,3 +652,60 @@ mod tests {
         assert_eq!(json["ingress"]["pod"]["name"], "b");
     }
 }
+
+#[cfg(test)]
+mod tier_tests {
+    use super::*;
+    use crate::model::Protocol;
+
+    fn rule(tier: Tier, action: ClusterAction, name: Option<&str>) -> ClusterRuleRef {
+        ClusterRuleRef {
+            policy: "guardrails".into(),
+            tier,
+            priority: 7,
+            direction: Direction::Egress,
+            index: 2,
+            name: name.map(str::to_owned),
+            action,
+        }
+    }
+
+    #[test]
+    fn a_tier_decision_names_the_policy_tier_priority_and_rule_and_what_passed_before() {
+        let flow = Flow {
+            source: Endpoint::Pod(ObjectKey::new("x", "a")),
+            destination: Endpoint::Pod(ObjectKey::new("y", "b")),
+            protocol: Protocol::Tcp,
+            port: 80,
+        };
+        let verdict = Verdict {
+            allowed: false,
+            egress: DirectionVerdict::Cluster {
+                pod: ObjectKey::new("x", "a"),
+                rule: rule(Tier::Baseline, ClusterAction::Deny, Some("no-y")),
+                passed: vec![rule(Tier::Admin, ClusterAction::Pass, None)],
+            },
+            ingress: DirectionVerdict::Cluster {
+                pod: ObjectKey::new("y", "b"),
+                rule: rule(Tier::Admin, ClusterAction::Accept, None),
+                passed: Vec::new(),
+            },
+        };
+        assert_eq!(
+            render_text(&flow, &verdict),
+            "DENIED x/a -> y/b tcp/80\n\
+             \x20 egress  x/a: denied by ClusterNetworkPolicy guardrails egress[2] \"no-y\" \
+             (Baseline tier, priority 7)\n\
+             \x20   passed on to the NetworkPolicies and the Baseline tier by ClusterNetworkPolicy \
+             guardrails egress[2] (Admin tier, priority 7)\n\
+             \x20 ingress y/b: accepted by ClusterNetworkPolicy guardrails egress[2] (Admin tier, \
+             priority 7)\n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&render_json(&flow, &verdict).unwrap()).unwrap();
+        assert_eq!(json["egress"]["decision"], "cluster");
+        assert_eq!(json["egress"]["rule"]["tier"], "Baseline");
+        assert_eq!(json["egress"]["rule"]["name"], "no-y");
+        assert_eq!(json["egress"]["passed"][0]["action"], "Pass");
+    }
+}
