@@ -2,7 +2,7 @@
 //! it starts, stores Namespaces, Pods and NetworkPolicies, takes a Pod status as a kubelet
 //! would set it, verifies TLS, and keeps its data when the API server alone restarts; and
 //! `kube-nftpol explain --kubeconfig` and `kube-nftpol lint --kubeconfig` read the live cluster
-//! from it.
+//! from it (without the ClusterNetworkPolicy CRD, and with it as `deploy/crd/` ships it).
 //!
 //! Needs kube-apiserver and kubectl v1.20.2 from `sudo integration/apiserver/build.sh` (or
 //! `$KNP_APISERVER_BIN`) and `etcd`, `openssl`, `curl`; without them it fails loudly. `cargo test`
@@ -263,5 +263,125 @@ fn explain_and_lint_read_the_live_cluster() {
             findings.iter().any(|f| f == expected),
             "{expected} not in {findings:#?}"
         );
+    }
+}
+
+/// The ClusterNetworkPolicy CRD of `deploy/crd/` on v1.20: it applies unchanged (the server
+/// drops the CEL rules, `x-kubernetes-validations`, without an error, so an object that breaks
+/// one is stored, and the agent's own validation must catch it); the agent's service account
+/// may read ClusterNetworkPolicies and Nodes and nothing more of them; `explain --kubeconfig`
+/// names the Admin rule that denies a flow.
+#[test]
+fn the_cluster_network_policy_crd_applies_as_shipped_and_the_agent_reads_it() {
+    let server = start();
+    let root = env!("CARGO_MANIFEST_DIR");
+    kubectl(&server, &["create", "namespace", "shop"]);
+    kubectl(&server, &["create", "namespace", "ops"]);
+    for channel in ["standard", "experimental"] {
+        let crd = format!("{root}/deploy/crd/clusternetworkpolicies.{channel}.yaml");
+        kubectl(&server, &["apply", "-f", &crd]);
+    }
+    kubectl(
+        &server,
+        &[
+            "wait",
+            "--for=condition=established",
+            "--timeout=30s",
+            "crd/clusternetworkpolicies.policy.networking.k8s.io",
+        ],
+    );
+    let schema = kubectl(
+        &server,
+        &[
+            "get",
+            "crd/clusternetworkpolicies.policy.networking.k8s.io",
+            "-o",
+            "jsonpath={.spec}",
+        ],
+    );
+    assert!(
+        schema.contains("\"nodes\""),
+        "the experimental schema is served"
+    );
+    assert!(
+        !schema.contains("x-kubernetes-validations"),
+        "v1.20 drops the CEL rules"
+    );
+    // Breaks `self.start < self.end` (CEL): stored anyway.
+    apply(
+        &server,
+        r#"{"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+  "metadata": {"name": "backwards-range"},
+  "spec": {"tier": "Baseline", "priority": 5, "subject": {"namespaces": {}},
+    "egress": [{"action": "Accept", "to": [{"namespaces": {}}],
+                "protocols": [{"tcp": {"destinationPort": {"range": {"start": 90, "end": 80}}}}]}]}}"#,
+    );
+    // The schema still holds: an unknown tier is refused.
+    let refused = server.kubectl_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+  "metadata": {"name": "gold"}, "spec": {"tier": "Gold", "priority": 5, "subject": {"namespaces": {}}}}"#,
+    );
+    assert!(refused.is_err(), "{refused:?}");
+    apply(
+        &server,
+        r#"{"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+  "metadata": {"name": "ops-apart"},
+  "spec": {"tier": "Admin", "priority": 3, "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "shop"}}},
+    "ingress": [{"name": "from-ops", "action": "Deny",
+                 "from": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}]}]}}"#,
+    );
+    for (namespace, pod, ip) in [("shop", "web", "10.0.0.5"), ("ops", "prober", "10.0.0.9")] {
+        let manifest = POD
+            .replace(
+                r#""namespace": "shop""#,
+                &format!(r#""namespace": "{namespace}""#),
+            )
+            .replace(r#""name": "web","#, &format!(r#""name": "{pod}","#));
+        apply(&server, &manifest);
+        let status = format!(
+            r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}]}}}}"#
+        );
+        server
+            .patch_pod_status(namespace, pod, &status)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // 1.20 does not label namespaces with their name; the agent adds the label the subject uses.
+    let explain = std::process::Command::new(env!("CARGO_BIN_EXE_kube-nftpol"))
+        .args(["explain", "--kubeconfig"])
+        .arg(server.kubeconfig_path())
+        .args(["--from", "ops/prober", "--to", "shop/web", "--port", "80"])
+        .output()
+        .unwrap_or_else(|e| panic!("running kube-nftpol explain: {e}"));
+    let text = String::from_utf8_lossy(&explain.stdout);
+    assert_eq!(
+        explain.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&explain.stderr)
+    );
+    assert!(
+        text.contains(
+            "ingress shop/web: denied by ClusterNetworkPolicy ops-apart ingress[0] \"from-ops\" \
+             (Admin tier, priority 3)"
+        ),
+        "{text}"
+    );
+    // The agent's service account, with deploy/rbac.yaml: reads them, and writes none.
+    kubectl(
+        &server,
+        &["apply", "-f", &format!("{root}/deploy/rbac.yaml")],
+    );
+    let agent = "--as=system:serviceaccount:kube-system:kube-nftpol";
+    let can = |verb: &str, resource: &str| {
+        server
+            .kubectl(&["auth", "can-i", verb, resource, agent])
+            .is_ok_and(|answer| answer.trim() == "yes")
+    };
+    for resource in ["clusternetworkpolicies.policy.networking.k8s.io", "nodes"] {
+        assert!(can("list", resource), "list {resource}");
+        assert!(can("watch", resource), "watch {resource}");
+        assert!(!can("create", resource), "create {resource}");
+        assert!(!can("delete", resource), "delete {resource}");
     }
 }
