@@ -8,7 +8,9 @@
 //! (`test = false` in Cargo.toml); run it with `cargo test --test nft_accepts`.
 //!
 //! Besides hand-built clusters, it compiles every case of the upstream e2e conformance data
-//! (`../shared/conformance/upstream.json` next to the crate).
+//! (`../shared/conformance/upstream.json` next to the crate), and every state of the
+//! ClusterNetworkPolicy conformance suite (`crates/test-support/data/cnp-conformance/`) with
+//! the guardrails of `deploy/examples/guardrails/`.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -436,7 +438,65 @@ fn clusters() -> Vec<(&'static str, Ruleset)> {
         // Names the API server refuses (`_`, `;`, quotes, newlines, non-ASCII): each pod its own
         // chain, every name a plain identifier.
         ("odd names", compile::compile(&odd_names(), NODE, &options)),
+        // Both tiers: every ClusterNetworkPolicy of the conformance suite at once, the
+        // guardrails, an invalid one; enforced, audited (the tiers' audit prefixes) and
+        // observed (their Accepts through the allow-log chains); on both nodes.
+        (
+            "tiers node-1",
+            compile::compile(&tiers(), "node-1", &options),
+        ),
+        (
+            "tiers node-2",
+            compile::compile(&tiers(), "node-2", &options),
+        ),
+        (
+            "tiers audited",
+            compile::compile(&tiers(), "node-1", &audited),
+        ),
+        (
+            "tiers observed",
+            compile::compile(&tiers(), "node-2", &observed),
+        ),
     ]
+}
+
+/// The ClusterNetworkPolicy conformance cluster with every policy of every test (renamed
+/// `<test>-<name>`, lowercase), the guardrail examples and one invalid policy.
+fn tiers() -> Snapshot {
+    let suite = support::cnp_conformance::Suite::load();
+    let placement = support::cnp_conformance::Placement::simulated(&suite.base_pods());
+    let mut objects = suite.base_objects(&placement);
+    for test in &suite.tests {
+        for manifest in &test.manifests {
+            for mut object in suite.manifest(manifest) {
+                if object["kind"] == "ClusterNetworkPolicy" {
+                    let name = format!(
+                        "{}-{}",
+                        test.name,
+                        object["metadata"]["name"].as_str().unwrap_or_default()
+                    );
+                    object["metadata"]["name"] = json!(name.to_lowercase());
+                }
+                objects.push(object);
+            }
+        }
+    }
+    objects.push(
+        json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "invalid"},
+        "spec": {"tier": "Admin", "priority": 0, "subject": {"namespaces": {}},
+                 "egress": [{"action": "Pass", "to": [{"networks": ["10.0.0.0/33"]}]}]}}),
+    );
+    let mut loaded = support::cnp_conformance::load(&objects).unwrap_or_else(|e| panic!("{e}"));
+    let guardrails =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/guardrails");
+    let extra =
+        kube_nftpol::source::manifests::load_dir(&guardrails).unwrap_or_else(|e| panic!("{e}"));
+    for policy in extra.snapshot.cluster_policies() {
+        loaded.snapshot.upsert_cluster_policy(policy.clone());
+    }
+    assert!(loaded.snapshot.cluster_policies().count() > 30);
+    loaded.snapshot
 }
 
 /// The hostile cluster with pod `i` on node `i % 2`.
@@ -763,6 +823,34 @@ fn nft_check_accepts_both_renderings_of_every_upstream_conformance_case() {
 }
 
 #[test]
+fn every_state_of_the_cluster_network_policy_suite_loads_identically_from_text_and_json() {
+    let suite = support::cnp_conformance::Suite::load();
+    let placement = support::cnp_conformance::Placement::simulated(&suite.base_pods());
+    let ip_of = |pod: &str| placement.ip_of(pod);
+    let base = suite.base_objects(&placement);
+    let mut states = 0;
+    for test in &suite.tests {
+        for checkpoint in suite
+            .checkpoints(test, &ip_of)
+            .unwrap_or_else(|e| panic!("{e}"))
+        {
+            let objects: Vec<Value> = base.iter().chain(&checkpoint.policies).cloned().collect();
+            let snapshot = support::cnp_conformance::load(&objects)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .snapshot;
+            for node in ["node-1", "node-2"] {
+                let ruleset = compile::compile(&snapshot, node, &Options::default());
+                let what = format!("{} / {} on {node}", test.name, checkpoint.subtest.name);
+                let (text, json) = load_both(&ruleset, &what);
+                assert_eq!(text, json, "{what}: text and JSON load as different tables");
+                states += 1;
+            }
+        }
+    }
+    assert!(states >= 2 * 92, "{states} states");
+}
+
+#[test]
 fn upstream_conformance_cases_load_identically_from_text_and_json() {
     for case in &conformance::load().cases {
         let name = &case.name;
@@ -771,6 +859,35 @@ fn upstream_conformance_cases_load_identically_from_text_and_json() {
         assert_eq!(
             text, json,
             "{name}: text and JSON renderings load as different tables"
+        );
+    }
+}
+
+#[test]
+fn the_tiers_cluster_exercises_every_tier_chain_and_set_kind() {
+    let ruleset = compile::compile(&tiers(), "node-1", &Options::default());
+    let chains: Vec<&str> = ruleset.chains.iter().map(|c| c.name.as_str()).collect();
+    for prefix in [
+        "admin-in_",
+        "admin-eg_",
+        "base-in_",
+        "base-eg_",
+        "admin-deny-in_",
+        "admin-deny-eg_",
+        "base-deny-in_",
+        "base-deny-eg_",
+    ] {
+        assert!(
+            chains.iter().any(|c| c.starts_with(prefix)),
+            "no {prefix} chain"
+        );
+    }
+    let sets: Vec<&str> = ruleset.sets.iter().map(|s| s.name.as_str()).collect();
+    for suffix in ["_addrs4", "_nets4", "_nets6", "_named4"] {
+        assert!(
+            sets.iter()
+                .any(|s| s.starts_with("cnp_") && s.ends_with(suffix)),
+            "no cnp_..{suffix} set"
         );
     }
 }
