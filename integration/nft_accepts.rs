@@ -481,6 +481,13 @@ fn tiers() -> Snapshot {
             }
         }
     }
+    objects.push(json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "named-ports"},
+        "spec": {"tier": "Baseline", "priority": 3, "subject": {"namespaces": {}},
+                 "egress": [{"action": "Accept", "to": [{"namespaces": {}}],
+                             "protocols": [{"destinationNamedPort": "web"}, {"destinationNamedPort": "dns"}]}],
+                 "ingress": [{"action": "Deny", "from": [{"pods": {"podSelector": {}}}],
+                              "protocols": [{"destinationNamedPort": "dns"}]}]}}));
     objects.push(
         json!({"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
         "metadata": {"name": "invalid"},
