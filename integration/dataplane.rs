@@ -236,6 +236,126 @@ fn changes_are_incremental_and_leave_other_chains_untouched() {
     });
 }
 
+fn cluster_policy(
+    name: &str,
+    spec: serde_json::Value,
+) -> kube_nftpol::policy::cluster::api::ClusterNetworkPolicy {
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+/// The cluster with an Admin policy for namespace web (deny egress to 10.9.0.0/16, pass the
+/// rest of web's egress to pods) and a Baseline one denying api's ingress from web.
+fn tiered() -> Snapshot {
+    let mut s = cluster();
+    s.upsert_cluster_network_policy(&cluster_policy(
+        "web-guard",
+        json!({"tier": "Admin", "priority": 5,
+        "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "web"}}},
+        "egress": [{"name": "no-10-9", "action": "Deny", "to": [{"networks": ["10.9.0.0/16"]}]},
+                   {"action": "Pass", "to": [{"namespaces": {}}]}]}),
+    ))
+    .unwrap();
+    s.upsert_cluster_network_policy(&cluster_policy("api-baseline", json!({"tier": "Baseline", "priority": 50,
+        "subject": {"namespaces": {}},
+        "ingress": [{"action": "Deny", "from": [{"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "web"}}}]}]})))
+        .unwrap();
+    s
+}
+
+/// The tiers' chains, sets and dispatch entries change incrementally like the NetworkPolicies'
+/// (a new peer pod is a set element; a changed ClusterNetworkPolicy refills only the tier chains
+/// of the pods it applies to), and a tier chain someone edits is repaired.
+#[test]
+fn tier_chains_change_incrementally_and_are_repaired() {
+    let ns = Netns::new();
+    runtime().block_on(async {
+        let mut dp = Dataplane::new(Nft::in_netns(&ns.0));
+        let mut s = tiered();
+        assert_eq!(dp.apply(&ruleset(&s)).await.unwrap(), Applied::Full);
+        assert_eq!(ns.summary(), Summary::of(&ruleset(&s)));
+        let before = ns.handles();
+        for chain in [
+            "admin-eg_web_a",
+            "admin-eg_web_b",
+            "admin-deny-eg_web_a",
+            "base-in_web_b",
+        ] {
+            assert!(
+                before.contains_key(chain),
+                "no {chain} in {:?}",
+                before.keys()
+            );
+        }
+
+        // A new pod in web: a peer set element, and its own tier chains and dispatch entries;
+        // no existing chain touched.
+        s.upsert_pod(pod("web", "d", "d", "10.0.0.4"));
+        let Applied::Incremental(touched) = dp.apply(&ruleset(&s)).await.unwrap() else {
+            panic!("not incremental")
+        };
+        assert!(
+            touched.chains.iter().all(|c| c.ends_with("_web_d")),
+            "{touched:?}"
+        );
+        let after = ns.handles();
+        for (chain, handles) in &before {
+            assert_eq!(after.get(chain), Some(handles), "chain {chain} was touched");
+        }
+        assert_eq!(ns.summary(), Summary::of(&ruleset(&s)));
+
+        // The Admin policy changes: only web's Admin tier chains are refilled.
+        s.upsert_cluster_network_policy(&cluster_policy(
+            "web-guard",
+            json!({"tier": "Admin", "priority": 5,
+            "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "web"}}},
+            "egress": [{"name": "no-10-9", "action": "Deny", "to": [{"networks": ["10.9.0.0/24"]}]},
+                       {"action": "Pass", "to": [{"namespaces": {}}]}]}),
+        ))
+        .unwrap();
+        let before = ns.handles();
+        let Applied::Incremental(touched) = dp.apply(&ruleset(&s)).await.unwrap() else {
+            panic!("not incremental")
+        };
+        assert!(
+            touched.chains.is_empty(),
+            "a network set changed, no chain: {touched:?}"
+        );
+        assert_eq!(ns.handles(), before);
+        assert_eq!(ns.summary(), Summary::of(&ruleset(&s)));
+
+        // Someone empties a tier chain and deletes a deny chain's drop: repaired.
+        ns.nft(&["flush", "chain", "inet", "kube-nftpol", "admin-eg_web_a"]);
+        assert_eq!(dp.check().await.unwrap(), Check::Repaired);
+        assert_eq!(ns.summary(), Summary::of(&ruleset(&s)));
+        ns.nft(&[
+            "add",
+            "rule",
+            "inet",
+            "kube-nftpol",
+            "admin-deny-eg_web_a",
+            "accept",
+        ]);
+        assert_eq!(dp.check().await.unwrap(), Check::Repaired);
+        assert_eq!(dp.check().await.unwrap(), Check::Intact);
+
+        // Both policies go: their chains and sets go, the NetworkPolicy chains stay.
+        s.remove_cluster_policy("web-guard");
+        s.remove_cluster_policy("api-baseline");
+        let applied = dp.apply(&ruleset(&s)).await.unwrap();
+        assert!(matches!(applied, Applied::Incremental(_)), "{applied:?}");
+        let summary = ns.summary();
+        assert!(
+            !summary
+                .chains
+                .keys()
+                .any(|c| c.starts_with("admin-") || c.starts_with("base-"))
+        );
+        assert!(!summary.sets.keys().any(|n| n.starts_with("cnp_")));
+        assert!(summary.chains.contains_key("in_web_a"));
+        assert_eq!(summary, Summary::of(&ruleset(&s)));
+    });
+}
+
 #[test]
 fn a_table_someone_else_changed_is_repaired() {
     let ns = Netns::new();

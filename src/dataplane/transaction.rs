@@ -263,6 +263,26 @@ mod tests {
     }
 
     #[test]
+    fn stale_chains_that_jump_to_each_other_are_all_flushed_before_any_is_deleted() {
+        let object: crate::policy::cluster::api::ClusterNetworkPolicy =
+            serde_json::from_value(json!({"metadata": {"name": "guard"},
+                "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}},
+                         "egress": [{"action": "Deny", "to": [{"networks": ["10.9.0.0/16"]}]}]}}))
+            .unwrap();
+        let mut with = cluster();
+        with.upsert_cluster_network_policy(&object).unwrap();
+        let Plan::Script { script, .. } = plan(&with, &cluster()) else {
+            panic!()
+        };
+        // admin-eg_web_a goes to admin-deny-eg_web_a, which sorts first.
+        let last_flush = script.rfind("flush chain").expect("flushes");
+        let first_delete = script.find("delete chain").expect("deletes");
+        assert!(last_flush < first_delete, "{script}");
+        assert!(script.contains("delete chain inet kube-nftpol admin-deny-eg_web_a\n"));
+        assert!(script.contains("delete chain inet kube-nftpol admin-eg_web_a\n"));
+    }
+
+    #[test]
     fn full_replace_keeps_base_chains_and_deletes_everything_else_first() {
         let ruleset = compile(&cluster(), "n1", &Options::default());
         let current = TableObjects::from(&crate::dataplane::readback::Summary::of(&ruleset));

@@ -48,8 +48,13 @@ pub(super) fn diff(table: &str, installed: &[Chain], desired: &[Chain]) -> Diff 
         diff.touched.push(name.to_owned());
     }
 
+    // Every stale chain is flushed before any is deleted: one may still jump to another (a
+    // tier chain to its deny chain, a pod chain to its allow-log chain), and the kernel refuses
+    // to delete a chain a rule still refers to.
     for name in chains.stale() {
         let _ = writeln!(diff.deleted, "flush chain {table} {name}");
+    }
+    for name in chains.stale() {
         let _ = writeln!(diff.deleted, "delete chain {table} {name}");
         diff.touched.push(name.to_owned());
     }
