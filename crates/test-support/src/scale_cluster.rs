@@ -13,6 +13,10 @@
 //! labelled [`MONITORING_LABEL`] in namespace [`MONITORING_NAMESPACE`] (a scraper reaching 100
 //! namespaces): one pod relabelled there changes the peers of 100 policies.
 //!
+//! [`ScaleCluster::cluster_policies`] adds ClusterNetworkPolicies in both tiers for the
+//! benchmarks of the tiers: a tenth of each tier applies to every namespace (guardrails), the
+//! rest to one team's namespaces each.
+//!
 //! It owns only the objects; converting or loading them and what runs them belong to the
 //! benchmarks.
 
@@ -164,6 +168,48 @@ impl ScaleCluster {
             }
         });
         [deny, allow]
+    }
+}
+
+impl ScaleCluster {
+    /// `per_tier` ClusterNetworkPolicies in each tier (`admin-I`, `baseline-I`, priorities
+    /// 10 + I), as Kubernetes JSON. In each tier, policies with `I % 10 == 0` apply to every
+    /// namespace, with an egress Deny to one documentation address (192.0.2.I/32, which no
+    /// traffic uses) and an ingress Pass (Admin) or Deny (Baseline) from pods labelled
+    /// `role: intruder` (which no pod is); the others apply to the namespaces of team
+    /// `team-(I % 50)`: ingress Accept from the next team's namespaces on the `http` port, and
+    /// an egress Deny to 198.51.100.I/32. So every pod meets the global policies of both tiers
+    /// and a few of its team's, and none of their rules matches the benchmarks' own traffic.
+    pub fn cluster_policies(per_tier: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        for (tier, prefix) in [("Admin", "admin"), ("Baseline", "baseline")] {
+            for i in 0..per_tier {
+                let spec = if i % 10 == 0 {
+                    json!({
+                        "tier": tier, "priority": 10 + i, "subject": {"namespaces": {}},
+                        "ingress": [{"name": "intruders", "action": if tier == "Admin" { "Pass" } else { "Deny" },
+                                     "from": [{"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "intruder"}}}}]}],
+                        "egress": [{"name": "documentation-address", "action": "Deny",
+                                    "to": [{"networks": [format!("192.0.2.{}/32", i % 250)]}]}],
+                    })
+                } else {
+                    json!({
+                        "tier": tier, "priority": 10 + i,
+                        "subject": {"namespaces": {"matchLabels": {"team": format!("team-{}", i % 50)}}},
+                        "ingress": [{"name": "next-team", "action": "Accept",
+                                     "from": [{"namespaces": {"matchLabels": {"team": format!("team-{}", (i + 1) % 50)}}}],
+                                     "protocols": [{"destinationNamedPort": "http"}]}],
+                        "egress": [{"name": "test-net", "action": "Deny",
+                                    "to": [{"networks": [format!("198.51.100.{}/32", i % 250)]}]}],
+                    })
+                };
+                out.push(json!({
+                    "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+                    "metadata": {"name": format!("{prefix}-{i}")}, "spec": spec,
+                }));
+            }
+        }
+        out
     }
 }
 

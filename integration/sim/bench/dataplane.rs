@@ -108,19 +108,42 @@ fn dataplane_benchmark_agent_with_10000_pods_against_no_agent() {
     let _serial = begin();
     let settings = Settings::from_env();
     let table = runtime()
-        .block_on(benchmark(settings))
+        .block_on(benchmark(settings, Mode::Observe))
         .unwrap_or_else(|e| panic!("dataplane benchmark: {e}"));
     say(&table);
 }
+
+/// The same node, with 100 ClusterNetworkPolicies added to the cluster (50 in each tier,
+/// `ScaleCluster::cluster_policies`): the bench pods meet the 5 global ones of each tier, so
+/// the measured connections walk the Admin tier's chain on both sides before the
+/// NetworkPolicies decide (NetworkPolicies isolate them: their Baseline tier is never reached),
+/// and the flooder, whom no NetworkPolicy isolates, walks both tiers.
+#[test]
+#[ignore = "benchmark: run it with integration/bench/run.sh tiers"]
+fn dataplane_benchmark_100_cluster_policies_in_both_tiers_against_no_agent() {
+    let _serial = begin();
+    let settings = Settings::from_env();
+    let table = runtime()
+        .block_on(benchmark(settings, Mode::Tiers))
+        .unwrap_or_else(|e| panic!("dataplane benchmark with the tiers: {e}"));
+    say(&table);
+}
+
+/// ClusterNetworkPolicies per tier in [`Mode::Tiers`].
+const CLUSTER_POLICIES_PER_TIER: usize = 50;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     NoAgent,
     Agent,
     Observe,
+    /// The agent with [`CLUSTER_POLICIES_PER_TIER`] ClusterNetworkPolicies in each tier.
+    Tiers,
 }
 
-async fn benchmark(settings: Settings) -> Result<String> {
+/// `third`: the mode measured beside no agent and the agent ([`Mode::Observe`] or
+/// [`Mode::Tiers`]).
+async fn benchmark(settings: Settings, third: Mode) -> Result<String> {
     let mut cluster = Cluster::build(plan()).await?;
     for pod in &mut cluster.pods {
         pod.servers.stop_sctp_observer();
@@ -136,16 +159,16 @@ async fn benchmark(settings: Settings) -> Result<String> {
             &NODES[1].1.to_string(),
         ],
     )?;
-    let observed_manifests = cluster.scratch().join("manifests-observed");
+    let observed_manifests = cluster.scratch().join("manifests-third");
     let mut expected_summaries = Vec::new();
     let mut compiled = Vec::new();
-    for (dir, observed) in [
-        (cluster.manifests(), false),
-        (observed_manifests.clone(), true),
+    for (dir, mode) in [
+        (cluster.manifests(), Mode::Agent),
+        (observed_manifests.clone(), third),
     ] {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = dir.join("cluster.json");
-        std::fs::write(&path, manifest(&cluster, observed).to_string())
+        std::fs::write(&path, manifest(&cluster, mode).to_string())
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
         let snapshot = manifests::load_dir(&dir)
             .map_err(|e| format!("the benchmark's manifests do not load: {e}"))?
@@ -159,7 +182,7 @@ async fn benchmark(settings: Settings) -> Result<String> {
         expected_summaries.push(Summary::of(&ruleset));
         compiled.push((snapshot, ruleset));
     }
-    let [(snapshot, expected), _] =
+    let [(snapshot, expected), (third_snapshot, third_ruleset)] =
         <[_; 2]>::try_from(compiled).map_err(|_| "two compiled manifests".to_owned())?;
     let flood_targets: Vec<Ipv4Addr> = snapshot
         .pods()
@@ -172,11 +195,13 @@ async fn benchmark(settings: Settings) -> Result<String> {
         .collect();
     let _server = BenchServer::start(&pod(&cluster, SERVER)?.inside).await?;
     say(&format!(
-        "bench: dataplane on {} ({}): {} pods, {} policies in the cluster; {} rounds of {:?} phases",
+        "bench: dataplane on {} ({}): {} pods, {} policies, {} cluster policies ({}) in the cluster; {} rounds of {:?} phases",
         node.name,
         cluster.id,
         snapshot.pods().count(),
         snapshot.policies().count(),
+        third_snapshot.cluster_policies().count(),
+        third.name(),
         settings.rounds,
         settings.phase,
     ));
@@ -189,16 +214,16 @@ async fn benchmark(settings: Settings) -> Result<String> {
     let mut layout = String::new();
     for round in 0..settings.rounds {
         let order = if round % 2 == 0 {
-            [Mode::NoAgent, Mode::Agent, Mode::Observe]
+            [Mode::NoAgent, Mode::Agent, third]
         } else {
-            [Mode::Observe, Mode::Agent, Mode::NoAgent]
+            [third, Mode::Agent, Mode::NoAgent]
         };
         for mode in order {
             let mut agent = None;
             match mode {
                 Mode::NoAgent => delete_table(&cluster).await?,
-                Mode::Agent | Mode::Observe => {
-                    let (manifests, expected) = if mode == Mode::Observe {
+                Mode::Agent | Mode::Observe | Mode::Tiers => {
+                    let (manifests, expected) = if mode == third {
                         (&observed_manifests, &expected_summaries[1])
                     } else {
                         (&cluster.manifests(), &expected_summaries[0])
@@ -208,7 +233,11 @@ async fn benchmark(settings: Settings) -> Result<String> {
                     agent = Some(started);
                 }
             }
-            let measured = &mut results[mode as usize];
+            let measured = &mut results[match mode {
+                Mode::NoAgent => 0,
+                Mode::Agent => 1,
+                Mode::Observe | Mode::Tiers => 2,
+            }];
             let cpu_before = agent.as_ref().and_then(cpu_time);
             let wall = Instant::now();
             let allowed_before = allowed_count(&cluster, mode).await?;
@@ -267,8 +296,45 @@ async fn benchmark(settings: Settings) -> Result<String> {
         settings.rounds,
         settings.phase,
     );
-    table.push_str(&report::observe_table(base, enforce, observe));
+    match third {
+        Mode::Tiers => {
+            let rules: usize = third_ruleset.chains.iter().map(|c| c.rules.len()).sum();
+            table.push_str(&report::third_table(
+                &format!(
+                    "With {} ClusterNetworkPolicies ({CLUSTER_POLICIES_PER_TIER} per tier) added: the node's \
+                     table {} chains, {rules} rules, {} sets; {}",
+                    third_snapshot.cluster_policies().count(),
+                    third_ruleset.chains.len(),
+                    third_ruleset.sets.len(),
+                    tier_layout(&third_ruleset),
+                ),
+                "agent, tiers",
+                "the tiers",
+                base,
+                enforce,
+                observe,
+            ));
+        }
+        _ => table.push_str(&report::observe_table(base, enforce, observe)),
+    }
     Ok(table)
+}
+
+/// The Admin tier chains the measured connection walks (the server's ingress, client-0's
+/// egress): their rules, for the report.
+fn tier_layout(ruleset: &kube_nftpol::compile::Ruleset) -> String {
+    [
+        "admin-in_bench_server",
+        "admin-eg_bench_client-0",
+        "base-eg_bench-flood_flooder",
+    ]
+    .iter()
+    .map(|name| match ruleset.chain(name) {
+        Some(chain) => format!("{name} {} rules", chain.rules.len()),
+        None => format!("{name} absent"),
+    })
+    .collect::<Vec<_>>()
+    .join(", ")
 }
 
 impl Mode {
@@ -277,6 +343,7 @@ impl Mode {
             Self::NoAgent => "no agent",
             Self::Agent => "agent",
             Self::Observe => "agent, observe mode",
+            Self::Tiers => "agent, 100 cluster policies",
         }
     }
 
@@ -286,6 +353,7 @@ impl Mode {
             Self::NoAgent => "no-agent",
             Self::Agent => "agent",
             Self::Observe => "observe",
+            Self::Tiers => "tiers",
         }
     }
 }
@@ -462,11 +530,14 @@ fn plan() -> Vec<PodPlan> {
 }
 
 /// The generated cluster (whose `node-1` pods land on the simulator's node-1 as objects) plus
-/// the bench namespaces, pods and policies, as one `List`.
-/// The benchmark's cluster; with `observed`, the bench namespaces are in observe mode.
-fn manifest(cluster: &Cluster, observed: bool) -> Value {
+/// the bench namespaces, pods and policies, as one `List`: for [`Mode::Observe`] the bench
+/// namespaces in observe mode, for [`Mode::Tiers`] with the ClusterNetworkPolicies.
+fn manifest(cluster: &Cluster, mode: Mode) -> Value {
     let mut items: Vec<Value> = ScaleCluster::plain().objects().collect();
-    let annotations = observed.then(|| json!({OBSERVE_ANNOTATION: "true"}));
+    if mode == Mode::Tiers {
+        items.extend(ScaleCluster::cluster_policies(CLUSTER_POLICIES_PER_TIER));
+    }
+    let annotations = (mode == Mode::Observe).then(|| json!({OBSERVE_ANNOTATION: "true"}));
     for (namespace, team) in [("bench", "bench"), ("bench-flood", "flood")] {
         items.push(json!({"apiVersion": "v1", "kind": "Namespace",
                           "metadata": {"name": namespace, "labels": {"team": team},

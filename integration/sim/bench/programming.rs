@@ -26,6 +26,13 @@
 //! - footprint: the agent's VmRSS and VmHWM, its CPU time (its own and its `nft` children's,
 //!   from `/proc/PID/stat`) while the cluster loads, while idle, and during (a) to (c).
 //!
+//! The tiers' variant (`programming_latency_with_100_cluster_policies_at_cluster_scale`) installs
+//! the ClusterNetworkPolicy CRD first, loads 100 ClusterNetworkPolicies (50 per tier,
+//! `ScaleCluster::cluster_policies`) with the cluster at scale, and adds:
+//! - (d) a new Admin ClusterNetworkPolicy that accepts `bench-client` into `bench-server`
+//!   (which `ns-5`'s NetworkPolicies deny): until a real connection gets through; then deleted,
+//!   until its rule is gone from the server's Admin chain (read back).
+//!
 //! After each phase the node's table is compared with what the compiler makes of the objects
 //! in the API, so a fast answer is also a right one. Results go to stderr as tables, each scale
 //! figure with its ratio to the baseline measured in the same run. Nothing is asserted about
@@ -99,6 +106,8 @@ struct Settings {
     bursts: usize,
     idle: Duration,
     quick: bool,
+    /// ClusterNetworkPolicies per tier loaded with the cluster at scale; with any, (d) runs.
+    cluster_policies: usize,
 }
 
 impl Settings {
@@ -111,6 +120,7 @@ impl Settings {
                 bursts: 1,
                 idle: Duration::from_secs(3),
                 quick: true,
+                cluster_policies: 0,
             }
         } else {
             Self {
@@ -120,6 +130,7 @@ impl Settings {
                 bursts: 5,
                 idle: Duration::from_secs(10),
                 quick: false,
+                cluster_policies: 0,
             }
         }
     }
@@ -131,6 +142,20 @@ fn programming_latency_and_footprint_at_cluster_scale() {
     let _serial = begin();
     runtime()
         .block_on(run(Settings::from_env()))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The same with 100 ClusterNetworkPolicies (50 per tier) in the cluster at scale, and (d).
+#[test]
+#[ignore = "benchmark: integration/bench/run.sh tiers, or --ignored --exact (see the module doc)"]
+fn programming_latency_with_100_cluster_policies_at_cluster_scale() {
+    let _serial = begin();
+    let settings = Settings {
+        cluster_policies: 50,
+        ..Settings::from_env()
+    };
+    runtime()
+        .block_on(run(settings))
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
@@ -177,6 +202,8 @@ struct Phase {
     policy_deleted: Vec<Duration>,
     label_added: Vec<Duration>,
     label_removed: Vec<Duration>,
+    cluster_policy_added: Vec<Duration>,
+    cluster_policy_deleted: Vec<Duration>,
     burst_created: Vec<Duration>,
     burst_created_after_writes: Vec<Duration>,
     burst_deleted: Vec<Duration>,
@@ -216,6 +243,9 @@ async fn run(settings: Settings) -> Result<()> {
         ScaleCluster::with_monitoring(settings.namespaces, SCALE_FIRST_IP).policies(BENCH_NS),
     );
     objects.push(client_egress_policy());
+    if settings.cluster_policies > 0 {
+        api.install_crd()?;
+    }
     create_all(&api.client, &objects).await?;
 
     let kubeconfig = api.agent_kubeconfig(cluster.scratch())?;
@@ -432,6 +462,10 @@ impl Bench {
         self.wait_exact().await?;
         self.label_changes(&mut phase).await?;
         self.wait_exact().await?;
+        if self.settings.cluster_policies > 0 {
+            self.cluster_policy_changes(&mut phase).await?;
+            self.wait_exact().await?;
+        }
         self.bursts(&mut phase).await?;
         self.wait_exact().await?;
         let churn = Usage::of(self.pid()?)?.since(&before, started.elapsed());
@@ -504,6 +538,53 @@ impl Bench {
             })
             .map(|c| c.name.clone())
             .ok_or_else(|| format!("no chain has a rule {comment}"))
+    }
+
+    /// (d): an Admin ClusterNetworkPolicy accepting the client into the server, created and
+    /// deleted `reps_a` times.
+    async fn cluster_policy_changes(&mut self, phase: &mut Phase) -> Result<()> {
+        use kube_nftpol::source::kubernetes::ClusterPolicyObject;
+        let api = Api::<ClusterPolicyObject>::all(self.api.client.clone());
+        let (namespace, server, _) = Real::SERVER;
+        let chain = format!("admin-in_{namespace}_{server}");
+        for i in 0..self.settings.reps_a {
+            let name = format!("bench-accept-{i}");
+            let object = json!({
+                "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+                "metadata": {"name": name},
+                "spec": {"tier": "Admin", "priority": 1,
+                         "subject": {"pods": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                                              "podSelector": {"matchLabels": {"bench": "server"}}}},
+                         "ingress": [{"action": "Accept",
+                                      "from": [{"pods": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                                                         "podSelector": {"matchLabels": {"bench": "client"}}}}]}]},
+            });
+            let client = self.pod(Real::CLIENT)?;
+            if connects(client, Real::server_addr(), DENIED_WAIT).await? {
+                return Err(format!(
+                    "{name}: the client reaches the server before it exists"
+                ));
+            }
+            let typed: ClusterPolicyObject = decode(&object)?;
+            let started = Instant::now();
+            api.create(&PostParams::default(), &typed)
+                .await
+                .map_err(|e| format!("creating {name}: {e}"))?;
+            phase
+                .cluster_policy_added
+                .push(until_connects(client, Real::server_addr(), started).await?);
+
+            let comment = format!("cnp Admin Accept ingress[0] {name}");
+            let started = Instant::now();
+            api.delete(&name, &DeleteParams::default())
+                .await
+                .map_err(|e| format!("deleting {name}: {e}"))?;
+            let netns = self.node().netns.name().to_owned();
+            phase
+                .cluster_policy_deleted
+                .push(until_rule_gone(&netns, &chain, &comment, started).await?);
+        }
+        Ok(())
     }
 
     async fn label_changes(&mut self, phase: &mut Phase) -> Result<()> {
@@ -689,6 +770,9 @@ impl Bench {
             .filter(|n| *n != BENCH_NS)
             .flat_map(|n| scale.policies(n))
             .collect();
+        rest.extend(ScaleCluster::cluster_policies(
+            self.settings.cluster_policies,
+        ));
         rest.extend(scale.pods().map(|p| p.object()));
         let before = Usage::of(self.pid()?)?;
         let started = Instant::now();
@@ -732,6 +816,11 @@ impl Bench {
             .iter()
             .filter(|o| o["kind"] == "NetworkPolicy")
             .count();
+        let cluster_policies = self
+            .objects
+            .iter()
+            .filter(|o| o["kind"] == "ClusterNetworkPolicy")
+            .count();
         let namespaces = self
             .objects
             .iter()
@@ -745,7 +834,7 @@ impl Bench {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "\nprogramming latency{}: one agent on {} against kube-apiserver v1.20.2; at scale {pods} pods ({local} on the node, 3 of them real), {namespaces} namespaces, {policies} policies",
+            "\nprogramming latency{}: one agent on {} against kube-apiserver v1.20.2; at scale {pods} pods ({local} on the node, 3 of them real), {namespaces} namespaces, {policies} policies, {cluster_policies} cluster policies",
             if self.settings.quick {
                 " (KNP_BENCH_QUICK)"
             } else {
@@ -758,7 +847,7 @@ impl Bench {
             "| operation (until) | n | baseline p50 / p99 | at scale p50 / p99 | p99 ratio | target |"
         );
         let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
-        let rows: [(&str, Samples, &str); 8] = [
+        let rows: [(&str, Samples, &str); 10] = [
             (
                 "(a) new policy selecting a local pod (a probe connects)",
                 |p| &p.new_policy,
@@ -777,6 +866,16 @@ impl Bench {
             (
                 "(b) that label removed (out of every peer set, read back)",
                 |p| &p.label_removed,
+                "",
+            ),
+            (
+                "(d) new Admin ClusterNetworkPolicy accepting a flow (a probe connects)",
+                |p| &p.cluster_policy_added,
+                "p99 < 100 ms",
+            ),
+            (
+                "(d) that policy deleted (its rule gone, read back)",
+                |p| &p.cluster_policy_deleted,
                 "",
             ),
             (
@@ -802,6 +901,9 @@ impl Bench {
         ];
         for (what, get, target) in rows {
             let (b, s) = (get(baseline), get(scale));
+            if s.is_empty() && b.is_empty() {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "| {what} | {} | {} / {} | {} / {} | {:.2} | {target} |",
@@ -921,6 +1023,42 @@ async fn until_listed(
     }
 }
 
+/// Reads chain `chain` back until no rule has `comment` (or the chain is gone, as a tier chain
+/// goes with the last policy of its tier); the time since `started`.
+async fn until_rule_gone(
+    netns: &str,
+    chain: &str,
+    comment: &str,
+    started: Instant,
+) -> Result<Duration> {
+    loop {
+        let args = ["-j", "list", "chain", TABLE_FAMILY, TABLE_NAME, chain];
+        match nft::run(netns, &args, None).await {
+            Ok(listing) => {
+                let (summary, _) =
+                    readback::parse(&listing).map_err(|e| format!("chain {chain}: {e}"))?;
+                if summary
+                    .chains
+                    .get(chain)
+                    .is_none_or(|rules| rules.iter().all(|(c, _)| c != comment))
+                {
+                    return Ok(started.elapsed());
+                }
+            }
+            Err(error) if error.contains("No such file or directory") => {
+                return Ok(started.elapsed());
+            }
+            Err(error) => return Err(error),
+        }
+        if started.elapsed() > LIMIT {
+            return Err(format!(
+                "chain {chain} still has {comment:?} after {LIMIT:?}"
+            ));
+        }
+        tokio::time::sleep(READBACK_EVERY).await;
+    }
+}
+
 /// Creates Namespace, Pod (then its status) and NetworkPolicy objects, many at once.
 async fn create_all(client: &Client, items: &[Value]) -> Result<()> {
     futures::stream::iter(items)
@@ -946,6 +1084,12 @@ async fn create(client: &Client, item: &Value) -> Result<()> {
         }
         Some("NetworkPolicy") => {
             Api::<networking::NetworkPolicy>::namespaced(client.clone(), namespace)
+                .create(&params, &decode(item)?)
+                .await
+                .map_err(failed)?;
+        }
+        Some("ClusterNetworkPolicy") => {
+            Api::<kube_nftpol::source::kubernetes::ClusterPolicyObject>::all(client.clone())
                 .create(&params, &decode(item)?)
                 .await
                 .map_err(failed)?;

@@ -236,15 +236,32 @@ fn profile_rounds(out: &mut String, base: &Measured, agent: &Measured) {
 /// Observe mode against no agent, beside the agent enforcing alone: the rates and latencies of
 /// the same rounds, and the NFLOG records the logged first packets made.
 pub fn observe_table(base: &Measured, enforce: &Measured, observe: &Measured) -> String {
+    third_table(
+        "Observe mode (the bench namespaces annotated kube-nftpol.io/observe: every new \
+         connection's first packet logged through NFLOG as well)",
+        "agent, observe",
+        "observe mode",
+        base,
+        enforce,
+        observe,
+    )
+}
+
+/// A third mode beside the agent, both against no agent: `heading` says what it is, `column`
+/// heads its figures, `short` names it in the per-round line.
+pub fn third_table(
+    heading: &str,
+    column: &str,
+    short: &str,
+    base: &Measured,
+    enforce: &Measured,
+    observe: &Measured,
+) -> String {
     let mut out = String::new();
+    let _ = writeln!(out, "\n{heading}:\n");
     let _ = writeln!(
         out,
-        "\nObserve mode (the bench namespaces annotated kube-nftpol.io/observe: every new \
-         connection's first packet logged through NFLOG as well):\n"
-    );
-    let _ = writeln!(
-        out,
-        "| measure | no agent | agent | ratio | agent, observe | ratio | target |"
+        "| measure | no agent | agent | ratio | {column} | ratio | target |"
     );
     let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | --- |");
     let mut row = |what: &str, unit: &str, pick: &dyn Fn(&Measured) -> f64, target: &str| {
@@ -290,7 +307,7 @@ pub fn observe_table(base: &Measured, enforce: &Measured, observe: &Measured) ->
     let listed: Vec<String> = pairs.iter().map(|r| format!("{r:.3}")).collect();
     let _ = writeln!(
         out,
-        "\nconnections/s ratio per round, observe mode to no agent (run back to back): {}; median \
+        "\nconnections/s ratio per round, {short} to no agent (run back to back): {}; median \
          {:.3}",
         listed.join(", "),
         median(&pairs),
