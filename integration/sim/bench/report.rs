@@ -315,8 +315,8 @@ pub fn third_table(
     profile_rounds(&mut out, base, observe);
     let _ = writeln!(
         out,
-        "SYNs counted by the allowing rule in observe mode: {} of {} connections; agent CPU while \
-         measuring: {:.1} % of one core (enforcing alone: {:.1} %)",
+        "SYNs counted by the allowing rule with {short}: {} of {} connections; agent CPU while \
+         measuring: {:.1} % of one core (the agent alone: {:.1} %)",
         observe.syns_through_chain,
         observe.connections,
         100.0 * observe.agent_cpu.as_secs_f64() / observe.agent_wall.as_secs_f64().max(1e-9),
