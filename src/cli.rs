@@ -9,6 +9,9 @@
 //! - [`compile`]: `kube-nftpol compile`, a node's ruleset from manifests.
 //! - [`explain`]: `kube-nftpol explain`, the verdict for one flow with its reasons.
 //! - [`suggest`]: `kube-nftpol suggest`, NetworkPolicies for the denied flows of a drop log.
+//! - [`graph`]: `kube-nftpol graph`, the workload graph of flow lines (DOT, Mermaid, JSON).
+//! - [`ui`]: `kube-nftpol ui`, the local page: the graph, the flows to tick, their policies.
+//! - [`flow_source`]: where `suggest`, `graph` and `ui` read flow lines and the cluster.
 //! - [`flow`]: the values `--from`, `--to` and `--port` take.
 //! - [`drop_line`]: drop-log lines as flows, for `explain --drop-log`.
 //! - [`uninstall`]: `kube-nftpol uninstall`, removes the agent's table from a node.
@@ -21,10 +24,13 @@ pub mod compile;
 pub mod drop_line;
 pub mod explain;
 pub mod flow;
+pub mod flow_source;
+pub mod graph;
 pub mod load;
 pub mod logging;
 pub mod malloc;
 pub mod suggest;
+pub mod ui;
 pub mod uninstall;
 
 use std::io::{self, Write};
@@ -101,6 +107,18 @@ the agents' namespace):
     | kube-nftpol suggest --manifests cluster.yaml > hints.yaml
   kubectl apply -f hints.yaml";
 
+const GRAPH_EXAMPLE: &str = "\
+Examples (deploy/examples is a demo cluster with flows observed in it):
+  kube-nftpol graph --manifests deploy/examples --flows deploy/examples/observed-flows.jsonl \\
+    | dot -Tsvg > flows.svg
+  kube-nftpol graph --manifests deploy/examples --flows deploy/examples/observed-flows.jsonl \\
+    --policy docs/graph/dns-from-payments-only.yaml --format mermaid";
+
+const UI_EXAMPLE: &str = "\
+Example (deploy/examples is a demo cluster with flows observed in it):
+  kube-nftpol ui --manifests deploy/examples --flows deploy/examples/observed-flows.jsonl
+  # then open http://127.0.0.1:9641/";
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -126,6 +144,20 @@ pub enum Command {
     /// Exit status: 0 suggestions printed, 1 nothing to suggest, 2 bad input.
     #[command(after_help = SUGGEST_EXAMPLE)]
     Suggest(suggest::SuggestArgs),
+    /// Draw the workload graph of flow lines (stdin or --flows): DOT, Mermaid or JSON
+    ///
+    /// Namespaces as groups, workloads as nodes, one edge per flow between workloads with its
+    /// protocol, port and number of flows; allowed, audited and denied drawn apart. --policy
+    /// previews what candidate policies would newly deny. Exit status: 0 printed, 1 no flows,
+    /// 2 bad input.
+    #[command(after_help = GRAPH_EXAMPLE)]
+    Graph(graph::GraphArgs),
+    /// Serve a local page: the flow graph, the flows to tick, the policies that allow them
+    ///
+    /// Reads the flows (stdin or --flows) and the cluster (--manifests) once, then serves on
+    /// loopback until Ctrl-C; prints the page's address on stdout.
+    #[command(after_help = UI_EXAMPLE)]
+    Ui(ui::UiArgs),
 }
 
 /// How a run that did not fail ends.
@@ -135,7 +167,7 @@ pub enum Outcome {
     Success,
     /// `explain` found the flow denied. Exit status 1.
     Denied,
-    /// `suggest` found nothing to suggest. Exit status 1.
+    /// `suggest` found nothing to suggest, `graph` no flows to draw. Exit status 1.
     NothingFound,
 }
 
@@ -158,6 +190,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Explain(args) => explain::run(&args),
         Command::Uninstall(args) => uninstall::run(&args),
         Command::Suggest(args) => suggest::run(&args),
+        Command::Graph(args) => graph::run(&args),
+        Command::Ui(args) => ui::run(&args),
     }
 }
 
@@ -172,6 +206,15 @@ fn write_stdout(text: &str) -> io::Result<()> {
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
+}
+
+/// Parses `kube-nftpol COMMAND ARGS...` to its [`Command`], for the subcommands' flag tests.
+#[cfg(test)]
+fn parse_command(command: &str, args: &[&str]) -> Result<Command, clap::Error> {
+    let words = ["kube-nftpol", command]
+        .into_iter()
+        .chain(args.iter().copied());
+    Cli::try_parse_from(words).map(|cli| cli.command)
 }
 
 #[cfg(test)]

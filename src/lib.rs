@@ -1,6 +1,6 @@
 //! kube-nftpol: Kubernetes NetworkPolicy enforcement with nftables. This crate is the agent and
 //! the command line around the pure core ([`kube_nftpol_core`], re-exported here as
-//! [`model`], [`policy`], [`compile`], [`manifest`], [`flow_line`] and [`hints`]).
+//! [`model`], [`policy`], [`compile`], [`manifest`], [`flow_line`], [`hints`] and [`graph`]).
 //!
 //! Data flows one way:
 //!
@@ -20,6 +20,8 @@
 //! - [`metrics`]: the one registry the subsystems register their metrics into.
 //! - [`http`]: the read-only endpoints.
 //! - [`agent`]: the node agent, wiring the above; it owns the state they share.
+//! - [`ui`]: the local page of `kube-nftpol ui` (the flow graph, the flows to tick, their
+//!   policies), served on loopback.
 //! - [`cli`]: the command line.
 
 pub mod agent;
@@ -31,8 +33,9 @@ pub mod flowmetrics;
 pub mod http;
 pub mod metrics;
 pub mod source;
+pub mod ui;
 
 pub use kube_nftpol_core::{
-    CompileOptions, Flow, Ruleset, Snapshot, Verdict, compile, evaluate, flow_line, hints,
+    CompileOptions, Flow, Ruleset, Snapshot, Verdict, compile, evaluate, flow_line, graph, hints,
     manifest, model, policy,
 };

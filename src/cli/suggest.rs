@@ -15,24 +15,14 @@
 //! output). Exit status: 0 when something is suggested, 1 when nothing is (no flows, or none a
 //! policy can allow), 2 for bad input.
 
-use std::collections::BTreeMap;
-use std::io::{self, BufRead, IsTerminal as _, Write as _};
+use std::io::{self, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
 
-use super::{Outcome, load, write_stdout};
-use crate::flow_line::{Action, AllowedBy, FlowLine};
+use super::{Outcome, flow_source, load, write_stdout};
 use crate::hints::{self, Exclude, Options, render};
-use crate::model::{Direction, IpProtocol};
-
-/// Distinct flows kept from stdin; beyond this new flows are left out (and the user told). A
-/// flow takes a few hundred bytes.
-const MAX_FLOWS: usize = 1_000_000;
-
-/// Malformed flow lines reported one by one before only counting them.
-const MAX_REPORTED_LINES: usize = 10;
 
 /// Arguments of `suggest`.
 #[derive(Debug, Args)]
@@ -71,28 +61,6 @@ pub enum Format {
     Json,
 }
 
-/// What makes two lines one flow: the policed pod and direction, the other end, protocol,
-/// port, what happened and which rule allowed it.
-type LineKey = (
-    String,
-    String,
-    Direction,
-    String,
-    IpProtocol,
-    Option<u16>,
-    Action,
-    Option<AllowedBy>,
-);
-
-/// What was read from stdin: distinct flow lines, their packets added up.
-struct Input {
-    flows: BTreeMap<LineKey, FlowLine>,
-    /// Distinct flows left out for [`MAX_FLOWS`].
-    overflow: usize,
-    lines: usize,
-    malformed: usize,
-}
-
 /// Runs `suggest`.
 pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
     let snapshot = args.manifests.as_deref().map(load::load).transpose()?;
@@ -100,30 +68,21 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
     if stdin.is_terminal() {
         eprintln!("reading flow-log lines from stdin (end with Ctrl-D)");
     }
-    let input = read_lines(stdin.lock()).context("reading flow-log lines from stdin")?;
-    let lines: Vec<&FlowLine> = input.flows.values().collect();
+    let input =
+        flow_source::read_lines(stdin.lock()).context("reading flow-log lines from stdin")?;
+    let lines = input.flow_lines();
     let suggestions = if args.observed {
-        let observed = hints::to_allow(
+        hints::suggest_observed(
             lines,
             snapshot.as_ref(),
+            args.namespace.as_deref(),
             &args.exclude,
             args.include_external,
-        );
-        let mut suggestions = hints::suggest(
-            &observed.flows,
-            &Options {
-                snapshot: snapshot.as_ref(),
-                namespace: args.namespace.as_deref(),
-                observed: Some(&observed.scope),
-            },
-        );
-        suggestions.excluded = observed.excluded.into_iter().collect();
-        suggestions.external_left_out = observed.external.into_iter().collect();
-        suggestions
+        )
     } else {
         // The denied sides, and with --manifests the other end of each flow when its own
         // policies deny it too (the sender's drop hides the receiver's): one round.
-        let denied = lines.into_iter().filter(|l| l.action.is_denied());
+        let denied = lines.filter(|l| l.action.is_denied());
         let observed = hints::to_allow(denied, snapshot.as_ref(), &args.exclude, true);
         let mut suggestions = hints::suggest(
             &observed.flows,
@@ -145,19 +104,8 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
 
     let mut stderr = io::stderr().lock();
     // Nothing useful to do when stderr is gone.
-    if input.overflow > 0 {
-        let _ = writeln!(
-            stderr,
-            "warning: more than {MAX_FLOWS} distinct flows; {} more were left out",
-            input.overflow
-        );
-    }
-    if input.malformed > MAX_REPORTED_LINES {
-        let _ = writeln!(
-            stderr,
-            "warning: {} malformed drop records skipped in all",
-            input.malformed
-        );
+    for warning in input.warnings() {
+        let _ = writeln!(stderr, "warning: {warning}");
     }
     for issue in &suggestions.issues {
         let _ = writeln!(stderr, "warning: not suggested: {issue}");
@@ -181,60 +129,6 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::NothingFound);
     }
     Ok(Outcome::Success)
-}
-
-/// Reads lines until the end, keeping the distinct flow lines. Bytes that are not UTF-8 (binary
-/// output of another container) are replaced, not fatal.
-fn read_lines(mut reader: impl BufRead) -> io::Result<Input> {
-    let mut input = Input {
-        flows: BTreeMap::new(),
-        overflow: 0,
-        lines: 0,
-        malformed: 0,
-    };
-    let mut buffer = Vec::new();
-    loop {
-        buffer.clear();
-        if reader.read_until(b'\n', &mut buffer)? == 0 {
-            return Ok(input);
-        }
-        input.lines += 1;
-        match FlowLine::parse(&String::from_utf8_lossy(&buffer)) {
-            Ok(Some(line)) => input.add(line),
-            Ok(None) => {}
-            Err(error) => {
-                input.malformed += 1;
-                if input.malformed <= MAX_REPORTED_LINES {
-                    eprintln!("warning: line {}: {error}", input.lines);
-                }
-            }
-        }
-    }
-}
-
-impl Input {
-    /// Adds a line: a repeat adds its packets to its flow's and brings the newer labels.
-    fn add(&mut self, line: FlowLine) {
-        let key = (
-            line.pod.namespace.clone(),
-            line.pod.name.clone(),
-            line.direction,
-            line.peer.to_string(),
-            line.protocol,
-            line.port,
-            line.action,
-            line.allowed_by.clone(),
-        );
-        if let Some(seen) = self.flows.get_mut(&key) {
-            let count = seen.count.saturating_add(line.count);
-            *seen = line;
-            seen.count = count;
-        } else if self.flows.len() < MAX_FLOWS {
-            self.flows.insert(key, line);
-        } else {
-            self.overflow += 1;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -283,22 +177,6 @@ mod tests {
     fn suggest_rejects_unknown_formats() {
         let error = parse(&["--format", "toml"]).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::InvalidValue);
-    }
-
-    #[test]
-    fn reading_keeps_distinct_flow_lines_and_counts_the_rest() {
-        let line = r#"{"action":"deny","direction":"egress","pod":{"namespace":"a","name":"p","labels":{"app":"p"}},"peer":{"ip":"203.0.113.1"},"protocol":"tcp","port":443}"#;
-        let mut text = format!("starting\n{line}\n{line}\n").into_bytes();
-        text.extend_from_slice(b"\xff\xfe binary\n");
-        text.extend_from_slice(format!("{}\n{line}\n", line.replace("egress", "up")).as_bytes());
-        // The same flow allowed (observe mode) is another flow.
-        text.extend_from_slice(line.replace("deny", "allow").as_bytes());
-        let input = read_lines(text.as_slice()).unwrap();
-        assert_eq!(input.lines, 7);
-        assert_eq!(input.malformed, 1);
-        assert_eq!(input.flows.len(), 2);
-        let counts: Vec<u64> = input.flows.values().map(|l| l.count).collect();
-        assert_eq!(counts, [3, 1]);
     }
 
     #[test]

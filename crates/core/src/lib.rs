@@ -4,6 +4,7 @@
 //! Kubernetes objects -> model::Snapshot -> compile::compile -> compile::Ruleset (nft text/JSON)
 //!                                       \-> policy::evaluate (explain, hints, tests)
 //! drop/flow log lines <-> flow_line::FlowLine -> hints::suggest -> NetworkPolicies
+//!                                             \-> graph::build -> DOT, Mermaid, JSON
 //! ```
 //!
 //! - [`model`]: the cluster snapshot and the shared vocabulary (labels, selectors, directions,
@@ -16,6 +17,8 @@
 //! - [`flow_line`]: the drop and flow log's line, one type written by the agent and read by
 //!   `suggest`, `explain --drop-log` and the hints.
 //! - [`hints`]: denied flows to suggested NetworkPolicies.
+//! - [`graph`]: flow lines to the workload graph (DOT, Mermaid, JSON), with a preview of what
+//!   candidate policies would deny.
 //!
 //! The agent, its sources, the dataplane and the command line live in the `kube-nftpol` crate
 //! around this one. This crate depends on no async runtime, Kubernetes client, netlink or
@@ -23,6 +26,7 @@
 
 pub mod compile;
 pub mod flow_line;
+pub mod graph;
 pub mod hints;
 pub mod manifest;
 pub mod model;
