@@ -14,7 +14,8 @@
 //!   `Authorization` header does not survive the proxy (kubernetes/kubernetes#38775) and ours
 //!   does; agents that do not answer are named with why, and the exit status says so.
 //!   `kube-nftpol suggest --cluster` suggests from the same windows, checked against the live
-//!   cluster, and marks its output incomplete while agents do not answer.
+//!   cluster, and marks its output incomplete while agents do not answer; `kube-nftpol graph
+//!   --cluster` draws them.
 //!
 //! Needs kube-apiserver and kubectl v1.20.2 (`sudo integration/apiserver/build.sh`, or
 //! `$KNP_APISERVER_BIN`), `etcd`, `openssl`, `curl`; the pod proxy test needs root (`ip netns`,
@@ -699,6 +700,23 @@ fn kube_nftpol_flows_reads_every_agent_through_the_api_servers_pod_proxy() {
     let suggested = suggest_json(&server, READER, &["--agent-port", &port], 0);
     assert!(suggested.get("missing_agents").is_none(), "{suggested:#}");
     assert_web_and_api_allowed(&suggested);
+    // graph --cluster draws the same windows: web's replicas to api are one edge.
+    let out = Command::new(env!("CARGO_BIN_EXE_kube-nftpol"))
+        .args(["graph", "--cluster", "--format", "mermaid", "--kubeconfig"])
+        .arg(server.user_kubeconfig_path(READER))
+        .args(["--agent-port", &port])
+        .env_remove("KUBE_NFTPOL_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.starts_with("flowchart"), "{stdout}");
+    assert!(
+        stdout.contains("web") && stdout.contains("api") && stdout.contains("prober"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("8080"), "{stdout}");
 
     // The tenant reads shop's flows, and only with -n shop.
     let report = flows_json(&server, TENANT, &["--agent-port", &port, "-n", "shop"], 0);

@@ -4,8 +4,9 @@
 # It installs what it needs (Debian packages; crates come through cargo), then runs, in order:
 # formatting, clippy, the cargo tests (no root needed), the build of a real kube-apiserver
 # (cached after the first run), the root suites (real nftables inside network namespaces the
-# tests create and delete; the API server), a one-iteration run of the compiler benchmark, a
-# quick run of the benchmarks of integration/bench, and 30 s of each cargo fuzz target.
+# tests create and delete; the API server), the page of `kube-nftpol ui` in headless Chromium,
+# a one-iteration run of the compiler benchmark, a quick run of the benchmarks of
+# integration/bench, and 30 s of each cargo fuzz target.
 # Any suite that cannot run fails loudly; nothing is skipped silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ cd "$(dirname "$0")/.."
 # apiserver_smoke and flows_access need the kube-apiserver that integration/apiserver/build.sh
 # builds (below).
 root_suites="nft_accepts dataplane interfaces flowlog sim apiserver_smoke flows_access"
+# Not root, but a browser, Node.js's npm package and the API server (test = false as well).
+browser_suites="ui_browser"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -29,7 +32,7 @@ fi
 
 step "installing Debian packages"
 . integration/lib/packages.sh
-knp_need_packages "${KNP_BASE_PACKAGES[@]}" ping:iputils-ping
+knp_need_packages "${KNP_BASE_PACKAGES[@]}" "${KNP_TEST_PACKAGES[@]}"
 knp_need_cargo
 if [ ! -f ../shared/conformance/upstream.json ]; then
   echo "../shared/conformance/upstream.json is missing: the conformance suites need it beside the repository" >&2
@@ -39,9 +42,9 @@ fi
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings (and the root suites, which --all-targets skips)"
+step "cargo clippy --all-targets -- -D warnings (and the root and browser suites, which --all-targets skips)"
 cargo clippy --all-targets --quiet -- -D warnings
-for suite in $root_suites; do cargo clippy --quiet --test "$suite" -- -D warnings; done
+for suite in $root_suites $browser_suites; do cargo clippy --quiet --test "$suite" -- -D warnings; done
 
 step "cargo tests (no root)"
 run_tests cargo test --quiet
@@ -60,6 +63,13 @@ for suite in $root_suites; do
   step "root suite: $suite"
   run_tests cargo test --quiet --test "$suite"
 done
+
+# The page of `kube-nftpol ui` in Debian's headless Chromium, driven by integration/ui/browser.mjs
+# with playwright-core as integration/ui/package-lock.json pins it (about 20 s; its screenshot
+# goes to the target directory's ui-browser/ui.png).
+step "browser suite: ui_browser (npm ci in integration/ui, then headless Chromium)"
+(cd integration/ui && npm ci --no-audit --no-fund --loglevel=error)
+for suite in $browser_suites; do run_tests cargo test --quiet --test "$suite" -- --nocapture; done
 
 step "benchmark smoke run (one iteration each; full run: cargo bench --bench compile)"
 cargo bench --quiet --bench compile -- --test

@@ -14,6 +14,11 @@
 KNP_BASE_PACKAGES=(nft:nftables ip:iproute2 ss:iproute2 sysctl:procps cc:build-essential
   python3:python3)
 
+# What the test command (integration/test-all.sh) needs besides: ping for the root suites,
+# Graphviz's dot to check `kube-nftpol graph`'s DOT (tests/graph.rs), and Chromium, Node.js and
+# npm for the page of `kube-nftpol ui` in a headless browser (integration/ui_browser.rs).
+KNP_TEST_PACKAGES=(ping:iputils-ping dot:graphviz chromium:chromium node:nodejs npm:npm)
+
 knp_need_packages() {
   local pair need=()
   for pair in "$@"; do

@@ -51,9 +51,10 @@ use crate::policy::DirectionVerdict;
 pub use aggregate::Aggregate;
 pub use input::parse_line;
 pub use observed::{
-    Exclude, ExcludeError, ExternalPeer, FlowEnd, Observed, WorkloadFlow, to_allow,
+    Exclude, ExcludeError, ExternalPeer, FlowEnd, Observed, WorkloadFlow, observed_namespaces,
+    suggest_observed, to_allow,
 };
-pub use workload::{PER_INSTANCE_LABELS, PER_RUN_LABELS, Workload};
+pub use workload::{PER_INSTANCE_LABELS, PER_RUN_LABELS, Workload, may_be_policed};
 
 /// The label every suggested policy carries (`kubectl get netpol -l kube-nftpol.io/hint`).
 pub const HINT_LABEL: &str = "kube-nftpol.io/hint";
