@@ -1,7 +1,7 @@
 //! kube-nftpol: Kubernetes NetworkPolicy enforcement with nftables. This crate is the agent and
 //! the command line around the pure core ([`kube_nftpol_core`], re-exported here as
 //! [`model`], [`policy`], [`compile`], [`manifest`], [`flow_line`], [`flows`], [`hints`],
-//! [`lint`] and [`graph`]).
+//! [`lint`], [`graph`] and [`revoke`]).
 //!
 //! Data flows one way:
 //!
@@ -41,5 +41,5 @@ pub mod ui;
 
 pub use kube_nftpol_core::{
     CompileOptions, Flow, Ruleset, Snapshot, Verdict, compile, evaluate, flow_line, flows, graph,
-    hints, lint, manifest, model, policy,
+    hints, lint, manifest, model, policy, revoke,
 };

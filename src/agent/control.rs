@@ -1,6 +1,7 @@
 //! The agent's control loop: source, snapshot, compile, dataplane. It owns the desired
 //! ruleset, the sticky pod-address bindings and the programming metrics; it releases the
-//! readiness latch once the first ruleset is verified in the kernel.
+//! readiness latch once the first ruleset is verified in the kernel, and hands each snapshot
+//! whose changed ruleset the kernel now enforces to the revocation pass.
 
 use std::time::Instant;
 
@@ -111,6 +112,7 @@ pub(super) async fn control_loop(
     mut dataplane: Dataplane,
     state: &State,
     clock: &ChangeClock,
+    applied: &watch::Sender<Option<Arc<Loaded>>>,
 ) -> anyhow::Result<()> {
     let metrics = &state.metrics().control;
     let mut resync = tokio::time::interval(config.resync_interval);
@@ -132,11 +134,12 @@ pub(super) async fn control_loop(
                 let Some(current) = &loaded else { continue };
                 let ruleset = compile_node(config, current, &mut bindings, &interfaces.borrow());
                 let enforced = apply(&mut dataplane, &ruleset, state).await;
-                if enforced && let Some(seen) = clock.take() {
+                if enforced.is_some() && let Some(seen) = clock.take() {
                     let latency = seen.elapsed();
                     metrics.programming_latency.observe(latency.as_secs_f64());
                     debug!(micros = latency.as_micros(), "change enforced");
                 }
+                hand_over(applied, enforced, current);
                 desired = Some(ruleset);
             }
             changed = interfaces.changed(), if loaded.is_some() && interfaces_open => {
@@ -149,13 +152,15 @@ pub(super) async fn control_loop(
                 let Some(current) = &loaded else { continue };
                 let ruleset =
                     compile_node(config, current, &mut bindings, &interfaces.borrow_and_update());
-                apply(&mut dataplane, &ruleset, state).await;
+                let enforced = apply(&mut dataplane, &ruleset, state).await;
+                hand_over(applied, enforced, current);
                 desired = Some(ruleset);
             }
             _ = resync.tick() => {
                 if bindings.rebind_pending() && let Some(current) = &loaded {
                     let ruleset = compile_node(config, current, &mut bindings, &interfaces.borrow());
-                    apply(&mut dataplane, &ruleset, state).await;
+                    let enforced = apply(&mut dataplane, &ruleset, state).await;
+                    hand_over(applied, enforced, current);
                     desired = Some(ruleset);
                 }
                 match dataplane.check().await {
@@ -166,7 +171,10 @@ pub(super) async fn control_loop(
                     Ok(Check::NotInstalled) => {
                         // The last apply failed: try again with what we want.
                         if let Some(ruleset) = &desired {
-                            apply(&mut dataplane, ruleset, state).await;
+                            let enforced = apply(&mut dataplane, ruleset, state).await;
+                            if let Some(current) = &loaded {
+                                hand_over(applied, enforced, current);
+                            }
                         }
                     }
                     Err(error) => {
@@ -204,15 +212,35 @@ fn compile_node(
     )
 }
 
-/// Applies `ruleset`; true when the kernel now enforces it (applied or already there).
-async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, state: &State) -> bool {
+/// Hands a snapshot whose changed ruleset the kernel now enforces to the revocation pass.
+fn hand_over(
+    applied: &watch::Sender<Option<Arc<Loaded>>>,
+    enforced: Option<Enforced>,
+    current: &Arc<Loaded>,
+) {
+    if enforced == Some(Enforced::Changed) {
+        applied.send_replace(Some(Arc::clone(current)));
+    }
+}
+
+/// How the kernel came to enforce a ruleset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enforced {
+    /// It was there already.
+    Unchanged,
+    /// It was written.
+    Changed,
+}
+
+/// Applies `ruleset`; `None` when it failed, otherwise whether the kernel's table changed.
+async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, state: &State) -> Option<Enforced> {
     let started = Instant::now();
     let metrics = &state.metrics().control;
     match dataplane.apply(ruleset).await {
         Ok(Applied::Unchanged) => {
             debug!("ruleset unchanged");
             state.set_ready();
-            true
+            Some(Enforced::Unchanged)
         }
         Ok(applied) => {
             let kind = match applied {
@@ -256,7 +284,7 @@ async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, state: &State) -> b
                 ),
             }
             state.set_ready();
-            true
+            Some(Enforced::Changed)
         }
         Err(error) => {
             metrics.apply_errors.inc();
@@ -264,7 +292,7 @@ async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, state: &State) -> b
             if dataplane.installed().is_some() {
                 state.set_ready();
             }
-            false
+            None
         }
     }
 }

@@ -26,6 +26,12 @@
 //!   egress dispatch for packets from pods to the node's own addresses.
 //!   With no interface known (`kube-nftpol compile`, bridge CNIs) the anti-spoofing sets are
 //!   empty and none of these drops can match.
+//! - Revocation ([`Options::revoke_established`]): sets `revoked4`/`6` hold the headers of
+//!   the packets of connections the agent ended (`ct original ip saddr . ct original ip daddr
+//!   . meta l4proto . th sport . th dport`, with timeouts; filled at run time). Base chain
+//!   `forward` (priority filter: `reject` is not allowed in postrouting) and the top of `input`
+//!   send a new packet (conntrack picks a TCP connection whose entry was deleted up as new) of
+//!   such a connection to chain `revoked`: a counted TCP reset, or ICMP port unreachable.
 //! - One chain per isolated pod and direction (`in_<ns>_<pod>`, `eg_<ns>_<pod>`) on this node:
 //!   traffic to itself first, then one rule per policy rule and address set (counted, commented
 //!   with the policy), then a rate-limited NFLOG rule and a counted drop. Egress chains `return`
@@ -77,7 +83,8 @@ use anti_spoof::{
     anti_spoof_chain, anti_spoof_sets, destination_guards, destination_map_name,
     starting_pods_chain, veth_pairs,
 };
-use base_chains::base_chains;
+pub use base_chains::{REVOKED_CHAIN, revoked_set_name};
+use base_chains::{base_chains, revoked_sets};
 use pod_chains::{log_chain, pod_chain};
 
 pub use ruleset::{
@@ -101,6 +108,10 @@ pub struct Options {
     /// Observe every namespace, whatever its annotation (`agent --observe`): log the first
     /// packet of every new connection with its verdict.
     pub observe_all: bool,
+    /// Answer the packets of connections the agent ended with a reset or an ICMP error: the
+    /// `revoked4`/`6` sets and chains `forward` and `revoked` (off with
+    /// `agent --keep-established`).
+    pub revoke_established: bool,
 }
 
 impl Default for Options {
@@ -111,6 +122,7 @@ impl Default for Options {
             log_burst_packets: 20,
             audit_all: false,
             observe_all: false,
+            revoke_established: true,
         }
     }
 }
@@ -303,10 +315,19 @@ pub fn compile_with_interfaces(
         pod_chains.push(chain);
     }
 
-    pod_chains.sort_by(|a, b| a.name.cmp(&b.name));
+    // Base chains first, in hook order; then the regular chains by name.
     let mut chains = vec![anti_spoof_chain()];
-    chains.extend(base_chains());
+    let mut base = base_chains(options.revoke_established);
+    let regular = base.split_off(base.partition_point(|c| c.hook.is_some()));
+    chains.extend(base);
+    pod_chains.extend(regular);
+    pod_chains.sort_by(|a, b| a.name.cmp(&b.name));
     chains.extend(pod_chains);
+    if options.revoke_established {
+        for set in revoked_sets() {
+            sets.insert(set.name.clone(), set);
+        }
+    }
     let maps = maps
         .into_iter()
         .map(|(name, mut elements)| {

@@ -19,6 +19,7 @@
 //! - [`flow_line`]: the drop and flow log's line, one type written by the agent and read by
 //!   `suggest`, `explain --drop-log` and the hints.
 //! - [`hints`]: denied flows to suggested NetworkPolicies.
+//! - [`revoke`]: which established connections a policy change takes away.
 //! - [`flows`]: recent distinct flows: an agent's bounded window, what its `/flows` serves, and
 //!   the flows of many agents merged by workload.
 //! - [`lru`]: the bounded map of recent entries the flow windows share.
@@ -41,6 +42,7 @@ pub mod lru;
 pub mod manifest;
 pub mod model;
 pub mod policy;
+pub mod revoke;
 
 pub use compile::{Options as CompileOptions, Ruleset, compile};
 pub use model::Snapshot;

@@ -148,6 +148,7 @@ fn severity(action: Action) -> u8 {
         Action::Allow => 0,
         Action::Audit => 1,
         Action::Deny => 2,
+        Action::Revoke => 3,
     }
 }
 
@@ -256,6 +257,7 @@ fn side(line: &FlowLine) -> String {
         (Action::Allow, None) => "not isolated".to_owned(),
         (Action::Deny, _) => format!("denied ({})", policies(line)),
         (Action::Audit, _) => format!("audited, would be denied ({})", policies(line)),
+        (Action::Revoke, _) => format!("ended by a policy change ({})", policies(line)),
     };
     format!("{}: {what}", line.direction)
 }

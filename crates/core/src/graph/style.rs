@@ -43,7 +43,7 @@ pub fn line(edge: &Edge) -> Line {
             bold: false,
             blocked: false,
         },
-        Action::Deny => Line {
+        Action::Deny | Action::Revoke => Line {
             color: DENY,
             dashed: false,
             bold: false,
