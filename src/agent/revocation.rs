@@ -249,11 +249,15 @@ fn sets_script(ended: &[Connection], allowed_again: &[Connection]) -> String {
     for family in compile::Family::ALL {
         let set = compile::revoked_set_name(family);
         let headers = |connections: &[Connection]| -> Vec<SetElement> {
-            connections
+            let mut elements: Vec<SetElement> = connections
                 .iter()
                 .filter(|c| c.family() == family)
                 .flat_map(Connection::revoked_headers)
-                .collect()
+                .collect();
+            // A connection between equal ports repeats an element; nft takes each once.
+            elements.sort();
+            elements.dedup();
+            elements
         };
         let removed = headers(allowed_again);
         if !removed.is_empty() {
@@ -350,17 +354,23 @@ mod tests {
     }
 
     #[test]
-    fn the_sets_script_adds_both_headers_with_the_timeout_and_deletes_what_is_allowed_again() {
+    fn the_sets_script_adds_every_header_once_with_the_timeout_and_deletes_what_is_allowed_again() {
         let ended = [connection("10.0.0.1:5000", "10.0.0.2:53")];
         let again = [connection("[fd00::1]:5000", "[fd00::2]:53")];
         let script = sets_script(&ended, &again);
         assert_eq!(
             script,
-            "add element inet kube-nftpol revoked4 { 10.0.0.1 . 10.0.0.2 . udp . 5000 . 53 timeout 300s, \
-             10.0.0.2 . 10.0.0.1 . udp . 53 . 5000 timeout 300s }\n\
-             delete element inet kube-nftpol revoked6 { fd00::1 . fd00::2 . udp . 5000 . 53, \
-             fd00::2 . fd00::1 . udp . 53 . 5000 }\n"
+            "add element inet kube-nftpol revoked4 { 10.0.0.1 . 10.0.0.2 . udp . 53 . 5000 timeout 300s, \
+             10.0.0.1 . 10.0.0.2 . udp . 5000 . 53 timeout 300s, \
+             10.0.0.2 . 10.0.0.1 . udp . 53 . 5000 timeout 300s, \
+             10.0.0.2 . 10.0.0.1 . udp . 5000 . 53 timeout 300s }\n\
+             delete element inet kube-nftpol revoked6 { fd00::1 . fd00::2 . udp . 53 . 5000, \
+             fd00::1 . fd00::2 . udp . 5000 . 53, fd00::2 . fd00::1 . udp . 53 . 5000, \
+             fd00::2 . fd00::1 . udp . 5000 . 53 }\n"
         );
+        // Equal ports: each element once.
+        let same = sets_script(&[connection("10.0.0.1:53", "10.0.0.2:53")], &[]);
+        assert_eq!(same.matches("timeout").count(), 2, "{same}");
         assert_eq!(sets_script(&[], &[]), "");
     }
 

@@ -28,10 +28,12 @@
 //!   empty and none of these drops can match.
 //! - Revocation ([`Options::revoke_established`]): sets `revoked4`/`6` hold the headers of
 //!   the packets of connections the agent ended (`ct original ip saddr . ct original ip daddr
-//!   . meta l4proto . th sport . th dport`, with timeouts; filled at run time). Base chain
-//!   `forward` (priority filter: `reject` is not allowed in postrouting) and the top of `input`
-//!   send a new packet (conntrack picks a TCP connection whose entry was deleted up as new) of
-//!   such a connection to chain `revoked`: a counted TCP reset, or ICMP port unreachable.
+//!   . meta l4proto . th sport . th dport`, both directions, with timeouts; filled at run
+//!   time). Base chain `forward` (priority filter: `reject` is not allowed in postrouting) and
+//!   the top of `input` send a packet of such a connection that conntrack does not hold as
+//!   assured (its entry was deleted: conntrack picks it up again as a new one, whose first
+//!   answered packet confirms it) to chain `revoked`: a counted TCP reset (not for a
+//!   handshake's first packet), or ICMP port unreachable. Assured connections pay one compare.
 //! - One chain per isolated pod and direction (`in_<ns>_<pod>`, `eg_<ns>_<pod>`) on this node:
 //!   traffic to itself first, then one rule per policy rule and address set (counted, commented
 //!   with the policy), then a rate-limited NFLOG rule and a counted drop. Egress chains `return`

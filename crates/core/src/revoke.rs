@@ -59,28 +59,27 @@ impl Connection {
         self.reply.source
     }
 
-    /// The headers of the connection's packets as a new connection would show them to the
-    /// `revoked` sets (`ct original ip saddr . ct original ip daddr . meta l4proto . th sport
-    /// . th dport`, see `compile`): the client's, whose original destination is the address
-    /// it asked for and whose destination port is the server's after DNAT, and the server's,
-    /// which the reply tuple records as they arrive. The family of the set each goes in is
-    /// [`Family::of`] its first address.
-    pub fn revoked_headers(&self) -> [SetElement; 2] {
+    /// What the `revoked` sets must hold for the kernel to answer the connection's packets
+    /// once its entry is gone (`ct original ip saddr . ct original ip daddr . meta l4proto .
+    /// th sport . th dport`, see `compile`). Whichever end sends first, conntrack makes a new
+    /// entry of that packet (the entry the answer confirms): from the client, its original
+    /// destination is the address the client asked for and the packet's destination port the
+    /// server's after DNAT; from the server, the reply tuple as it arrives. The other end's
+    /// packets then belong to that entry, with its original addresses and their own ports,
+    /// reversed: four elements. The family of the set they go in is [`Connection::family`].
+    pub fn revoked_headers(&self) -> [SetElement; 4] {
+        let element = |(source, destination): (IpAddr, IpAddr), (from, to): (u16, u16)| {
+            SetElement::Connection(source, destination, self.protocol, from, to)
+        };
+        let client = (self.original.source.ip(), self.original.destination.ip());
+        let client_ports = (self.original.source.port(), self.reply.source.port());
+        let server = (self.reply.source.ip(), self.reply.destination.ip());
+        let server_ports = (self.reply.source.port(), self.reply.destination.port());
         [
-            SetElement::Connection(
-                self.original.source.ip(),
-                self.original.destination.ip(),
-                self.protocol,
-                self.original.source.port(),
-                self.reply.source.port(),
-            ),
-            SetElement::Connection(
-                self.reply.source.ip(),
-                self.reply.destination.ip(),
-                self.protocol,
-                self.reply.source.port(),
-                self.reply.destination.port(),
-            ),
+            element(client, client_ports),
+            element(client, (client_ports.1, client_ports.0)),
+            element(server, server_ports),
+            element(server, (server_ports.1, server_ports.0)),
         ]
     }
 

@@ -134,8 +134,8 @@ fn run_chain(
         for expr in &rule.exprs {
             match expr {
                 Expr::CtEstablishedOrRelated | Expr::Icmpv6NeighborDiscovery => continue 'rules,
-                // The first packet of a connection.
-                Expr::CtNew => {}
+                // The first packet of a connection: not assured.
+                Expr::CtNotAssured => {}
                 Expr::ConnectionInSet(family, set) => {
                     // The packet has no source port: any of the set's connections between
                     // these ends, protocol and destination port (the sets are filled at run

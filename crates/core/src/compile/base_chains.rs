@@ -3,7 +3,7 @@
 //! pod chains through the `ingress4`/`6` and `egress4`/`6` verdict maps. With
 //! [`Options::revoke_established`](super::Options::revoke_established), the connections the
 //! agent ended: the `revoked4`/`6` sets, base chain `forward` and the top of `input` send a
-//! new packet of one of them to chain `revoked`, which answers a TCP reset or an ICMP error
+//! packet of one of them that conntrack does not know as assured to chain `revoked`, which answers a TCP reset or an ICMP error
 //! (but lets a TCP handshake's first packet go on: that is a new connection).
 //!
 //! Owns the rule lists of those chains and the revoked sets' declarations. Does not own the
@@ -40,7 +40,7 @@ pub(super) fn revoked_sets() -> [Set; 2] {
 fn revoked_rules() -> [Rule; 2] {
     Family::ALL.map(|family| Rule {
         exprs: vec![
-            Expr::CtNew,
+            Expr::CtNotAssured,
             Expr::ConnectionInSet(family, revoked_set_name(family)),
             Expr::Jump(REVOKED_CHAIN.into()),
         ],

@@ -161,7 +161,7 @@ fn expr(e: &Expr) -> Value {
                 "nd-neighbor-advert",
             ]}),
         ),
-        Expr::CtNew => matches("in", json!({"ct": {"key": "state"}}), json!(["new"])),
+        Expr::CtNotAssured => matches("!", json!({"ct": {"key": "status"}}), json!("assured")),
         Expr::ConnectionInSet(family, set) => {
             let protocol = family.payload_protocol();
             matches(

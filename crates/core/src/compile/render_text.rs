@@ -125,7 +125,7 @@ pub fn rule_text(rule: &Rule) -> String {
 fn expr(e: &Expr) -> String {
     match e {
         Expr::CtEstablishedOrRelated => "ct state established,related".into(),
-        Expr::CtNew => "ct state new".into(),
+        Expr::CtNotAssured => "ct status ! assured".into(),
         Expr::ConnectionInSet(family, set) => {
             let protocol = family.payload_protocol();
             format!(

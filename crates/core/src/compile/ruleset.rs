@@ -246,13 +246,15 @@ pub struct ProtocolPorts {
 pub enum Expr {
     /// `ct state established,related`.
     CtEstablishedOrRelated,
-    /// `ct state new`: the first packet conntrack saw of a connection, or a packet of a
-    /// connection whose entry was deleted (conntrack picks TCP up mid-stream as new).
-    CtNew,
+    /// `ct status ! assured`: a connection conntrack has not seen established both ways: a
+    /// new one, or one whose entry was deleted and that conntrack picked up again mid-stream
+    /// (a long-lived connection is assured, so its packets skip what follows at the cost of
+    /// one compare).
+    CtNotAssured,
     /// `ct original ip saddr . ct original ip daddr . meta l4proto . th sport . th dport @set`:
     /// the connection's original addresses (before DNAT: a Service's address, whichever
-    /// endpoint the new entry was sent to), protocol and the packet's ports, in a
-    /// [`SetKind::Connections`] set.
+    /// endpoint the new entry was sent to), protocol and the packet's ports (either direction's),
+    /// in a [`SetKind::Connections`] set.
     ConnectionInSet(Family, String),
     /// `meta l4proto tcp`.
     ProtocolIs(Protocol),

@@ -155,7 +155,7 @@ fn revocation_adds_empty_timeout_sets_and_the_reject_chains_and_nothing_else() {
         assert_eq!(
             rule.exprs,
             [
-                Expr::CtNew,
+                Expr::CtNotAssured,
                 Expr::ConnectionInSet(family, revoked_set_name(family)),
                 Expr::Jump(REVOKED_CHAIN.into())
             ]

@@ -219,23 +219,26 @@ fn external_clients_are_judged_by_address() {
 #[test]
 fn the_revoked_headers_are_the_clients_packets_before_dnat_and_the_servers_as_they_come() {
     let c = via("10.0.1.1:40000", "10.96.0.5:80", "10.0.1.2:5432");
+    let element = |source: &str, destination: &str, from: u16, to: u16| {
+        SetElement::Connection(
+            source.parse().unwrap(),
+            destination.parse().unwrap(),
+            Protocol::Tcp,
+            from,
+            to,
+        )
+    };
     assert_eq!(
         c.revoked_headers(),
         [
-            SetElement::Connection(
-                "10.0.1.1".parse().unwrap(),
-                "10.96.0.5".parse().unwrap(),
-                Protocol::Tcp,
-                40000,
-                5432
-            ),
-            SetElement::Connection(
-                "10.0.1.2".parse().unwrap(),
-                "10.0.1.1".parse().unwrap(),
-                Protocol::Tcp,
-                5432,
-                40000
-            ),
+            // The client's packets: to the Service, the server's port after DNAT.
+            element("10.0.1.1", "10.96.0.5", 40000, 5432),
+            // The server's, in an entry the client's packet made.
+            element("10.0.1.1", "10.96.0.5", 5432, 40000),
+            // The server's, as they arrive.
+            element("10.0.1.2", "10.0.1.1", 5432, 40000),
+            // The client's, in an entry the server's packet made.
+            element("10.0.1.2", "10.0.1.1", 40000, 5432),
         ]
     );
     assert_eq!(c.family(), Family::V4);
