@@ -438,7 +438,11 @@ async fn flood() -> Result<Vec<String>> {
     let mut flips = 0u32;
     let interval = Duration::from_secs(1) / FLIPS_PER_SECOND;
     while started.elapsed() < FLOOD {
-        let role = if flips.is_multiple_of(2) { "green" } else { "blue" };
+        let role = if flips.is_multiple_of(2) {
+            "green"
+        } else {
+            "blue"
+        };
         let patch = json!({"metadata": {"labels": {"role": role}}});
         pods.patch("c", &PatchParams::default(), &Patch::Merge(&patch))
             .await

@@ -1,6 +1,7 @@
 //! The connection tracking table of the current network namespace, over netlink (ctnetlink,
 //! through netlink-packet-netfilter): [`list`] its TCP, UDP and SCTP entries as the core's
-//! [`Connection`]s, [`delete`] one.
+//! [`Connection`]s (but TCP connections already over, in `TIME_WAIT` or `CLOSE`), [`delete`]
+//! one.
 //!
 //! Blocking socket calls, each bounded by a receive timeout: the agent runs them on the
 //! blocking pool. Only the messages ctnetlink answers with (entries, errors, the end of a dump)
@@ -16,7 +17,8 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla as _,
 };
 use netlink_packet_netfilter::conntrack::{
-    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Tuple as CtTuple,
+    ConntrackAttribute, ConntrackMessage, IPTuple, ProtoInfo, ProtoInfoTCP, ProtoTuple,
+    Tuple as CtTuple,
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
@@ -32,6 +34,8 @@ use crate::revoke::{Connection, Tuple};
 const CT_NEW: u16 = 1 << 8;
 /// `CTA_ZONE`: the entry's zone, a big-endian u16.
 const CTA_ZONE: u16 = 18;
+/// `TCP_CONNTRACK_TIME_WAIT` and `TCP_CONNTRACK_CLOSE`: a TCP connection that is over.
+const TCP_OVER: [u8; 2] = [7, 8];
 /// How long one `recv` waits for the kernel.
 const RECV_TIMEOUT_MS: i64 = 1000;
 /// How long a whole dump may take.
@@ -63,6 +67,8 @@ pub struct Listing {
     pub connections: Vec<Connection>,
     /// Entries of other protocols (ICMP, GRE, ...), which NetworkPolicy cannot name.
     pub other_protocols: usize,
+    /// TCP entries of connections that are over (`TIME_WAIT`, `CLOSE`): nothing to end.
+    pub closed: usize,
     /// Entries that did not read as a connection (missing tuples, unparsable messages).
     pub malformed: usize,
 }
@@ -245,6 +251,7 @@ fn read_dump_datagram(datagram: &[u8], listing: &mut Listing) -> Result<bool, Er
                 }) => match entry(&attributes) {
                     Entry::Connection(connection) => listing.connections.push(connection),
                     Entry::OtherProtocol => listing.other_protocols += 1,
+                    Entry::Closed => listing.closed += 1,
                     Entry::Malformed => listing.malformed += 1,
                 },
                 _ => listing.malformed += 1,
@@ -278,6 +285,7 @@ fn acknowledgement(datagram: &[u8]) -> Option<i32> {
 enum Entry {
     Connection(Connection),
     OtherProtocol,
+    Closed,
     Malformed,
 }
 
@@ -285,8 +293,16 @@ fn entry(attributes: &[ConntrackAttribute]) -> Entry {
     let mut original = None;
     let mut reply = None;
     let mut zone = 0;
+    let mut over = false;
     for attribute in attributes {
         match attribute {
+            ConntrackAttribute::CtaProtoInfo(infos) => {
+                over |= infos.iter().any(|info| {
+                    matches!(info, ProtoInfo::TCP(fields) if fields.iter().any(|f| {
+                        matches!(f, ProtoInfoTCP::State(state) if TCP_OVER.contains(state))
+                    }))
+                });
+            }
             ConntrackAttribute::CtaTupleOrig(tuples) => original = Some(read_tuple(tuples)),
             ConntrackAttribute::CtaTupleReply(tuples) => reply = Some(read_tuple(tuples)),
             ConntrackAttribute::Other(nla) if nla.kind() == CTA_ZONE && nla.value_len() == 2 => {
@@ -303,6 +319,7 @@ fn entry(attributes: &[ConntrackAttribute]) -> Entry {
     let (original, protocol) = original;
     let (reply, _) = reply;
     match IpProtocol::from_number(protocol).policy_protocol() {
+        Some(_) if over => Entry::Closed,
         Some(protocol) => Entry::Connection(Connection {
             protocol,
             original,
@@ -458,5 +475,23 @@ mod tests {
         ];
         assert_eq!(entry(&attributes), Entry::OtherProtocol);
         assert_eq!(entry(&attributes[..1]), Entry::Malformed);
+    }
+
+    #[test]
+    fn a_tcp_connection_in_time_wait_or_close_is_over() {
+        let c = connection();
+        let with_state = |state: u8| {
+            vec![
+                ConntrackAttribute::CtaTupleOrig(tuple(c.original, c.protocol)),
+                ConntrackAttribute::CtaTupleReply(tuple(c.reply, c.protocol)),
+                ConntrackAttribute::CtaProtoInfo(vec![ProtoInfo::TCP(vec![ProtoInfoTCP::State(
+                    state,
+                )])]),
+            ]
+        };
+        assert_eq!(entry(&with_state(7)), Entry::Closed);
+        assert_eq!(entry(&with_state(8)), Entry::Closed);
+        let established = Connection { zone: 0, ..c };
+        assert_eq!(entry(&with_state(3)), Entry::Connection(established));
     }
 }

@@ -6,8 +6,9 @@
 //! `http` port, which the scale cluster's `allow-app` policies admit (from 10.0.0.0/8): every
 //! one is judged by a pass and none may be ended.
 
+use std::io::Write as _;
 use std::net::Ipv4Addr;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube_nftpol_test_support::scale_cluster::{POD_PORTS, ScaleCluster};
@@ -53,7 +54,7 @@ pub fn allowed_connections(
 }
 
 /// Adds the connections to the conntrack table of network namespace `netns` (one `conntrack
-/// -I` each, in one shell); returns how long that took.
+/// -I` each, in one shell reading them on stdin); returns how long that took.
 pub fn insert(netns: &str, connections: &[(Ipv4Addr, Ipv4Addr, u16)]) -> Result<Duration> {
     let http = POD_PORTS[0].1;
     let mut script = String::new();
@@ -65,9 +66,19 @@ pub fn insert(netns: &str, connections: &[(Ipv4Addr, Ipv4Addr, u16)]) -> Result<
         ));
     }
     let started = Instant::now();
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, "sh", "-c", &script])
-        .output()
+    let mut shell = Command::new("ip")
+        .args(["netns", "exec", netns, "sh"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("conntrack -I: {e}"))?;
+    let mut stdin = shell.stdin.take().ok_or("no stdin for sh")?;
+    stdin
+        .write_all(script.as_bytes())
+        .map_err(|e| format!("conntrack -I: {e}"))?;
+    drop(stdin);
+    let out = shell
+        .wait_with_output()
         .map_err(|e| format!("conntrack -I: {e}"))?;
     let failed = String::from_utf8_lossy(&out.stdout)
         .matches("failed")
