@@ -49,6 +49,16 @@ for suite in $root_suites $browser_suites; do cargo clippy --quiet --test "$suit
 step "cargo tests (no root)"
 run_tests cargo test --quiet
 
+step "the core crate depends on no runtime, Kubernetes client, netlink or nftables crate"
+forbidden='^(tokio|kube|kube-client|kube-runtime|rtnetlink|netlink-[a-z-]+|nftables|libc|nix|mio|hyper|reqwest) '
+core_tree=$(cargo tree -p kube-nftpol-core -e normal --prefix none --format '{p}')
+if core_deps=$(grep -E "$forbidden" <<<"$core_tree"); then
+  echo "kube-nftpol-core depends on: $core_deps (it must stay pure: docs/architecture.md)" >&2
+  exit 1
+fi
+echo "$(sort -u <<<"$core_tree" | wc -l) crates, none of them forbidden"
+
+
 # A real kube-apiserver v1.20.2 and kubectl, built from Debian's source package on the first
 # run (about 5 minutes) and cached in /var/cache/kube-nftpol; later runs only print the path.
 step "kube-apiserver v1.20.2 for the API server suites (integration/apiserver/build.sh)"

@@ -221,7 +221,12 @@ async fn run(settings: Settings) -> Result<()> {
         ScaleCluster::with_monitoring(settings.namespaces, SCALE_FIRST_IP).policies(BENCH_NS),
     );
     objects.push(client_egress_policy());
-    create_all(&api.client, &objects).await?;
+    // Namespaces first: the writes run in parallel, and a policy or pod in a namespace not yet
+    // created is refused.
+    let (namespaces, rest): (Vec<Value>, Vec<Value>) =
+        objects.iter().cloned().partition(|o| o["kind"] == "Namespace");
+    create_all(&api.client, &namespaces).await?;
+    create_all(&api.client, &rest).await?;
 
     let kubeconfig = api.agent_kubeconfig(cluster.scratch())?;
     let (program, mut args) = agent::command(
