@@ -129,7 +129,7 @@ fi
 # The containers' and kubelets' files and etcd's data (logs stay for reading).
 for machine in "${node_names[@]}" cp; do
   rm -rf "$run/$machine/containerd" "$run/$machine/containerd-opt" "$run/$machine/kubelet" \
-    "$run/$machine/etcd" "$run/$machine/mnt" "$run/$machine/var-lib-cni" "$run/$machine/cni/ipam" 2>/dev/null ||
+    "$run/$machine/etcd" "$run/$machine/mnt" "$run/$machine/var-lib-cni" "$run/$machine/var-lib-kubelet" "$run/$machine/cni/ipam" 2>/dev/null ||
     problem "cannot remove the files of $machine under $run/$machine"
 done
 if grep -q " $state" /proc/self/mountinfo; then

@@ -48,11 +48,14 @@ mount -t tmpfs -o mode=755,size=256m "run-$machine" /run
 #    /var/log/containers.
 mkdir -p "$dir/var-log"
 mount --bind "$dir/var-log" /var/log
-# 4. /var/lib/cni of its own: containerd's CNI library caches results in the hard-wired
-#    /var/lib/cni/results. up.sh made the mount point if the machine had none, and down.sh
-#    removes it.
-mkdir -p "$dir/var-lib-cni"
-mount --bind "$dir/var-lib-cni" /var/lib/cni
+# 4. /var/lib/cni and /var/lib/kubelet of its own: containerd's CNI library caches results in
+#    the hard-wired /var/lib/cni/results, the kubelet's device plugin manager uses the
+#    hard-wired /var/lib/kubelet/device-plugins whatever --root-dir says. up.sh made the mount
+#    points if the machine had none, and down.sh removes them.
+for path in cni kubelet; do
+  mkdir -p "$dir/var-lib-$path"
+  mount --bind "$dir/var-lib-$path" "/var/lib/$path"
+done
 # 5. kubelet sets six machine-wide sysctls at start (vm.overcommit_memory=1, kernel.panic=10,
 #    ...). It finds files holding those values instead, and the machine's stay untouched.
 mkdir -p "$dir/mnt/sysctl"

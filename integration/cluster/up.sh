@@ -11,7 +11,7 @@
 # The machine's own network namespace gets nothing (no link, address, route, rule, iptables or
 # nftables rule, listening socket): up.sh saves its state and down.sh compares. What is
 # created outside the namespaces (cgroups /knp-n1 and /knp-n2 in each v1 hierarchy, the mount
-# point /var/lib/cni if there was none) is listed in $run/created and removed by down.sh.
+# points /var/lib/cni and /var/lib/kubelet if there were none) is listed in $run/created and removed by down.sh.
 # When a step fails, up.sh names it and runs down.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -179,10 +179,13 @@ for node in "${node_names[@]}"; do
   cat /sys/fs/cgroup/cpuset/cpuset.cpus >"/sys/fs/cgroup/cpuset/$node/cpuset.cpus"
   cat /sys/fs/cgroup/cpuset/cpuset.mems >"/sys/fs/cgroup/cpuset/$node/cpuset.mems"
 done
-if [ ! -d /var/lib/cni ]; then
-  mkdir /var/lib/cni
-  echo /var/lib/cni >>"$run/created"
-fi
+# Mount points for the nodes' private /var/lib/cni and /var/lib/kubelet (node.sh).
+for path in /var/lib/cni /var/lib/kubelet; do
+  if [ ! -d $path ]; then
+    mkdir $path
+    echo $path >>"$run/created"
+  fi
+done
 
 # --- network ----------------------------------------------------------------------------------
 step="network namespaces and links"
