@@ -539,6 +539,31 @@ fn the_snapshot_labels_win_over_the_drop_logs() {
 }
 
 #[test]
+fn flows_of_a_namespace_deleted_since_are_issues_not_policies() {
+    let snapshot = shop();
+    let gone = flow_pod("e2e-1234/server", &[("pod-name", "server")], None);
+    let suggestions = checked(
+        &[
+            ingress(gone.clone(), frontend("a"), 80),
+            egress(frontend("a"), backend("x"), 9090),
+        ],
+        &snapshot,
+    );
+    assert_eq!(suggestions.suggestions.len(), 1);
+    assert_eq!(
+        suggestions.suggestions[0]
+            .policy
+            .metadata
+            .namespace
+            .as_deref(),
+        Some("shop")
+    );
+    assert_eq!(suggestions.issues.len(), 1);
+    assert_eq!(suggestions.issues[0].kind, IssueKind::NamespaceGone);
+    assert_eq!(suggestions.issues[0].workload.namespace, "e2e-1234");
+}
+
+#[test]
 fn flows_the_snapshot_now_allows_are_left_out() {
     let mut snapshot = shop();
     let allow: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(json!({
