@@ -11,9 +11,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
@@ -41,7 +41,12 @@ impl DeniedEvents {
     /// Starts the writer task; `node` is the reporting instance.
     pub fn spawn(client: Client, node: String, shared: Arc<Shared>) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(recorder(client, node), rx, Arc::clone(&shared)));
+        tokio::spawn(write(
+            client.clone(),
+            recorder(client, node),
+            rx,
+            Arc::clone(&shared),
+        ));
         Self { queue, shared }
     }
 
@@ -129,18 +134,44 @@ pub fn note(record: &DropRecord, held_back: u64) -> String {
     limit_note(note)
 }
 
-async fn write(recorder: Recorder, mut rx: mpsc::Receiver<DropRecord>, shared: Arc<Shared>) {
+async fn write(
+    client: Client,
+    recorder: Recorder,
+    mut rx: mpsc::Receiver<DropRecord>,
+    shared: Arc<Shared>,
+) {
     let mut limiter = Limiter::default();
     while let Some(record) = rx.recv().await {
         let pod = (record.pod.namespace.clone(), record.pod.name.clone());
         let Some(held_back) = limiter.admit(pod, Instant::now()) else {
             continue;
         };
+        // The pod's uid: `kubectl describe pod` selects its Events by involvedObject.uid, and
+        // the recorder's series key must tell a pod from a later one of the same name (whose
+        // Event would otherwise patch the first pod's, deleted with it: 404). The snapshot
+        // does not keep uids; one read of the pod's metadata per Event (at most one a minute
+        // per pod) does.
+        let uid = match Api::<Pod>::namespaced(client.clone(), &record.pod.namespace)
+            .get_metadata_opt(&record.pod.name)
+            .await
+        {
+            Ok(Some(pod)) => pod.metadata.uid,
+            Ok(None) => {
+                debug!(pod = %format!("{}/{}", record.pod.namespace, record.pod.name), "pod gone; no PolicyDenied event");
+                continue;
+            }
+            Err(error) => {
+                shared.metrics.source.event_errors.inc();
+                warn!(%error, "cannot read the pod of a PolicyDenied event");
+                continue;
+            }
+        };
         let reference = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
             namespace: Some(record.pod.namespace.clone()),
             name: Some(record.pod.name.clone()),
+            uid,
             ..ObjectReference::default()
         };
         let event = Event {
