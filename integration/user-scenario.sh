@@ -106,7 +106,7 @@ EOF
 
   step="3 (the drop line in kubectl logs)"
   local line
-  line=$(scenario_eventually 5 scenario_drop_line && scenario_drop_line | tail -1) ||
+  line=$(scenario_eventually 5 scenario_has_drop_line && scenario_drop_line | head -1) ||
     scenario_fail "$step" "no drop line for demo/web from demo/intruder in the DaemonSet's logs" || return
   echo "step 3: kubectl logs -n kube-system -l app.kubernetes.io/name=kube-nftpol: $line"
 
@@ -146,10 +146,11 @@ EOF
   echo "--- user scenario: every step passed"
 }
 
-# The drop lines of the DaemonSet's pods for intruder -> web (the README's kubectl logs).
+# The drop lines of the DaemonSet's pods for intruder -> this web (the README's kubectl logs).
 scenario_drop_line() {
   kubectl logs -n kube-system -l app.kubernetes.io/name=kube-nftpol --tail=-1 --max-log-requests=100 |
     grep '"action":"deny"' | grep '"direction":"ingress"' |
     grep '"pod":{"namespace":"demo","name":"web"' | grep '"peer":{"namespace":"demo","name":"intruder"' |
-    grep '"port":8080'
+    grep '"port":8080' | grep "\"destination\":\"$scenario_web_ip\""
 }
+scenario_has_drop_line() { scenario_drop_line >/dev/null; }

@@ -4,8 +4,9 @@
 # Prints, as its last line, the image reference and the `docker save` archive it wrote:
 #   knp.local/kube-nftpol:TAG /var/cache/kube-nftpol/images/agent/kube-nftpol-TAG.tar
 # How (deploy/Dockerfile's build arguments):
-#   BASE_IMAGE   a Debian bookworm root made by Debian's debootstrap (minbase, with nftables,
-#                documentation and package lists removed as in debian:bookworm-slim), cached
+#   BASE_IMAGE   a Debian bookworm root made by Debian's debootstrap (minbase, with nftables
+#                and netbase (deploy/Dockerfile says why), documentation and package lists
+#                removed as in debian:bookworm-slim), cached
 #                in /var/cache/kube-nftpol/images/base/; debootstrap fetches from the machine's
 #                apt mirror the first time (about a minute)
 #   BINARY_FROM  context: the release binary built here on the host by cargo
@@ -24,7 +25,7 @@ crate_version=$(awk -F'"' '/^version *=/ {print $2; exit}' "$repo/Cargo.toml")
 tag=${1:-$crate_version}
 reference=$agent_image_name:$tag
 archive=$images/agent/kube-nftpol-$tag.tar
-base_rootfs=$images/base/bookworm-nftables.tar
+base_rootfs=$images/base/bookworm-nftables-netbase.tar
 
 install_missing /usr/bin/buildah buildah /usr/sbin/debootstrap debootstrap /usr/bin/strip binutils
 command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
@@ -51,9 +52,9 @@ if [ ! -s "$base_rootfs" ]; then
   mirror=$(apt-get indextargets --format '$(TARGET_OF) $(RELEASE) $(CODENAME) $(REPO_URI)' |
     awk '$1 == "deb" && ($2 == "bookworm" || $3 == "bookworm") && $4 ~ /^https?:/ && $4 !~ /security/ { print $4; exit }')
   [ -n "$mirror" ] || die "no 'deb' entry for bookworm in the apt sources: cannot run debootstrap"
-  say "debootstrap --variant=minbase --include=nftables bookworm from $mirror"
+  say "debootstrap --variant=minbase --include=nftables,netbase bookworm from $mirror"
   root=$work/rootfs
-  debootstrap --variant=minbase --include=nftables bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
+  debootstrap --variant=minbase --include=nftables,netbase bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
     { tail -20 "$work/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
   unmount_under "$root"
   # What debian:bookworm-slim leaves out: documentation, manuals, translations, apt's lists
@@ -69,13 +70,13 @@ say "base image from $base_rootfs ($(du -h "$base_rootfs" | cut -f1))"
 mkdir -p "$work/base"
 ln "$base_rootfs" "$work/base/rootfs.tar" 2>/dev/null || cp "$base_rootfs" "$work/base/rootfs.tar"
 printf 'FROM scratch\nADD rootfs.tar /\nCMD ["bash"]\n' >"$work/base/Containerfile"
-buildah_in "$work" bud --quiet --network none -f "$work/base/Containerfile" -t knp.local/debian:bookworm-nftables "$work/base" >/dev/null
+buildah_in "$work" bud --quiet --network none -f "$work/base/Containerfile" -t knp.local/debian:bookworm-nftables-netbase "$work/base" >/dev/null
 
-say "buildah bud -f deploy/Dockerfile --build-arg BASE_IMAGE=knp.local/debian:bookworm-nftables --build-arg BINARY_FROM=context -t $reference"
+say "buildah bud -f deploy/Dockerfile --build-arg BASE_IMAGE=knp.local/debian:bookworm-nftables-netbase --build-arg BINARY_FROM=context -t $reference"
 mkdir -p "$work/context"
 strip -o "$work/context/kube-nftpol" "$binary"
 buildah_in "$work" bud --quiet --network none -f "$repo/deploy/Dockerfile" \
-  --build-arg BASE_IMAGE=knp.local/debian:bookworm-nftables --build-arg BINARY_FROM=context \
+  --build-arg BASE_IMAGE=knp.local/debian:bookworm-nftables-netbase --build-arg BINARY_FROM=context \
   -t "$reference" "$work/context" >/dev/null
 size=$(buildah_in "$work" images --format '{{.Size}}' "$reference")
 rm -f "$archive"
