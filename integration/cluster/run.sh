@@ -13,8 +13,9 @@
 #   then for each CNI setup:
 #   3. the cluster (up.sh --cni CNI): a control plane and two nodes in network namespaces
 #   4. the agent as its DaemonSet (deploy-agent.sh: kubectl apply -k with an image override)
-#   5. the upstream e2e NetworkPolicy specs (e2e.sh)
-#   6. the user scenario of the README (../user-scenario.sh)
+#   5. the upstream e2e NetworkPolicy specs (e2e.sh), then the agents' health (check-agents.sh:
+#      no restart, no failed apply, no ERROR line)
+#   6. the user scenario of the README (../user-scenario.sh), then the agents' health again
 #   7. the cluster taken down (down.sh), which fails unless the machine's own namespaces are
 #      exactly as before step 3
 set -euo pipefail
@@ -104,6 +105,7 @@ for cni in "${cnis[@]}"; do
       begin "e2e NetworkPolicy specs, $e2e, run $run_number of $runs ($cni)"
       "$here/e2e.sh" "--$e2e" | tee "$scenario_dir/e2e.txt"
       results+=("$(tail -1 "$scenario_dir/e2e.txt")")
+      "$here/check-agents.sh"
       end
     done
   fi
@@ -111,6 +113,7 @@ for cni in "${cnis[@]}"; do
   if [ "$scenario" -eq 1 ]; then
     begin "user scenario ($cni)"
     user_scenario "${node_names[0]}" "${node_names[1]}"
+    "$here/check-agents.sh"
     end
   fi
 
