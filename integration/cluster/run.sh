@@ -54,9 +54,10 @@ begin() {
 }
 # end: records the step's duration.
 end() { timings+=("$(printf '%5d s  %s' $((SECONDS - step_start)) "$step")"); }
+# on_exit STATUS: names the failed step and takes the cluster down.
 on_exit() {
-  local rc=$?
-  if [ $rc -ne 0 ]; then
+  local rc=$1
+  if [ "$rc" -ne 0 ]; then
     say "FAILED at step: $step (exit $rc)"
     if [ $cluster_up -eq 1 ]; then
       say "taking the cluster down"
@@ -64,7 +65,7 @@ on_exit() {
     fi
   fi
 }
-trap on_exit EXIT
+trap 'on_exit $?' EXIT
 
 begin "Kubernetes v$version binaries (integration/apiserver/build.sh)"
 bin=$("$repo/integration/apiserver/build.sh" | tail -1)
@@ -87,7 +88,7 @@ agent_metrics() { in_node "$1" curl -fsS http://127.0.0.1:9640/metrics; }
 kube-nftpol() { "$agent_binary" "$@"; }
 scenario_image=$agnhost_image
 scenario_dir=$(mktemp -d)
-trap 'rm -rf "$scenario_dir"; on_exit' EXIT
+trap 'rc=$?; rm -rf "$scenario_dir"; on_exit $rc' EXIT
 
 results=()
 for cni in "${cnis[@]}"; do
