@@ -24,7 +24,7 @@ use bindings::Bindings;
 use denied_events::DeniedEvents;
 pub use drop_log::DropLogOptions;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,7 +124,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
 
     let (interfaces_tx, interfaces_rx) = watch::channel(PodInterfaces::new());
-    let interfaces = tokio::spawn(crate::dataplane::interfaces::watch(interfaces_tx));
+    let (bridged_tx, bridged_rx) = watch::channel(Vec::new());
+    let interfaces = tokio::spawn(crate::dataplane::interfaces::watch_with_bridges(
+        interfaces_tx,
+        Some(bridged_tx),
+    ));
     let (tx, rx) = watch::channel(None);
     shared.hints.follow(rx.clone());
     let clock = Arc::new(ChangeClock::default());
@@ -178,6 +182,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config,
         rx,
         interfaces_rx,
+        bridged_rx,
         Dataplane::new(nft),
         &shared,
         &clock,
@@ -196,6 +201,7 @@ async fn control_loop(
     config: &Config,
     mut snapshots: watch::Receiver<Option<Arc<Loaded>>>,
     mut interfaces: watch::Receiver<PodInterfaces>,
+    mut bridged: watch::Receiver<Vec<IpAddr>>,
     mut dataplane: Dataplane,
     shared: &Shared,
     clock: &ChangeClock,
@@ -206,6 +212,8 @@ async fn control_loop(
     let mut desired: Option<Ruleset> = None;
     let mut loaded: Option<Arc<Loaded>> = None;
     let mut interfaces_open = true;
+    let mut bridged_open = true;
+    let mut bridges_reported = false;
     let mut bindings = Bindings::default();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -217,7 +225,7 @@ async fn control_loop(
                 }
                 loaded = snapshots.borrow_and_update().clone();
                 let Some(current) = &loaded else { continue };
-                let ruleset = compile_node(config, current, &mut bindings, &interfaces.borrow());
+                let ruleset = compile_node(config, current, &mut bindings, &interfaces.borrow(), &bridged.borrow());
                 let enforced = apply(&mut dataplane, &ruleset, shared).await;
                 if enforced && let Some(seen) = clock.take() {
                     let latency = seen.elapsed();
@@ -234,14 +242,35 @@ async fn control_loop(
                     continue;
                 }
                 let Some(current) = &loaded else { continue };
+                let ruleset = compile_node(
+                    config,
+                    current,
+                    &mut bindings,
+                    &interfaces.borrow_and_update(),
+                    &bridged.borrow(),
+                );
+                apply(&mut dataplane, &ruleset, shared).await;
+                desired = Some(ruleset);
+            }
+            changed = bridged.changed(), if bridged_open => {
+                if changed.is_err() {
+                    bridged_open = false;
+                    continue;
+                }
+                let addresses = bridged.borrow_and_update().clone();
+                if !addresses.is_empty() && !bridges_reported {
+                    bridges_reported = true;
+                    report_bridge_cni(addresses.len());
+                }
+                let Some(current) = &loaded else { continue };
                 let ruleset =
-                    compile_node(config, current, &mut bindings, &interfaces.borrow_and_update());
+                    compile_node(config, current, &mut bindings, &interfaces.borrow(), &addresses);
                 apply(&mut dataplane, &ruleset, shared).await;
                 desired = Some(ruleset);
             }
             _ = resync.tick() => {
                 if bindings.rebind_pending() && let Some(current) = &loaded {
-                    let ruleset = compile_node(config, current, &mut bindings, &interfaces.borrow());
+                    let ruleset = compile_node(config, current, &mut bindings, &interfaces.borrow(), &bridged.borrow());
                     apply(&mut dataplane, &ruleset, shared).await;
                     desired = Some(ruleset);
                 }
@@ -268,12 +297,41 @@ async fn control_loop(
     }
 }
 
+/// Says once what the agent does for pods behind a bridge (a bridge CNI such as flannel's):
+/// what it enforces and what it cannot, and whether br_netfilter sends bridged traffic through
+/// the hooks at all.
+fn report_bridge_cni(addresses: usize) {
+    warn!(
+        addresses,
+        "pods behind a bridge (bridge CNI): policies are enforced by address; anti-spoofing and \
+         the reused-address guards need a routed veth per pod and do not cover them; \
+         starting_pods drops the bridge's unclaimed addresses while an isolated pod starts"
+    );
+    // Per network namespace; the agent runs in the node's (hostNetwork).
+    const BR_NETFILTER: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    match std::fs::read_to_string(BR_NETFILTER) {
+        Ok(value) if value.trim() == "1" => {}
+        Ok(value) => error!(
+            value = value.trim(),
+            "net.bridge.bridge-nf-call-iptables is not 1: packets between pods on one bridge \
+             skip the ip and inet hooks, and no policy applies to them (modprobe br_netfilter; \
+             sysctl -w net.bridge.bridge-nf-call-iptables=1)"
+        ),
+        Err(error) => error!(
+            %error,
+            "no {BR_NETFILTER} (br_netfilter not loaded): packets between pods on one bridge skip \
+             the ip and inet hooks, and no policy applies to them"
+        ),
+    }
+}
+
 /// Compiles this node's ruleset, with the learned veths filtered through the sticky bindings.
 fn compile_node(
     config: &Config,
     loaded: &Loaded,
     bindings: &mut Bindings,
     learned: &PodInterfaces,
+    bridged: &[IpAddr],
 ) -> Ruleset {
     let mut interfaces =
         bindings.update(&loaded.snapshot, &config.node_name, learned, Instant::now());
@@ -283,10 +341,11 @@ fn compile_node(
     for (ip, veth) in learned {
         interfaces.entry(*ip).or_insert_with(|| veth.clone());
     }
-    compile::compile_with_interfaces(
+    compile::compile_with_bridged(
         &loaded.snapshot,
         &config.node_name,
         &interfaces,
+        bridged,
         &config.compile,
     )
 }

@@ -25,7 +25,8 @@
 //!   maps and on the destination through `ingress4`/`ingress6`. Base chain `input` does the
 //!   egress dispatch for packets from pods to the node's own addresses.
 //!   With no interface known (`kube-nftpol compile`, bridge CNIs) the anti-spoofing sets are
-//!   empty and none of these drops can match.
+//!   empty and none of these drops can match; on a bridge, `starting_pods` still covers the
+//!   bridge's addresses ([`compile_with_bridged`]).
 //! - One chain per isolated pod and direction (`in_<ns>_<pod>`, `eg_<ns>_<pod>`) on this node:
 //!   traffic to itself first, then one rule per policy rule and address set (counted, commented
 //!   with the policy), then a rate-limited NFLOG rule and a counted drop. Egress chains `return`
@@ -136,6 +137,21 @@ pub fn compile_with_interfaces(
     interfaces: &PodInterfaces,
     options: &Options,
 ) -> Ruleset {
+    compile_with_bridged(snapshot, node, interfaces, &[], options)
+}
+
+/// [`compile_with_interfaces`], with `bridged`: the addresses behind the node's bridges (a
+/// bridge CNI's pod range, [`crate::dataplane::interfaces::State::bridged_addresses`]). No
+/// veth names those pods, so anti-spoofing and the reused-address guards cannot cover them;
+/// `starting_pods` does, by address: while an isolated pod of the node waits for its IP, the
+/// bridged addresses no pod owns are dropped both ways, as the unclaimed veths' are.
+pub fn compile_with_bridged(
+    snapshot: &Snapshot,
+    node: &str,
+    interfaces: &PodInterfaces,
+    bridged: &[IpAddr],
+    options: &Options,
+) -> Ruleset {
     let mut sets = BTreeMap::new();
     let mut maps: BTreeMap<String, Vec<(IpAddr, MapVerdict)>> = BTreeMap::new();
     for direction in [Direction::Ingress, Direction::Egress] {
@@ -176,7 +192,7 @@ pub fn compile_with_interfaces(
             pod_chains.push(chain);
         }
     }
-    if let Some((chain, unclaimed)) = starting_pods_chain(snapshot, node, interfaces) {
+    if let Some((chain, unclaimed)) = starting_pods_chain(snapshot, node, interfaces, bridged) {
         for ip in unclaimed {
             for (direction, verdict) in [
                 (Direction::Ingress, MapVerdict::Goto(chain.name.clone())),
@@ -374,8 +390,9 @@ fn is_safe_interface_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
 }
 
-/// The chain that drops the traffic of pod veths no pod claims yet, and those veths' addresses,
-/// when the node has an isolated pod still waiting for its IP; `None` otherwise.
+/// The chain that drops the traffic of pod veths no pod claims yet, and those veths' addresses
+/// (and the addresses behind the node's bridges that no pod claims), when the node has an
+/// isolated pod still waiting for its IP; `None` otherwise.
 ///
 /// The CNI plugs a pod in (veth, address, route) before the kubelet reports the pod's IP to
 /// the API, and its containers may already send. An isolated pod must not get through that
@@ -387,6 +404,7 @@ fn starting_pods_chain(
     snapshot: &Snapshot,
     node: &str,
     interfaces: &PodInterfaces,
+    bridged: &[IpAddr],
 ) -> Option<(Chain, Vec<IpAddr>)> {
     // Cheap test first: most nodes have no isolated pod waiting for its IP.
     let isolated_pod_waits = snapshot.pods().any(|pod| {
@@ -406,11 +424,14 @@ fn starting_pods_chain(
         .filter(|p| p.is_policy_endpoint())
         .flat_map(|p| p.ips.iter().copied())
         .collect();
-    let unclaimed: Vec<IpAddr> = interfaces
+    let mut unclaimed: Vec<IpAddr> = interfaces
         .keys()
+        .chain(bridged)
         .filter(|ip| !owned.contains(ip))
         .copied()
         .collect();
+    unclaimed.sort();
+    unclaimed.dedup();
     if unclaimed.is_empty() {
         return None;
     }
