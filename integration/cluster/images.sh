@@ -8,6 +8,8 @@
 #                tree's, 2.25 inside) with busybox-static: the 1.20 NetworkPolicy clients run
 #                `/bin/sh -c 'for i in $(seq 1 5); do /agnhost connect ...'`
 #   busybox.tar  docker.io/library/busybox:1.29             Debian's busybox-static
+#   connrate.tar knp.local/connrate:1                       connrate.c (gcc -static): the
+#                connection-rate load of measure.sh
 # The names are those `e2e.test --list-images` asks for; specs and pods use IfNotPresent, so
 # the kubelet never pulls. Cached: when all three exist and are newer than the binaries, it
 # only says so. About 10 s.
@@ -18,15 +20,19 @@ here=$(cd "$(dirname "$0")" && pwd)
 [ "$(id -u)" -eq 0 ] || { echo "$0: run it as root (buildah's storage, chroot)" >&2; exit 2; }
 
 out=$images/test
-fresh() { [ -s "$out/$1.tar" ] && [ "$out/$1.tar" -nt "$bin/agnhost" ] && [ "$out/$1.tar" -nt "$bin/pause" ]; }
-if fresh pause && fresh agnhost && fresh busybox; then
+fresh() {
+  [ -s "$out/$1.tar" ] && [ "$out/$1.tar" -nt "$bin/agnhost" ] && [ "$out/$1.tar" -nt "$bin/pause" ] &&
+    [ "$out/$1.tar" -nt "$here/connrate.c" ]
+}
+if fresh pause && fresh agnhost && fresh busybox && fresh connrate; then
   say "test images cached in $out"
   exit 0
 fi
 for binary in agnhost pause; do
   [ -x "$bin/$binary" ] || die "missing $bin/$binary: run integration/apiserver/build.sh first"
 done
-install_missing /usr/bin/buildah buildah /bin/busybox busybox-static
+install_missing /usr/bin/buildah buildah /bin/busybox busybox-static /usr/bin/gcc gcc \
+  /usr/lib/x86_64-linux-gnu/libc.a libc6-dev
 in_private_mounts "$@"
 
 work=$(mktemp -d "$cache_root/images-work.XXXXXX")
@@ -69,3 +75,6 @@ image() {
 image pause "$pause_image" 'ENTRYPOINT ["/pause"]' "$bin/pause:/pause"
 image agnhost "$agnhost_image" $'ENTRYPOINT ["/agnhost"]\nCMD ["pause"]' --busybox "$bin/agnhost:/agnhost"
 image busybox "$busybox_image" 'CMD ["sh"]' --busybox
+gcc -O2 -Wall -Werror -static -o "$work/connrate-bin" "$here/connrate.c"
+strip "$work/connrate-bin"
+image connrate "$connrate_image" 'ENTRYPOINT ["/connrate"]' "$work/connrate-bin:/connrate"

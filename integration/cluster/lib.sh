@@ -41,6 +41,7 @@ agent_image_name=knp.local/kube-nftpol  # the agent image's name in the nodes (a
 pause_image=k8s.gcr.io/pause:3.2
 agnhost_image=k8s.gcr.io/e2e-test-images/agnhost:2.21
 busybox_image=docker.io/library/busybox:1.29
+connrate_image=knp.local/connrate:1 # measure.sh's load generator (connrate.c)
 
 # A message on stderr, with the time since the script started.
 say() { printf '%s: [%3d s] %s\n' "${0##*/}" "$SECONDS" "$*" >&2; }

@@ -44,7 +44,7 @@ failed() {
 for binary in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
   [ -x "$bin/$binary" ] || { say "missing $bin/$binary: run integration/apiserver/build.sh first"; exit 1; }
 done
-for image in pause agnhost busybox; do
+for image in pause agnhost busybox connrate; do
   [ -s "$images/test/$image.tar" ] || { say "missing $images/test/$image.tar: run integration/cluster/images.sh first"; exit 1; }
 done
 for ns in "$lan_ns" "$cp_ns" "${node_names[@]}"; do
