@@ -192,8 +192,8 @@ pub enum IssueKind {
     /// An address that a rule of a policy isolating the pod removes from its ipBlock with
     /// `except` (such as the cloud metadata address): denied on purpose, so not suggested.
     ExcludedOnPurpose,
-    /// The policed pod's namespace is not in the manifests checked against: deleted since the
-    /// drop (no policy can be created there).
+    /// The policed pod's namespace is not in the manifests checked against, or is being
+    /// deleted there: no policy can be created in it.
     NamespaceGone,
 }
 
@@ -323,13 +323,15 @@ fn expressible(
     snapshot: Option<&Snapshot>,
 ) -> Result<(Protocol, u16), (IssueKind, String)> {
     if let Some(snapshot) = snapshot
-        && snapshot.namespace(&pod.key.namespace).is_none()
+        && snapshot
+            .namespace(&pod.key.namespace)
+            .is_none_or(|namespace| namespace.terminating)
     {
         return Err((
             IssueKind::NamespaceGone,
             format!(
-                "namespace {} is not in the manifests (deleted since the drop?): no policy can \
-                 be created there",
+                "namespace {} is being deleted or not in the manifests (deleted since the \
+                 drop?): no policy can be created there",
                 pod.key.namespace
             ),
         ));

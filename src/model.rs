@@ -149,6 +149,8 @@ pub struct Namespace {
     pub labels: Labels,
     /// From the [`ENFORCEMENT_ANNOTATION`] annotation; enforce when absent.
     pub enforcement: Enforcement,
+    /// Whether it has a deletion timestamp (Terminating): nothing new can be created in it.
+    pub terminating: bool,
 }
 
 impl Namespace {
@@ -164,11 +166,12 @@ impl Namespace {
             name: name.to_owned(),
             labels,
             enforcement: Enforcement::Enforce,
+            terminating: false,
         }
     }
 
-    /// Converts a Kubernetes Namespace (labels, and the enforcement annotation); `None` when it
-    /// has no name.
+    /// Converts a Kubernetes Namespace (labels, the enforcement annotation, whether it is being
+    /// deleted); `None` when it has no name.
     pub fn from_k8s(namespace: &core::Namespace) -> Option<Self> {
         let name = namespace.metadata.name.as_deref()?;
         let mut converted = Self::new(name, namespace.metadata.labels.clone().unwrap_or_default());
@@ -178,6 +181,7 @@ impl Namespace {
             .as_ref()
             .and_then(|a| a.get(ENFORCEMENT_ANNOTATION));
         converted.enforcement = Enforcement::from_annotation(annotation.map(String::as_str));
+        converted.terminating = namespace.metadata.deletion_timestamp.is_some();
         Some(converted)
     }
 }

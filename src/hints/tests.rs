@@ -561,6 +561,15 @@ fn flows_of_a_namespace_deleted_since_are_issues_not_policies() {
     assert_eq!(suggestions.issues.len(), 1);
     assert_eq!(suggestions.issues[0].kind, IssueKind::NamespaceGone);
     assert_eq!(suggestions.issues[0].workload.namespace, "e2e-1234");
+
+    // A namespace being deleted (Terminating) refuses new objects too.
+    let mut terminating = shop();
+    let mut shop_ns = Namespace::new("shop", Labels::new());
+    shop_ns.terminating = true;
+    terminating.upsert_namespace(shop_ns);
+    let suggestions = checked(&[egress(frontend("a"), backend("x"), 9090)], &terminating);
+    assert!(suggestions.suggestions.is_empty());
+    assert_eq!(suggestions.issues[0].kind, IssueKind::NamespaceGone);
 }
 
 #[test]
