@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,6 +56,9 @@ int main(int argc, char **argv) {
                 /* RST on close: no TIME_WAIT piling up on the client's ports. */
                 struct linger lg = {.l_onoff = 1, .l_linger = 0};
                 setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+                /* A dropped SYN fails the attempt after 1 s (connect honours SO_SNDTIMEO). */
+                struct timeval timeout = {.tv_sec = 1};
+                setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
                 if (connect(fd, (struct sockaddr *)&to, sizeof to) == 0)
                     ok++;
                 else

@@ -9,7 +9,8 @@
 # 3. New connections per second between real pods, cross-node, through both pods' policy
 #    chains (the server isolated for ingress, the client for egress, each allowing the other):
 #    connrate (connrate.c) for 10 s with 2 processes, with the agent, then with no agent (the
-#    DaemonSet deleted and `kube-nftpol uninstall` on each node), then with the agent again
+#    DaemonSet deleted, its pods gone, then `kube-nftpol uninstall` on each node: the README's
+#    uninstall), then with the agent again
 #    (deploy-agent.sh REFERENCE ARCHIVE), so the run brackets its own noise.
 # Prints a Markdown table (docs/real-cluster.md has the last one).
 set -euo pipefail
@@ -99,25 +100,33 @@ say "agent memory: ${memory[*]}"
 
 # 3. Connection rate, with the agent, without, with again.
 succeeded() { [ "$(kc -n measure get pod "$1" -o jsonpath='{.status.phase}')" = Succeeded ]; }
-rate() { # NAME: runs connrate in a client pod on the other node, prints its connections/s
+rate() { # NAME: runs connrate in a client pod on the other node; its connections/s in $rate
   kc -n measure run "$1" --restart=Never --labels=app=client --image="$connrate_image" \
     --overrides="{\"spec\":{\"nodeName\":\"${node_names[1]}\"}}" -- "$server" 8080 10 2 >/dev/null
   wait_for "connrate pod $1 done" 120 succeeded "$1"
   local line
   line=$(kc -n measure logs "$1")
   say "$1: $line"
-  awk '{ sub("/s,", "", $6); print $6 }' <<<"$line"
+  rate=$(awk '{ sub("/s,", "", $6); print $6 }' <<<"$line")
 }
-with_1=$(rate with-agent-1)
+rate with-agent-1
+with_1=$rate
 say "without the agent: deleting the DaemonSet, then kube-nftpol uninstall on each node"
 kc -n kube-system delete daemonset kube-nftpol --wait=true >/dev/null
+# The pods go after the DaemonSet object: an agent still running puts back a table removed
+# under it (its check finds the table missing and applies again), so wait for them first.
+kc -n kube-system wait --for=delete pod -l app.kubernetes.io/name=kube-nftpol --timeout=120s >/dev/null 2>&1 || true
+agents_gone() { [ -z "$(kc -n kube-system get pods -l app.kubernetes.io/name=kube-nftpol -o name)" ]; }
+wait_for "the agents' pods gone" 120 agents_gone
 for node in "${node_names[@]}"; do in_node "$node" "$agent_binary" uninstall >/dev/null; done
 for node in "${node_names[@]}"; do
   if in_node "$node" nft list table inet kube-nftpol >/dev/null 2>&1; then die "$node still has the table"; fi
 done
-without=$(rate without-agent)
+rate without-agent
+without=$rate
 "$here/deploy-agent.sh" "$1" "$2" >/dev/null
-with_2=$(rate with-agent-2)
+rate with-agent-2
+with_2=$rate
 kc delete namespace measure --wait=false >/dev/null
 
 cat <<EOF

@@ -4,7 +4,10 @@
 #   integration/cluster/run.sh --e2e full           # every runnable e2e NetworkPolicy spec
 #   integration/cluster/run.sh --cni bridge --e2e none
 # Options: --cni ptp|bridge|both (default both), --e2e subset|full|none (default subset),
-# --no-scenario, --runs N (the e2e specs N times in a row on each cluster, default 1).
+# --no-scenario, --runs N (the e2e specs N times in a row on each cluster, default 1),
+# --upgrade (restart and upgrade the DaemonSet under traffic, upgrade.sh), --measure
+# (programming latency, memory, connection rate with and without the agent, measure.sh).
+# Everything: integration/cluster/run.sh --e2e full --runs 2 --upgrade --measure
 # Steps (each named; the first that fails stops the run, says which it was, and the cluster is
 # taken down):
 #   1. Kubernetes v1.20.2 binaries (integration/apiserver/build.sh; cached)
@@ -16,6 +19,8 @@
 #   5. the upstream e2e NetworkPolicy specs (e2e.sh), then the agents' health (check-agents.sh:
 #      no restart, no failed apply, no ERROR line)
 #   6. the user scenario of the README (../user-scenario.sh), then the agents' health again
+#   with --upgrade: `kubectl rollout restart` and a new image tag under traffic (upgrade.sh)
+#   with --measure: the measurements (measure.sh), their table printed
 #   7. the cluster taken down (down.sh), which fails unless the machine's own namespaces are
 #      exactly as before step 3
 set -euo pipefail
@@ -26,7 +31,7 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=integration/user-scenario.sh
 . "$repo/integration/user-scenario.sh"
 
-cnis=(ptp bridge) e2e=subset scenario=1 runs=1
+cnis=(ptp bridge) e2e=subset scenario=1 runs=1 upgrade=0 measure=0
 while [ $# -gt 0 ]; do
   case $1 in
     --cni)
@@ -39,6 +44,8 @@ while [ $# -gt 0 ]; do
       ;;
     --no-scenario) scenario=0; shift ;;
     --runs) runs=${2:?--runs N}; shift 2 ;;
+    --upgrade) upgrade=1; shift ;;
+    --measure) measure=1; shift ;;
     *) sed -n '2,20p' "$0" >&2; exit 2 ;;
   esac
 done
@@ -79,6 +86,11 @@ end
 begin "agent image from deploy/Dockerfile (agent-image.sh)"
 image_line=$("$here/agent-image.sh" | tail -1)
 read -r agent_reference agent_archive <<<"$image_line"
+if [ "$upgrade" -eq 1 ]; then
+  # The same binary under a new tag: what an upgrade changes in the DaemonSet.
+  image_line=$("$here/agent-image.sh" "${agent_reference##*:}-upgrade" | tail -1)
+  read -r upgrade_reference upgrade_archive <<<"$image_line"
+fi
 agent_binary=${KNP_AGENT_BINARY:-${CARGO_TARGET_DIR:-$repo/target}/release/kube-nftpol}
 end
 
@@ -90,7 +102,7 @@ scenario_image=$agnhost_image
 scenario_dir=$(mktemp -d)
 trap 'rc=$?; rm -rf "$scenario_dir"; on_exit $rc' EXIT
 
-results=()
+results=() measurements=()
 for cni in "${cnis[@]}"; do
   begin "cluster up ($cni)"
   cluster_up=1
@@ -118,6 +130,22 @@ for cni in "${cnis[@]}"; do
     end
   fi
 
+  deployed=("$agent_reference" "$agent_archive")
+  if [ "$upgrade" -eq 1 ]; then
+    begin "restart and upgrade under traffic ($cni)"
+    "$here/upgrade.sh" "$upgrade_reference" "$upgrade_archive"
+    "$here/check-agents.sh"
+    deployed=("$upgrade_reference" "$upgrade_archive")
+    end
+  fi
+
+  if [ "$measure" -eq 1 ]; then
+    begin "measurements ($cni)"
+    "$here/measure.sh" "${deployed[@]}" | tee "$scenario_dir/measure.txt"
+    measurements+=("$cni:" "$(cat "$scenario_dir/measure.txt")")
+    end
+  fi
+
   begin "cluster down, the machine's namespaces as before ($cni)"
   cluster_up=0
   "$here/down.sh"
@@ -127,3 +155,4 @@ done
 printf '\n=== rig summary\n'
 printf '%s\n' "${timings[@]}"
 [ ${#results[@]} -eq 0 ] || printf '%s\n' "${results[@]}"
+[ ${#measurements[@]} -eq 0 ] || printf '%s\n' "${measurements[@]}"
