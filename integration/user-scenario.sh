@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2154 # scenario_image and scenario_dir are the caller's (below)
 # The user's path through the README, as one scenario shared by the real-node rig
 # (integration/cluster/run.sh) and the kind quickstart (integration/kind/run.sh). Sourced, not
 # run; the caller defines, then calls `user_scenario NODE_A NODE_B`:

@@ -128,9 +128,10 @@ if [ -f "$run/created" ]; then
 fi
 # The containers' and kubelets' files and etcd's data (logs stay for reading).
 for machine in "${node_names[@]}" cp; do
-  rm -rf "$run/$machine/containerd" "$run/$machine/containerd-opt" "$run/$machine/kubelet" \
-    "$run/$machine/etcd" "$run/$machine/mnt" "$run/$machine/var-lib-cni" "$run/$machine/var-lib-kubelet" "$run/$machine/cni/ipam" 2>/dev/null ||
-    problem "cannot remove the files of $machine under $run/$machine"
+  files=${run:?}/$machine
+  rm -rf "${files:?}/containerd" "$files/containerd-opt" "$files/kubelet" "$files/etcd" "${files:?}/mnt" \
+    "$files/var-lib-cni" "$files/var-lib-kubelet" "$files/cni/ipam" 2>/dev/null ||
+    problem "cannot remove the files of $machine under $files"
 done
 if grep -q " $state" /proc/self/mountinfo; then
   problem "mounts left under $state: $(grep " $state" /proc/self/mountinfo | awk '{print $5}' | paste -sd' ')"

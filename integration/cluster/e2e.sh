@@ -37,7 +37,7 @@ subset=(
 )
 skip_sctp='\[Feature:SCTPConnectivity\]'
 
-mode= focus=
+mode='' focus=
 case ${1:-} in
   --subset)
     mode=subset

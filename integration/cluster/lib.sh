@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Settings and helpers of the real-node rig, sourced by the scripts beside it (not run alone).
 #
 # The rig is a Kubernetes v1.20.2 cluster made of real parts, confined to network namespaces
@@ -96,6 +97,14 @@ install_missing() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
   apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+  # The packages enable system services (a containerd, an etcd) in the machine's own
+  # namespaces; the rig runs its own, and nothing of it may stay running.
+  local package
+  for package in containerd etcd-server; do
+    if [[ " ${need[*]} " == *" $package "* ]]; then
+      systemctl disable --now "${package%-server}.service" >/dev/null 2>&1 || true
+    fi
+  done
 }
 
 # The Debian packages the rig runs (containerd, runc and the CNI plugins among them).

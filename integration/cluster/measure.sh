@@ -8,10 +8,10 @@
 # 2. The agent's memory: VmRSS and VmHWM of each node's kube-nftpol process.
 # 3. New connections per second between real pods, cross-node, through both pods' policy
 #    chains (the server isolated for ingress, the client for egress, each allowing the other):
-#    connrate (connrate.c) for 10 s with 2 processes, with the agent, then with no agent (the
-#    DaemonSet deleted, its pods gone, then `kube-nftpol uninstall` on each node: the README's
-#    uninstall), then with the agent again
-#    (deploy-agent.sh REFERENCE ARCHIVE), so the run brackets its own noise.
+#    connrate (connrate.c) for 10 s with 2 processes, in five rounds: with the agent, with no
+#    agent (the DaemonSet deleted, its pods gone, then `kube-nftpol uninstall` on each node:
+#    the README's uninstall), with the agent again (deploy-agent.sh REFERENCE ARCHIVE), and so
+#    on; the medians of each.
 # Prints a Markdown table (docs/real-cluster.md has the last one).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -98,7 +98,7 @@ for node in "${node_names[@]}"; do
 done
 say "agent memory: ${memory[*]}"
 
-# 3. Connection rate, with the agent, without, with again.
+# 3. Connection rate, with the agent and without, in alternating rounds.
 succeeded() { [ "$(kc -n measure get pod "$1" -o jsonpath='{.status.phase}')" = Succeeded ]; }
 rate() { # NAME: runs connrate in a client pod on the other node; its connections/s in $rate
   kc -n measure run "$1" --restart=Never --labels=app=client --image="$connrate_image" \
@@ -109,24 +109,34 @@ rate() { # NAME: runs connrate in a client pod on the other node; its connection
   say "$1: $line"
   rate=$(awk '{ sub("/s,", "", $6); print $6 }' <<<"$line")
 }
-rate with-agent-1
-with_1=$rate
-say "without the agent: deleting the DaemonSet, then kube-nftpol uninstall on each node"
-kc -n kube-system delete daemonset kube-nftpol --wait=true >/dev/null
-# The pods go after the DaemonSet object: an agent still running puts back a table removed
-# under it (its check finds the table missing and applies again), so wait for them first.
-kc -n kube-system wait --for=delete pod -l app.kubernetes.io/name=kube-nftpol --timeout=120s >/dev/null 2>&1 || true
+remove_agent() {
+  kc -n kube-system delete daemonset kube-nftpol --wait=true >/dev/null
+  # The pods go after the DaemonSet object: an agent still running puts back a table removed
+  # under it (its check finds the table missing and applies again), so wait for them first.
+  wait_for "the agents' pods gone" 120 agents_gone
+  for node in "${node_names[@]}"; do in_node "$node" "$agent_binary" uninstall >/dev/null; done
+  for node in "${node_names[@]}"; do
+    if in_node "$node" nft list table inet kube-nftpol >/dev/null 2>&1; then die "$node still has the table"; fi
+  done
+}
 agents_gone() { [ -z "$(kc -n kube-system get pods -l app.kubernetes.io/name=kube-nftpol -o name)" ]; }
-wait_for "the agents' pods gone" 120 agents_gone
-for node in "${node_names[@]}"; do in_node "$node" "$agent_binary" uninstall >/dev/null; done
-for node in "${node_names[@]}"; do
-  if in_node "$node" nft list table inet kube-nftpol >/dev/null 2>&1; then die "$node still has the table"; fi
+# Five rounds, alternating (this VM's 2 cores are shared, and rates scatter from round to
+# round): with, without, with, without, with.
+with=() without=()
+for round in 1 2 3 4 5; do
+  if [ $((round % 2)) -eq 1 ]; then
+    [ "$round" -eq 1 ] || "$here/deploy-agent.sh" "$1" "$2" >/dev/null
+    rate "with-agent-$round"
+    with+=("$rate")
+  else
+    say "round $round, without the agent: the DaemonSet deleted, its pods gone, kube-nftpol uninstall on each node"
+    remove_agent
+    rate "without-agent-$round"
+    without+=("$rate")
+  fi
 done
-rate without-agent
-without=$rate
-"$here/deploy-agent.sh" "$1" "$2" >/dev/null
-rate with-agent-2
-with_2=$rate
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+with_median=$(median "${with[@]}") without_median=$(median "${without[@]}")
 kc delete namespace measure --wait=false >/dev/null
 
 cat <<EOF
@@ -134,6 +144,6 @@ cat <<EOF
 | --- | --- |
 | programming latency, \`kubectl apply\` to a real pod's connection (5 samples) | median $latency_median ms, largest $latency_max ms (${latencies[*]}) |
 | agent memory, each node | ${memory[*]} |
-| new TCP connections per second, cross-node, both pods isolated and allowed | with the agent $with_1 and $with_2, without $without |
-| ratio with / without | $(awk -v a="$with_1" -v b="$with_2" -v c="$without" 'BEGIN { printf "%.2f and %.2f", a / c, b / c }') |
+| new TCP connections per second, cross-node, both pods isolated and allowed (rounds in order: with, without, with, without, with) | with the agent ${with[*]} (median $with_median), without ${without[*]} (median $without_median) |
+| ratio of the medians, with / without | $(awk -v a="$with_median" -v b="$without_median" 'BEGIN { printf "%.2f", a / b }') |
 EOF

@@ -17,7 +17,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
 role=${1:?usage: node.sh cp | node NAME}
-machine=cp
+machine="cp"
 [ "$role" = node ] && machine=${2:?usage: node.sh node NAME}
 dir=$run/$machine
 mkdir -p "$dir/pids" "$dir/logs"
