@@ -29,7 +29,10 @@ name=${reference%:*} tag=${reference##*:}
 
 for node in "${node_names[@]}"; do
   node_ctr "$node" images import "$archive" >/dev/null || die "$node: ctr images import $archive failed"
-  node_ctr "$node" images ls -q | grep -qx "$reference" || die "$node: $reference not in containerd after the import"
+  # The listing first, then the search: `grep -q` in a pipeline stops reading at its match,
+  # and the writer's SIGPIPE fails the pipeline under pipefail.
+  listed=$(node_ctr "$node" images ls -q)
+  grep -qx "$reference" <<<"$listed" || die "$node: $reference not in containerd after the import"
 done
 say "$reference loaded into ${node_names[*]}"
 
@@ -76,8 +79,8 @@ while read -r pod node; do
   done
   # The agent's API connection went to the kubernetes Service's ClusterIP and was DNATed by
   # kube-proxy to the API server (the reply comes from $cp_ip:$api_port).
-  in_node "$node" conntrack -L -p tcp -d "$kubernetes_service_ip" --dport 443 2>/dev/null |
-    grep -q "src=$cp_ip dst=${node_ip[$node]} sport=$api_port" ||
+  flows=$(in_node "$node" conntrack -L -p tcp -d "$kubernetes_service_ip" --dport 443 2>/dev/null)
+  grep -q "src=$cp_ip dst=${node_ip[$node]} sport=$api_port" <<<"$flows" ||
     die "$node: no connection to $kubernetes_service_ip:443 DNATed to $cp_ip:$api_port in the node's conntrack table"
   in_node "$node" nft list table inet kube-nftpol >/dev/null || die "$node: no table inet kube-nftpol"
   say "$pod on $node: $image, hostNetwork, CapEff=NET_ADMIN, read-only root, /healthz and /readyz pass, API through $kubernetes_service_ip (kube-proxy), table inet kube-nftpol"

@@ -140,7 +140,7 @@ fi
 if [ -f "$run/host-before.txt" ]; then
   "$here/host-state.sh" >"$run/host-after.txt"
   if diff -u "$run/host-before.txt" "$run/host-after.txt" >&2; then
-    say "the machine's namespaces are as before the cluster: links, addresses, routes, rules, iptables, nftables, sysctls, sockets, network namespaces, mounts, cgroups, paths"
+    say "the machine's namespaces are as before the cluster: links, addresses, routes, rules, iptables, nftables, sysctls, network namespaces, mounts, cgroups, paths"
   else
     problem "the machine's namespaces differ from before the cluster (diff above)"
   fi

@@ -10,7 +10,7 @@
 # (SCTP sockets, which this kernel lacks: CONFIG_IP_SCTP is off) and one [Feature:SCTP] that
 # checks a TCP connection is refused when a policy allows only SCTP; --full skips the first
 # three. The newer `Netpol` framework is not in this tree (--dry-run finds no spec).
-# Specs run in $KNP_E2E_NODES parallel processes (default 4; the v1.20 specs spend most of
+# Specs run in $KNP_E2E_NODES parallel processes (default 4, 9 for the subset; the specs spend most of
 # their time waiting out connection timeouts, 45 s for each "cannot connect"), through the
 # ginkgo runner of the same tree, as upstream's hack/ginkgo-e2e.sh does; 1 runs e2e.test
 # alone. No retry (--ginkgo.flakeAttempts=1). The run's report goes to
@@ -62,8 +62,11 @@ args=(--kubeconfig="$run/admin.kubeconfig" --provider=skeleton --kubectl-path="$
   --node-os-distro=debian --report-dir="$out" --ginkgo.noColor --ginkgo.flakeAttempts=1
   --ginkgo.focus="$focus" --ginkgo.skip="$skip_sctp")
 [ "$mode" = dry-run ] && args+=(--ginkgo.dryRun)
-say "e2e.test ($cni, $mode, ${KNP_E2E_NODES:-4} in parallel): --ginkgo.focus='$focus' --ginkgo.skip='$skip_sctp'; report in $out"
-nodes=${KNP_E2E_NODES:-4}
+say "e2e.test ($cni, $mode): --ginkgo.focus='$focus' --ginkgo.skip='$skip_sctp'; report in $out"
+# The subset's 9 specs all at once (the run then lasts as long as its longest spec).
+default_nodes=4
+[ "$mode" = subset ] && default_nodes=9
+nodes=${KNP_E2E_NODES:-$default_nodes}
 runner=("$bin/e2e.test")
 if [ "$mode" != dry-run ] && [ "$nodes" -gt 1 ]; then
   [ -x "$bin/ginkgo" ] || die "missing $bin/ginkgo: run integration/apiserver/build.sh first"

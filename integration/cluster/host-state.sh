@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Prints what the rig must leave as it found it in the machine's own namespaces: links,
 # addresses, routes and rules of every table, iptables (legacy and nft) and the nftables
-# ruleset, the sysctls that kubelet, kube-proxy and the CNI plugins write, listening sockets,
-# network namespaces, mounts, the cgroup hierarchies' top level and the directories daemons
-# write to by default. up.sh saves it, down.sh compares:
+# ruleset, the sysctls that kubelet, kube-proxy and the CNI plugins write, network
+# namespaces, mounts, the cgroup hierarchies' top level and the directories daemons write to
+# by default. Not listening sockets: other test suites on the machine open and close theirs
+# (the API server suites listen on 127.0.0.1), and every process the rig starts runs in its
+# own network namespaces and is stopped by pid. up.sh saves it, down.sh compares:
 #   integration/cluster/host-state.sh > before.txt; ...; diff before.txt <(host-state.sh)
 # Read only: it runs in the caller's namespaces and changes nothing (iptables-*-save and `nft
 # list` only read; `ip` lists).
@@ -36,8 +38,6 @@ for key in net/ipv4/ip_forward net/ipv4/conf/all/forwarding net/ipv4/conf/all/ro
   printf '%s = %s\n' "$key" "$(cat "/proc/sys/$key" 2>/dev/null || echo absent)"
 done
 printf 'nf_conntrack hashsize = %s\n' "$(cat /sys/module/nf_conntrack/parameters/hashsize 2>/dev/null || echo absent)"
-section listening
-ss -Hltnu | awk '{print $1, $5}' | sort
 # The root suites of integration/ name their namespaces knp-test-<pid>-... and knp-sim-<pid>-...
 # and remove them; another run of those beside the rig must not read as the rig's leftover.
 others='^(knp-test|knp-sim)-[0-9]+-'

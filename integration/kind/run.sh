@@ -27,7 +27,7 @@ for tool in docker kind kubectl; do
 done
 
 say "kind cluster $cluster (no default CNI)"
-if ! kind get clusters | grep -qx "$cluster"; then
+if ! grep -qx "$cluster" <<<"$(kind get clusters)"; then
   kind create cluster --name "$cluster" --config integration/kind/kind-config.yaml
 fi
 
@@ -54,7 +54,7 @@ for node in $nodes; do
 done
 kc wait --for=condition=Ready nodes --all --timeout=180s
 for node in $nodes; do
-  if docker exec "$node" nft list tables 2>/dev/null | grep -q kindnet; then
+  if grep -q kindnet <<<"$(docker exec "$node" nft list tables 2>/dev/null)"; then
     echo "warning: $node has kindnet's policy table; its verdicts would add to ours" >&2
   fi
 done
