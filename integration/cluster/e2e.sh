@@ -10,10 +10,10 @@
 # (SCTP sockets, which this kernel lacks: CONFIG_IP_SCTP is off) and one [Feature:SCTP] that
 # checks a TCP connection is refused when a policy allows only SCTP; --full skips the first
 # three. The newer `Netpol` framework is not in this tree (--dry-run finds no spec).
-# Specs run in $KNP_E2E_NODES parallel processes (default 4, 9 for the subset; the specs spend most of
-# their time waiting out connection timeouts, 45 s for each "cannot connect"), through the
-# ginkgo runner of the same tree, as upstream's hack/ginkgo-e2e.sh does; 1 runs e2e.test
-# alone. No retry (--ginkgo.flakeAttempts=1). The run's report goes to
+# Specs run in $KNP_E2E_NODES parallel processes (default 4, 9 for the subset; the specs
+# spend most of their time waiting out connection timeouts, 45 s for each "cannot connect"),
+# through the ginkgo runner of the same tree, as upstream's hack/ginkgo-e2e.sh does; 1 runs
+# e2e.test alone. No retry (--ginkgo.flakeAttempts=1). The run's report goes to
 # $KNP_CLUSTER_DIR/e2e/<cni>-<mode>-<time>/ (e2e.log, junit_01.xml, summary.txt); the summary
 # (each spec with its result and seconds, the counts, the duration) goes to stdout too.
 # Exit status: e2e.test's (non-zero when a spec failed).

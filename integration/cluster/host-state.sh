@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Prints what the rig must leave as it found it in the machine's own namespaces: links,
 # addresses, routes and rules of every table, iptables (legacy and nft) and the nftables
-# ruleset, the sysctls that kubelet, kube-proxy and the CNI plugins write, network
-# namespaces, mounts, the cgroup hierarchies' top level and the directories daemons write to
-# by default. Not listening sockets: other test suites on the machine open and close theirs
+# ruleset, the sysctls that kubelet, kube-proxy and the CNI plugins write, the rig's and pods'
+# named network namespaces, mounts, the cgroup hierarchies' top level and the directories
+# daemons write to by default. Not listening sockets: other test suites on the machine open and close theirs
 # (the API server suites listen on 127.0.0.1), and every process the rig starts runs in its
 # own network namespaces and is stopped by pid. up.sh saves it, down.sh compares:
 #   integration/cluster/host-state.sh > before.txt; ...; diff before.txt <(host-state.sh)
@@ -38,13 +38,15 @@ for key in net/ipv4/ip_forward net/ipv4/conf/all/forwarding net/ipv4/conf/all/ro
   printf '%s = %s\n' "$key" "$(cat "/proc/sys/$key" 2>/dev/null || echo absent)"
 done
 printf 'nf_conntrack hashsize = %s\n' "$(cat /sys/module/nf_conntrack/parameters/hashsize 2>/dev/null || echo absent)"
-# The root suites of integration/ name their namespaces knp-test-<pid>-... and knp-sim-<pid>-...
-# and remove them; another run of those beside the rig must not read as the rig's leftover.
-others='^(knp-test|knp-sim)-[0-9]+-'
+# Named network namespaces the rig could leave: its own (knp-...) and a pod's, had containerd
+# put it in /run/netns (cni-...). Others come and go with whoever else uses the machine (the
+# root suites of integration/ name theirs knp-test-<pid>-... and knp-sim-<pid>-...).
+ours='^(knp-|cni-)' others='^(knp-test|knp-sim)-[0-9]+-'
 section "network namespaces"
-ip netns list | grep -Ev "$others" || true
+{ ip netns list | awk '{print $1}' | grep -E "$ours" | grep -Ev "$others"; } || true
 section mounts
-awk '{print $5, $9}' /proc/self/mountinfo | grep -Ev "^/run/netns/(knp-test|knp-sim)-[0-9]+-" | sort
+awk '{print $5, $9}' /proc/self/mountinfo |
+  awk '$1 !~ "^/run/netns/" || $1 ~ "^/run/netns/(knp-|cni-)" && $1 !~ "^/run/netns/(knp-test|knp-sim)-[0-9]+-"' | sort
 section "cgroups (top level of each hierarchy)"
 for hierarchy in /sys/fs/cgroup/*/; do
   find "$hierarchy" -mindepth 1 -maxdepth 1 -type d | sort
