@@ -6,7 +6,9 @@
 # (cached after the first run), the root suites (real nftables inside network namespaces the
 # tests create and delete; the API server), the page of `kube-nftpol ui` in headless Chromium,
 # a one-iteration run of the compiler benchmark, a quick run of the benchmarks of
-# integration/bench, and 30 s of each cargo fuzz target.
+# integration/bench, 30 s of each cargo fuzz target, and the real-node rig (a two-node cluster
+# on ptp and on bridge, the agent as its DaemonSet, upstream e2e NetworkPolicy specs, the
+# README's user scenario).
 # Any suite that cannot run fails loudly; nothing is skipped silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,9 +91,18 @@ integration/bench/run.sh --quick
 
 # Both cargo fuzz targets (fuzz/), briefly: builds them (nightly, or stable with
 # RUSTC_BOOTSTRAP=1), installs cargo-fuzz if missing, fuzzes each from its committed seeds.
-# A crash fails the run and leaves its input in fuzz/artifacts/. Longer runs: see the README.
+# A crash fails the run and leaves its input in fuzz/artifacts/. Longer runs: docs/fuzzing.md.
 step "fuzzing: each cargo fuzz target for ${KNP_FUZZ_SECONDS:-30} s (fuzz/run.sh)"
 fuzz/run.sh "${KNP_FUZZ_SECONDS:-30}"
+
+# The real-node rig (integration/cluster/): a two-node v1.20.2 cluster of kubelets, containerd
+# and kube-proxy in network namespaces, once with ptp (kindnet's model) and once with bridge
+# (flannel's), the agent's image built from deploy/Dockerfile and run as its DaemonSet, a fixed
+# subset of the upstream e2e.test NetworkPolicy specs, and the README's user scenario; the
+# machine's own namespaces are compared before and after each cluster. Every e2e spec:
+# `sudo integration/cluster/run.sh --e2e full` (docs/real-cluster.md).
+step "real-node rig: ptp and bridge, the agent's DaemonSet, e2e NetworkPolicy subset, user scenario (integration/cluster/run.sh)"
+integration/cluster/run.sh --cni both --e2e subset
 
 step "all suites passed"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

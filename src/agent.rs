@@ -138,7 +138,11 @@ pub async fn run(config: Config, state: Arc<State>) -> anyhow::Result<()> {
     warn_about_other_engines(&nft).await;
 
     let (interfaces_tx, interfaces_rx) = watch::channel(PodInterfaces::new());
-    let interfaces = tokio::spawn(crate::dataplane::interfaces::watch(interfaces_tx));
+    let (bridged_tx, bridged_rx) = watch::channel(Vec::new());
+    let interfaces = tokio::spawn(crate::dataplane::interfaces::watch_with_bridges(
+        interfaces_tx,
+        Some(bridged_tx),
+    ));
     let (tx, rx) = watch::channel(None);
     state.recent_flows().follow(rx.clone());
     let clock = Arc::new(ChangeClock::default());
@@ -222,7 +226,10 @@ pub async fn run(config: Config, state: Arc<State>) -> anyhow::Result<()> {
     let result = control::control_loop(
         &config,
         rx,
-        interfaces_rx,
+        control::PodLinks {
+            interfaces: interfaces_rx,
+            bridged: bridged_rx,
+        },
         Dataplane::new(nft),
         &state,
         &clock,

@@ -117,7 +117,7 @@ const SUGGEST_EXAMPLE: &str = "\
 Example (the agents' drop logs, checked against the cluster, applied after review; NS is
 the agents' namespace):
   kubectl get ns,pods,netpol -A -o yaml > cluster.yaml
-  kubectl logs -n NS -l app=kube-nftpol --tail=-1 --max-log-requests=100 \\
+  kubectl logs -n NS -l app.kubernetes.io/name=kube-nftpol --tail=-1 --max-log-requests=100 \\
     | kube-nftpol suggest --manifests cluster.yaml > hints.yaml
   kubectl apply -f hints.yaml";
 

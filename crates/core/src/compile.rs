@@ -25,7 +25,8 @@
 //!   maps and on the destination through `ingress4`/`ingress6`. Base chain `input` does the
 //!   egress dispatch for packets from pods to the node's own addresses.
 //!   With no interface known (`kube-nftpol compile`, bridge CNIs) the anti-spoofing sets are
-//!   empty and none of these drops can match.
+//!   empty and none of these drops can match; on a bridge, `starting_pods` still covers the
+//!   bridge's addresses ([`compile_with_bridged`]).
 //! - Revocation ([`Options::revoke_established`]): sets `revoked4`/`6` hold the headers of
 //!   the packets of connections the agent ended (`ct original ip saddr . ct original ip daddr
 //!   . meta l4proto . th sport . th dport`, both directions, with timeouts; filled at run
@@ -244,6 +245,21 @@ pub fn compile_with_interfaces(
     interfaces: &PodInterfaces,
     options: &Options,
 ) -> Ruleset {
+    compile_with_bridged(snapshot, node, interfaces, &[], options)
+}
+
+/// [`compile_with_interfaces`], with `bridged`: the addresses behind the node's bridges (a
+/// bridge CNI's pod range, as the agent's `dataplane::interfaces` finds them). No veth names
+/// those pods, so anti-spoofing and the reused-address guards cannot cover them;
+/// `starting_pods` does, by address: while an isolated pod of the node waits for its IP, the
+/// bridged addresses no pod owns are dropped both ways, as the unclaimed veths' are.
+pub fn compile_with_bridged(
+    snapshot: &Snapshot,
+    node: &str,
+    interfaces: &PodInterfaces,
+    bridged: &[IpAddr],
+    options: &Options,
+) -> Ruleset {
     let mut sets = BTreeMap::new();
     let mut maps: BTreeMap<String, Vec<(IpAddr, MapVerdict)>> = BTreeMap::new();
     for direction in [Direction::Ingress, Direction::Egress] {
@@ -303,7 +319,7 @@ pub fn compile_with_interfaces(
             pod_chains.push(chain);
         }
     }
-    if let Some((chain, unclaimed)) = starting_pods_chain(snapshot, node, interfaces) {
+    if let Some((chain, unclaimed)) = starting_pods_chain(snapshot, node, interfaces, bridged) {
         for ip in unclaimed {
             for (direction, verdict) in [
                 (Direction::Ingress, MapVerdict::Goto(chain.name.clone())),

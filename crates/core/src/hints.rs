@@ -232,6 +232,9 @@ pub enum IssueKind {
     /// An address that a rule of a policy isolating the pod removes from its ipBlock with
     /// `except` (such as the cloud metadata address): denied on purpose, so not suggested.
     ExcludedOnPurpose,
+    /// The policed pod's namespace is not in the manifests checked against, or is being
+    /// deleted there: no policy can be created in it.
+    NamespaceGone,
 }
 
 impl fmt::Display for Issue {
@@ -394,6 +397,20 @@ fn expressible(
     pod: &FlowPod,
     snapshot: Option<&Snapshot>,
 ) -> Result<(Protocol, u16), (IssueKind, String)> {
+    if let Some(snapshot) = snapshot
+        && snapshot
+            .namespace(&pod.key.namespace)
+            .is_none_or(|namespace| namespace.terminating)
+    {
+        return Err((
+            IssueKind::NamespaceGone,
+            format!(
+                "namespace {} is being deleted or not in the manifests (deleted since the \
+                 drop?): no policy can be created there",
+                pod.key.namespace
+            ),
+        ));
+    }
     if pod.unknown {
         return Err((
             IssueKind::UnknownPod,

@@ -223,8 +223,10 @@ async fn run(settings: Settings) -> Result<()> {
     objects.push(client_egress_policy());
     // Namespaces first: the writes run in parallel, and a policy or pod in a namespace not yet
     // created is refused.
-    let (namespaces, rest): (Vec<Value>, Vec<Value>) =
-        objects.iter().cloned().partition(|o| o["kind"] == "Namespace");
+    let (namespaces, rest): (Vec<Value>, Vec<Value>) = objects
+        .iter()
+        .cloned()
+        .partition(|o| o["kind"] == "Namespace");
     create_all(&api.client, &namespaces).await?;
     create_all(&api.client, &rest).await?;
 

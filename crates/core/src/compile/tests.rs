@@ -948,7 +948,46 @@ fn veths_nobody_claims_are_dropped_while_an_isolated_pod_waits_for_its_ip() {
             .iter()
             .all(|c| c.name != STARTING_PODS_CHAIN)
     );
-    // Without known veths (offline compile, bridge CNIs) there is nothing to drop.
+    // Without known veths (offline compile) there is nothing to drop.
     let offline = compile(&snapshot, "n1", &options);
     assert!(offline.chains.iter().all(|c| c.name != STARTING_PODS_CHAIN));
+}
+
+#[test]
+fn bridged_addresses_nobody_claims_are_dropped_while_an_isolated_pod_waits_for_its_ip() {
+    // A bridge CNI: no veth route names a pod; the bridge's range does (interfaces.rs).
+    let mut snapshot = Snapshot::new();
+    snapshot.upsert_pod(pod("web", "known", "a", "n1", "10.0.0.2"));
+    let mut waiting = pod("web", "starting", "b", "n1", "10.0.0.2");
+    waiting.ips.clear();
+    snapshot.upsert_pod(waiting);
+    let bridged: Vec<IpAddr> = ["10.0.0.2", "10.0.0.3"]
+        .iter()
+        .map(|ip| ip.parse().unwrap())
+        .collect();
+    let none = PodInterfaces::new();
+    let options = Options::default();
+    let open = compile_with_bridged(&snapshot, "n1", &none, &bridged, &options);
+    assert!(open.chains.iter().all(|c| c.name != STARTING_PODS_CHAIN));
+
+    snapshot
+        .upsert_network_policy(&policy(
+            "web",
+            "deny-b",
+            json!({"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Egress"]}),
+        ))
+        .unwrap();
+    let closed = compile_with_bridged(&snapshot, "n1", &none, &bridged, &options);
+    let unclaimed: IpAddr = "10.0.0.3".parse().unwrap();
+    assert_eq!(
+        map_entries(&closed, "egress4"),
+        [(unclaimed, MapVerdict::Jump(STARTING_PODS_CHAIN.into()))]
+    );
+    assert_eq!(
+        map_entries(&closed, "ingress4"),
+        [(unclaimed, MapVerdict::Goto(STARTING_PODS_CHAIN.into()))]
+    );
+    // Nothing else keys on the bridge: no anti-spoofing pair, no guard.
+    assert_eq!(closed.set("pod_ifaces").unwrap().elements, []);
+    assert_eq!(map_entries(&closed, "pod_dests4"), []);
 }
