@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube_nftpol::compile::{self, Chain, Expr, Options, Rule, Ruleset};
+use kube_nftpol::dataplane::conntrack;
 use kube_nftpol::dataplane::kernel::{Kernel, RuleCounter};
 use kube_nftpol::dataplane::nft::Nft;
 use kube_nftpol::dataplane::objects::TableObjects;
@@ -1405,4 +1406,98 @@ fn the_tables_objects_over_netlink_are_those_nft_lists() {
     let applied = applied.unwrap();
     assert!(applied.maps.contains("egress4") && applied.sets.contains("pod_ifaces"));
     assert!(!applied.chains.contains("other") && !applied.sets.contains("allowed"));
+}
+
+/// Runs `job` on a thread inside `ns`: a netlink socket belongs to the namespace of the thread
+/// that opens it.
+fn inside<T: Send + 'static>(ns: &Netns, job: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{}", ns.0);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(path).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        job()
+    })
+    .join()
+    .unwrap()
+}
+
+/// The node's entry for the UDP flow `from` -> `to`.
+fn udp_entry(
+    node: &Netns,
+    from: &'static str,
+    to: &'static str,
+) -> Option<kube_nftpol::revoke::Connection> {
+    let listing = inside(node, conntrack::list).unwrap();
+    listing.connections.into_iter().find(|c| {
+        c.protocol == kube_nftpol::model::Protocol::Udp
+            && c.original.source.to_string() == from
+            && c.original.destination.to_string() == to
+    })
+}
+
+/// The node's connection tracking table read and changed over ctnetlink: a datagram routed
+/// through the node is listed with both tuples, deleted by its original tuple, gone after;
+/// deleting it again says so. The agent's table (its `ct state` rules) makes the namespace
+/// track connections.
+#[test]
+fn conntrack_entries_of_the_node_are_listed_and_deleted_over_netlink() {
+    let node = Netns::new();
+    forward(&node);
+    runtime().block_on(async {
+        let mut dp = Dataplane::new(Nft::in_netns(&node.0));
+        dp.apply(&ruleset(&Snapshot::new())).await.unwrap();
+    });
+    let a = routed_pod(&node, "vca", "10.0.0.1");
+    let b = routed_pod(&node, "vcb", "10.0.0.2");
+    // Nothing listens on b: the datagram still leaves an unreplied entry on the node.
+    udp_exchange(&a, ("10.0.0.1", 5555), ("10.0.0.2", 5353));
+    let entry = udp_entry(&node, "10.0.0.1:5555", "10.0.0.2:5353")
+        .expect("the node tracks the datagram's flow");
+    assert_eq!(entry.reply.source.to_string(), "10.0.0.2:5353");
+    assert_eq!(entry.reply.destination.to_string(), "10.0.0.1:5555");
+    assert_eq!(entry.zone, 0);
+    assert!(inside(&node, move || conntrack::delete(&entry)).unwrap());
+    assert_eq!(udp_entry(&node, "10.0.0.1:5555", "10.0.0.2:5353"), None);
+    assert!(!inside(&node, move || conntrack::delete(&entry)).unwrap());
+    delete_routed_pod(&node, "vca", a);
+    delete_routed_pod(&node, "vcb", b);
+}
+
+/// The agent's revoked sets take elements with timeouts, which the table's read-back neither
+/// compares nor fingerprints, and they can be taken out again.
+#[test]
+fn revoked_elements_are_added_with_timeouts_and_do_not_count_as_a_change() {
+    let ns = Netns::new();
+    runtime().block_on(async {
+        let nft = Nft::in_netns(&ns.0);
+        let mut dp = Dataplane::new(nft.clone());
+        let desired = ruleset(&cluster());
+        dp.apply(&desired).await.unwrap();
+        let element = compile::SetElement::Connection(
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            kube_nftpol::model::Protocol::Tcp,
+            40000,
+            80,
+        );
+        let set = compile::revoked_set_name(compile::Family::V4);
+        let script = compile::render_text::add_elements_with_timeout(
+            &set,
+            compile::Family::V4,
+            std::slice::from_ref(&element),
+            300,
+        );
+        nft.apply(&script).await.unwrap();
+        let listing = ns.nft(&["list", "set", "inet", "kube-nftpol", &set]);
+        assert!(
+            listing.contains("10.0.0.1 . 10.0.0.2 . tcp . 40000 . 80 timeout 5m"),
+            "{listing}"
+        );
+        assert_eq!(ns.summary(), Summary::of(&desired));
+        assert_eq!(dp.check().await.unwrap(), Check::Intact);
+        let script = compile::render_text::delete_elements(&set, compile::Family::V4, &[element]);
+        nft.apply(&script).await.unwrap();
+        let listing = ns.nft(&["list", "set", "inet", "kube-nftpol", &set]);
+        assert!(!listing.contains("10.0.0.1 . 10.0.0.2"), "{listing}");
+    });
 }

@@ -14,7 +14,8 @@
 //!   `Authorization` header does not survive the proxy (kubernetes/kubernetes#38775) and ours
 //!   does; agents that do not answer are named with why, and the exit status says so.
 //!   `kube-nftpol suggest --cluster` suggests from the same windows, checked against the live
-//!   cluster, and marks its output incomplete while agents do not answer.
+//!   cluster, and marks its output incomplete while agents do not answer; `kube-nftpol graph
+//!   --cluster` draws them.
 //!
 //! Needs kube-apiserver and kubectl v1.20.2 (`sudo integration/apiserver/build.sh`, or
 //! `$KNP_APISERVER_BIN`), `etcd`, `openssl`, `curl`; the pod proxy test needs root (`ip netns`,
@@ -431,6 +432,18 @@ fn suggest_cli(server: &ApiServer, user: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `kube-nftpol graph --cluster --format mermaid` as the reader, agents on `port`.
+fn graph_cli(server: &ApiServer, port: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kube-nftpol"))
+        .args(["graph", "--cluster", "--format", "mermaid", "--kubeconfig"])
+        .arg(server.user_kubeconfig_path(READER))
+        .args(["--agent-port", port])
+        .env_remove("KUBE_NFTPOL_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// [`suggest_cli`] with `--format json`, which must exit with `status`: its report.
 fn suggest_json(server: &ApiServer, user: &str, args: &[&str], status: i32) -> serde_json::Value {
     let args: Vec<&str> = args.iter().copied().chain(["--format", "json"]).collect();
@@ -680,6 +693,17 @@ fn kube_nftpol_flows_reads_every_agent_through_the_api_servers_pod_proxy() {
         stderr.contains("2 agents did not answer: the suggestions lack their nodes' flows"),
         "{stderr}"
     );
+    // graph --cluster draws what it has and names the agents that did not answer.
+    let out = graph_cli(&server, &port);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: agent kube-nftpol-c (node node-3) did not answer: the pod is not running"
+        ),
+        "{stderr}"
+    );
+    assert!(text(&out.stdout).contains("8080"));
 
     // Every agent answers: exit 0.
     // Forced: no kubelet confirms a graceful deletion here.
@@ -701,6 +725,17 @@ fn kube_nftpol_flows_reads_every_agent_through_the_api_servers_pod_proxy() {
     let suggested = suggest_json(&server, READER, &["--agent-port", &port], 0);
     assert!(suggested.get("missing_agents").is_none(), "{suggested:#}");
     assert_web_and_api_allowed(&suggested);
+    // graph --cluster draws the same windows: web's replicas to api are one edge.
+    let out = graph_cli(&server, &port);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.starts_with("flowchart"), "{stdout}");
+    assert!(
+        stdout.contains("web") && stdout.contains("api") && stdout.contains("prober"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("8080"), "{stdout}");
+    assert!(!stderr.contains("did not answer"), "{stderr}");
 
     // The tenant reads shop's flows, and only with -n shop.
     let report = flows_json(&server, TENANT, &["--agent-port", &port, "-n", "shop"], 0);

@@ -10,6 +10,7 @@
 //!                                                  \-> recent flows window --> /flows, /hints
 //! rule counters (every few seconds, on scrape) --> flowmetrics --> /metrics
 //! snapshots (at most once a minute, on the blocking pool) --> lint --> posture metric
+//! applied snapshots --> conntrack: end what they deny (revoked sets, delete) --> revoke lines
 //! ```
 //!
 //! Snapshots arrive on a `watch` channel, so a burst of changes collapses into the latest one
@@ -24,12 +25,14 @@ mod control;
 mod drop_log;
 mod posture;
 mod recent_flows;
+mod revocation;
 mod state;
 
 pub use control::{ApplyKind, ApplyLabels, ControlMetrics};
 pub use drop_log::{DropLogMetrics, DropLogOptions};
 pub use posture::{FindingLabels, PostureMetrics, PostureOptions};
 pub use recent_flows::{MAX_FLOWS as MAX_RECENT_FLOWS, Occupancy, RecentFlows, Report};
+pub use revocation::{REVOKED_TIMEOUT, RevocationMetrics, RevokedLabels, revocation_line};
 pub use state::{Metrics, State};
 
 use std::net::SocketAddr;
@@ -135,7 +138,11 @@ pub async fn run(config: Config, state: Arc<State>) -> anyhow::Result<()> {
     warn_about_other_engines(&nft).await;
 
     let (interfaces_tx, interfaces_rx) = watch::channel(PodInterfaces::new());
-    let interfaces = tokio::spawn(crate::dataplane::interfaces::watch(interfaces_tx));
+    let (bridged_tx, bridged_rx) = watch::channel(Vec::new());
+    let interfaces = tokio::spawn(crate::dataplane::interfaces::watch_with_bridges(
+        interfaces_tx,
+        Some(bridged_tx),
+    ));
     let (tx, rx) = watch::channel(None);
     state.recent_flows().follow(rx.clone());
     let clock = Arc::new(ChangeClock::default());
@@ -200,17 +207,38 @@ pub async fn run(config: Config, state: Arc<State>) -> anyhow::Result<()> {
         config.posture.clone(),
         metrics.posture,
     ));
+    let (applied_tx, applied_rx) = watch::channel(None);
+    let revocation = config.compile.revoke_established.then(|| {
+        tokio::spawn(revocation::run(
+            revocation::Revoker {
+                node: config.node_name.clone(),
+                audit_all: config.compile.audit_all,
+                format: config.drop_log.format,
+                nft: nft.clone(),
+                metrics: metrics.revocation.clone(),
+                state: Arc::clone(&state),
+            },
+            applied_rx,
+        ))
+    });
     info!(node = %config.node_name, source = %config.source, addr = %config.metrics_addr, "agent started");
 
     let result = control::control_loop(
         &config,
         rx,
-        interfaces_rx,
+        control::PodLinks {
+            interfaces: interfaces_rx,
+            bridged: bridged_rx,
+        },
         Dataplane::new(nft),
         &state,
         &clock,
+        &applied_tx,
     )
     .await;
+    if let Some(revocation) = revocation {
+        revocation.abort();
+    }
     interfaces.abort();
     drops.abort();
     flow_counters.abort();

@@ -13,6 +13,9 @@
 //! - [`flows`]: `kube-nftpol flows`, every agent's recent flows merged by workload.
 //! - [`cluster_flows`]: reads every agent's `/flows` through the API server's pod proxy.
 //! - [`reader_token`]: the bearer token sent to the agents.
+//! - [`graph`]: `kube-nftpol graph`, the workload graph of flow lines (DOT, Mermaid, JSON).
+//! - [`ui`]: `kube-nftpol ui`, the local page: the graph, the flows to tick, their policies.
+//! - [`flow_source`]: where `suggest`, `graph` and `ui` read flow lines and the cluster.
 //! - [`flow`]: the values `--from`, `--to` and `--port` take.
 //! - [`drop_line`]: drop-log lines as flows, for `explain --drop-log`.
 //! - [`uninstall`]: `kube-nftpol uninstall`, removes the agent's table from a node.
@@ -26,13 +29,16 @@ pub mod compile;
 pub mod drop_line;
 pub mod explain;
 pub mod flow;
+pub mod flow_source;
 pub mod flows;
+pub mod graph;
 pub mod lint;
 pub mod load;
 pub mod logging;
 pub mod malloc;
 pub mod reader_token;
 pub mod suggest;
+pub mod ui;
 pub mod uninstall;
 
 use std::io::{self, Write};
@@ -111,7 +117,7 @@ const SUGGEST_EXAMPLE: &str = "\
 Example (the agents' drop logs, checked against the cluster, applied after review; NS is
 the agents' namespace):
   kubectl get ns,pods,netpol -A -o yaml > cluster.yaml
-  kubectl logs -n NS -l app=kube-nftpol --tail=-1 --max-log-requests=100 \\
+  kubectl logs -n NS -l app.kubernetes.io/name=kube-nftpol --tail=-1 --max-log-requests=100 \\
     | kube-nftpol suggest --manifests cluster.yaml > hints.yaml
   kubectl apply -f hints.yaml";
 
@@ -120,6 +126,17 @@ Examples (the token's user needs the ClusterRole kube-nftpol-flow-reader, the ku
 the Role kube-nftpol-flow-reader in the agents' namespace: deploy/flow-reader.yaml):
   kube-nftpol flows
   kube-nftpol flows -n shop --format json --token \"$(kubectl create token flow-reader)\"";
+const GRAPH_EXAMPLE: &str = "\
+Examples (deploy/examples is a demo cluster with flows observed in it):
+  kube-nftpol graph --manifests deploy/examples --flows deploy/examples/observed-flows.jsonl \\
+    | dot -Tsvg > flows.svg
+  kube-nftpol graph --manifests deploy/examples --flows deploy/examples/observed-flows.jsonl \\
+    --policy docs/graph/dns-from-payments-only.yaml --format mermaid";
+
+const UI_EXAMPLE: &str = "\
+Example (deploy/examples is a demo cluster with flows observed in it):
+  kube-nftpol ui --manifests deploy/examples --flows deploy/examples/observed-flows.jsonl
+  # then open http://127.0.0.1:9641/";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -157,6 +174,20 @@ pub enum Command {
     /// no agent could be asked.
     #[command(after_help = FLOWS_EXAMPLES)]
     Flows(flows::FlowsArgs),
+    /// Draw the workload graph of flow lines (stdin or --flows): DOT, Mermaid or JSON
+    ///
+    /// Namespaces as groups, workloads as nodes, one edge per flow between workloads with its
+    /// protocol, port and number of flows; allowed, audited and denied drawn apart. --policy
+    /// previews what candidate policies would newly deny. Exit status: 0 printed, 1 no flows,
+    /// 2 bad input.
+    #[command(after_help = GRAPH_EXAMPLE)]
+    Graph(graph::GraphArgs),
+    /// Serve a local page: the flow graph, the flows to tick, the policies that allow them
+    ///
+    /// Reads the flows (stdin or --flows) and the cluster (--manifests) once, then serves on
+    /// loopback until Ctrl-C; prints the page's address on stdout.
+    #[command(after_help = UI_EXAMPLE)]
+    Ui(ui::UiArgs),
 }
 
 impl Command {
@@ -178,7 +209,7 @@ pub enum Outcome {
     Success,
     /// `explain` found the flow denied. Exit status 1.
     Denied,
-    /// `suggest` found nothing to suggest. Exit status 1.
+    /// `suggest` found nothing to suggest, `graph` no flows to draw. Exit status 1.
     NothingFound,
     /// `flows`: some agents did not answer (the others' flows were printed). Exit status 1.
     Incomplete,
@@ -209,6 +240,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Uninstall(args) => uninstall::run(&args),
         Command::Suggest(args) => suggest::run(&args),
         Command::Flows(args) => flows::run(&args),
+        Command::Graph(args) => graph::run(&args),
+        Command::Ui(args) => ui::run(&args),
     }
 }
 
@@ -223,6 +256,15 @@ fn write_stdout(text: &str) -> io::Result<()> {
         Err(error) if error.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other,
     }
+}
+
+/// Parses `kube-nftpol COMMAND ARGS...` to its [`Command`], for the subcommands' flag tests.
+#[cfg(test)]
+fn parse_command(command: &str, args: &[&str]) -> Result<Command, clap::Error> {
+    let words = ["kube-nftpol", command]
+        .into_iter()
+        .chain(args.iter().copied());
+    Cli::try_parse_from(words).map(|cli| cli.command)
 }
 
 #[cfg(test)]

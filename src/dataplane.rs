@@ -49,8 +49,11 @@
 //! ```
 //!
 //! [`interfaces`] stands apart: the node's pod-IP-to-veth mapping, learned over rtnetlink for
-//! the agent, which uses none of the others and is used by none of them.
+//! the agent, which uses none of the others and is used by none of them. So does
+//! [`conntrack`]: the node's tracked connections over ctnetlink, listed and deleted for the
+//! agent's revocation pass.
 
+pub mod conntrack;
 pub mod interfaces;
 pub mod kernel;
 pub mod nft;

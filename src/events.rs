@@ -16,9 +16,9 @@
 pub mod denied;
 pub mod invalid_policy;
 
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::runtime::events::{Event, Recorder, Reporter};
+use kube::{Api, Client};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
@@ -75,7 +75,8 @@ impl Events {
             instance: Some(node),
         };
         let writer = Writer {
-            recorder: Recorder::new(client, reporter),
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
             metrics: metrics.clone(),
         };
         tokio::spawn(writer.run(invalid_rx, denied_rx));
@@ -111,6 +112,8 @@ impl Events {
 /// The writer task's state.
 struct Writer {
     recorder: Recorder,
+    /// Reads a denied pod's uid (the snapshot keeps none).
+    client: Client,
     metrics: Metrics,
 }
 
@@ -134,10 +137,30 @@ impl Writer {
                     let Some(held_back) = limiter.admit(pod, std::time::Instant::now()) else {
                         continue;
                     };
-                    let (event, reference) = denied::event(&line, held_back);
+                    // One read of the pod's metadata per Event (at most one a minute per pod).
+                    let Some(uid) = self.pod_uid(&line).await else { continue };
+                    let (event, reference) = denied::event(&line, held_back, uid);
                     self.publish(&event, &reference, denied::REASON).await;
                 }
                 else => return,
+            }
+        }
+    }
+
+    /// The uid of the line's pod; `None` when the pod is gone (no Event then) or cannot be
+    /// read (counted).
+    async fn pod_uid(&self, line: &FlowLine) -> Option<Option<String>> {
+        let pods = Api::<Pod>::namespaced(self.client.clone(), &line.pod.namespace);
+        match pods.get_metadata_opt(&line.pod.name).await {
+            Ok(Some(pod)) => Some(pod.metadata.uid),
+            Ok(None) => {
+                debug!(pod = %format!("{}/{}", line.pod.namespace, line.pod.name), "pod gone; no PolicyDenied Event");
+                None
+            }
+            Err(error) => {
+                self.metrics.errors.inc();
+                warn!(%error, "cannot read the pod of a PolicyDenied Event");
+                None
             }
         }
     }

@@ -1,7 +1,7 @@
 //! kube-nftpol: Kubernetes NetworkPolicy enforcement with nftables. This crate is the agent and
 //! the command line around the pure core ([`kube_nftpol_core`], re-exported here as
-//! [`model`], [`policy`], [`compile`], [`manifest`], [`flow_line`], [`flows`], [`hints`] and
-//! [`lint`]).
+//! [`model`], [`policy`], [`compile`], [`manifest`], [`flow_line`], [`flows`], [`hints`],
+//! [`lint`], [`graph`] and [`revoke`]).
 //!
 //! Data flows one way:
 //!
@@ -23,6 +23,8 @@
 //! - [`access`]: who may read the agent's flows (`/flows`, `/hints`): Kubernetes bearer tokens,
 //!   reviewed by the API server.
 //! - [`agent`]: the node agent, wiring the above; it owns the state they share.
+//! - [`ui`]: the local page of `kube-nftpol ui` (the flow graph, the flows to tick, their
+//!   policies), served on loopback.
 //! - [`cli`]: the command line.
 
 pub mod access;
@@ -35,8 +37,9 @@ pub mod flowmetrics;
 pub mod http;
 pub mod metrics;
 pub mod source;
+pub mod ui;
 
 pub use kube_nftpol_core::{
-    CompileOptions, Flow, Ruleset, Snapshot, Verdict, compile, evaluate, flow_line, flows, hints,
-    lint, manifest, model, policy,
+    CompileOptions, Flow, Ruleset, Snapshot, Verdict, compile, evaluate, flow_line, flows, graph,
+    hints, lint, manifest, model, policy, revoke,
 };

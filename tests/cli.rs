@@ -104,6 +104,8 @@ fn compile_prints_the_nodes_table_with_its_pod_chains() {
         "chain prerouting {",
         "chain postrouting {",
         "chain input {",
+        "chain forward {",
+        "chain revoked {",
         "chain eg_web_frontend-1 {",
         "chain in_api_backend-1 {",
         "chain in_ops_prober {",
@@ -114,7 +116,7 @@ fn compile_prints_the_nodes_table_with_its_pod_chains() {
     assert!(!text.contains("chain in_api_backend-2"), "{text}");
     // The named port `http` resolved on each destination pod for the frontend's egress.
     assert!(text.contains("10.244.2.20 . tcp . 8080"), "{text}");
-    assert_eq!(text.matches("\tchain ").count(), 6, "{text}");
+    assert_eq!(text.matches("\tchain ").count(), 8, "{text}");
 }
 
 #[test]

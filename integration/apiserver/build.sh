@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver and kubectl v1.20.2 from Debian bookworm's `kubernetes` source package
-# for the suites that need a real API server (../shared/NOTES.md, section 5). Run as root:
+# Builds Kubernetes v1.20.2 from Debian bookworm's `kubernetes` source package, one source tree
+# and one build for everything the tests run (../shared/NOTES.md, sections 5 and 8). Run as root:
 #   bin=$(sudo integration/apiserver/build.sh | tail -1)
-# The binaries are cached outside the repository, in $KNP_APISERVER_CACHE/bin (default
-# /var/cache/kube-nftpol/k8s-v1.20.2/bin); when both are there and run, this only prints that
-# directory. A cold build (packages, 34 MB of source, code generation, go build) takes about
-# 5 minutes on 2 cores and 1.4 GB of memory; its work directory (about 2 GB at its peak) is
-# removed afterwards. Progress goes to stderr; stdout is only the bin directory.
+# Into $KNP_APISERVER_CACHE/bin (default /var/cache/kube-nftpol/k8s-v1.20.2/bin), outside the
+# repository:
+#   kube-apiserver, kubectl          the API server suites (integration/support/apiserver.rs)
+#   kubelet, kube-proxy, kube-scheduler, kube-controller-manager
+#                                    the real-node rig (integration/cluster/)
+#   agnhost                          the upstream e2e test image's binary (test/images/agnhost)
+#   e2e.test, ginkgo                 the upstream e2e suites (`go test -c k8s.io/kubernetes/test/e2e`)
+#                                    and the runner that runs their specs in parallel
+#   pause                            the pod sandbox binary (build/pause/linux/pause.c, gcc -static)
+# When they are all there and run, this only prints that directory. A cold build (packages,
+# 34 MB of source, code generation, go build, go test -c) takes about 10 minutes on 2 cores and
+# 1.5 GB of memory; its work directory (about 3 GB at its peak) is removed afterwards. Progress
+# goes to stderr; stdout is only the bin directory.
 set -euo pipefail
 
 version=1.20.2
@@ -44,7 +52,25 @@ install_missing() {
 # What running the server needs (start.sh, integration/support/apiserver.rs).
 install_missing /usr/bin/etcd etcd-server /usr/bin/openssl openssl /usr/bin/curl curl
 
-built() { "$bin/kube-apiserver" --version >/dev/null 2>&1 && "$bin/kubectl" version --client >/dev/null 2>&1; }
+# Every binary the cache holds, and the Go package of each built by `go build` (e2e.test is
+# `go test -c`, pause is C). A cache that lacks some (made by an older build.sh) gets only
+# those, from the same source tree.
+binaries=(kube-apiserver kubectl kubelet kube-proxy kube-scheduler kube-controller-manager agnhost
+  ginkgo e2e.test pause)
+declare -A package=([kube-apiserver]=cmd/kube-apiserver [kubectl]=cmd/kubectl [kubelet]=cmd/kubelet
+  [kube-proxy]=cmd/kube-proxy [kube-scheduler]=cmd/kube-scheduler
+  [kube-controller-manager]=cmd/kube-controller-manager [agnhost]=test/images/agnhost
+  [ginkgo]=vendor/github.com/onsi/ginkgo/ginkgo)
+missing() {
+  local b
+  for b in "${binaries[@]}"; do [ -x "$bin/$b" ] || echo "$b"; done
+}
+built() {
+  local b
+  for b in "${binaries[@]}"; do [ -x "$bin/$b" ] || return 1; done
+  "$bin/kube-apiserver" --version >/dev/null 2>&1 && "$bin/kubectl" version --client >/dev/null 2>&1 &&
+    "$bin/kubelet" --version >/dev/null 2>&1
+}
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9 # one build at a time; a second caller waits, then finds the binaries
@@ -53,9 +79,12 @@ if built; then
   exit 0
 fi
 
-say "building kube-apiserver and kubectl v$version into $bin"
+mapfile -t need < <(missing)
+[ ${#need[@]} -gt 0 ] || need=("${binaries[@]}") # all there but one does not run: all again
+say "building ${need[*]} v$version into $bin"
 install_missing "$go_root/bin/go" golang-1.19-go "$reflect2/reflect2.go" golang-github-modern-go-reflect2-dev \
-  /usr/bin/dpkg-source dpkg-dev /usr/bin/xz xz-utils
+  /usr/bin/dpkg-source dpkg-dev /usr/bin/xz xz-utils /usr/bin/gcc gcc \
+  /usr/lib/x86_64-linux-gnu/libc.a libc6-dev
 
 work=$cache/work
 rm -rf "$work"
@@ -129,15 +158,40 @@ for kv in gitVersion=v$version gitMajor=1 gitMinor=20 gitTreeState=clean buildDa
     ldflags+=" -X k8s.io/kubernetes/vendor/k8s.io/$pkg.$kv"
   done
 done
-say "go build cmd/kube-apiserver cmd/kubectl (about 4 minutes on 2 cores)"
 mkdir -p "$work/out"
-go build -ldflags "$ldflags" -o "$work/out/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl
+commands=()
+for b in "${need[@]}"; do [ -z "${package[$b]:-}" ] || commands+=("k8s.io/kubernetes/${package[$b]}"); done
+if [ ${#commands[@]} -gt 0 ]; then
+  say "go build ${commands[*]#k8s.io/kubernetes/} (about 7 minutes on 2 cores for all of them)"
+  go build -ldflags "$ldflags" -o "$work/out/" "${commands[@]}"
+fi
+
+if [[ " ${need[*]} " == *" e2e.test "* ]]; then
+  # The tarball lacks test/e2e/generated/bindata.go (the manifests and fixtures e2e.test
+  # carries). Generate it with the vendored go-bindata as hack/generate-bindata.sh does.
+  say "generating test/e2e/generated/bindata.go"
+  go build -o "$work/go-bindata" k8s.io/kubernetes/vendor/github.com/go-bindata/go-bindata/go-bindata
+  "$work/go-bindata" -nometadata -o test/e2e/generated/bindata.go -pkg generated \
+    -ignore .jpg -ignore .png -ignore .md -ignore 'BUILD(\.bazel)?' \
+    test/conformance/testdata/... test/e2e/testing-manifests/... test/e2e_node/testing-manifests/... \
+    test/images/... test/fixtures/...
+  gofmt -s -w test/e2e/generated/bindata.go
+  say "go test -c k8s.io/kubernetes/test/e2e (about 3 minutes more)"
+  go test -c -ldflags "$ldflags" -o "$work/out/e2e.test" k8s.io/kubernetes/test/e2e
+fi
+
+if [[ " ${need[*]} " == *" pause "* ]]; then
+  # The pod sandbox: Kubernetes' own pause, static, as build/pause/Makefile builds it.
+  say "gcc -static build/pause/linux/pause.c"
+  gcc -Os -Wall -Werror -static -DVERSION=v3.4.1-knp -o "$work/out/pause" build/pause/linux/pause.c
+  strip "$work/out/pause"
+fi
 
 mkdir -p "$bin"
-mv "$work/out/kube-apiserver" "$work/out/kubectl" "$bin/"
+for b in "${need[@]}"; do mv "$work/out/$b" "$bin/"; done
 built || {
   say "the built binaries do not run"
   exit 1
 }
-say "done: $("$bin/kube-apiserver" --version), kubectl $("$bin/kubectl" version --client --short)"
+say "done: $("$bin/kube-apiserver" --version), kubectl $("$bin/kubectl" version --client --short), $(cd "$bin" && echo "${binaries[*]}")"
 echo "$bin"

@@ -4,9 +4,13 @@
 #   integration/kind/run.sh --e2e      # ... then the upstream [Feature:NetworkPolicy] suite
 #   integration/kind/run.sh --delete   # remove the cluster
 # Steps: create a cluster with no policy-enforcing CNI (ptp + host-local, no kindnetd), build
-# the image, load it into kind, apply deploy/, then a default-deny scenario: an allowed and a
-# denied connection, the drop log line (kubectl logs), the metrics, and the suggested policy.
-# Not run on the development machine (no Docker engine there); vagrant/ runs it in a VM.
+# the image, load it into kind, apply deploy/, then the README's user scenario
+# (integration/user-scenario.sh, the one integration/cluster/run.sh runs on real nodes here):
+# default deny, an allowed and a denied connection, the drop log line (kubectl logs), the
+# metrics, the suggested policy (kube-nftpol suggest over every agent's log) applied and the
+# flow then allowed, the PolicyDenied Event. Not run on the development machine (no Docker
+# engine there); vagrant/ runs it in a VM; integration/cluster/ runs the same steps on a real
+# cluster without Docker.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cluster=${KIND_CLUSTER:-kube-nftpol}
@@ -23,7 +27,7 @@ for tool in docker kind kubectl; do
 done
 
 say "kind cluster $cluster (no default CNI)"
-if ! kind get clusters | grep -qx "$cluster"; then
+if ! grep -qx "$cluster" <<<"$(kind get clusters)"; then
   kind create cluster --name "$cluster" --config integration/kind/kind-config.yaml
 fi
 
@@ -50,7 +54,7 @@ for node in $nodes; do
 done
 kc wait --for=condition=Ready nodes --all --timeout=180s
 for node in $nodes; do
-  if docker exec "$node" nft list tables 2>/dev/null | grep -q kindnet; then
+  if grep -q kindnet <<<"$(docker exec "$node" nft list tables 2>/dev/null)"; then
     echo "warning: $node has kindnet's policy table; its verdicts would add to ours" >&2
   fi
 done
@@ -63,70 +67,22 @@ say "kubectl apply -k deploy/"
 kc apply -k deploy/
 kc -n kube-system rollout status ds/kube-nftpol --timeout=180s
 
-say "scenario: namespace demo, default deny ingress, web allows only app=frontend"
-kc apply -f - <<'YAML'
-apiVersion: v1
-kind: Namespace
-metadata: {name: demo}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: demo, labels: {app: web}}
-spec:
-  containers:
-  - {name: web, image: registry.k8s.io/e2e-test-images/agnhost:2.47, args: [netexec, --http-port=8080]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: frontend, namespace: demo, labels: {app: frontend}}
-spec:
-  containers:
-  - {name: c, image: registry.k8s.io/e2e-test-images/agnhost:2.47, args: [pause]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: intruder, namespace: demo, labels: {app: intruder}}
-spec:
-  containers:
-  - {name: c, image: registry.k8s.io/e2e-test-images/agnhost:2.47, args: [pause]}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: default-deny-ingress, namespace: demo}
-spec: {podSelector: {}, policyTypes: [Ingress]}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: web-from-frontend, namespace: demo}
-spec:
-  podSelector: {matchLabels: {app: web}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: frontend}}}]
-    ports: [{port: 8080}]
-YAML
-kc -n demo wait --for=condition=Ready pod --all --timeout=180s
-web=$(kc -n demo get pod web -o jsonpath='{.status.podIP}')
-connect() { kc -n demo exec "$1" -- /agnhost connect --timeout=3s "$web:8080"; }
-if connect frontend; then echo "frontend -> web: allowed (as the policy says)"; else echo "frontend -> web: FAILED" >&2; exit 1; fi
-if connect intruder; then echo "intruder -> web: connected, but policy denies it" >&2; exit 1; else echo "intruder -> web: denied"; fi
-
-say "the drop log line (kubectl logs)"
-sleep 2
-kc -n kube-system logs -l app.kubernetes.io/name=kube-nftpol --tail=-1 --prefix=false \
-  | grep '"namespace":"demo"' | tail -3
-
-say "metrics of the agent on web's node"
-node=$(kc -n demo get pod web -o jsonpath='{.spec.nodeName}')
-docker exec "$node" sh -c 'curl -s localhost:9640/metrics 2>/dev/null || wget -qO- localhost:9640/metrics' \
-  | grep -E '^kube_nftpol_(flows|flowlog_records|programming_latency_seconds_count|ruleset)' || true
-
-say "suggested policy for what was denied"
-if kc -n kube-system exec ds/kube-nftpol -- kube-nftpol suggest --help >/dev/null 2>&1; then
-  kc -n kube-system logs -l app.kubernetes.io/name=kube-nftpol --tail=-1 --prefix=false \
-    | kc -n kube-system exec -i ds/kube-nftpol -- kube-nftpol suggest --namespace demo || true
-else
-  echo "(this build has no suggest command)"
-fi
+say "the user scenario of the README (integration/user-scenario.sh, shared with integration/cluster/)"
+# What the scenario needs: kubectl on this cluster, an agent's /metrics from inside its node,
+# the kube-nftpol command (the image's binary, run by Docker beside the cluster), an agnhost.
+# shellcheck source=integration/user-scenario.sh
+. integration/user-scenario.sh
+kubectl() { command kubectl --context "kind-$cluster" "$@"; }
+agent_metrics() { docker exec "$1" curl -fsS http://127.0.0.1:9640/metrics; }
+kube-nftpol() {
+  docker run --rm -i -v "$scenario_dir:$scenario_dir" -w "$scenario_dir" \
+    --entrypoint /usr/local/bin/kube-nftpol "$image" "$@"
+}
+scenario_image=registry.k8s.io/e2e-test-images/agnhost:2.47
+scenario_dir=$(mktemp -d)
+trap 'rm -rf "$scenario_dir"' EXIT
+mapfile -t workers < <(kind get nodes --name "$cluster" | grep -v control-plane | sort)
+user_scenario "${workers[0]}" "${workers[1]}"
 
 if [ "${1:-}" = "--e2e" ]; then
   say "upstream [Feature:NetworkPolicy] e2e suite"

@@ -10,9 +10,15 @@
 # ~/.cargo/bin out of PATH). Both print what is missing and return 2, which ends a script
 # that runs with `set -e`.
 
-# The Debian packages behind the commands every root script of the repository uses.
+# The Debian packages behind the commands every root script of the repository uses
+# (conntrack: the programming benchmark fills a node's connection tracking table with it).
 KNP_BASE_PACKAGES=(nft:nftables ip:iproute2 ss:iproute2 sysctl:procps cc:build-essential
-  python3:python3)
+  python3:python3 conntrack:conntrack)
+
+# What the test command (integration/test-all.sh) needs besides: ping for the root suites,
+# Graphviz's dot to check `kube-nftpol graph`'s DOT (tests/graph.rs), and Chromium, Node.js and
+# npm for the page of `kube-nftpol ui` in a headless browser (integration/ui_browser.rs).
+KNP_TEST_PACKAGES=(ping:iputils-ping dot:graphviz chromium:chromium node:nodejs npm:npm)
 
 knp_need_packages() {
   local pair need=()

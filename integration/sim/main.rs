@@ -14,7 +14,8 @@
 //! - [`kube_proxy`]: the Service DNAT table;
 //! - [`servers`] and [`sctp`]: what runs in the pods, and SCTP INITs on the wire;
 //! - [`probes`]: TCP, UDP and SCTP probes, many at once; [`steady`]: probe loops under
-//!   change, every attempt timed;
+//!   change, every attempt timed; [`streams`]: long-lived TCP and UDP connections whose ends
+//!   both send and check numbered messages;
 //! - [`scenario`]: the hand-written policies and flows of the restart and change suites;
 //! - [`agent`]: processes inside node namespaces (the agent under test);
 //! - [`enforcer`]: what loads policy into the kernels, pluggable ([`enforcer::Mode`]);
@@ -29,7 +30,10 @@
 //!   allowed block's are dropped at their veth), [`suite_tamper`] (the agent's table flushed,
 //!   deleted or edited behind its back: repaired within the interval, the gap measured),
 //!   [`suite_churn`] (1,000 pods with reused IPs and changing policies through the API server:
-//!   nothing wrongly allowed, the final table exactly the compiled one), [`suite_hostile`]
+//!   nothing wrongly allowed, the final table exactly the compiled one), [`suite_revoke`]
+//!   (changes that deny end established TCP and UDP connections at both ends, through pod and
+//!   Service IPs, logged as `revoke`; allowed ones never notice, even under a flood of
+//!   changes), [`suite_hostile`]
 //!   (invalid and extreme policies and names: fail closed, verdicts equal `evaluate`, errors
 //!   reported).
 //! - [`bench`]: the benchmarks that run on the simulator, `#[ignore]`d
@@ -68,6 +72,7 @@ mod sctp;
 mod servers;
 mod setns;
 mod steady;
+mod streams;
 
 mod suite_api;
 mod suite_audit_metrics;
@@ -81,6 +86,7 @@ mod suite_hostile;
 mod suite_observe;
 mod suite_policy_change;
 mod suite_restart;
+mod suite_revoke;
 mod suite_spoof;
 mod suite_tamper;
 

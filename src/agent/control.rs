@@ -1,7 +1,9 @@
 //! The agent's control loop: source, snapshot, compile, dataplane. It owns the desired
 //! ruleset, the sticky pod-address bindings and the programming metrics; it releases the
-//! readiness latch once the first ruleset is verified in the kernel.
+//! readiness latch once the first ruleset is verified in the kernel, and hands each snapshot
+//! whose changed ruleset the kernel now enforces to the revocation pass.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -102,23 +104,37 @@ impl ControlMetrics {
     }
 }
 
+/// What the interface watcher reports: the pods' host-side veths, and the addresses of pods
+/// behind a bridge (no veth of their own to dispatch on).
+pub(super) struct PodLinks {
+    pub(super) interfaces: watch::Receiver<PodInterfaces>,
+    pub(super) bridged: watch::Receiver<Vec<IpAddr>>,
+}
+
 /// Applies each snapshot, each change of the pods' interfaces and, every resync interval, checks
 /// the table and repairs it; returns on SIGTERM or SIGINT, or when the source stops.
 pub(super) async fn control_loop(
     config: &Config,
     mut snapshots: watch::Receiver<Option<Arc<Loaded>>>,
-    mut interfaces: watch::Receiver<PodInterfaces>,
+    links: PodLinks,
     mut dataplane: Dataplane,
     state: &State,
     clock: &ChangeClock,
+    applied: &watch::Sender<Option<Arc<Loaded>>>,
 ) -> anyhow::Result<()> {
     let metrics = &state.metrics().control;
+    let PodLinks {
+        mut interfaces,
+        mut bridged,
+    } = links;
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
     let mut desired: Option<Ruleset> = None;
     let mut loaded: Option<Arc<Loaded>> = None;
     let mut interfaces_open = true;
+    let mut bridged_open = true;
+    let mut bridges_reported = false;
     let mut bindings = Bindings::default();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
@@ -130,13 +146,20 @@ pub(super) async fn control_loop(
                 }
                 loaded = snapshots.borrow_and_update().clone();
                 let Some(current) = &loaded else { continue };
-                let ruleset = compile_node(config, current, &mut bindings, &interfaces.borrow());
+                let ruleset = compile_node(
+                    config,
+                    current,
+                    &mut bindings,
+                    &interfaces.borrow(),
+                    &bridged.borrow(),
+                );
                 let enforced = apply(&mut dataplane, &ruleset, state).await;
-                if enforced && let Some(seen) = clock.take() {
+                if enforced.is_some() && let Some(seen) = clock.take() {
                     let latency = seen.elapsed();
                     metrics.programming_latency.observe(latency.as_secs_f64());
                     debug!(micros = latency.as_micros(), "change enforced");
                 }
+                hand_over(applied, enforced, current);
                 desired = Some(ruleset);
             }
             changed = interfaces.changed(), if loaded.is_some() && interfaces_open => {
@@ -147,15 +170,45 @@ pub(super) async fn control_loop(
                     continue;
                 }
                 let Some(current) = &loaded else { continue };
+                let ruleset = compile_node(
+                    config,
+                    current,
+                    &mut bindings,
+                    &interfaces.borrow_and_update(),
+                    &bridged.borrow(),
+                );
+                let enforced = apply(&mut dataplane, &ruleset, state).await;
+                hand_over(applied, enforced, current);
+                desired = Some(ruleset);
+            }
+            changed = bridged.changed(), if bridged_open => {
+                if changed.is_err() {
+                    bridged_open = false;
+                    continue;
+                }
+                let addresses = bridged.borrow_and_update().clone();
+                if !addresses.is_empty() && !bridges_reported {
+                    bridges_reported = true;
+                    report_bridge_cni(addresses.len());
+                }
+                let Some(current) = &loaded else { continue };
                 let ruleset =
-                    compile_node(config, current, &mut bindings, &interfaces.borrow_and_update());
-                apply(&mut dataplane, &ruleset, state).await;
+                    compile_node(config, current, &mut bindings, &interfaces.borrow(), &addresses);
+                let enforced = apply(&mut dataplane, &ruleset, state).await;
+                hand_over(applied, enforced, current);
                 desired = Some(ruleset);
             }
             _ = resync.tick() => {
                 if bindings.rebind_pending() && let Some(current) = &loaded {
-                    let ruleset = compile_node(config, current, &mut bindings, &interfaces.borrow());
-                    apply(&mut dataplane, &ruleset, state).await;
+                    let ruleset = compile_node(
+                        config,
+                        current,
+                        &mut bindings,
+                        &interfaces.borrow(),
+                        &bridged.borrow(),
+                    );
+                    let enforced = apply(&mut dataplane, &ruleset, state).await;
+                    hand_over(applied, enforced, current);
                     desired = Some(ruleset);
                 }
                 match dataplane.check().await {
@@ -166,7 +219,10 @@ pub(super) async fn control_loop(
                     Ok(Check::NotInstalled) => {
                         // The last apply failed: try again with what we want.
                         if let Some(ruleset) = &desired {
-                            apply(&mut dataplane, ruleset, state).await;
+                            let enforced = apply(&mut dataplane, ruleset, state).await;
+                            if let Some(current) = &loaded {
+                                hand_over(applied, enforced, current);
+                            }
                         }
                     }
                     Err(error) => {
@@ -181,12 +237,42 @@ pub(super) async fn control_loop(
     }
 }
 
-/// Compiles this node's ruleset, with the learned veths filtered through the sticky bindings.
+/// Says once what the agent does for pods behind a bridge (a bridge CNI such as flannel's):
+/// what it enforces and what it cannot, and whether br_netfilter sends bridged traffic through
+/// the hooks at all.
+fn report_bridge_cni(addresses: usize) {
+    warn!(
+        addresses,
+        "pods behind a bridge (bridge CNI): policies are enforced by address; anti-spoofing and \
+         the reused-address guards need a routed veth per pod and do not cover them; \
+         starting_pods drops the bridge's unclaimed addresses while an isolated pod starts"
+    );
+    // Per network namespace; the agent runs in the node's (hostNetwork).
+    const BR_NETFILTER: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    match std::fs::read_to_string(BR_NETFILTER) {
+        Ok(value) if value.trim() == "1" => {}
+        Ok(value) => error!(
+            value = value.trim(),
+            "net.bridge.bridge-nf-call-iptables is not 1: packets between pods on one bridge \
+             skip the ip and inet hooks, and no policy applies to them (modprobe br_netfilter; \
+             sysctl -w net.bridge.bridge-nf-call-iptables=1)"
+        ),
+        Err(error) => error!(
+            %error,
+            "no {BR_NETFILTER} (br_netfilter not loaded): packets between pods on one bridge skip \
+             the ip and inet hooks, and no policy applies to them"
+        ),
+    }
+}
+
+/// Compiles this node's ruleset, with the learned veths filtered through the sticky bindings,
+/// and the addresses behind the node's bridges.
 fn compile_node(
     config: &Config,
     loaded: &Loaded,
     bindings: &mut Bindings,
     learned: &PodInterfaces,
+    bridged: &[IpAddr],
 ) -> Ruleset {
     let mut interfaces =
         bindings.update(&loaded.snapshot, &config.node_name, learned, Instant::now());
@@ -196,23 +282,44 @@ fn compile_node(
     for (ip, veth) in learned {
         interfaces.entry(*ip).or_insert_with(|| veth.clone());
     }
-    compile::compile_with_interfaces(
+    compile::compile_with_bridged(
         &loaded.snapshot,
         &config.node_name,
         &interfaces,
+        bridged,
         &config.compile,
     )
 }
 
-/// Applies `ruleset`; true when the kernel now enforces it (applied or already there).
-async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, state: &State) -> bool {
+/// Hands a snapshot whose changed ruleset the kernel now enforces to the revocation pass.
+fn hand_over(
+    applied: &watch::Sender<Option<Arc<Loaded>>>,
+    enforced: Option<Enforced>,
+    current: &Arc<Loaded>,
+) {
+    if enforced == Some(Enforced::Changed) {
+        applied.send_replace(Some(Arc::clone(current)));
+    }
+}
+
+/// How the kernel came to enforce a ruleset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enforced {
+    /// It was there already.
+    Unchanged,
+    /// It was written.
+    Changed,
+}
+
+/// Applies `ruleset`; `None` when it failed, otherwise whether the kernel's table changed.
+async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, state: &State) -> Option<Enforced> {
     let started = Instant::now();
     let metrics = &state.metrics().control;
     match dataplane.apply(ruleset).await {
         Ok(Applied::Unchanged) => {
             debug!("ruleset unchanged");
             state.set_ready();
-            true
+            Some(Enforced::Unchanged)
         }
         Ok(applied) => {
             let kind = match applied {
@@ -256,7 +363,7 @@ async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, state: &State) -> b
                 ),
             }
             state.set_ready();
-            true
+            Some(Enforced::Changed)
         }
         Err(error) => {
             metrics.apply_errors.inc();
@@ -264,7 +371,7 @@ async fn apply(dataplane: &mut Dataplane, ruleset: &Ruleset, state: &State) -> b
             if dataplane.installed().is_some() {
                 state.set_ready();
             }
-            false
+            None
         }
     }
 }

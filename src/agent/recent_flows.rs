@@ -31,7 +31,7 @@ pub const MAX_FLOWS: usize = 4096;
 /// The labels of the window's metrics.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ActionLabels {
-    /// `allow`, `deny` or `audit`.
+    /// `allow`, `deny`, `audit` or `revoke`.
     action: LabelValue<Action>,
 }
 
@@ -45,8 +45,6 @@ pub struct RecentFlows {
     kept: Family<ActionLabels, Gauge>,
 }
 
-const ACTIONS: [Action; 3] = [Action::Allow, Action::Deny, Action::Audit];
-
 impl RecentFlows {
     /// Keeps at most `capacity` flows of the pods of `node`, and registers the window's
     /// metrics (`kube_nftpol_flow_window_*`) in `registry`.
@@ -59,7 +57,7 @@ impl RecentFlows {
         sub.register("evicted_flows", help, evicted.clone());
         let help = "Distinct flows in the agent's window of recent flows, by action";
         sub.register("flows", help, kept.clone());
-        for action in ACTIONS {
+        for action in Action::ALL {
             // Every series from the start, at zero.
             let labels = ActionLabels {
                 action: LabelValue(action),

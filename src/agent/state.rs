@@ -14,6 +14,7 @@ use super::control::ControlMetrics;
 use super::drop_log::DropLogMetrics;
 use super::posture::PostureMetrics;
 use super::recent_flows::{self, RecentFlows};
+use super::revocation::RevocationMetrics;
 use crate::access::{self, Access, Decision};
 use crate::flowmetrics::{self, FlowCounters, SCRAPE_MIN_AGE};
 use crate::{events, metrics, source};
@@ -36,6 +37,8 @@ pub struct Metrics {
     pub access: access::Metrics,
     /// The posture linter's.
     pub posture: PostureMetrics,
+    /// The revocation pass's.
+    pub revocation: RevocationMetrics,
 }
 
 /// The agent's state shared with its endpoints.
@@ -67,6 +70,7 @@ impl State {
             flows: flowmetrics::Metrics::register(&mut registry),
             access: access::Metrics::register(&mut registry),
             posture: PostureMetrics::register(&mut registry),
+            revocation: RevocationMetrics::register(&mut registry),
         };
         let recent_flows = RecentFlows::register(node, capacity, &mut registry);
         Self {

@@ -44,6 +44,11 @@ pub struct AgentArgs {
     /// `kube-nftpol.io/observe: "true"` are observed
     #[arg(long)]
     pub observe: bool,
+    /// Leave established connections alone when a change denies them. Without it, the agent
+    /// ends them after each change (deletes their conntrack entries; their next packets get a
+    /// TCP reset or an ICMP port unreachable) and logs each with `"action":"revoke"`
+    #[arg(long)]
+    pub keep_established: bool,
     /// Address for /healthz, /readyz, /metrics, /flows and /hints (read-only)
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9640")]
     pub metrics_addr: SocketAddr,
@@ -118,6 +123,7 @@ impl AgentArgs {
                 nflog_group: self.nflog_group,
                 audit_all: self.audit,
                 observe_all: self.observe,
+                revoke_established: !self.keep_established,
                 ..Options::default()
             },
             metrics_addr: self.metrics_addr,
@@ -210,6 +216,7 @@ mod tests {
         assert_eq!(config.compile.nflog_group, 100);
         assert!(!config.compile.audit_all);
         assert!(!config.compile.observe_all);
+        assert!(config.compile.revoke_established);
         assert_eq!(config.metrics_addr.to_string(), "0.0.0.0:9640");
         assert_eq!(config.resync_interval.as_secs(), 10);
         assert_eq!(config.drop_log, DropLogOptions::default());
@@ -267,6 +274,7 @@ mod tests {
             "text",
             "--audit",
             "--observe",
+            "--keep-established",
             "--lint-interval-secs",
             "300",
         ]);
@@ -276,6 +284,7 @@ mod tests {
         assert_eq!(config.drop_log.format, Format::Text);
         assert!(config.compile.audit_all);
         assert!(config.compile.observe_all);
+        assert!(!config.compile.revoke_established);
         assert_eq!(config.metrics_addr.port(), 9999);
         assert_eq!(config.resync_interval.as_secs(), 3);
         let Source::Manifests {

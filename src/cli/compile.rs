@@ -34,6 +34,10 @@ pub struct CompileArgs {
     /// annotated `kube-nftpol.io/observe: "true"` are observed without it)
     #[arg(long)]
     pub observe: bool,
+    /// Compile without the revoked-connection sets and chains, as `agent --keep-established`
+    /// does
+    #[arg(long)]
+    pub keep_established: bool,
 }
 
 /// How `compile` prints the ruleset.
@@ -52,6 +56,7 @@ impl CompileArgs {
             nflog_group: self.nflog_group,
             audit_all: self.audit,
             observe_all: self.observe,
+            revoke_established: !self.keep_established,
             ..Options::default()
         }
     }

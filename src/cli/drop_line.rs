@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use crate::flow_line::{FlowLine, Peer, PodInfo};
+use crate::flow_line::{Action, FlowLine, Peer, PodInfo};
 use crate::model::{Direction, ObjectKey, Snapshot};
 use crate::policy::{Endpoint, Flow};
 
@@ -26,8 +26,19 @@ pub enum Error {
     NoAddress(ObjectKey),
 }
 
+/// A line's flow, and what the agent did with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineFlow {
+    /// The flow, endpoints resolved.
+    pub flow: Flow,
+    /// The line's action: a `revoke` line is an established connection the agent ended.
+    pub action: Action,
+    /// When (the line's `ts`).
+    pub ts: String,
+}
+
 /// The flow a drop-log line describes, with endpoints resolved against `snapshot`.
-pub fn flow(line: &str, snapshot: &Snapshot) -> Result<Flow, Error> {
+pub fn flow(line: &str, snapshot: &Snapshot) -> Result<LineFlow, Error> {
     let record = FlowLine::parse(line)
         .map_err(|e| Error::NotADropLine(e.to_string()))?
         .ok_or_else(|| Error::NotADropLine("no \"action\" of deny or audit".into()))?;
@@ -60,11 +71,15 @@ pub fn flow(line: &str, snapshot: &Snapshot) -> Result<Flow, Error> {
         Direction::Egress => (pod, peer),
         Direction::Ingress => (peer, pod),
     };
-    Ok(Flow {
-        source,
-        destination,
-        protocol,
-        port,
+    Ok(LineFlow {
+        flow: Flow {
+            source,
+            destination,
+            protocol,
+            port,
+        },
+        action: record.action,
+        ts: record.ts,
     })
 }
 
@@ -88,7 +103,7 @@ mod tests {
 
     #[test]
     fn an_egress_line_is_the_flow_from_the_pod_to_its_peer() {
-        let flow = flow(EGRESS, &snapshot()).unwrap();
+        let flow = flow(EGRESS, &snapshot()).unwrap().flow;
         assert_eq!(
             flow.source,
             Endpoint::Pod(ObjectKey::new("payments", "api-0"))
@@ -102,9 +117,19 @@ mod tests {
     }
 
     #[test]
+    fn a_revoke_line_is_its_connections_flow_and_says_when_it_was_ended() {
+        let line = EGRESS.replace(r#""action":"deny""#, r#""action":"revoke""#);
+        let read = flow(&line, &snapshot()).unwrap();
+        assert_eq!(read.action, Action::Revoke);
+        assert_eq!(read.ts, "2026-11-23T13:47:44.351Z");
+        assert_eq!(read.flow, flow(EGRESS, &snapshot()).unwrap().flow);
+        assert_eq!(flow(EGRESS, &snapshot()).unwrap().action, Action::Deny);
+    }
+
+    #[test]
     fn an_ingress_line_from_an_external_address_is_the_flow_into_the_pod() {
         let line = r#"{"action":"deny","direction":"ingress","pod":{"namespace":"payments","name":"api-0"},"peer":{"ip":"192.0.2.7"},"protocol":"udp","port":53,"source":"192.0.2.7","destination":"10.244.1.20"}"#;
-        let flow = flow(line, &snapshot()).unwrap();
+        let flow = flow(line, &snapshot()).unwrap().flow;
         assert_eq!(flow.source, Endpoint::Ip("192.0.2.7".parse().unwrap()));
         assert_eq!(
             flow.destination,

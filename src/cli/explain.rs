@@ -32,6 +32,7 @@ use serde::Serialize;
 
 use super::flow::{self, PortArg};
 use super::{Outcome, drop_line, load, write_stdout};
+use crate::flow_line::Action;
 use crate::model::{ClusterAction, Direction, ObjectKey, Tier};
 use crate::policy::{
     self, ClusterRuleRef, DirectionVerdict, Endpoint, Flow, MissReason, RuleMiss, Verdict,
@@ -118,19 +119,19 @@ pub fn run(args: &ExplainArgs) -> anyhow::Result<Outcome> {
                     anyhow::bail!("no pod {key} in {}", args.origin());
                 }
             }
-            vec![flow]
+            vec![(flow, None)]
         }
         None => drop_log_flows(&snapshot)?,
     };
     let mut all_allowed = true;
     let mut texts = Vec::new();
-    for flow in &flows {
+    for (flow, revoked_at) in &flows {
         let verdict = policy::evaluate(&snapshot, flow)
             .with_context(|| format!("explaining {}", flow_text(flow)))?;
         all_allowed &= verdict.allowed;
         texts.push(match args.format {
-            Format::Text => render_text(flow, &verdict),
-            Format::Json => render_json(flow, &verdict)?,
+            Format::Text => with_revocation(render_text(flow, &verdict), revoked_at.as_deref()),
+            Format::Json => render_json(flow, &verdict, revoked_at.as_deref())?,
         });
     }
     write_stdout(&texts.join(match args.format {
@@ -154,9 +155,10 @@ fn live_snapshot(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<crate::
     Ok(loaded.snapshot)
 }
 
-/// The flows of the drop-log lines on stdin; other lines are skipped (with a note on stderr
-/// for lines that look like JSON but are not flows explain can take).
-fn drop_log_flows(snapshot: &crate::Snapshot) -> anyhow::Result<Vec<Flow>> {
+/// The flows of the drop-log lines on stdin, each with when the agent ended it for a `revoke`
+/// line; other lines are skipped (with a note on stderr for lines that look like JSON but are
+/// not flows explain can take).
+fn drop_log_flows(snapshot: &crate::Snapshot) -> anyhow::Result<Vec<(Flow, Option<String>)>> {
     let mut input = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
         .context("reading drop-log lines from stdin")?;
@@ -168,7 +170,10 @@ fn drop_log_flows(snapshot: &crate::Snapshot) -> anyhow::Result<Vec<Flow>> {
             continue;
         }
         match drop_line::flow(line, snapshot) {
-            Ok(flow) => flows.push(flow),
+            Ok(line) => {
+                let revoked_at = (line.action == Action::Revoke).then_some(line.ts);
+                flows.push((line.flow, revoked_at));
+            }
             Err(error) => eprintln!("note: stdin line {}: {error}", number + 1),
         }
     }
@@ -186,20 +191,56 @@ fn flow_text(flow: &Flow) -> String {
     )
 }
 
-/// The JSON form: `{"allowed", "flow", "egress", "ingress"}`, pretty-printed.
-pub fn render_json(flow: &Flow, verdict: &Verdict) -> anyhow::Result<String> {
+/// The sentence on a connection the agent ended (a `revoke` line of the drop log).
+fn revocation_note(at: &str) -> String {
+    format!(
+        "revoked at {at}: this connection was established while allowed, and the agent ended \
+         it when a change denied it (its conntrack entry deleted, its next packets answered with \
+         a TCP reset or an ICMP error)"
+    )
+}
+
+/// The text form with, for a revoked connection, the note under the headline.
+fn with_revocation(text: String, revoked_at: Option<&str>) -> String {
+    let Some(at) = revoked_at else {
+        return text;
+    };
+    match text.split_once('\n') {
+        Some((headline, rest)) => format!("{headline}\n  {}\n{rest}", revocation_note(at)),
+        None => text,
+    }
+}
+
+/// The JSON form: `{"allowed", "flow", "egress", "ingress"}`, pretty-printed, and `"revoked"`
+/// (`{"at", "note"}`) for a connection the agent ended.
+pub fn render_json(
+    flow: &Flow,
+    verdict: &Verdict,
+    revoked_at: Option<&str>,
+) -> anyhow::Result<String> {
+    #[derive(Serialize)]
+    struct Revoked<'a> {
+        at: &'a str,
+        note: String,
+    }
     #[derive(Serialize)]
     struct Report<'a> {
         allowed: bool,
         flow: &'a Flow,
         egress: &'a DirectionVerdict,
         ingress: &'a DirectionVerdict,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        revoked: Option<Revoked<'a>>,
     }
     let report = Report {
         allowed: verdict.allowed,
         flow,
         egress: &verdict.egress,
         ingress: &verdict.ingress,
+        revoked: revoked_at.map(|at| Revoked {
+            at,
+            note: revocation_note(at),
+        }),
     };
     let mut text = serde_json::to_string_pretty(&report).context("encoding the verdict")?;
     text.push('\n');
@@ -645,11 +686,38 @@ mod tests {
             },
         };
         let json: serde_json::Value =
-            serde_json::from_str(&render_json(&flow(), &verdict).unwrap()).unwrap();
+            serde_json::from_str(&render_json(&flow(), &verdict, None).unwrap()).unwrap();
         assert_eq!(json["allowed"], true);
         assert_eq!(json["flow"]["port"], 80);
         assert_eq!(json["egress"]["decision"], "not_isolated");
         assert_eq!(json["ingress"]["pod"]["name"], "b");
+    }
+
+    #[test]
+    fn a_revoked_connection_is_explained_with_when_and_how_it_was_ended() {
+        let text = "DENIED a -> b tcp/80\n  egress  a: x\n  ingress b: y\n".to_owned();
+        assert_eq!(with_revocation(text.clone(), None), text);
+        let revoked = with_revocation(text, Some("2026-12-06T10:00:00.000Z"));
+        let lines: Vec<&str> = revoked.lines().collect();
+        assert_eq!(lines[0], "DENIED a -> b tcp/80");
+        assert!(
+            lines[1].starts_with("  revoked at 2026-12-06T10:00:00.000Z: this connection was established while allowed"),
+            "{revoked}"
+        );
+        assert_eq!(lines[2], "  egress  a: x");
+        let verdict = Verdict {
+            allowed: false,
+            egress: DirectionVerdict::NotPoliced { reason: "r".into() },
+            ingress: DirectionVerdict::NotPoliced { reason: "r".into() },
+        };
+        let json: serde_json::Value = serde_json::from_str(
+            &render_json(&flow(), &verdict, Some("2026-12-06T10:00:00.000Z")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(json["revoked"]["at"], "2026-12-06T10:00:00.000Z");
+        let json: serde_json::Value =
+            serde_json::from_str(&render_json(&flow(), &verdict, None).unwrap()).unwrap();
+        assert!(json.get("revoked").is_none());
     }
 }
 
@@ -702,7 +770,7 @@ mod tier_tests {
              priority 7)\n"
         );
         let json: serde_json::Value =
-            serde_json::from_str(&render_json(&flow, &verdict).unwrap()).unwrap();
+            serde_json::from_str(&render_json(&flow, &verdict, None).unwrap()).unwrap();
         assert_eq!(json["egress"]["decision"], "cluster");
         assert_eq!(json["egress"]["rule"]["tier"], "Baseline");
         assert_eq!(json["egress"]["rule"]["name"], "no-y");

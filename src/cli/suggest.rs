@@ -18,26 +18,17 @@
 //! suggested, 1 when nothing is (no flows, or none a policy can allow) or when an agent did not
 //! answer (the suggestions are printed, marked incomplete), 2 for bad input.
 
-use std::collections::BTreeMap;
-use std::io::{self, BufRead, IsTerminal as _, Write as _};
+use std::io::{self, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
 
-use super::cluster_flows::{self, ClusterArgs};
+use super::cluster_flows::ClusterArgs;
 use super::flows::namespace_name;
-use super::{Outcome, load, write_stdout};
-use crate::flow_line::{Action, AllowedBy, FlowLine};
+use super::{Outcome, flow_source, load, write_stdout};
+use crate::flow_line::Action;
 use crate::hints::{self, Exclude, Options, render};
-use crate::model::{Direction, IpProtocol, Snapshot};
-
-/// Distinct flows kept from stdin; beyond this new flows are left out (and the user told). A
-/// flow takes a few hundred bytes.
-const MAX_FLOWS: usize = 1_000_000;
-
-/// Malformed flow lines reported one by one before only counting them.
-const MAX_REPORTED_LINES: usize = 10;
 
 /// Arguments of `suggest`.
 #[derive(Debug, Args)]
@@ -85,81 +76,43 @@ pub enum Format {
     Json,
 }
 
-/// What makes two lines one flow: the policed pod and direction, the other end, protocol,
-/// port, what happened and which rule allowed it.
-type LineKey = (
-    String,
-    String,
-    Direction,
-    String,
-    IpProtocol,
-    Option<u16>,
-    Action,
-    Option<AllowedBy>,
-);
-
-/// What was read from stdin: distinct flow lines, their packets added up.
-struct Read {
-    flows: BTreeMap<LineKey, FlowLine>,
-    /// Distinct flows left out for [`MAX_FLOWS`].
-    overflow: usize,
-    lines: usize,
-    malformed: usize,
-}
-
-/// The flow lines to suggest from, the cluster to check against, and what the reader should
-/// know about how they were read.
-struct Input {
-    /// Distinct flow lines.
-    lines: Vec<FlowLine>,
-    snapshot: Option<Snapshot>,
-    /// Lines read (stdin); zero from the agents.
-    read: usize,
-    /// Distinct flows left out for [`MAX_FLOWS`] (stdin).
-    overflow: usize,
-    /// Malformed flow lines skipped (stdin).
-    malformed: usize,
-    /// Agents that did not answer (`--cluster`), as `POD (node NODE): ERROR`.
-    unanswered: Vec<(String, String)>,
-}
-
 /// Runs `suggest`.
 pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
-    let input = if args.cluster {
-        from_cluster(args)?
+    let (input, snapshot, missing_agents) = if args.cluster {
+        let cluster = flow_source::read_cluster(
+            &args.agents,
+            args.namespace.as_deref(),
+            args.manifests.as_deref(),
+        )?;
+        (
+            cluster.input,
+            Some(cluster.snapshot),
+            cluster.missing_agents,
+        )
     } else {
-        if let Some(kubeconfig) = &args.agents.kubeconfig {
-            anyhow::bail!(
-                "--kubeconfig {} is for --cluster (stdin's flows are checked against --manifests)",
-                kubeconfig.display()
-            );
+        flow_source::refuse_kubeconfig_without_cluster(&args.agents)?;
+        let snapshot = args.manifests.as_deref().map(load::load).transpose()?;
+        let stdin = io::stdin();
+        if stdin.is_terminal() {
+            eprintln!("reading flow-log lines from stdin (end with Ctrl-D)");
         }
-        from_stdin(args)?
+        let input =
+            flow_source::read_lines(stdin.lock()).context("reading flow-log lines from stdin")?;
+        (input, snapshot, Vec::new())
     };
-    let lines: Vec<&FlowLine> = input.lines.iter().collect();
-    let snapshot = input.snapshot;
+    let lines = input.flow_lines();
     let suggestions = if args.observed {
-        let observed = hints::to_allow(
+        hints::suggest_observed(
             lines,
             snapshot.as_ref(),
+            args.namespace.as_deref(),
             &args.exclude,
             args.include_external,
-        );
-        let mut suggestions = hints::suggest(
-            &observed.flows,
-            &Options {
-                snapshot: snapshot.as_ref(),
-                namespace: args.namespace.as_deref(),
-                observed: Some(&observed.scope),
-            },
-        );
-        suggestions.excluded = observed.excluded.into_iter().collect();
-        suggestions.external_left_out = observed.external.into_iter().collect();
-        suggestions
+        )
     } else {
         // The denied sides, and with --manifests the other end of each flow when its own
         // policies deny it too (the sender's drop hides the receiver's): one round.
-        let denied = lines.into_iter().filter(|l| l.action.is_denied());
+        let denied = lines.filter(|l| l.action.is_denied());
         let observed = hints::to_allow(denied, snapshot.as_ref(), &args.exclude, true);
         let mut suggestions = hints::suggest(
             &observed.flows,
@@ -173,11 +126,7 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
         suggestions
     };
     let mut suggestions = suggestions;
-    suggestions.missing_agents = input
-        .unanswered
-        .iter()
-        .map(|(agent, _)| agent.clone())
-        .collect();
+    suggestions.missing_agents = missing_agents;
     let text = match args.format {
         Format::Yaml => render::to_yaml(&suggestions),
         Format::Json => render::to_json(&suggestions),
@@ -187,39 +136,25 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
 
     let mut stderr = io::stderr().lock();
     // Nothing useful to do when stderr is gone.
-    if input.overflow > 0 {
-        let _ = writeln!(
-            stderr,
-            "warning: more than {MAX_FLOWS} distinct flows; {} more were left out",
-            input.overflow
-        );
+    for warning in input.warnings() {
+        let _ = writeln!(stderr, "warning: {warning}");
     }
-    for (agent, error) in &input.unanswered {
-        let _ = writeln!(stderr, "kube-nftpol: agent {agent} did not answer: {error}");
+    for issue in &suggestions.issues {
+        let _ = writeln!(stderr, "warning: not suggested: {issue}");
     }
     if !args.observed {
         let allowed = input
-            .lines
-            .iter()
+            .flow_lines()
             .filter(|l| l.action == Action::Allow)
             .count();
         if allowed > 0 {
             let _ = writeln!(
                 stderr,
-                "note: {allowed} allowed flow{} of observed namespaces left out: --observed suggests the policies that allow every flow seen",
+                "note: {allowed} allowed flow{} of observed namespaces left out: --observed \
+                 suggests the policies that allow every flow seen",
                 if allowed == 1 { "" } else { "s" }
             );
         }
-    }
-    if input.malformed > MAX_REPORTED_LINES {
-        let _ = writeln!(
-            stderr,
-            "warning: {} malformed drop records skipped in all",
-            input.malformed
-        );
-    }
-    for issue in &suggestions.issues {
-        let _ = writeln!(stderr, "warning: not suggested: {issue}");
     }
     if suggestions.suggestions.is_empty() {
         let what = if args.observed { "observed" } else { "denied" };
@@ -234,7 +169,7 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
                 if args.cluster {
                     "in the agents' windows".to_owned()
                 } else {
-                    format!("in {} lines", input.read)
+                    format!("in {} lines", input.lines)
                 }
             )
         } else {
@@ -243,13 +178,13 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
         let _ = writeln!(stderr, "kube-nftpol: nothing to suggest: {why}");
         return Ok(Outcome::NothingFound);
     }
-    if !input.unanswered.is_empty() {
+    let missing = suggestions.missing_agents.len();
+    if missing > 0 {
         let _ = writeln!(
             stderr,
-            "kube-nftpol: {} agent{} did not answer: the suggestions lack {} flows",
-            input.unanswered.len(),
-            if input.unanswered.len() == 1 { "" } else { "s" },
-            if input.unanswered.len() == 1 {
+            "kube-nftpol: {missing} agent{} did not answer: the suggestions lack {} flows",
+            if missing == 1 { "" } else { "s" },
+            if missing == 1 {
                 "its node's"
             } else {
                 "their nodes'"
@@ -258,127 +193,6 @@ pub fn run(args: &SuggestArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Incomplete);
     }
     Ok(Outcome::Success)
-}
-
-/// The lines on stdin, checked against --manifests.
-fn from_stdin(args: &SuggestArgs) -> anyhow::Result<Input> {
-    let snapshot = args.manifests.as_deref().map(load::load).transpose()?;
-    let stdin = io::stdin();
-    if stdin.is_terminal() {
-        eprintln!("reading flow-log lines from stdin (end with Ctrl-D)");
-    }
-    let read = read_lines(stdin.lock()).context("reading flow-log lines from stdin")?;
-    Ok(Input {
-        lines: read.flows.into_values().collect(),
-        snapshot,
-        read: read.lines,
-        overflow: read.overflow,
-        malformed: read.malformed,
-        unanswered: Vec::new(),
-    })
-}
-
-/// Every agent's recent flows (of --namespace), checked against the live cluster, or
-/// --manifests when given.
-fn from_cluster(args: &SuggestArgs) -> anyhow::Result<Input> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let config = crate::agent::kube_config(args.agents.kubeconfig.as_deref()).await?;
-        let token = super::reader_token::resolve(args.agents.token.as_deref(), &config.auth_info)?;
-        let client = kube::Client::try_from(config).context("creating the Kubernetes client")?;
-        let snapshot = match &args.manifests {
-            Some(path) => load::load(path)?,
-            None => {
-                let loaded = crate::source::kubernetes::snapshot_once(&client)
-                    .await
-                    .context("listing pods, namespaces and networkpolicies")?;
-                let mut stderr = io::stderr().lock();
-                for line in load::diagnostics(&loaded) {
-                    // Nothing useful to do when stderr is gone.
-                    let _ = writeln!(stderr, "{line}");
-                }
-                loaded.snapshot
-            }
-        };
-        let flows =
-            cluster_flows::fetch_with(&client, &token, &args.agents, args.namespace.as_deref())
-                .await?;
-        let unanswered = flows
-            .unanswered
-            .into_iter()
-            .map(|agent| {
-                let name = match &agent.node {
-                    Some(node) => format!("{} (node {node})", agent.pod),
-                    None => agent.pod,
-                };
-                (name, agent.error)
-            })
-            .collect();
-        Ok(Input {
-            lines: flows.flows,
-            snapshot: Some(snapshot),
-            read: 0,
-            overflow: 0,
-            malformed: 0,
-            unanswered,
-        })
-    })
-}
-
-/// Reads lines until the end, keeping the distinct flow lines. Bytes that are not UTF-8 (binary
-/// output of another container) are replaced, not fatal.
-fn read_lines(mut reader: impl BufRead) -> io::Result<Read> {
-    let mut input = Read {
-        flows: BTreeMap::new(),
-        overflow: 0,
-        lines: 0,
-        malformed: 0,
-    };
-    let mut buffer = Vec::new();
-    loop {
-        buffer.clear();
-        if reader.read_until(b'\n', &mut buffer)? == 0 {
-            return Ok(input);
-        }
-        input.lines += 1;
-        match FlowLine::parse(&String::from_utf8_lossy(&buffer)) {
-            Ok(Some(line)) => input.add(line),
-            Ok(None) => {}
-            Err(error) => {
-                input.malformed += 1;
-                if input.malformed <= MAX_REPORTED_LINES {
-                    eprintln!("warning: line {}: {error}", input.lines);
-                }
-            }
-        }
-    }
-}
-
-impl Read {
-    /// Adds a line: a repeat adds its packets to its flow's and brings the newer labels.
-    fn add(&mut self, line: FlowLine) {
-        let key = (
-            line.pod.namespace.clone(),
-            line.pod.name.clone(),
-            line.direction,
-            line.peer.to_string(),
-            line.protocol,
-            line.port,
-            line.action,
-            line.allowed_by.clone(),
-        );
-        if let Some(seen) = self.flows.get_mut(&key) {
-            let count = seen.count.saturating_add(line.count);
-            *seen = line;
-            seen.count = count;
-        } else if self.flows.len() < MAX_FLOWS {
-            self.flows.insert(key, line);
-        } else {
-            self.overflow += 1;
-        }
-    }
 }
 
 #[cfg(test)]
@@ -460,22 +274,6 @@ mod tests {
     fn suggest_rejects_unknown_formats() {
         let error = parse(&["--format", "toml"]).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::InvalidValue);
-    }
-
-    #[test]
-    fn reading_keeps_distinct_flow_lines_and_counts_the_rest() {
-        let line = r#"{"action":"deny","direction":"egress","pod":{"namespace":"a","name":"p","labels":{"app":"p"}},"peer":{"ip":"203.0.113.1"},"protocol":"tcp","port":443}"#;
-        let mut text = format!("starting\n{line}\n{line}\n").into_bytes();
-        text.extend_from_slice(b"\xff\xfe binary\n");
-        text.extend_from_slice(format!("{}\n{line}\n", line.replace("egress", "up")).as_bytes());
-        // The same flow allowed (observe mode) is another flow.
-        text.extend_from_slice(line.replace("deny", "allow").as_bytes());
-        let input = read_lines(text.as_slice()).unwrap();
-        assert_eq!(input.lines, 7);
-        assert_eq!(input.malformed, 1);
-        assert_eq!(input.flows.len(), 2);
-        let counts: Vec<u64> = input.flows.values().map(|l| l.count).collect();
-        assert_eq!(counts, [3, 1]);
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! `images/kindnetd/cmd/kindnetd/routes.go`); this module turns the kernel's
 //! view of links and routes into "which interface leads to which pod IP". It owns that
 //! derivation ([`State`], pure and fed with [`Event`]s) and one rtnetlink socket that keeps it
-//! current ([`watch`]). It does not know pods or policies, and it does not see bridge-based
-//! CNIs' pods (they all sit behind one bridge, so there is nothing per pod to learn).
+//! current ([`watch`]). It does not know pods or policies. Bridge-based CNIs' pods all sit
+//! behind one bridge, so there is nothing per pod to learn; what it learns of them is the
+//! addresses the bridge's connected routes cover (without the bridge's own), for
+//! `starting_pods` ([`State::bridged_addresses`], [`watch_with_bridges`]).
 //!
 //! Kernel behaviour the state depends on (seen on 6.18 with `ip monitor`):
 //! - IPv4 routes through a link are removed without any `RTM_DELROUTE` when the link is set
@@ -44,6 +46,12 @@ pub use crate::model::PodInterfaces;
 /// holds `/32` routes on every veth (kindnet's gateway address on each one), which must not
 /// count.
 pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+/// The `local` routing table (`RT_TABLE_LOCAL`, 255 in `linux/rtnetlink.h`): a host route per
+/// address of the node.
+pub const LOCAL_TABLE: u32 = 255;
+/// The widest bridge route whose addresses are enumerated (a /20: 4,094 addresses); a wider
+/// one is left out of [`State::bridged_addresses`].
+pub const MAX_BRIDGED_PREFIX_BITS: u8 = 12;
 
 /// A network interface, as far as the mapping cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +60,9 @@ pub struct Link {
     pub name: String,
     /// Whether it is a veth (`IFLA_LINKINFO` kind `veth`): only veths lead to a single pod.
     pub veth: bool,
+    /// Whether it is a bridge (`IFLA_LINKINFO` kind `bridge`): a bridge CNI's pods sit behind
+    /// it, none with a route of its own.
+    pub bridge: bool,
     /// Whether it is administratively up (`IFF_UP`). Setting a link down removes its IPv4
     /// routes without telling.
     pub up: bool,
@@ -100,6 +111,24 @@ impl Route {
         self.table == MAIN_TABLE && self.prefix_len == host_len
     }
 
+    /// Whether this is a main-table IPv4 route wider than a host route through one interface
+    /// (a connected subnet, a bridge CNI's pod range, the uplink's subnet).
+    pub fn is_main_ipv4_prefix(&self) -> bool {
+        self.table == MAIN_TABLE
+            && self.destination.is_ipv4()
+            && self.prefix_len < 32
+            && self.oif.is_some()
+    }
+
+    /// Whether this is a local-table IPv4 host route through one interface: an address of the
+    /// node on that interface.
+    pub fn is_own_ipv4_address(&self) -> bool {
+        self.table == LOCAL_TABLE
+            && self.destination.is_ipv4()
+            && self.prefix_len == 32
+            && self.oif.is_some()
+    }
+
     /// What `ip route replace` replaces: everything but the output interface.
     fn replace_key(&self) -> (u32, IpAddr, u8, u8, u32) {
         (
@@ -145,6 +174,12 @@ pub struct State {
     links: BTreeMap<u32, Link>,
     /// Only main-table host routes; others can never map and are not kept.
     routes: BTreeSet<Route>,
+    /// Main-table IPv4 routes wider than a host route, through one interface: a bridge's
+    /// connected route covers its pods ([`State::bridged_addresses`]).
+    prefixes: BTreeSet<Route>,
+    /// Local-table IPv4 host routes through one interface: the node's own addresses (a
+    /// bridge's gateway address is no pod's).
+    own: BTreeSet<Route>,
 }
 
 impl State {
@@ -157,25 +192,36 @@ impl State {
                     // IPv4 flushes a down link's routes silently; IPv6 sends RTM_DELROUTEs.
                     self.routes
                         .retain(|r| !(r.oif == Some(index) && r.destination.is_ipv4()));
+                    self.prefixes.retain(|r| r.oif != Some(index));
                 }
                 self.links.insert(index, link);
             }
             Event::DelLink { index } => {
                 self.links.remove(&index);
                 self.routes.retain(|r| r.oif != Some(index));
+                self.prefixes.retain(|r| r.oif != Some(index));
+                self.own.retain(|r| r.oif != Some(index));
             }
             Event::NewRoute { route, replace } => {
-                if !route.is_main_host_route() {
+                let routes = if route.is_main_host_route() {
+                    &mut self.routes
+                } else if route.is_main_ipv4_prefix() {
+                    &mut self.prefixes
+                } else if route.is_own_ipv4_address() {
+                    &mut self.own
+                } else {
                     return;
-                }
+                };
                 if replace {
                     let key = route.replace_key();
-                    self.routes.retain(|r| r.replace_key() != key);
+                    routes.retain(|r| r.replace_key() != key);
                 }
-                self.routes.insert(route);
+                routes.insert(route);
             }
             Event::DelRoute(route) => {
                 self.routes.remove(&route);
+                self.prefixes.remove(&route);
+                self.own.remove(&route);
             }
         }
     }
@@ -206,6 +252,40 @@ impl State {
             .map(|(ip, (_, name))| (ip, name.to_owned()))
             .collect()
     }
+    /// The addresses behind the node's bridges, for bridge CNIs (flannel's `cni0`): every
+    /// address of each main-table IPv4 route through an up bridge (its connected route,
+    /// `10.244.1.0/24 dev cni0`), without the prefix's network and broadcast addresses and
+    /// the bridge's own addresses (local-table routes through it). No route names a pod
+    /// there, so this is what can be said: whoever sends from one of these addresses is
+    /// behind the bridge. Routes wider than a /20 ([`MAX_BRIDGED_PREFIX_BITS`]) are left out.
+    pub fn bridged_addresses(&self) -> Vec<IpAddr> {
+        let mut addresses = Vec::new();
+        for route in &self.prefixes {
+            let (Some(oif), IpAddr::V4(network)) = (route.oif, route.destination) else {
+                continue;
+            };
+            let bridge_up = self.links.get(&oif).is_some_and(|l| l.bridge && l.up);
+            let host_bits = 32u8.saturating_sub(route.prefix_len);
+            if !bridge_up || !(2..=MAX_BRIDGED_PREFIX_BITS).contains(&host_bits) {
+                continue;
+            }
+            let first = u32::from(network) & (u32::MAX << host_bits);
+            let own = |ip: IpAddr| {
+                self.own
+                    .iter()
+                    .any(|r| r.oif == Some(oif) && r.destination == ip)
+            };
+            for host in 1..(1u32 << host_bits) - 1 {
+                let ip = IpAddr::V4(Ipv4Addr::from(first + host));
+                if !own(ip) {
+                    addresses.push(ip);
+                }
+            }
+        }
+        addresses.sort();
+        addresses.dedup();
+        addresses
+    }
 }
 
 // --- From rtnetlink messages ------------------------------------------------------------------
@@ -233,6 +313,7 @@ pub fn event_from_message(message: &RouteNetlinkMessage, flags: u16) -> Option<E
 fn link_from_message(message: &LinkMessage) -> Option<(u32, Link)> {
     let mut name = None;
     let mut veth = false;
+    let mut bridge = false;
     for attribute in &message.attributes {
         match attribute {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
@@ -240,6 +321,9 @@ fn link_from_message(message: &LinkMessage) -> Option<(u32, Link)> {
                 veth |= infos
                     .iter()
                     .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)));
+                bridge |= infos
+                    .iter()
+                    .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge)));
             }
             _ => {}
         }
@@ -247,6 +331,7 @@ fn link_from_message(message: &LinkMessage) -> Option<(u32, Link)> {
     let link = Link {
         name: name?,
         veth,
+        bridge,
         up: message.header.flags.contains(LinkFlags::Up),
     };
     Some((message.header.index, link))
@@ -275,7 +360,9 @@ fn route_from_message(message: &RouteMessage) -> Option<Route> {
             _ => {}
         }
     }
-    if header.kind != RouteType::Unicast || multipath {
+    // A local route (`local 10.244.1.1 dev cni0 table local`) keeps its interface: it says
+    // which interface an address of the node is on.
+    if !matches!(header.kind, RouteType::Unicast | RouteType::Local) || multipath {
         oif = None;
     }
     Some(Route {
@@ -313,12 +400,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The socket lives in the network namespace of the thread that polls this future at first;
 /// the agent runs in the node's namespace (hostNetwork).
 pub async fn watch(tx: watch::Sender<PodInterfaces>) {
+    watch_with_bridges(tx, None).await;
+}
+
+/// [`watch`], and keeps `bridged` (when given) equal to [`State::bridged_addresses`]: the
+/// addresses behind the node's bridges, sent when they change.
+pub async fn watch_with_bridges(
+    tx: watch::Sender<PodInterfaces>,
+    bridged: Option<watch::Sender<Vec<IpAddr>>>,
+) {
     let mut synced = false;
     let mut backoff = INITIAL_BACKOFF;
     loop {
         let error = tokio::select! {
             () = tx.closed() => return,
-            result = session(&tx, &mut synced, &mut backoff) => {
+            result = session(&tx, bridged.as_ref(), &mut synced, &mut backoff) => {
                 let Err(error) = result;
                 error
             }
@@ -339,6 +435,7 @@ pub async fn watch(tx: watch::Sender<PodInterfaces>) {
 /// One connection: subscribe, dump, follow. Returns only on failure.
 async fn session(
     tx: &watch::Sender<PodInterfaces>,
+    bridged: Option<&watch::Sender<Vec<IpAddr>>>,
     synced: &mut bool,
     backoff: &mut Duration,
 ) -> anyhow::Result<Infallible> {
@@ -379,7 +476,7 @@ async fn session(
             apply(&mut state, &RouteNetlinkMessage::NewRoute(route), 0);
         }
     }
-    publish(tx, &state, !*synced);
+    publish(tx, bridged, &state, !*synced);
     if !*synced {
         info!(
             pods = tx.borrow().len(),
@@ -399,7 +496,7 @@ async fn session(
             handle_message(&mut state, message)?;
             next = messages.next().now_or_never().flatten();
         }
-        publish(tx, &state, false);
+        publish(tx, bridged, &state, false);
     }
 }
 
@@ -430,7 +527,24 @@ fn apply(state: &mut State, message: &RouteNetlinkMessage, flags: u16) {
 }
 
 /// Sends the state's mapping when it differs from the last one sent (or always, with `force`).
-fn publish(tx: &watch::Sender<PodInterfaces>, state: &State, force: bool) {
+fn publish(
+    tx: &watch::Sender<PodInterfaces>,
+    bridged: Option<&watch::Sender<Vec<IpAddr>>>,
+    state: &State,
+    force: bool,
+) {
+    if let Some(bridged) = bridged {
+        // Before the mapping: a receiver woken by the mapping's first send finds both.
+        let next = state.bridged_addresses();
+        bridged.send_if_modified(|current| {
+            if *current == next {
+                return false;
+            }
+            debug!(addresses = next.len(), "addresses behind bridges changed");
+            *current = next;
+            true
+        });
+    }
     let next = state.pod_interfaces();
     tx.send_if_modified(|current| {
         if !force && *current == next {
@@ -463,6 +577,7 @@ mod tests {
         Link {
             name: name.into(),
             veth: true,
+            bridge: false,
             up: true,
         }
     }
@@ -521,10 +636,12 @@ mod tests {
         let bridge = Link {
             name: "cni0".into(),
             veth: false,
+            bridge: true,
             up: true,
         };
         let uplink = Link {
             name: "eth0".into(),
+            bridge: false,
             ..bridge.clone()
         };
         let s = state([
@@ -534,6 +651,72 @@ mod tests {
             add(Route::main(ip("172.18.0.3"), 32, 2)),
         ]);
         assert_eq!(s.pod_interfaces(), PodInterfaces::new());
+    }
+
+    fn cni0() -> Link {
+        Link {
+            name: "cni0".into(),
+            veth: false,
+            bridge: true,
+            up: true,
+        }
+    }
+
+    fn own(address: &str, oif: u32) -> Route {
+        Route {
+            table: LOCAL_TABLE,
+            ..Route::main(ip(address), 32, oif)
+        }
+    }
+
+    #[test]
+    fn a_bridge_route_covers_its_addresses_but_the_bridges_own() {
+        let s = state([
+            new_link(
+                2,
+                Link {
+                    bridge: false,
+                    ..cni0()
+                },
+            ),
+            new_link(3, cni0()),
+            add(Route::main(ip("10.244.1.0"), 29, 3)),
+            add(own("10.244.1.1", 3)),
+            // The uplink's subnet and the node's address on it are no pod's.
+            add(Route::main(ip("172.18.0.0"), 16, 2)),
+            add(own("172.18.0.3", 2)),
+        ]);
+        let expected: Vec<IpAddr> = (2..=6).map(|i| ip(&format!("10.244.1.{i}"))).collect();
+        assert_eq!(s.bridged_addresses(), expected);
+        assert_eq!(s.pod_interfaces(), PodInterfaces::new());
+    }
+
+    #[test]
+    fn bridged_addresses_go_with_the_bridge_or_its_route() {
+        let prefix = Route::main(ip("10.244.1.0"), 30, 3);
+        let mut s = state([new_link(3, cni0()), add(prefix)]);
+        assert_eq!(s.bridged_addresses(), [ip("10.244.1.1"), ip("10.244.1.2")]);
+        s.apply(new_link(
+            3,
+            Link {
+                up: false,
+                ..cni0()
+            },
+        ));
+        assert_eq!(s.bridged_addresses(), Vec::<IpAddr>::new());
+        s.apply(new_link(3, cni0()));
+        s.apply(add(prefix));
+        s.apply(Event::DelRoute(prefix));
+        assert_eq!(s.bridged_addresses(), Vec::<IpAddr>::new());
+        s.apply(add(prefix));
+        s.apply(Event::DelLink { index: 3 });
+        assert_eq!(s.bridged_addresses(), Vec::<IpAddr>::new());
+        // Wider than a /20: left out rather than enumerated.
+        let s = state([
+            new_link(3, cni0()),
+            add(Route::main(ip("10.244.0.0"), 16, 3)),
+        ]);
+        assert_eq!(s.bridged_addresses(), Vec::<IpAddr>::new());
     }
 
     #[test]
@@ -701,6 +884,7 @@ mod tests {
         let bridge = Link {
             name: "veth7".into(),
             veth: false,
+            bridge: true,
             up: false,
         };
         assert_eq!(event, Some(new_link(7, bridge)));

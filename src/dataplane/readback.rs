@@ -144,7 +144,11 @@ fn parse_document(
             let name = str_field(chain, "name");
             summary.chains.entry(name).or_default();
         } else if let Some(set) = item.get("set") {
-            let mut elements: Vec<String> = elements(set).iter().map(element_text).collect();
+            let mut elements: Vec<String> = if filled_at_run_time(set) {
+                Vec::new()
+            } else {
+                elements(set).iter().map(element_text).collect()
+            };
             elements.sort();
             summary.sets.insert(str_field(set, "name"), elements);
         } else if let Some(map) = item.get("map") {
@@ -190,6 +194,12 @@ fn add_text(texts: &mut BTreeMap<String, String>, item: &Value) {
     }
     let mut object = object.clone();
     strip_volatile(&mut object);
+    if kind == "set"
+        && filled_at_run_time(&object)
+        && let Some(fields) = object.as_object_mut()
+    {
+        fields.remove("elem");
+    }
     let text = object.to_string();
     let key = if kind == "rule" {
         format!("rules {}", str_field(&object, "chain"))
@@ -256,6 +266,15 @@ impl From<&Summary> for TableObjects {
             maps: summary.maps.keys().cloned().collect(),
         }
     }
+}
+
+/// A set with timeouts: the revoked connections' (`SetKind::Connections`), which the compiler
+/// declares empty and the agent fills at run time, their elements expiring on their own. Their
+/// elements are not part of the table's structure: neither compared nor fingerprinted.
+fn filled_at_run_time(set: &Value) -> bool {
+    set.get("flags")
+        .and_then(Value::as_array)
+        .is_some_and(|flags| flags.iter().any(|f| f == "timeout"))
 }
 
 fn str_field(object: &Value, field: &str) -> String {
@@ -381,6 +400,27 @@ mod tests {
         assert_ne!(swapped, base, "rule order counts");
         let fewer = fingerprint(&[("a", "drop"), ("a", "accept")], &["10.0.0.1"]);
         assert_ne!(fewer, base, "set elements count");
+    }
+
+    #[test]
+    fn elements_of_sets_with_timeouts_are_neither_compared_nor_fingerprinted() {
+        let revoked = |elements: &str| {
+            format!(
+                r#"{{"nftables": [{{"set": {{"family": "inet", "name": "revoked4", "table": "kube-nftpol", "type": ["ipv4_addr", "ipv4_addr", "inet_proto", "inet_service", "inet_service"], "handle": 4, "flags": ["timeout"]{elements}}}}}]}}"#
+            )
+        };
+        let (empty, empty_print) = parse(&revoked("")).unwrap();
+        let (filled, filled_print) = parse(&revoked(
+            r#", "elem": [{"elem": {"val": {"concat": ["10.0.0.1", "10.0.0.2", "tcp", 1234, 80]}, "timeout": 300, "expires": 299}}]"#,
+        ))
+        .unwrap();
+        assert_eq!(filled.sets["revoked4"], Vec::<String>::new());
+        assert_eq!(filled, empty);
+        assert_eq!(filled_print, empty_print);
+        // Another set's elements still count.
+        let other = revoked("").replace(r#", "flags": ["timeout"]"#, "");
+        let with = other.replace(r#""handle": 4"#, r#""handle": 4, "elem": ["10.0.0.1"]"#);
+        assert_ne!(parse(&other).unwrap().1, parse(&with).unwrap().1);
     }
 
     #[test]

@@ -68,13 +68,20 @@ impl Limiter {
     }
 }
 
-/// The Event and the pod it is about.
-pub(super) fn event(line: &FlowLine, held_back: u64) -> (Event, ObjectReference) {
+/// The Event and the pod it is about, `uid` its uid: `kubectl describe pod` selects a pod's
+/// Events by `involvedObject.uid`, and the recorder's series key must tell a pod from a later
+/// one of the same name (whose Event would otherwise patch the first pod's, deleted with it).
+pub(super) fn event(
+    line: &FlowLine,
+    held_back: u64,
+    uid: Option<String>,
+) -> (Event, ObjectReference) {
     let reference = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Pod".into()),
         namespace: Some(line.pod.namespace.clone()),
         name: Some(line.pod.name.clone()),
+        uid,
         ..ObjectReference::default()
     };
     let event = Event {

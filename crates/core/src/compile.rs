@@ -25,7 +25,16 @@
 //!   maps and on the destination through `ingress4`/`ingress6`. Base chain `input` does the
 //!   egress dispatch for packets from pods to the node's own addresses.
 //!   With no interface known (`kube-nftpol compile`, bridge CNIs) the anti-spoofing sets are
-//!   empty and none of these drops can match.
+//!   empty and none of these drops can match; on a bridge, `starting_pods` still covers the
+//!   bridge's addresses ([`compile_with_bridged`]).
+//! - Revocation ([`Options::revoke_established`]): sets `revoked4`/`6` hold the headers of
+//!   the packets of connections the agent ended (`ct original ip saddr . ct original ip daddr
+//!   . meta l4proto . th sport . th dport`, both directions, with timeouts; filled at run
+//!   time). Base chain `forward` (priority filter: `reject` is not allowed in postrouting) and
+//!   the top of `input` send a packet of such a connection that conntrack does not hold as
+//!   assured (its entry was deleted: conntrack picks it up again as a new one, whose first
+//!   answered packet confirms it) to chain `revoked`: a counted TCP reset (not for a
+//!   handshake's first packet), or ICMP port unreachable. Assured connections pay one compare.
 //! - One chain per isolated pod and direction (`in_<ns>_<pod>`, `eg_<ns>_<pod>`) on this node:
 //!   traffic to itself first, then one rule per policy rule and address set (counted, commented
 //!   with the policy), then a rate-limited NFLOG rule and a counted drop. Egress chains `return`
@@ -82,7 +91,8 @@ use anti_spoof::{
     anti_spoof_chain, anti_spoof_sets, destination_guards, destination_map_name,
     starting_pods_chain, veth_pairs,
 };
-use base_chains::base_chains;
+pub use base_chains::{REVOKED_CHAIN, revoked_set_name};
+use base_chains::{base_chains, revoked_sets};
 use pod_chains::{log_chain, pod_chain};
 
 pub use ruleset::{
@@ -108,6 +118,10 @@ pub struct Options {
     /// Observe every namespace, whatever its annotation (`agent --observe`): log the first
     /// packet of every new connection with its verdict.
     pub observe_all: bool,
+    /// Answer the packets of connections the agent ended with a reset or an ICMP error: the
+    /// `revoked4`/`6` sets and chains `forward` and `revoked` (off with
+    /// `agent --keep-established`).
+    pub revoke_established: bool,
 }
 
 impl Default for Options {
@@ -118,6 +132,7 @@ impl Default for Options {
             log_burst_packets: 20,
             audit_all: false,
             observe_all: false,
+            revoke_established: true,
         }
     }
 }
@@ -269,6 +284,21 @@ pub fn compile_with_interfaces(
     interfaces: &PodInterfaces,
     options: &Options,
 ) -> Ruleset {
+    compile_with_bridged(snapshot, node, interfaces, &[], options)
+}
+
+/// [`compile_with_interfaces`], with `bridged`: the addresses behind the node's bridges (a
+/// bridge CNI's pod range, as the agent's `dataplane::interfaces` finds them). No veth names
+/// those pods, so anti-spoofing and the reused-address guards cannot cover them;
+/// `starting_pods` does, by address: while an isolated pod of the node waits for its IP, the
+/// bridged addresses no pod owns are dropped both ways, as the unclaimed veths' are.
+pub fn compile_with_bridged(
+    snapshot: &Snapshot,
+    node: &str,
+    interfaces: &PodInterfaces,
+    bridged: &[IpAddr],
+    options: &Options,
+) -> Ruleset {
     let mut sets = BTreeMap::new();
     let mut maps: BTreeMap<String, Vec<(IpAddr, MapVerdict)>> = BTreeMap::new();
     for direction in [Direction::Ingress, Direction::Egress] {
@@ -374,7 +404,7 @@ pub fn compile_with_interfaces(
             }
         }
     }
-    if let Some((chain, unclaimed)) = starting_pods_chain(snapshot, node, interfaces) {
+    if let Some((chain, unclaimed)) = starting_pods_chain(snapshot, node, interfaces, bridged) {
         for ip in unclaimed {
             for (direction, verdict) in [
                 (Direction::Ingress, MapVerdict::Goto(chain.name.clone())),
@@ -388,10 +418,19 @@ pub fn compile_with_interfaces(
         pod_chains.push(chain);
     }
 
-    pod_chains.sort_by(|a, b| a.name.cmp(&b.name));
+    // Base chains first, in hook order; then the regular chains by name.
     let mut chains = vec![anti_spoof_chain()];
-    chains.extend(base_chains());
+    let mut base = base_chains(options.revoke_established);
+    let regular = base.split_off(base.partition_point(|c| c.hook.is_some()));
+    chains.extend(base);
+    pod_chains.extend(regular);
+    pod_chains.sort_by(|a, b| a.name.cmp(&b.name));
     chains.extend(pod_chains);
+    if options.revoke_established {
+        for set in revoked_sets() {
+            sets.insert(set.name.clone(), set);
+        }
+    }
     let maps = maps
         .into_iter()
         .map(|(name, mut elements)| {

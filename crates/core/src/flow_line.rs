@@ -55,19 +55,28 @@ pub enum Action {
     /// Let through (observe mode): a policy rule allowed it ([`FlowLine::allowed_by`]), or no
     /// policy isolates the pod in this direction (no [`FlowLine::policies`]).
     Allow,
+    /// An established connection a policy change denied, ended by the agent (its conntrack
+    /// entry deleted; its next packets answered with a reset or an ICMP error).
+    Revoke,
 }
 
 impl Action {
+    /// Every action.
+    pub const ALL: [Action; 4] = [Action::Allow, Action::Deny, Action::Audit, Action::Revoke];
+
     /// `deny`, `audit` or `allow`, as the JSON line writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Deny => "deny",
             Self::Audit => "audit",
             Self::Allow => "allow",
+            Self::Revoke => "revoke",
         }
     }
 
-    /// Whether the pod's policies denied the flow (dropped, or would have, when audited).
+    /// Whether the pod's policies denied the flow (dropped, or would have, when audited). A
+    /// revoked connection is not: it was allowed, and a change took it away on purpose, so
+    /// the hints do not suggest allowing it again (its next attempts are denials).
     pub fn is_denied(self) -> bool {
         matches!(self, Self::Deny | Self::Audit)
     }

@@ -55,9 +55,10 @@ use crate::policy::DirectionVerdict;
 pub use aggregate::Aggregate;
 pub use input::parse_line;
 pub use observed::{
-    Exclude, ExcludeError, ExternalPeer, FlowEnd, Observed, WorkloadFlow, to_allow,
+    Exclude, ExcludeError, ExternalPeer, FlowEnd, Observed, WorkloadFlow, observed_namespaces,
+    suggest_observed, to_allow,
 };
-pub use workload::{PER_INSTANCE_LABELS, PER_RUN_LABELS, Workload};
+pub use workload::{PER_INSTANCE_LABELS, PER_RUN_LABELS, Workload, may_be_policed};
 
 /// The label every suggested policy carries (`kubectl get netpol -l kube-nftpol.io/hint`).
 pub const HINT_LABEL: &str = "kube-nftpol.io/hint";
@@ -248,6 +249,9 @@ pub enum IssueKind {
     /// selecting the pod would override it, but would also isolate the pod in that direction,
     /// so none is suggested.
     DeniedByBaselineTier,
+    /// The policed pod's namespace is not in the manifests checked against, or is being
+    /// deleted there: no policy can be created in it.
+    NamespaceGone,
 }
 
 impl fmt::Display for Issue {
@@ -469,6 +473,20 @@ fn expressible(
     pod: &FlowPod,
     snapshot: Option<&Snapshot>,
 ) -> Result<(Protocol, u16), (IssueKind, String)> {
+    if let Some(snapshot) = snapshot
+        && snapshot
+            .namespace(&pod.key.namespace)
+            .is_none_or(|namespace| namespace.terminating)
+    {
+        return Err((
+            IssueKind::NamespaceGone,
+            format!(
+                "namespace {} is being deleted or not in the manifests (deleted since the \
+                 drop?): no policy can be created there",
+                pod.key.namespace
+            ),
+        ));
+    }
     if pod.unknown {
         return Err((
             IssueKind::UnknownPod,

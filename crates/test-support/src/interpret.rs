@@ -151,6 +151,34 @@ fn run_chain(
         for expr in &rule.exprs {
             match expr {
                 Expr::CtEstablishedOrRelated | Expr::Icmpv6NeighborDiscovery => continue 'rules,
+                // The first packet of a connection: not assured.
+                Expr::CtNotAssured => {}
+                Expr::ConnectionInSet(family, set) => {
+                    // The packet has no source port: any of the set's connections between
+                    // these ends, protocol and destination port (the sets are filled at run
+                    // time, so a compiled ruleset's are empty).
+                    let hit = |e: &SetElement| {
+                        matches!(e, SetElement::Connection(source, destination, protocol, _, port)
+                            if *source == packet.source
+                                && *destination == packet.destination
+                                && *protocol == packet.protocol
+                                && *port == packet.port)
+                    };
+                    if Family::of(packet.source) != *family || !set_contains(ruleset, set, hit) {
+                        continue 'rules;
+                    }
+                }
+                // The first packet of a connection: a TCP one is its SYN.
+                Expr::TcpInitialSyn => {
+                    if packet.protocol != Protocol::Tcp {
+                        continue 'rules;
+                    }
+                }
+                Expr::ProtocolIs(protocol) => {
+                    if *protocol != packet.protocol {
+                        continue 'rules;
+                    }
+                }
                 Expr::SourceIsLocal => {
                     if !packet.from_node {
                         continue 'rules;
@@ -267,11 +295,17 @@ fn run_chain(
                     *final_rule = Some(rule.comment.clone());
                     return Outcome::Accept;
                 }
-                Expr::Drop => {
+                Expr::Drop | Expr::Reject | Expr::RejectWithTcpReset => {
                     *final_rule = Some(rule.comment.clone());
                     return Outcome::Drop;
                 }
                 Expr::Return => return Outcome::Continue,
+                Expr::Jump(target) => {
+                    match run_chain(ruleset, target, packet, logged, final_rule) {
+                        Outcome::Continue => continue 'rules,
+                        final_verdict => return final_verdict,
+                    }
+                }
                 // goto: the called chain's verdict, its return or end included, is this
                 // chain's.
                 Expr::Goto(target) => {
@@ -305,6 +339,7 @@ fn element_has_address(element: &SetElement, addr: IpAddr) -> bool {
         },
         SetElement::AddressProtocolPort(..)
         | SetElement::Interface(_)
-        | SetElement::InterfaceAddress(..) => false,
+        | SetElement::InterfaceAddress(..)
+        | SetElement::Connection(..) => false,
     }
 }

@@ -23,6 +23,10 @@
 //!   with the table deleted (a new node): from the start until `/readyz` says the complete
 //!   table is verified in the kernel; the test then checks the table is exactly the compiled
 //!   cluster.
+//! - revocation at scale: the node's conntrack table filled with 10,000 established
+//!   connections that the policies allow ([`tracked`]), then (a) and (b) again: their latency
+//!   beside the same without them, the revocation passes' mean time (each lists and judges
+//!   every entry), and that not one connection was ended.
 //! - footprint: the agent's VmRSS and VmHWM, its CPU time (its own and its `nft` children's,
 //!   from `/proc/PID/stat`) while the cluster loads, while idle, and during (a) to (c).
 //!
@@ -67,6 +71,7 @@ use tokio::time::timeout;
 use crate::agent::{self, NetnsProcess, SourceArgs};
 use crate::api::{ApiCluster, Relay};
 use crate::bench::profile::{Profile, Target};
+use crate::bench::tracked;
 use crate::bench::usage::{Usage, memory_kib};
 use crate::cluster::{Cluster, NODES, PodPlan};
 use crate::setns::InNetns;
@@ -246,7 +251,14 @@ async fn run(settings: Settings) -> Result<()> {
     if settings.cluster_policies > 0 {
         api.install_crd()?;
     }
-    create_all(&api.client, &objects).await?;
+    // Namespaces first: the writes run in parallel, and a policy or pod in a namespace not yet
+    // created is refused.
+    let (namespaces, rest): (Vec<Value>, Vec<Value>) = objects
+        .iter()
+        .cloned()
+        .partition(|o| o["kind"] == "Namespace");
+    create_all(&api.client, &namespaces).await?;
+    create_all(&api.client, &rest).await?;
 
     let kubeconfig = api.agent_kubeconfig(cluster.scratch())?;
     let (program, mut args) = agent::command(
@@ -283,6 +295,8 @@ async fn run(settings: Settings) -> Result<()> {
     let profile = Profile::start(Target::Process(bench.pid()?), "scale")?;
     let scale = bench.measure().await?;
     profile.stop();
+    say("bench: at scale, with 10,000 tracked connections (revocation passes)");
+    let tracked = bench.with_tracked_connections().await?;
     Profile::keep_log(&bench.cluster.scratch().join("agent.log"));
     bench.report(
         &baseline,
@@ -292,7 +306,21 @@ async fn run(settings: Settings) -> Result<()> {
         converged_memory,
         &idle,
     );
+    bench.report_tracked(&scale, &tracked);
     Ok(())
+}
+
+/// (a) and (b) again at scale with the node's conntrack table full, and what the revocation
+/// passes they set off cost.
+struct Tracked {
+    entries: usize,
+    inserted_in: Duration,
+    phase: Phase,
+    usage: Usage,
+    passes: f64,
+    mean_pass: f64,
+    judged: f64,
+    revoked: f64,
 }
 
 impl Bench {
@@ -791,6 +819,99 @@ impl Bench {
         ));
         let usage = Usage::of(self.pid()?)?.since(&before, converged);
         Ok((converged, usage))
+    }
+
+    /// Fills the node's conntrack table with [`tracked::ENTRIES`] allowed connections and runs
+    /// (a) and (b) again: their latency beside the same at scale without them, the revocation
+    /// passes' count and mean time, and that none of the connections was ended.
+    async fn with_tracked_connections(&mut self) -> Result<Tracked> {
+        let scale = ScaleCluster::with_monitoring(self.settings.namespaces, SCALE_FIRST_IP);
+        let entries = if self.settings.quick {
+            tracked::ENTRIES / 10
+        } else {
+            tracked::ENTRIES
+        };
+        let connections = tracked::allowed_connections(scale, NODES[NODE].0, entries);
+        let inserted_in = tracked::insert(self.node().netns.name(), &connections)?;
+        let inside = &self.cluster.nodes[NODE].inside;
+        let before = tracked::Passes::read(inside).await?;
+        let usage_before = Usage::of(self.pid()?)?;
+        let started = Instant::now();
+        let mut phase = Phase::default();
+        self.new_policies(&mut phase).await?;
+        self.wait_exact().await?;
+        self.label_changes(&mut phase).await?;
+        self.wait_exact().await?;
+        let usage = Usage::of(self.pid()?)?.since(&usage_before, started.elapsed());
+        let after = tracked::Passes::read(&self.cluster.nodes[NODE].inside).await?;
+        let (passes, mean_pass) = after.since(&before);
+        Ok(Tracked {
+            entries: connections.len(),
+            inserted_in,
+            phase,
+            usage,
+            passes,
+            mean_pass,
+            judged: after.connections,
+            revoked: after.revoked - before.revoked,
+        })
+    }
+
+    fn report_tracked(&self, scale: &Phase, tracked: &Tracked) {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "
+revocation at scale: {} allowed connections tracked on the node (inserted in {:.1} s); the last pass judged {} entries",
+            tracked.entries,
+            tracked.inserted_in.as_secs_f64(),
+            tracked.judged
+        );
+        let _ = writeln!(
+            out,
+            "| operation (until) | n | at scale p50 / p99 | with the connections p50 / p99 | p99 ratio | target |"
+        );
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+        let rows: [(&str, Samples); 2] = [
+            (
+                "(a) new policy selecting a local pod (a probe connects)",
+                |p| &p.new_policy,
+            ),
+            (
+                "(b) peer of 100 policies labelled (a probe connects)",
+                |p| &p.label_added,
+            ),
+        ];
+        for (what, get) in rows {
+            let (s, t) = (get(scale), get(&tracked.phase));
+            let _ = writeln!(
+                out,
+                "| {what} | {} | {} / {} | {} / {} | {:.2} | unchanged within noise |",
+                t.len(),
+                ms(percentile(s, 0.5)),
+                ms(percentile(s, 0.99)),
+                ms(percentile(t, 0.5)),
+                ms(percentile(t, 0.99)),
+                ratio(percentile(t, 0.99), percentile(s, 0.99)),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "| revocation passes (after each change) | {} | | mean {:.1} ms each | | |",
+            tracked.passes,
+            tracked.mean_pass * 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "| CPU during those changes (agent + its nft) | | | {} | | |",
+            tracked.usage
+        );
+        let _ = writeln!(
+            out,
+            "| connections ended (all were allowed) | | | {} | | 0 |",
+            tracked.revoked
+        );
+        say(&out);
     }
 
     /// The agent's CPU over the idle period.

@@ -176,9 +176,10 @@ fn is_safe_interface_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'))
 }
 
-/// The chain that drops the traffic of pod veths no pod claims yet, and those veths' addresses,
-/// when the node has an isolated pod (a NetworkPolicy or a ClusterNetworkPolicy selects it)
-/// still waiting for its IP; `None` otherwise.
+/// The chain that drops the traffic of pod veths no pod claims yet, and those veths' addresses
+/// (and the addresses behind the node's bridges that no pod claims), when the node has an
+/// isolated pod (a NetworkPolicy or a ClusterNetworkPolicy selects it) still waiting for its
+/// IP; `None` otherwise.
 ///
 /// The CNI plugs a pod in (veth, address, route) before the kubelet reports the pod's IP to
 /// the API, and its containers may already send. An isolated pod must not get through that
@@ -190,6 +191,7 @@ pub(super) fn starting_pods_chain(
     snapshot: &Snapshot,
     node: &str,
     interfaces: &PodInterfaces,
+    bridged: &[IpAddr],
 ) -> Option<(Chain, Vec<IpAddr>)> {
     // Cheap test first: most nodes have no isolated pod waiting for its IP.
     let isolated_pod_waits = snapshot.pods().any(|pod| {
@@ -212,11 +214,14 @@ pub(super) fn starting_pods_chain(
         .filter(|p| p.is_policy_endpoint())
         .flat_map(|p| p.ips.iter().copied())
         .collect();
-    let unclaimed: Vec<IpAddr> = interfaces
+    let mut unclaimed: Vec<IpAddr> = interfaces
         .keys()
+        .chain(bridged)
         .filter(|ip| !owned.contains(ip))
         .copied()
         .collect();
+    unclaimed.sort();
+    unclaimed.dedup();
     if unclaimed.is_empty() {
         return None;
     }

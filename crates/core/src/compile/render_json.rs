@@ -88,6 +88,13 @@ fn set(set: &Set) -> Value {
         }
         SetKind::Interfaces => json!("ifname"),
         SetKind::InterfaceAddresses => json!(["ifname", set.family.addr_type()]),
+        SetKind::Connections => json!([
+            set.family.addr_type(),
+            set.family.addr_type(),
+            "inet_proto",
+            "inet_service",
+            "inet_service"
+        ]),
     };
     let mut body = json!({
         "family": TABLE_FAMILY,
@@ -96,8 +103,10 @@ fn set(set: &Set) -> Value {
         "type": key,
         "comment": sanitize(&set.comment),
     });
-    if set.kind == SetKind::AddressRanges {
-        body["flags"] = json!(["interval"]);
+    match set.kind {
+        SetKind::AddressRanges => body["flags"] = json!(["interval"]),
+        SetKind::Connections => body["flags"] = json!(["timeout"]),
+        _ => {}
     }
     if !set.elements.is_empty() {
         body["elem"] = set
@@ -151,6 +160,31 @@ fn expr(e: &Expr) -> Value {
                 "nd-neighbor-solicit",
                 "nd-neighbor-advert",
             ]}),
+        ),
+        Expr::CtNotAssured => matches("!", json!({"ct": {"key": "status"}}), json!("assured")),
+        Expr::ConnectionInSet(family, set) => {
+            let protocol = family.payload_protocol();
+            matches(
+                "==",
+                json!({"concat": [
+                    {"ct": {"key": format!("{protocol} saddr"), "dir": "original"}},
+                    {"ct": {"key": format!("{protocol} daddr"), "dir": "original"}},
+                    {"meta": {"key": "l4proto"}},
+                    payload("th", "sport"),
+                    payload("th", "dport"),
+                ]}),
+                json!(format!("@{set}")),
+            )
+        }
+        Expr::TcpInitialSyn => matches(
+            "==",
+            json!({"&": [payload("tcp", "flags"), ["syn", "ack"]]}),
+            json!("syn"),
+        ),
+        Expr::ProtocolIs(protocol) => matches(
+            "==",
+            json!({"meta": {"key": "l4proto"}}),
+            json!(protocol.as_str()),
         ),
         Expr::SourceIsLocal => matches(
             "==",
@@ -242,7 +276,10 @@ fn expr(e: &Expr) -> Value {
         Expr::Accept => json!({"accept": null}),
         Expr::Drop => json!({"drop": null}),
         Expr::Return => json!({"return": null}),
+        Expr::Jump(chain) => json!({"jump": {"target": chain}}),
         Expr::Goto(chain) => json!({"goto": {"target": chain}}),
+        Expr::RejectWithTcpReset => json!({"reject": {"type": "tcp reset"}}),
+        Expr::Reject => json!({"reject": {"type": "icmpx", "expr": "port-unreachable"}}),
     }
 }
 
@@ -276,6 +313,15 @@ fn element(e: &SetElement, family: Family) -> Value {
         SetElement::Interface(name) => json!(sanitize(name)),
         SetElement::InterfaceAddress(name, ip) => {
             json!({"concat": [sanitize(name), ip.to_string()]})
+        }
+        SetElement::Connection(source, destination, protocol, source_port, destination_port) => {
+            json!({"concat": [
+                source.to_string(),
+                destination.to_string(),
+                protocol.as_str(),
+                source_port,
+                destination_port,
+            ]})
         }
     }
 }

@@ -54,10 +54,16 @@ pub fn render_set(out: &mut String, set: &Set) {
         }
         SetKind::Interfaces => "ifname".to_owned(),
         SetKind::InterfaceAddresses => format!("ifname . {}", set.family.addr_type()),
+        SetKind::Connections => {
+            let addr = set.family.addr_type();
+            format!("{addr} . {addr} . inet_proto . inet_service . inet_service")
+        }
     };
     let _ = writeln!(out, "\t\ttype {key}");
-    if set.kind == SetKind::AddressRanges {
-        out.push_str("\t\tflags interval\n");
+    match set.kind {
+        SetKind::AddressRanges => out.push_str("\t\tflags interval\n"),
+        SetKind::Connections => out.push_str("\t\tflags timeout\n"),
+        _ => {}
     }
     let _ = writeln!(out, "\t\tcomment {}", quote(&set.comment));
     let elements: Vec<String> = set
@@ -119,6 +125,16 @@ pub fn rule_text(rule: &Rule) -> String {
 fn expr(e: &Expr) -> String {
     match e {
         Expr::CtEstablishedOrRelated => "ct state established,related".into(),
+        Expr::CtNotAssured => "ct status ! assured".into(),
+        Expr::ConnectionInSet(family, set) => {
+            let protocol = family.payload_protocol();
+            format!(
+                "ct original {protocol} saddr . ct original {protocol} daddr . meta l4proto . \
+                 th sport . th dport @{set}"
+            )
+        }
+        Expr::ProtocolIs(protocol) => format!("meta l4proto {protocol}"),
+        Expr::TcpInitialSyn => "tcp flags & (syn | ack) == syn".into(),
         Expr::Icmpv6NeighborDiscovery => "icmpv6 type { nd-router-solicit, nd-router-advert, \
                                           nd-neighbor-solicit, nd-neighbor-advert }"
             .into(),
@@ -175,7 +191,10 @@ fn expr(e: &Expr) -> String {
         Expr::Accept => "accept".into(),
         Expr::Drop => "drop".into(),
         Expr::Return => "return".into(),
+        Expr::Jump(chain) => format!("jump {chain}"),
         Expr::Goto(chain) => format!("goto {chain}"),
+        Expr::RejectWithTcpReset => "reject with tcp reset".into(),
+        Expr::Reject => "reject".into(),
     }
 }
 
@@ -210,7 +229,45 @@ fn element_with(e: &SetElement, family: Family, name: fn(&str) -> String) -> Str
         }
         SetElement::Interface(interface) => name(interface),
         SetElement::InterfaceAddress(interface, ip) => format!("{} . {ip}", name(interface)),
+        SetElement::Connection(source, destination, protocol, source_port, destination_port) => {
+            format!("{source} . {destination} . {protocol} . {source_port} . {destination_port}")
+        }
     }
+}
+
+/// The `nft -f` script that adds `elements` to the set `set` of the agent's table, each for
+/// `timeout_seconds` (the [`SetKind::Connections`] sets, filled at run time). Empty for no
+/// elements.
+pub fn add_elements_with_timeout(
+    set: &str,
+    family: Family,
+    elements: &[SetElement],
+    timeout_seconds: u64,
+) -> String {
+    if elements.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> = elements
+        .iter()
+        .map(|e| format!("{} timeout {timeout_seconds}s", element(e, family)))
+        .collect();
+    format!(
+        "add element {TABLE_FAMILY} {TABLE_NAME} {set} {{ {} }}\n",
+        items.join(", ")
+    )
+}
+
+/// The `nft -f` script that deletes `elements` from the set `set` of the agent's table. Empty
+/// for no elements.
+pub fn delete_elements(set: &str, family: Family, elements: &[SetElement]) -> String {
+    if elements.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> = elements.iter().map(|e| element(e, family)).collect();
+    format!(
+        "delete element {TABLE_FAMILY} {TABLE_NAME} {set} {{ {} }}\n",
+        items.join(", ")
+    )
 }
 
 /// The `meta nfproto` value of a family (`man nft`, META EXPRESSIONS).

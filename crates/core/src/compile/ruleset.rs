@@ -123,6 +123,11 @@ pub enum SetKind {
     Interfaces,
     /// `interface . address` (anti-spoofing: which addresses sit behind a pod's veth).
     InterfaceAddresses,
+    /// `address . address . inet_proto . inet_service . inet_service`, `flags timeout`: the
+    /// connections the agent ended, one element per direction's header
+    /// ([`SetElement::Connection`]). The compiler emits these sets empty; the agent adds
+    /// elements with a timeout at run time, and nothing compares or removes them.
+    Connections,
 }
 
 /// A named set.
@@ -153,6 +158,9 @@ pub enum SetElement {
     Interface(String),
     /// An interface name with an address it may send from.
     InterfaceAddress(String, IpAddr),
+    /// A connection's packets as they arrive: source address, destination address, protocol,
+    /// source port, destination port.
+    Connection(IpAddr, IpAddr, Protocol, u16, u16),
 }
 
 /// A chain; `hook` is set for base chains.
@@ -178,6 +186,9 @@ pub enum Hook {
     /// `hook prerouting priority raw`: anti-spoofing, before connection tracking sees the
     /// packet.
     Prerouting,
+    /// `hook forward priority filter`: where a packet of a connection the agent ended is
+    /// answered with a reset or an ICMP error (`reject` is not allowed in postrouting).
+    Forward,
 }
 
 impl Hook {
@@ -187,6 +198,7 @@ impl Hook {
             Self::Postrouting => "postrouting",
             Self::Input => "input",
             Self::Prerouting => "prerouting",
+            Self::Forward => "forward",
         }
     }
 
@@ -194,7 +206,7 @@ impl Hook {
     pub fn priority(self) -> i32 {
         match self {
             Self::Postrouting => 95,
-            Self::Input => 0,
+            Self::Input | Self::Forward => 0,
             Self::Prerouting => -300,
         }
     }
@@ -203,7 +215,7 @@ impl Hook {
     pub fn priority_text(self) -> &'static str {
         match self {
             Self::Postrouting => "srcnat - 5",
-            Self::Input => "filter",
+            Self::Input | Self::Forward => "filter",
             Self::Prerouting => "raw",
         }
     }
@@ -234,6 +246,21 @@ pub struct ProtocolPorts {
 pub enum Expr {
     /// `ct state established,related`.
     CtEstablishedOrRelated,
+    /// `ct status ! assured`: a connection conntrack has not seen established both ways: a
+    /// new one, or one whose entry was deleted and that conntrack picked up again mid-stream
+    /// (a long-lived connection is assured, so its packets skip what follows at the cost of
+    /// one compare).
+    CtNotAssured,
+    /// `ct original ip saddr . ct original ip daddr . meta l4proto . th sport . th dport @set`:
+    /// the connection's original addresses (before DNAT: a Service's address, whichever
+    /// endpoint the new entry was sent to), protocol and the packet's ports (either direction's),
+    /// in a [`SetKind::Connections`] set.
+    ConnectionInSet(Family, String),
+    /// `meta l4proto tcp`.
+    ProtocolIs(Protocol),
+    /// `tcp flags syn / syn,ack` (`tcp flags & (syn | ack) == syn`): the first packet of a
+    /// TCP handshake, which opens a new connection rather than continuing an old one.
+    TcpInitialSyn,
     /// `icmpv6 type { nd-router-solicit, nd-router-advert, nd-neighbor-solicit,
     /// nd-neighbor-advert }`: neighbour discovery must work for isolated pods.
     Icmpv6NeighborDiscovery,
@@ -294,9 +321,16 @@ pub enum Expr {
     Drop,
     /// `return`.
     Return,
+    /// `jump CHAIN`: run the chain; its `return`, or its end, comes back to the next rule.
+    Jump(String),
     /// `goto CHAIN`: the chain's verdict is this one's (its `return`, or its end, goes back to
     /// whoever jumped here).
     Goto(String),
+    /// `reject with tcp reset`: drop, and answer a TCP reset.
+    RejectWithTcpReset,
+    /// `reject` (`icmpx port-unreachable`): drop, and answer an ICMP or ICMPv6 port
+    /// unreachable.
+    Reject,
 }
 
 /// Bytes of each logged packet copied to userspace (headers are enough).

@@ -91,7 +91,7 @@ fn only_this_nodes_isolated_pods_get_chains_but_peers_come_from_every_node() {
     let pod_chains: Vec<&str> = r
         .chains
         .iter()
-        .filter(|c| c.hook.is_none())
+        .filter(|c| c.hook.is_none() && c.name != REVOKED_CHAIN)
         .map(|c| c.name.as_str())
         .collect();
     assert_eq!(pod_chains, ["in_web_a1"]);
@@ -115,13 +115,81 @@ fn policies_selecting_no_local_pod_add_nothing_to_the_node() {
     s.upsert_network_policy(&allow_from_app_b()).unwrap();
     let r = compile(&s, "n1", &Options::default());
     assert!(
-        r.sets.iter().all(|s| s.name.starts_with("pod_")),
-        "only anti-spoofing sets"
+        r.sets
+            .iter()
+            .all(|s| s.name.starts_with("pod_") || s.name.starts_with("revoked")),
+        "only anti-spoofing and revoked sets"
     );
     assert!(
-        r.chains.iter().all(|c| c.hook.is_some()),
-        "only the base chains"
+        r.chains
+            .iter()
+            .all(|c| c.hook.is_some() || c.name == REVOKED_CHAIN),
+        "only the base chains and the revoked chain"
     );
+}
+
+#[test]
+fn revocation_adds_empty_timeout_sets_and_the_reject_chains_and_nothing_else() {
+    let mut s = Snapshot::new();
+    s.upsert_pod(pod("web", "a1", "a", "n1", "10.0.0.1"));
+    s.upsert_network_policy(&allow_from_app_b()).unwrap();
+    let on = compile(&s, "n1", &Options::default());
+    let off = compile(
+        &s,
+        "n1",
+        &Options {
+            revoke_established: false,
+            ..Options::default()
+        },
+    );
+    for family in Family::ALL {
+        let set = on.set(&revoked_set_name(family)).unwrap();
+        assert_eq!(set.kind, SetKind::Connections);
+        assert!(set.elements.is_empty());
+        assert!(off.set(&revoked_set_name(family)).is_none());
+    }
+    let forward = on.chain("forward").unwrap();
+    assert_eq!(forward.hook, Some(Hook::Forward));
+    assert_eq!(forward.rules.len(), 2);
+    for (rule, family) in forward.rules.iter().zip(Family::ALL) {
+        assert_eq!(
+            rule.exprs,
+            [
+                Expr::CtNotAssured,
+                Expr::ConnectionInSet(family, revoked_set_name(family)),
+                Expr::Jump(REVOKED_CHAIN.into())
+            ]
+        );
+    }
+    // The input chain looks them up first, before the replies are accepted.
+    assert_eq!(on.chain("input").unwrap().rules[..2], forward.rules[..]);
+    let revoked = on.chain(REVOKED_CHAIN).unwrap();
+    assert_eq!(revoked.rules[0].exprs, [Expr::TcpInitialSyn, Expr::Return]);
+    assert_eq!(
+        revoked.rules[1].exprs,
+        [
+            Expr::ProtocolIs(Protocol::Tcp),
+            Expr::Counter,
+            Expr::RejectWithTcpReset
+        ]
+    );
+    assert_eq!(revoked.rules[2].exprs, [Expr::Counter, Expr::Reject]);
+    // Without it: no forward chain, no revoked chain, the input chain as before; the rest is
+    // the same table.
+    assert!(off.chain("forward").is_none() && off.chain(REVOKED_CHAIN).is_none());
+    assert_eq!(
+        on.chain("input").unwrap().rules[2..],
+        off.chain("input").unwrap().rules[..]
+    );
+    let others = |r: &Ruleset| -> Vec<Chain> {
+        r.chains
+            .iter()
+            .filter(|c| !["forward", "input", REVOKED_CHAIN].contains(&c.name.as_str()))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(others(&on), others(&off));
+    assert_eq!(on.maps, off.maps);
 }
 
 #[test]
@@ -880,7 +948,46 @@ fn veths_nobody_claims_are_dropped_while_an_isolated_pod_waits_for_its_ip() {
             .iter()
             .all(|c| c.name != STARTING_PODS_CHAIN)
     );
-    // Without known veths (offline compile, bridge CNIs) there is nothing to drop.
+    // Without known veths (offline compile) there is nothing to drop.
     let offline = compile(&snapshot, "n1", &options);
     assert!(offline.chains.iter().all(|c| c.name != STARTING_PODS_CHAIN));
+}
+
+#[test]
+fn bridged_addresses_nobody_claims_are_dropped_while_an_isolated_pod_waits_for_its_ip() {
+    // A bridge CNI: no veth route names a pod; the bridge's range does (interfaces.rs).
+    let mut snapshot = Snapshot::new();
+    snapshot.upsert_pod(pod("web", "known", "a", "n1", "10.0.0.2"));
+    let mut waiting = pod("web", "starting", "b", "n1", "10.0.0.2");
+    waiting.ips.clear();
+    snapshot.upsert_pod(waiting);
+    let bridged: Vec<IpAddr> = ["10.0.0.2", "10.0.0.3"]
+        .iter()
+        .map(|ip| ip.parse().unwrap())
+        .collect();
+    let none = PodInterfaces::new();
+    let options = Options::default();
+    let open = compile_with_bridged(&snapshot, "n1", &none, &bridged, &options);
+    assert!(open.chains.iter().all(|c| c.name != STARTING_PODS_CHAIN));
+
+    snapshot
+        .upsert_network_policy(&policy(
+            "web",
+            "deny-b",
+            json!({"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Egress"]}),
+        ))
+        .unwrap();
+    let closed = compile_with_bridged(&snapshot, "n1", &none, &bridged, &options);
+    let unclaimed: IpAddr = "10.0.0.3".parse().unwrap();
+    assert_eq!(
+        map_entries(&closed, "egress4"),
+        [(unclaimed, MapVerdict::Jump(STARTING_PODS_CHAIN.into()))]
+    );
+    assert_eq!(
+        map_entries(&closed, "ingress4"),
+        [(unclaimed, MapVerdict::Goto(STARTING_PODS_CHAIN.into()))]
+    );
+    // Nothing else keys on the bridge: no anti-spoofing pair, no guard.
+    assert_eq!(closed.set("pod_ifaces").unwrap().elements, []);
+    assert_eq!(map_entries(&closed, "pod_dests4"), []);
 }

@@ -16,8 +16,8 @@ use crate::lru::Lru;
 #[derive(Debug, Clone)]
 pub struct Window {
     flows: Lru<FlowKey, FlowLine>,
-    /// Flows kept, by action: `[allow, deny, audit]`.
-    kept: [usize; 3],
+    /// Flows kept, by action: `[allow, deny, audit, revoke]`.
+    kept: [usize; 4],
 }
 
 fn slot(action: Action) -> usize {
@@ -25,6 +25,7 @@ fn slot(action: Action) -> usize {
         Action::Allow => 0,
         Action::Deny => 1,
         Action::Audit => 2,
+        Action::Revoke => 3,
     }
 }
 
@@ -33,7 +34,7 @@ impl Window {
     pub fn new(capacity: usize) -> Self {
         Self {
             flows: Lru::new(capacity),
-            kept: [0; 3],
+            kept: [0; 4],
         }
     }
 

@@ -20,7 +20,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use super::{FlowPeer, FlowToAllow, Workload};
+use super::{FlowPeer, FlowToAllow, Options, Suggestions, Workload};
 use crate::flow_line::{self, Action, FlowLine, PodInfo};
 use crate::model::{Direction, IpProtocol, ObjectKey, Protocol, Snapshot};
 use crate::policy::{self, DirectionVerdict, Endpoint, Flow};
@@ -242,7 +242,7 @@ pub fn to_allow<'l>(
     include_external: bool,
 ) -> Observed {
     let lines: Vec<&FlowLine> = lines.into_iter().collect();
-    let scope = Scope::of(&lines, snapshot);
+    let scope = Scope::of(lines.iter().copied(), snapshot);
     let mut observed = Observed {
         scope: scope.0.clone(),
         ..Observed::default()
@@ -278,15 +278,50 @@ pub fn to_allow<'l>(
     observed
 }
 
+/// The namespaces whose traffic was observed ([`Observed::scope`]): those of pods with lines
+/// of observe mode, and those the snapshot says are observed. Their workloads are the ones
+/// observed suggestions isolate.
+pub fn observed_namespaces<'l>(
+    lines: impl IntoIterator<Item = &'l FlowLine>,
+    snapshot: Option<&Snapshot>,
+) -> BTreeSet<String> {
+    Scope::of(lines, snapshot).0
+}
+
+/// What `suggest --observed` prints, and what the `ui` page shows for its ticked flows: the
+/// policies that allow exactly the observed flows of `lines`, both ends at once ([`to_allow`]
+/// then [`super::suggest`] in observe mode), with the flows `exclude` left out and the external
+/// ones left out unless `include_external`, both listed in the result.
+pub fn suggest_observed<'l>(
+    lines: impl IntoIterator<Item = &'l FlowLine>,
+    snapshot: Option<&Snapshot>,
+    namespace: Option<&str>,
+    exclude: &[Exclude],
+    include_external: bool,
+) -> Suggestions {
+    let observed = to_allow(lines, snapshot, exclude, include_external);
+    let mut suggestions = super::suggest(
+        &observed.flows,
+        &Options {
+            snapshot,
+            namespace,
+            observed: Some(&observed.scope),
+        },
+    );
+    suggestions.excluded = observed.excluded.into_iter().collect();
+    suggestions.external_left_out = observed.external.into_iter().collect();
+    suggestions
+}
+
 /// Whose traffic is in scope: the namespaces of pods the agents observed (a line allowed by a
 /// policy or of a pod no policy isolates comes only from observe mode), and the namespaces the
 /// snapshot says are observed.
 struct Scope(BTreeSet<String>);
 
 impl Scope {
-    fn of(lines: &[&FlowLine], snapshot: Option<&Snapshot>) -> Self {
+    fn of<'l>(lines: impl IntoIterator<Item = &'l FlowLine>, snapshot: Option<&Snapshot>) -> Self {
         let mut namespaces: BTreeSet<String> = lines
-            .iter()
+            .into_iter()
             .filter(|line| line.action == Action::Allow)
             .map(|line| line.pod.namespace.clone())
             .collect();

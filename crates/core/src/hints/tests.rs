@@ -535,6 +535,40 @@ fn the_snapshot_labels_win_over_the_drop_logs() {
 }
 
 #[test]
+fn flows_of_a_namespace_deleted_since_are_issues_not_policies() {
+    let snapshot = shop();
+    let gone = flow_pod("e2e-1234/server", &[("pod-name", "server")], None);
+    let suggestions = checked(
+        &[
+            ingress(gone.clone(), frontend("a"), 80),
+            egress(frontend("a"), backend("x"), 9090),
+        ],
+        &snapshot,
+    );
+    assert_eq!(suggestions.suggestions.len(), 1);
+    assert_eq!(
+        suggestions.suggestions[0]
+            .policy
+            .metadata
+            .namespace
+            .as_deref(),
+        Some("shop")
+    );
+    assert_eq!(suggestions.issues.len(), 1);
+    assert_eq!(suggestions.issues[0].kind, IssueKind::NamespaceGone);
+    assert_eq!(suggestions.issues[0].workload.namespace, "e2e-1234");
+
+    // A namespace being deleted (Terminating) refuses new objects too.
+    let mut terminating = shop();
+    let mut shop_ns = Namespace::new("shop", Labels::new());
+    shop_ns.terminating = true;
+    terminating.upsert_namespace(shop_ns);
+    let suggestions = checked(&[egress(frontend("a"), backend("x"), 9090)], &terminating);
+    assert!(suggestions.suggestions.is_empty());
+    assert_eq!(suggestions.issues[0].kind, IssueKind::NamespaceGone);
+}
+
+#[test]
 fn flows_the_snapshot_now_allows_are_left_out() {
     let mut snapshot = shop();
     let allow: k8s_openapi::api::networking::v1::NetworkPolicy = serde_json::from_value(json!({

@@ -63,6 +63,8 @@ pub struct Namespace {
     pub enforcement: Enforcement,
     /// From the [`OBSERVE_ANNOTATION`] annotation (`"true"`); off when absent.
     pub observe: bool,
+    /// Whether it has a deletion timestamp (Terminating): nothing new can be created in it.
+    pub terminating: bool,
 }
 
 impl Namespace {
@@ -79,11 +81,12 @@ impl Namespace {
             labels,
             enforcement: Enforcement::Enforce,
             observe: false,
+            terminating: false,
         }
     }
 
-    /// Converts a Kubernetes Namespace (labels, and the enforcement annotation); `None` when it
-    /// has no name.
+    /// Converts a Kubernetes Namespace (labels, the enforcement and observe annotations, whether
+    /// it is being deleted); `None` when it has no name.
     pub fn from_k8s(namespace: &core::Namespace) -> Option<Self> {
         let name = namespace.metadata.name.as_deref()?;
         let mut converted = Self::new(name, namespace.metadata.labels.clone().unwrap_or_default());
@@ -97,6 +100,7 @@ impl Namespace {
         };
         converted.enforcement = Enforcement::from_annotation(annotation(ENFORCEMENT_ANNOTATION));
         converted.observe = annotation(OBSERVE_ANNOTATION) == Some("true");
+        converted.terminating = namespace.metadata.deletion_timestamp.is_some();
         Some(converted)
     }
 }

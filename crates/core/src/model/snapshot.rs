@@ -3,9 +3,9 @@
 //! `namespaced` module.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::namespaced::{Keyed, Labelled, NamespacedMap};
 use super::{
@@ -27,6 +27,18 @@ pub struct Snapshot {
     cluster_policies: BTreeMap<String, Arc<ClusterPolicy>>,
     /// Nodes by name, for ClusterNetworkPolicy node peers.
     nodes: BTreeMap<String, Arc<Node>>,
+    /// Which pod owns an address, built on the first lookup after the pods changed (a change
+    /// drops it) and shared by the clones made after.
+    addresses: OnceLock<Arc<AddressIndex>>,
+}
+
+/// The pods by address ([`Snapshot::pod_by_ip`], [`Snapshot::host_network_pod_by_ip`]).
+#[derive(Debug, Default)]
+struct AddressIndex {
+    /// Policy endpoints: the first by key, for an address several claim.
+    endpoints: HashMap<IpAddr, ObjectKey>,
+    /// hostNetwork pods (their addresses are their nodes'): the first by key.
+    host_network: HashMap<IpAddr, ObjectKey>,
 }
 
 impl Keyed for Pod {
@@ -63,6 +75,7 @@ impl Snapshot {
     pub fn upsert_pod(&mut self, pod: Pod) {
         self.ensure_namespace(&pod.key.namespace);
         self.pods.insert(pod);
+        self.addresses = OnceLock::new();
     }
 
     /// Adds or replaces a policy (already validated into its enforceable form).
@@ -86,6 +99,7 @@ impl Snapshot {
 
     /// Removes a pod.
     pub fn remove_pod(&mut self, key: &ObjectKey) -> Option<Pod> {
+        self.addresses = OnceLock::new();
         self.pods
             .remove(&key.namespace, &key.name)
             .map(Arc::unwrap_or_clone)
@@ -173,9 +187,37 @@ impl Snapshot {
     /// The policy endpoint (active, non-hostNetwork pod) that owns an IP, if any. When a reused
     /// IP is claimed by several pods (a finished one is never an endpoint), the first by key wins.
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
-        self.pods
-            .iter()
-            .find(|pod| pod.is_policy_endpoint() && pod.ips.contains(&ip))
+        self.address_index()
+            .endpoints
+            .get(&ip)
+            .and_then(|key| self.pod(key))
+    }
+
+    /// The hostNetwork pod whose (node) address this is, if any; the first by key.
+    pub fn host_network_pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
+        self.address_index()
+            .host_network
+            .get(&ip)
+            .and_then(|key| self.pod(key))
+    }
+
+    fn address_index(&self) -> &AddressIndex {
+        self.addresses.get_or_init(|| {
+            let mut index = AddressIndex::default();
+            for pod in self.pods.iter() {
+                let map = if pod.is_policy_endpoint() {
+                    &mut index.endpoints
+                } else if pod.host_network {
+                    &mut index.host_network
+                } else {
+                    continue;
+                };
+                for ip in &pod.ips {
+                    map.entry(*ip).or_insert_with(|| pod.key.clone());
+                }
+            }
+            Arc::new(index)
+        })
     }
 
     /// The enforcement mode of a namespace; enforce when the namespace is unknown.
@@ -253,5 +295,57 @@ impl Snapshot {
     /// Names of all namespaces, including those only implied by pods and policies.
     pub fn namespace_names(&self) -> BTreeSet<&str> {
         self.namespaces.keys().map(String::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PodPhase;
+
+    fn pod(name: &str, ip: &str, host_network: bool) -> Pod {
+        Pod {
+            key: ObjectKey::new("ns", name),
+            labels: Labels::new(),
+            node: Some("n1".into()),
+            ips: vec![ip.parse().unwrap()],
+            phase: PodPhase::Active,
+            host_network,
+            terminating: false,
+            ports: Vec::new(),
+            owner: None,
+        }
+    }
+
+    fn name_at(snapshot: &Snapshot, ip: &str) -> Option<String> {
+        snapshot
+            .pod_by_ip(ip.parse().unwrap())
+            .map(|p| p.key.name.clone())
+    }
+
+    #[test]
+    fn the_address_index_follows_every_change_of_the_pods_and_clones_share_it() {
+        let mut s = Snapshot::new();
+        s.upsert_pod(pod("b", "10.0.0.1", false));
+        assert_eq!(name_at(&s, "10.0.0.1").as_deref(), Some("b"));
+        // A pod first by key claiming the same address wins, once added.
+        s.upsert_pod(pod("a", "10.0.0.1", false));
+        assert_eq!(name_at(&s, "10.0.0.1").as_deref(), Some("a"));
+        let clone = s.clone();
+        s.remove_pod(&ObjectKey::new("ns", "a"));
+        assert_eq!(name_at(&s, "10.0.0.1").as_deref(), Some("b"));
+        assert_eq!(name_at(&clone, "10.0.0.1").as_deref(), Some("a"));
+        // A finished pod is no endpoint; a hostNetwork pod's address is its node's.
+        let mut finished = pod("c", "10.0.0.2", false);
+        finished.phase = PodPhase::Finished;
+        s.upsert_pod(finished);
+        s.upsert_pod(pod("node-agent", "192.168.0.1", true));
+        assert_eq!(name_at(&s, "10.0.0.2"), None);
+        assert_eq!(name_at(&s, "192.168.0.1"), None);
+        assert_eq!(
+            s.host_network_pod_by_ip("192.168.0.1".parse().unwrap())
+                .map(|p| p.key.name.as_str()),
+            Some("node-agent")
+        );
     }
 }

@@ -291,9 +291,7 @@ fn resolve<'a>(snapshot: &'a Snapshot, endpoint: &Endpoint) -> Result<Resolved<'
         Endpoint::Ip(ip) => match snapshot.pod_by_ip(*ip) {
             Some(pod) => (pod, Some(*ip)),
             None => {
-                let host_pod = snapshot
-                    .pods()
-                    .find(|p| p.host_network && p.ips.contains(ip));
+                let host_pod = snapshot.host_network_pod_by_ip(*ip);
                 let reason = match host_pod {
                     Some(p) => format!("{ip} is the node address of hostNetwork pod {}", p.key),
                     None => format!("{ip} is not a pod address"),
