@@ -249,6 +249,18 @@ impl Sides {
 
 /// What one end's line said, for people.
 fn side(line: &FlowLine) -> String {
+    if let (Some(tier), Some(rule)) = (line.tier, &line.cluster_policy) {
+        let decided = match line.action {
+            Action::Allow => "allowed",
+            Action::Deny => "denied",
+            Action::Audit => "audited, would be denied",
+            Action::Revoke => "ended by a policy change",
+        };
+        return format!(
+            "{}: {decided} by {tier} ClusterNetworkPolicy {} {}[{}]",
+            line.direction, rule.name, line.direction, rule.rule
+        );
+    }
     let what = match (line.action, &line.allowed_by) {
         (Action::Allow, Some(rule)) => format!(
             "allowed by {} {}[{}]",

@@ -11,9 +11,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::json;
 
 use super::*;
-use crate::flow_line::{AllowedBy, FlowLine, Peer, PodInfo};
+use crate::flow_line::{AllowedBy, ClusterPolicyRule, FlowLine, Peer, PodInfo};
 use crate::hints::WorkloadFlow;
-use crate::model::{Direction, Labels, Namespace, Owner, Pod, Snapshot};
+use crate::model::{Direction, Labels, Namespace, Owner, Pod, Snapshot, Tier};
 use kube_nftpol_test_support::cluster::labels;
 
 /// A pod of Deployment `app` in `namespace`, as flow lines name it, and its address.
@@ -153,6 +153,36 @@ fn both_ends_of_a_connection_are_one_flow_and_the_worst_verdict_wins() {
         ]
     );
     assert_eq!(edge(&graph, 443).verdict, Action::Audit);
+}
+
+#[test]
+fn a_side_decided_by_a_cluster_network_policy_names_its_tier_and_rule() {
+    let mut denied = egress(Action::Deny, web("a"), Err("169.254.169.254"), 80);
+    denied.policies.clear();
+    denied.tier = Some(Tier::Admin);
+    denied.cluster_policy = Some(ClusterPolicyRule {
+        name: "no-cloud-metadata".into(),
+        priority: 5,
+        rule: 1,
+        rule_name: Some("imds".into()),
+    });
+    let mut accepted = ingress(Action::Allow, api("a"), Ok(web("a")), 8080);
+    accepted.tier = Some(Tier::Baseline);
+    accepted.cluster_policy = Some(ClusterPolicyRule {
+        name: "tenants".into(),
+        priority: 10,
+        rule: 0,
+        rule_name: None,
+    });
+    let graph = build(&[denied, accepted], None);
+    assert_eq!(
+        edge(&graph, 80).pods[0].sides,
+        ["egress: denied by Admin ClusterNetworkPolicy no-cloud-metadata egress[1]"]
+    );
+    assert_eq!(
+        edge(&graph, 8080).pods[0].sides,
+        ["ingress: allowed by Baseline ClusterNetworkPolicy tenants ingress[0]"]
+    );
 }
 
 #[test]
