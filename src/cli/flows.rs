@@ -156,6 +156,7 @@ fn workload(workload: &Workload) -> String {
 /// The table: one row per workload flow, columns aligned.
 fn table(flows: &[WorkloadFlow]) -> String {
     let header = [
+        "ID",
         "NAMESPACE",
         "WORKLOAD",
         "DIRECTION",
@@ -185,6 +186,7 @@ fn table(flows: &[WorkloadFlow]) -> String {
             (None, _) => format!("isolated by {}", flow.policies.join(",")),
         };
         rows.push([
+            flow.id.clone(),
             flow.workload.namespace.clone(),
             workload(&flow.workload),
             flow.direction.to_string(),
@@ -197,7 +199,7 @@ fn table(flows: &[WorkloadFlow]) -> String {
             flow.last_ts.clone(),
         ]);
     }
-    let mut widths = [0; 10];
+    let mut widths = [0; 11];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -310,6 +312,7 @@ mod tests {
 
     fn row(action: Action, allowed_by: Option<AllowedBy>, policies: &[&str]) -> WorkloadFlow {
         WorkloadFlow {
+            id: "0a1b2c3d4e5f".to_owned(),
             workload: Workload {
                 namespace: "shop".to_owned(),
                 kind: "Deployment".to_owned(),
@@ -355,10 +358,10 @@ mod tests {
         assert_eq!(
             text,
             "\
-NAMESPACE  WORKLOAD        DIRECTION  PEER                 PORT      ACTION  WHY                        PODS  PACKETS  LAST SEEN
-shop       Deployment/web  egress     shop/StatefulSet/db  tcp/5432  allow   shop/web-egress egress[1]  2     7        2026-01-01T00:00:09.000Z
-shop       Deployment/web  egress     shop/StatefulSet/db  tcp/5432  allow   not isolated               2     7        2026-01-01T00:00:09.000Z
-shop       Deployment/web  egress     203.0.113.9          icmp      deny    isolated by shop/deny-all  2     7        2026-01-01T00:00:09.000Z
+ID            NAMESPACE  WORKLOAD        DIRECTION  PEER                 PORT      ACTION  WHY                        PODS  PACKETS  LAST SEEN
+0a1b2c3d4e5f  shop       Deployment/web  egress     shop/StatefulSet/db  tcp/5432  allow   shop/web-egress egress[1]  2     7        2026-01-01T00:00:09.000Z
+0a1b2c3d4e5f  shop       Deployment/web  egress     shop/StatefulSet/db  tcp/5432  allow   not isolated               2     7        2026-01-01T00:00:09.000Z
+0a1b2c3d4e5f  shop       Deployment/web  egress     203.0.113.9          icmp      deny    isolated by shop/deny-all  2     7        2026-01-01T00:00:09.000Z
 "
         );
     }

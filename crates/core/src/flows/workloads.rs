@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{first_seen, last_seen};
 use crate::flow_line::{Action, AllowedBy, ClusterPolicyRule, FlowLine, Peer, PodInfo};
-use crate::hints::Workload;
+use crate::hints::{self, FlowEnd, Workload};
 use crate::model::{Direction, IpProtocol, ObjectKey, Tier};
 
 /// The other end of a workload's flow.
@@ -27,6 +27,10 @@ pub enum WorkloadPeer {
 /// The flows of one workload to or from one peer, on one protocol and port, with one verdict.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkloadFlow {
+    /// The flow's id, the same for the rows of both its ends and whatever the verdict
+    /// ([`hints::WorkloadFlow::id`]): what `kube-nftpol suggest --exclude flow=ID` takes.
+    #[serde(default)]
+    pub id: String,
     /// The workload of the policed pods.
     pub workload: Workload,
     /// Ingress (the pods were receiving) or egress (they were sending).
@@ -102,6 +106,7 @@ pub fn by_workload<'a>(flows: impl IntoIterator<Item = &'a FlowLine>) -> Vec<Wor
         );
         let (flow, pods, policies) = merged.entry(key).or_insert_with_key(|key| {
             let flow = WorkloadFlow {
+                id: flow_id(&key.0, key.1, &key.2, key.3, key.4),
                 workload: key.0.clone(),
                 direction: key.1,
                 peer: key.2.clone(),
@@ -137,6 +142,33 @@ pub fn by_workload<'a>(flows: impl IntoIterator<Item = &'a FlowLine>) -> Vec<Wor
             flow
         })
         .collect()
+}
+
+/// The id of the flow between `workload` and `peer` ([`hints::WorkloadFlow::id`]), from the
+/// side of `workload` in `direction`: both ends' rows of one flow get the same id.
+fn flow_id(
+    workload: &Workload,
+    direction: Direction,
+    peer: &WorkloadPeer,
+    protocol: IpProtocol,
+    port: Option<u16>,
+) -> String {
+    let own = FlowEnd::Workload(workload.clone());
+    let peer = match peer {
+        WorkloadPeer::Workload(peer) => FlowEnd::Workload(peer.clone()),
+        WorkloadPeer::Ip(ip) => FlowEnd::Address(*ip),
+    };
+    let (source, destination) = match direction {
+        Direction::Egress => (own, peer),
+        Direction::Ingress => (peer, own),
+    };
+    hints::WorkloadFlow {
+        source,
+        destination,
+        protocol,
+        port,
+    }
+    .id()
 }
 
 #[cfg(test)]
@@ -258,6 +290,54 @@ mod tests {
             denied,
         ];
         assert_eq!(by_workload(&flows).len(), 3);
+    }
+
+    /// The id `kube-nftpol flows` shows is the flow id `suggest --exclude flow=ID` takes: the
+    /// same for the sender's and the receiver's rows of one flow, allowed or denied, and for a
+    /// flow to an address.
+    #[test]
+    fn both_ends_rows_carry_the_flow_id_that_exclude_takes() {
+        let t = "2026-01-01T00:00:01.000Z";
+        let egress = line(
+            replica("web", "w1"),
+            Peer::Pod(replica("api", "a1")),
+            8080,
+            1,
+            t,
+            t,
+        );
+        let mut ingress = line(
+            replica("api", "a1"),
+            Peer::Pod(replica("web", "w1")),
+            8080,
+            1,
+            t,
+            t,
+        );
+        ingress.direction = Direction::Ingress;
+        ingress.action = Action::Deny;
+        ingress.allowed_by = None;
+        let external = line(
+            replica("web", "w1"),
+            Peer::External {
+                ip: "203.0.113.9".parse().unwrap(),
+            },
+            443,
+            1,
+            t,
+            t,
+        );
+        let merged = by_workload([&egress, &ingress, &external]);
+        assert_eq!(merged.len(), 3);
+        for (row, line) in merged.iter().zip([&ingress, &egress, &external]) {
+            let flow = hints::WorkloadFlow::of(line);
+            assert_eq!(row.id, flow.id(), "{flow}");
+            let exclude: hints::Exclude = format!("flow={}", row.id).parse().unwrap();
+            assert!(exclude.matches(&flow), "{flow}");
+        }
+        assert_eq!(merged[0].id, merged[1].id);
+        assert_ne!(merged[0].id, merged[2].id);
+        assert_eq!(merged[0].id.len(), 12);
     }
 
     #[test]
