@@ -663,7 +663,10 @@ fn kube_nftpol_flows_reads_every_agent_through_the_api_servers_pod_proxy() {
     let out = flows_cli(&server, READER, &["--agent-port", &port]);
     assert_eq!(out.status.code(), Some(1));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(stdout.starts_with("NAMESPACE  WORKLOAD"), "{stdout}");
+    assert!(
+        stdout.starts_with("ID            NAMESPACE  WORKLOAD"),
+        "{stdout}"
+    );
     // Each failure once, in the command's words: not also in the client's log.
     assert!(!stderr.contains("kube_client"), "{stderr}");
     assert!(stdout.contains("Deployment/web"), "{stdout}");

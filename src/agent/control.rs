@@ -117,7 +117,7 @@ pub(super) async fn control_loop(
     config: &Config,
     mut snapshots: watch::Receiver<Option<Arc<Loaded>>>,
     links: PodLinks,
-    mut dataplane: Dataplane,
+    dataplane: Dataplane,
     state: &State,
     clock: &ChangeClock,
     applied: &watch::Sender<Option<Arc<Loaded>>>,
@@ -130,12 +130,18 @@ pub(super) async fn control_loop(
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
-    let mut desired: Option<Ruleset> = None;
+    let mut node = Programmer {
+        config,
+        state,
+        applied,
+        dataplane,
+        bindings: Bindings::default(),
+        desired: None,
+    };
     let mut loaded: Option<Arc<Loaded>> = None;
     let mut interfaces_open = true;
     let mut bridged_open = true;
     let mut bridges_reported = false;
-    let mut bindings = Bindings::default();
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     loop {
@@ -146,21 +152,12 @@ pub(super) async fn control_loop(
                 }
                 loaded = snapshots.borrow_and_update().clone();
                 let Some(current) = &loaded else { continue };
-                let ruleset = compile_node(
-                    config,
-                    current,
-                    &mut bindings,
-                    &interfaces.borrow(),
-                    &bridged.borrow(),
-                );
-                let enforced = apply(&mut dataplane, &ruleset, state).await;
-                if enforced.is_some() && let Some(seen) = clock.take() {
+                let ruleset = node.compile(current, &interfaces.borrow(), &bridged.borrow());
+                if node.install(ruleset, current).await && let Some(seen) = clock.take() {
                     let latency = seen.elapsed();
                     metrics.programming_latency.observe(latency.as_secs_f64());
                     debug!(micros = latency.as_micros(), "change enforced");
                 }
-                hand_over(applied, enforced, current);
-                desired = Some(ruleset);
             }
             changed = interfaces.changed(), if loaded.is_some() && interfaces_open => {
                 if changed.is_err() {
@@ -170,16 +167,9 @@ pub(super) async fn control_loop(
                     continue;
                 }
                 let Some(current) = &loaded else { continue };
-                let ruleset = compile_node(
-                    config,
-                    current,
-                    &mut bindings,
-                    &interfaces.borrow_and_update(),
-                    &bridged.borrow(),
-                );
-                let enforced = apply(&mut dataplane, &ruleset, state).await;
-                hand_over(applied, enforced, current);
-                desired = Some(ruleset);
+                let ruleset =
+                    node.compile(current, &interfaces.borrow_and_update(), &bridged.borrow());
+                node.install(ruleset, current).await;
             }
             changed = bridged.changed(), if bridged_open => {
                 if changed.is_err() {
@@ -192,47 +182,73 @@ pub(super) async fn control_loop(
                     report_bridge_cni(addresses.len());
                 }
                 let Some(current) = &loaded else { continue };
-                let ruleset =
-                    compile_node(config, current, &mut bindings, &interfaces.borrow(), &addresses);
-                let enforced = apply(&mut dataplane, &ruleset, state).await;
-                hand_over(applied, enforced, current);
-                desired = Some(ruleset);
+                let ruleset = node.compile(current, &interfaces.borrow(), &addresses);
+                node.install(ruleset, current).await;
             }
             _ = resync.tick() => {
-                if bindings.rebind_pending() && let Some(current) = &loaded {
-                    let ruleset = compile_node(
-                        config,
-                        current,
-                        &mut bindings,
-                        &interfaces.borrow(),
-                        &bridged.borrow(),
-                    );
-                    let enforced = apply(&mut dataplane, &ruleset, state).await;
-                    hand_over(applied, enforced, current);
-                    desired = Some(ruleset);
+                if node.bindings.rebind_pending() && let Some(current) = &loaded {
+                    let ruleset = node.compile(current, &interfaces.borrow(), &bridged.borrow());
+                    node.install(ruleset, current).await;
                 }
-                match dataplane.check().await {
-                    Ok(Check::Repaired) => {
-                        metrics.repairs.inc();
-                    }
-                    Ok(Check::Intact) => debug!("table intact"),
-                    Ok(Check::NotInstalled) => {
-                        // The last apply failed: try again with what we want.
-                        if let Some(ruleset) = &desired {
-                            let enforced = apply(&mut dataplane, ruleset, state).await;
-                            if let Some(current) = &loaded {
-                                hand_over(applied, enforced, current);
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        metrics.apply_errors.inc();
-                        warn!(error = %format!("{:#}", anyhow::Error::from(error)), "table check failed");
-                    }
-                }
+                node.check(loaded.as_ref()).await;
             }
             _ = terminate.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// What the control loop programs the node with: the dataplane, the sticky address bindings
+/// and the last ruleset it wanted.
+struct Programmer<'a> {
+    config: &'a Config,
+    state: &'a State,
+    /// Where a snapshot whose changed ruleset the kernel now enforces goes (the revocation
+    /// pass).
+    applied: &'a watch::Sender<Option<Arc<Loaded>>>,
+    dataplane: Dataplane,
+    bindings: Bindings,
+    desired: Option<Ruleset>,
+}
+
+impl Programmer<'_> {
+    /// The node's ruleset for `loaded` with the pods' links as they are now.
+    fn compile(&mut self, loaded: &Loaded, learned: &PodInterfaces, bridged: &[IpAddr]) -> Ruleset {
+        compile_node(self.config, loaded, &mut self.bindings, learned, bridged)
+    }
+
+    /// Applies `ruleset` (compiled from `current`), hands `current` to the revocation pass when
+    /// the kernel's table changed, and keeps `ruleset` as the desired state; whether the kernel
+    /// enforces it now.
+    async fn install(&mut self, ruleset: Ruleset, current: &Arc<Loaded>) -> bool {
+        let enforced = apply(&mut self.dataplane, &ruleset, self.state).await;
+        hand_over(self.applied, enforced, current);
+        self.desired = Some(ruleset);
+        enforced.is_some()
+    }
+
+    /// The resync's check of the table: repaired when someone changed it, applied again when
+    /// the last apply failed.
+    async fn check(&mut self, loaded: Option<&Arc<Loaded>>) {
+        let metrics = &self.state.metrics().control;
+        match self.dataplane.check().await {
+            Ok(Check::Repaired) => {
+                metrics.repairs.inc();
+            }
+            Ok(Check::Intact) => debug!("table intact"),
+            Ok(Check::NotInstalled) => {
+                // The last apply failed: try again with what we want.
+                if let Some(ruleset) = &self.desired {
+                    let enforced = apply(&mut self.dataplane, ruleset, self.state).await;
+                    if let Some(current) = loaded {
+                        hand_over(self.applied, enforced, current);
+                    }
+                }
+            }
+            Err(error) => {
+                metrics.apply_errors.inc();
+                warn!(error = %format!("{:#}", anyhow::Error::from(error)), "table check failed");
+            }
         }
     }
 }

@@ -22,6 +22,7 @@
 
 mod cache;
 mod cluster_kinds;
+mod fields_resource;
 mod pod_fields;
 
 use std::sync::Arc;

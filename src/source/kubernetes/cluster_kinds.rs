@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::cluster::api::{self, ClusterNetworkPolicy};
 
+use super::fields_resource::fields_resource;
+
 /// A ClusterNetworkPolicy as the watch reads it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -99,34 +101,7 @@ impl NodeFields {
     }
 }
 
-impl kube::Resource for NodeFields {
-    type DynamicType = ();
-    type Scope = k8s_openapi::ClusterResourceScope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        <core::Node as kube::Resource>::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        <core::Node as kube::Resource>::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        <core::Node as kube::Resource>::version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        <core::Node as kube::Resource>::plural(dt)
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+fields_resource!(NodeFields, core::Node, k8s_openapi::ClusterResourceScope);
 
 #[cfg(test)]
 mod tests {

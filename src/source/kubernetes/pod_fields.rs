@@ -5,12 +5,13 @@
 //! [`PodFields::into_pod`] gives back a k8s-openapi Pod holding those fields, for
 //! [`crate::model::Pod::from_k8s`], which reads nothing else (a test holds both to that).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Deserializer};
+
+use super::fields_resource::fields_resource;
 
 /// A Pod as the agent reads it from the API.
 #[derive(Debug, Clone, Deserialize)]
@@ -102,34 +103,7 @@ impl PodFields {
     }
 }
 
-impl kube::Resource for PodFields {
-    type DynamicType = ();
-    type Scope = k8s_openapi::NamespaceResourceScope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        <core::Pod as kube::Resource>::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        <core::Pod as kube::Resource>::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        <core::Pod as kube::Resource>::version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        <core::Pod as kube::Resource>::plural(dt)
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+fields_resource!(PodFields, core::Pod, k8s_openapi::NamespaceResourceScope);
 
 #[cfg(test)]
 mod tests {

@@ -14,8 +14,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use super::rules::{merge_ports, port_expr};
-use super::ruleset::{AddrField, Expr, Family, ProtocolPorts, Set, SetElement, SetKind};
+use super::rules::{MatchLists, merge_ports};
+use super::ruleset::{Expr, Family, ProtocolPorts, Set, SetElement, SetKind};
 use super::{MAX_COMMENT, names, ranges, truncate};
 use crate::model::{
     ClusterPeer, ClusterPolicy, ClusterPort, ClusterRule, Direction, Labels, Pod, Snapshot,
@@ -35,58 +35,38 @@ pub(super) struct ClusterRuleCompiler<'a> {
 
 impl ClusterRuleCompiler<'_> {
     pub(super) fn matchers(mut self) -> Vec<Vec<Expr>> {
-        let peer_field = match self.direction {
-            Direction::Ingress => AddrField::Source,
-            Direction::Egress => AddrField::Destination,
-        };
         let (numbered, named) = self.ports();
-        let port_match = match (&self.rule.ports, numbered.is_empty()) {
-            (None, _) => Some(None),
-            (Some(_), false) => Some(Some(port_expr(numbered))),
-            (Some(_), true) => None,
-        };
-        let mut out = Vec::new();
-        if let Some(port_match) = port_match {
-            // As for NetworkPolicy rules: one protocol's ports are compares and go before the
-            // peer lookup; ports of several protocols are a set lookup after it.
-            let with_ports = |peer: Vec<Expr>| match &port_match {
-                Some(ports @ Expr::PortIn(..)) => {
-                    std::iter::once(ports.clone()).chain(peer).collect()
-                }
-                other => peer.into_iter().chain(other.clone()).collect::<Vec<_>>(),
-            };
+        let mut lists = MatchLists::new(self.direction, self.rule.ports.is_some(), numbered);
+        if lists.ports_can_match() {
             if self.rule.peers.contains(&ClusterPeer::Any) {
-                out.push(with_ports(Vec::new()));
+                lists.any_peer();
             } else {
-                if self.rule.peers.iter().any(|p| {
+                let selects_addresses = self.rule.peers.iter().any(|p| {
                     matches!(
                         p,
                         ClusterPeer::Namespaces(_)
                             | ClusterPeer::Pods { .. }
                             | ClusterPeer::Nodes(_)
                     )
-                }) {
+                });
+                if selects_addresses {
                     for (family, set) in Family::ALL.into_iter().zip(self.address_sets()) {
-                        out.push(with_ports(vec![Expr::AddressInSet(
-                            peer_field, family, set,
-                        )]));
+                        lists.peers_in(family, set);
                     }
                 }
                 for family in Family::ALL {
                     if let Some(set) = self.network_set(family) {
-                        out.push(with_ports(vec![Expr::AddressInSet(
-                            peer_field, family, set,
-                        )]));
+                        lists.peers_in(family, set);
                     }
                 }
             }
         }
         if !named.is_empty() {
             for (family, set) in Family::ALL.into_iter().zip(self.named_port_sets(&named)) {
-                out.push(vec![Expr::DestinationProtocolPortInSet(family, set)]);
+                lists.named_ports_in(family, set);
             }
         }
-        out
+        lists.finish()
     }
 
     /// Numbered ports (merged), plus named ports resolved on the subject pod for ingress; and

@@ -162,7 +162,7 @@ pub(super) fn log_chain(
 /// The rate-limited NFLOG rule of `kind` for a pod and direction: at most
 /// [`Options::log_rate_per_second`] records a second (burst [`Options::log_burst_packets`]),
 /// the rest go unlogged, never affecting the verdict (the rule has none).
-fn log_rule(
+pub(super) fn log_rule(
     pod: &Pod,
     direction: Direction,
     kind: LogKind,

@@ -30,48 +30,24 @@ pub(super) struct RuleCompiler<'a> {
 
 impl<'a> RuleCompiler<'a> {
     pub(super) fn matchers(mut self) -> Vec<Vec<Expr>> {
-        let peer_field = match self.direction {
-            Direction::Ingress => AddrField::Source,
-            Direction::Egress => AddrField::Destination,
-        };
         // Ports: `None` means any protocol and port.
         let (numbered, named) = self.ports();
-        let mut out = Vec::new();
-
-        let port_match = match (&self.rule.ports, numbered.is_empty()) {
-            (None, _) => Some(None),
-            (Some(_), false) => Some(Some(port_expr(numbered))),
-            (Some(_), true) => None,
-        };
-        if let Some(port_match) = port_match {
-            // One protocol's ports are compares (or one small lookup): they go first, so a
-            // packet to another port skips the peer lookup. Ports of several protocols are a
-            // concatenated set lookup, left after the peer.
-            let with_ports = |peer: Vec<Expr>| match &port_match {
-                Some(ports @ Expr::PortIn(..)) => {
-                    std::iter::once(ports.clone()).chain(peer).collect()
-                }
-                other => peer.into_iter().chain(other.clone()).collect::<Vec<_>>(),
-            };
+        let mut lists = MatchLists::new(self.direction, self.rule.ports.is_some(), numbered);
+        if lists.ports_can_match() {
             match &self.rule.peers {
-                None => out.push(with_ports(Vec::new())),
+                None => lists.any_peer(),
                 Some(peers) => {
-                    let has_pods = peers
+                    if peers
                         .iter()
-                        .any(|p| matches!(p.kind, PeerKind::Pods { .. }));
-                    if has_pods {
-                        let sets = self.pod_sets();
-                        for (family, set) in Family::ALL.into_iter().zip(sets) {
-                            out.push(with_ports(vec![Expr::AddressInSet(
-                                peer_field, family, set,
-                            )]));
+                        .any(|p| matches!(p.kind, PeerKind::Pods { .. }))
+                    {
+                        for (family, set) in Family::ALL.into_iter().zip(self.pod_sets()) {
+                            lists.peers_in(family, set);
                         }
                     }
                     for family in Family::ALL {
                         if let Some(set) = self.cidr_set(family) {
-                            out.push(with_ports(vec![Expr::AddressInSet(
-                                peer_field, family, set,
-                            )]));
+                            lists.peers_in(family, set);
                         }
                     }
                 }
@@ -80,10 +56,10 @@ impl<'a> RuleCompiler<'a> {
         if !named.is_empty() {
             let sets = self.named_port_sets(&named);
             for (family, set) in Family::ALL.into_iter().zip(sets) {
-                out.push(vec![Expr::DestinationProtocolPortInSet(family, set)]);
+                lists.named_ports_in(family, set);
             }
         }
-        out
+        lists.finish()
     }
 
     /// Numbered ports (merged per protocol), plus named ports resolved on the target for
@@ -277,6 +253,80 @@ impl<'a> RuleCompiler<'a> {
             self.insert_set(name, family, kind, elements, "named ports");
         }
         names
+    }
+}
+
+/// The match lists of one rule (NetworkPolicy or ClusterNetworkPolicy), one per nft rule: its
+/// numbered ports with each peer lookup, then each named-port lookup. One protocol's ports are
+/// compares (or one small lookup): they go first, so a packet to another port skips the peer
+/// lookup. Ports of several protocols are a concatenated set lookup, left after the peer.
+pub(super) struct MatchLists {
+    peer_field: AddrField,
+    /// `None` when the rule has ports but none of them is numbered or resolves here: its peers
+    /// then match nothing; `Some(None)` for any port.
+    ports: Option<Option<Expr>>,
+    lists: Vec<Vec<Expr>>,
+}
+
+impl MatchLists {
+    /// For a rule in `direction` with (`ports_given`) or without a port list, whose numbered
+    /// ports (named ones resolved on the subject pod included) are `numbered`.
+    pub(super) fn new(
+        direction: Direction,
+        ports_given: bool,
+        numbered: Vec<ProtocolPorts>,
+    ) -> Self {
+        let peer_field = match direction {
+            Direction::Ingress => AddrField::Source,
+            Direction::Egress => AddrField::Destination,
+        };
+        let ports = match (ports_given, numbered.is_empty()) {
+            (false, _) => Some(None),
+            (true, false) => Some(Some(port_expr(numbered))),
+            (true, true) => None,
+        };
+        Self {
+            peer_field,
+            ports,
+            lists: Vec::new(),
+        }
+    }
+
+    /// Whether the numbered ports can match anything, so the peers need lookups.
+    pub(super) fn ports_can_match(&self) -> bool {
+        self.ports.is_some()
+    }
+
+    /// The rule's numbered ports from any peer.
+    pub(super) fn any_peer(&mut self) {
+        self.push_with_ports(Vec::new());
+    }
+
+    /// The rule's numbered ports from (ingress) or to (egress) the addresses in `set`.
+    pub(super) fn peers_in(&mut self, family: Family, set: String) {
+        self.push_with_ports(vec![Expr::AddressInSet(self.peer_field, family, set)]);
+    }
+
+    /// The destination's address, protocol and port in `set` (named ports resolved on each
+    /// destination pod).
+    pub(super) fn named_ports_in(&mut self, family: Family, set: String) {
+        self.lists
+            .push(vec![Expr::DestinationProtocolPortInSet(family, set)]);
+    }
+
+    pub(super) fn finish(self) -> Vec<Vec<Expr>> {
+        self.lists
+    }
+
+    fn push_with_ports(&mut self, peer: Vec<Expr>) {
+        let list = match &self.ports {
+            None => return,
+            Some(Some(ports @ Expr::PortIn(..))) => {
+                std::iter::once(ports.clone()).chain(peer).collect()
+            }
+            Some(other) => peer.into_iter().chain(other.clone()).collect(),
+        };
+        self.lists.push(list);
     }
 }
 

@@ -29,6 +29,7 @@
 use std::collections::BTreeMap;
 
 use super::cluster_rules::ClusterRuleCompiler;
+use super::pod_chains::log_rule;
 use super::ruleset::{AddrField, Chain, Expr, Rule, Set};
 use super::{LogKind, MAX_COMMENT, Options, names, truncate};
 use crate::model::{ClusterAction, ClusterPolicy, Direction, Pod, Snapshot, Tier};
@@ -207,19 +208,13 @@ fn deny_chain_of(context: &TierContext<'_>, tier: Tier, name: String) -> Chain {
         name,
         hook: None,
         rules: vec![
-            Rule {
-                exprs: vec![
-                    Expr::Limit {
-                        rate_per_second: options.log_rate_per_second,
-                        burst_packets: options.log_burst_packets,
-                    },
-                    Expr::Log {
-                        prefix: kind.log_prefix(direction, pod),
-                        group: options.nflog_group,
-                    },
-                ],
-                comment: Some(format!("log {tier_word} {what}")),
-            },
+            log_rule(
+                pod,
+                direction,
+                kind,
+                format!("log {tier_word} {what}"),
+                options,
+            ),
             Rule {
                 exprs: vec![Expr::Counter, verdict],
                 comment: Some(truncate(

@@ -10,7 +10,7 @@ mod parse;
 use std::net::IpAddr;
 
 use crate::model::{
-    ClusterPeer, ClusterPolicy, ClusterPort, Error, Pod, Protocol, Snapshot, Subject,
+    ClusterPeer, ClusterPolicy, ClusterPort, Error, Pod, Protocol, Selector, Snapshot, Subject,
 };
 
 impl Snapshot {
@@ -56,15 +56,22 @@ impl Subject {
     /// pod's state (a pod still waiting for its IP is covered, not yet selected).
     pub fn covers(&self, snapshot: &Snapshot, pod: &Pod) -> bool {
         match self {
-            Self::Namespaces(namespaces) => {
-                namespaces.matches(&snapshot.namespace_labels(&pod.key.namespace))
-            }
-            Self::Pods { namespaces, pods } => {
-                pods.matches(&pod.labels)
-                    && namespaces.matches(&snapshot.namespace_labels(&pod.key.namespace))
-            }
+            Self::Namespaces(namespaces) => in_namespaces(snapshot, pod, namespaces, None),
+            Self::Pods { namespaces, pods } => in_namespaces(snapshot, pod, namespaces, Some(pods)),
         }
     }
+}
+
+/// Whether the pod's namespace matches `namespaces` and, when given, its labels `pods` (the
+/// `namespaces` and `pods` forms of subjects and peers).
+fn in_namespaces(
+    snapshot: &Snapshot,
+    pod: &Pod,
+    namespaces: &Selector,
+    pods: Option<&Selector>,
+) -> bool {
+    pods.is_none_or(|pods| pods.matches(&pod.labels))
+        && namespaces.matches(&snapshot.namespace_labels(&pod.key.namespace))
 }
 
 impl ClusterPeer {
@@ -75,13 +82,8 @@ impl ClusterPeer {
             return false;
         }
         match self {
-            Self::Namespaces(namespaces) => {
-                namespaces.matches(&snapshot.namespace_labels(&pod.key.namespace))
-            }
-            Self::Pods { namespaces, pods } => {
-                pods.matches(&pod.labels)
-                    && namespaces.matches(&snapshot.namespace_labels(&pod.key.namespace))
-            }
+            Self::Namespaces(namespaces) => in_namespaces(snapshot, pod, namespaces, None),
+            Self::Pods { namespaces, pods } => in_namespaces(snapshot, pod, namespaces, Some(pods)),
             Self::Nodes(_) | Self::Networks(_) | Self::DomainNames(_) | Self::Any => false,
         }
     }

@@ -313,11 +313,11 @@ fn port(
             Some(PortSpec::Named(name.clone()))
         }
         (Some(IntOrString::Int(start)), end) => {
-            let start = port_number(*start, &format!("{field}.port"), errors)?;
+            let start = port_number(i64::from(*start), &format!("{field}.port"), errors)?;
             let end = match end {
                 None => start,
                 Some(end) => {
-                    let end = port_number(end, &format!("{field}.endPort"), errors)?;
+                    let end = port_number(i64::from(end), &format!("{field}.endPort"), errors)?;
                     if end < start {
                         errors.push(FieldError::new(
                             format!("{field}.endPort"),
@@ -337,7 +337,13 @@ fn port(
     })
 }
 
-fn port_number(value: i32, field: &str, errors: &mut Vec<FieldError>) -> Option<u16> {
+/// A port number field (`port`, `endPort`; ClusterNetworkPolicy's `number`, `range`): 1 to
+/// 65535, or an error naming the field.
+pub(in crate::policy) fn port_number(
+    value: i64,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<u16> {
     match u16::try_from(value) {
         Ok(port) if port >= 1 => Some(port),
         _ => {

@@ -24,7 +24,7 @@ use crate::model::{
     ClusterAction, ClusterPeer, ClusterPolicy, ClusterPort, ClusterRule, Direction, FieldError,
     MAX_ITEMS, MAX_PRIORITY, MAX_RULE_NAME, Protocol, Selector, Subject, Tier,
 };
-use crate::policy::parse::{is_port_name, parse_cidr};
+use crate::policy::parse::{is_port_name, parse_cidr, port_number};
 
 impl ClusterPolicy {
     /// Validates a ClusterNetworkPolicy object. `None` only when it has no name.
@@ -491,19 +491,6 @@ fn protocol(spec: &ProtocolSpec, field: &str, errors: &mut Vec<FieldError>) -> O
             errors.push(FieldError::new(
                 field,
                 "set exactly one of number and range",
-            ));
-            None
-        }
-    }
-}
-
-fn port_number(value: i64, field: &str, errors: &mut Vec<FieldError>) -> Option<u16> {
-    match u16::try_from(value) {
-        Ok(port) if port >= 1 => Some(port),
-        _ => {
-            errors.push(FieldError::new(
-                field,
-                format!("{value} is outside 1-65535"),
             ));
             None
         }
