@@ -76,6 +76,7 @@ mod pod_chains;
 pub mod ranges;
 pub mod render_json;
 pub mod render_text;
+mod rule_sets;
 mod rules;
 pub mod ruleset;
 mod tiers;

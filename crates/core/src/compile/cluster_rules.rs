@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use super::rules::{MatchLists, merge_ports};
 use super::ruleset::{Expr, Family, ProtocolPorts, Set, SetElement, SetKind};
-use super::{MAX_COMMENT, names, ranges, truncate};
+use super::{MAX_COMMENT, names, ranges, rule_sets, truncate};
 use crate::model::{
     ClusterPeer, ClusterPolicy, ClusterPort, ClusterRule, Direction, Labels, Pod, Snapshot,
 };
@@ -50,9 +50,8 @@ impl ClusterRuleCompiler<'_> {
                     )
                 });
                 if selects_addresses {
-                    for (family, set) in Family::ALL.into_iter().zip(self.address_sets()) {
-                        lists.peers_in(family, set);
-                    }
+                    let sets = self.address_sets();
+                    lists.peers_in_each(sets);
                 }
                 for family in Family::ALL {
                     if let Some(set) = self.network_set(family) {
@@ -62,9 +61,8 @@ impl ClusterRuleCompiler<'_> {
             }
         }
         if !named.is_empty() {
-            for (family, set) in Family::ALL.into_iter().zip(self.named_port_sets(&named)) {
-                lists.named_ports_in(family, set);
-            }
+            let sets = self.named_port_sets(&named);
+            lists.named_ports_in_each(sets);
         }
         lists.finish()
     }
@@ -118,29 +116,14 @@ impl ClusterRuleCompiler<'_> {
         )
     }
 
-    fn insert_set(
-        &mut self,
-        name: &str,
-        family: Family,
-        kind: SetKind,
-        elements: Vec<SetElement>,
-        what: &str,
-    ) {
-        let comment = truncate(
+    fn comment(&self, what: &str) -> String {
+        truncate(
             format!(
                 "cnp {} {}[{}] {what}",
                 self.policy.name, self.direction, self.rule.index
             ),
             MAX_COMMENT,
-        );
-        let set = Set {
-            name: name.to_owned(),
-            family,
-            kind,
-            elements,
-            comment,
-        };
-        self.sets.insert(name.to_owned(), set);
+        )
     }
 
     /// The rule's pod and node peer addresses, IPv4 and IPv6 sets, built once per rule.
@@ -149,7 +132,7 @@ impl ClusterRuleCompiler<'_> {
         if self.sets.contains_key(&names[0]) {
             return names;
         }
-        let mut addresses: Vec<SetElement> = peer_pods(self.snapshot, self.rule)
+        let addresses: Vec<SetElement> = peer_pods(self.snapshot, self.rule)
             .into_iter()
             .flat_map(|pod| pod.ips.iter().copied())
             .chain(self.rule.peers.iter().flat_map(|peer| {
@@ -165,22 +148,8 @@ impl ClusterRuleCompiler<'_> {
             }))
             .map(SetElement::Address)
             .collect();
-        addresses.sort();
-        addresses.dedup();
-        for (family, name) in Family::ALL.into_iter().zip(&names) {
-            let elements = addresses
-                .iter()
-                .filter(|e| matches!(e, SetElement::Address(ip) if Family::of(*ip) == family))
-                .cloned()
-                .collect();
-            self.insert_set(
-                name,
-                family,
-                SetKind::Addresses,
-                elements,
-                "pod and node peers",
-            );
-        }
+        let comment = self.comment("pod and node peers");
+        rule_sets::insert_per_family(self.sets, &names, SetKind::Addresses, addresses, &comment);
         names
     }
 
@@ -202,14 +171,16 @@ impl ClusterRuleCompiler<'_> {
         }
         let name = self.set_name("nets", family);
         if !self.sets.contains_key(&name) {
-            let elements = ranges::merge(ranges)
-                .into_iter()
-                .map(|r| {
-                    let (start, end) = r.bounds(family);
-                    SetElement::Range(start, end)
-                })
-                .collect();
-            self.insert_set(&name, family, SetKind::AddressRanges, elements, "networks");
+            let elements = rule_sets::interval_elements(ranges, family);
+            let comment = self.comment("networks");
+            rule_sets::insert(
+                self.sets,
+                &name,
+                family,
+                SetKind::AddressRanges,
+                elements,
+                comment,
+            );
         }
         Some(name)
     }
@@ -235,22 +206,9 @@ impl ClusterRuleCompiler<'_> {
                 }
             }
         }
-        elements.sort();
-        elements.dedup();
-        for (family, name) in Family::ALL.into_iter().zip(&names) {
-            let elements = elements
-                .iter()
-                .filter(|e| matches!(e, SetElement::AddressProtocolPort(ip, ..) if Family::of(*ip) == family))
-                .cloned()
-                .collect();
-            self.insert_set(
-                name,
-                family,
-                SetKind::AddressProtocolPort,
-                elements,
-                "named ports",
-            );
-        }
+        let comment = self.comment("named ports");
+        let kind = SetKind::AddressProtocolPort;
+        rule_sets::insert_per_family(self.sets, &names, kind, elements, &comment);
         names
     }
 }

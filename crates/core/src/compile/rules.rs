@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::ruleset::{AddrField, Expr, Family, ProtocolPorts, Set, SetElement, SetKind};
-use super::{MAX_COMMENT, names, peers, ranges, truncate};
+use super::{MAX_COMMENT, names, peers, ranges, rule_sets, truncate};
 use crate::model::{
     Direction, PeerKind, Pod, Policy, PortSpec, Protocol, Rule as PolicyRule, Snapshot,
 };
@@ -41,9 +41,8 @@ impl<'a> RuleCompiler<'a> {
                         .iter()
                         .any(|p| matches!(p.kind, PeerKind::Pods { .. }))
                     {
-                        for (family, set) in Family::ALL.into_iter().zip(self.pod_sets()) {
-                            lists.peers_in(family, set);
-                        }
+                        let sets = self.pod_sets();
+                        lists.peers_in_each(sets);
                     }
                     for family in Family::ALL {
                         if let Some(set) = self.cidr_set(family) {
@@ -55,9 +54,7 @@ impl<'a> RuleCompiler<'a> {
         }
         if !named.is_empty() {
             let sets = self.named_port_sets(&named);
-            for (family, set) in Family::ALL.into_iter().zip(sets) {
-                lists.named_ports_in(family, set);
-            }
+            lists.named_ports_in_each(sets);
         }
         lists.finish()
     }
@@ -127,14 +124,7 @@ impl<'a> RuleCompiler<'a> {
         what: &str,
     ) {
         let comment = self.comment(what);
-        let set = Set {
-            name: name.to_owned(),
-            family,
-            kind,
-            elements,
-            comment,
-        };
-        self.sets.insert(name.to_owned(), set);
+        rule_sets::insert(self.sets, name, family, kind, elements, comment);
     }
 
     /// Pods selected by any pod peer of the rule, anywhere in the cluster (see [`peers`]),
@@ -149,21 +139,12 @@ impl<'a> RuleCompiler<'a> {
     fn pod_sets(&mut self) -> [String; 2] {
         let names = Family::ALL.map(|family| self.set_name("pods", family));
         if !self.sets.contains_key(&names[0]) {
-            let peers = self.peer_pods();
-            let elements = Family::ALL.map(|family| {
-                let mut elements: Vec<SetElement> = peers
-                    .iter()
-                    .flat_map(|pod| pod.ips.iter().copied())
-                    .filter(|ip| Family::of(*ip) == family)
-                    .map(SetElement::Address)
-                    .collect();
-                elements.sort();
-                elements.dedup();
-                elements
-            });
-            for ((family, name), elements) in Family::ALL.into_iter().zip(&names).zip(elements) {
-                self.insert_set(name, family, SetKind::Addresses, elements, "pod peers");
-            }
+            let elements = (self.peer_pods().iter())
+                .flat_map(|pod| pod.ips.iter().copied())
+                .map(SetElement::Address)
+                .collect();
+            let comment = self.comment("pod peers");
+            rule_sets::insert_per_family(self.sets, &names, SetKind::Addresses, elements, &comment);
         }
         names
     }
@@ -183,13 +164,7 @@ impl<'a> RuleCompiler<'a> {
         }
         let name = self.set_name("cidr", family);
         if !self.sets.contains_key(&name) {
-            let elements = ranges::merge(ranges)
-                .into_iter()
-                .map(|r| {
-                    let (start, end) = r.bounds(family);
-                    SetElement::Range(start, end)
-                })
-                .collect();
+            let elements = rule_sets::interval_elements(ranges, family);
             self.insert_set(&name, family, SetKind::AddressRanges, elements, "ipBlocks");
         }
         Some(name)
@@ -241,17 +216,9 @@ impl<'a> RuleCompiler<'a> {
                 }
             }
         }
-        elements.sort();
-        elements.dedup();
-        for (family, name) in Family::ALL.into_iter().zip(&names) {
-            let elements = elements
-                .iter()
-                .filter(|e| matches!(e, SetElement::AddressProtocolPort(ip, ..) if Family::of(*ip) == family))
-                .cloned()
-                .collect();
-            let kind = SetKind::AddressProtocolPort;
-            self.insert_set(name, family, kind, elements, "named ports");
-        }
+        let comment = self.comment("named ports");
+        let kind = SetKind::AddressProtocolPort;
+        rule_sets::insert_per_family(self.sets, &names, kind, elements, &comment);
         names
     }
 }
@@ -307,11 +274,20 @@ impl MatchLists {
         self.push_with_ports(vec![Expr::AddressInSet(self.peer_field, family, set)]);
     }
 
-    /// The destination's address, protocol and port in `set` (named ports resolved on each
-    /// destination pod).
-    pub(super) fn named_ports_in(&mut self, family: Family, set: String) {
-        self.lists
-            .push(vec![Expr::DestinationProtocolPortInSet(family, set)]);
+    /// [`Self::peers_in`] the IPv4 and the IPv6 set.
+    pub(super) fn peers_in_each(&mut self, sets: [String; 2]) {
+        for (family, set) in Family::ALL.into_iter().zip(sets) {
+            self.peers_in(family, set);
+        }
+    }
+
+    /// The destination's address, protocol and port in the IPv4 or the IPv6 set (named ports
+    /// resolved on each destination pod).
+    pub(super) fn named_ports_in_each(&mut self, sets: [String; 2]) {
+        for (family, set) in Family::ALL.into_iter().zip(sets) {
+            self.lists
+                .push(vec![Expr::DestinationProtocolPortInSet(family, set)]);
+        }
     }
 
     pub(super) fn finish(self) -> Vec<Vec<Expr>> {
