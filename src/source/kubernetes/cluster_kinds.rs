@@ -56,35 +56,15 @@ impl kube::Resource for ClusterPolicyObject {
 /// A Node as the agent reads it from the API.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct NodeFields {
-    #[serde(default, deserialize_with = "metadata")]
+    #[serde(default, deserialize_with = "super::pod_fields::metadata")]
     metadata: ObjectMeta,
     #[serde(default)]
     status: Option<StatusFields>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MetadataFields {
-    name: Option<String>,
-    uid: Option<String>,
-    resource_version: Option<String>,
-    labels: Option<std::collections::BTreeMap<String, String>>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
 struct StatusFields {
     addresses: Option<Vec<core::NodeAddress>>,
-}
-
-fn metadata<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
-    let fields = MetadataFields::deserialize(deserializer)?;
-    Ok(ObjectMeta {
-        name: fields.name,
-        uid: fields.uid,
-        resource_version: fields.resource_version,
-        labels: fields.labels,
-        ..ObjectMeta::default()
-    })
 }
 
 impl NodeFields {

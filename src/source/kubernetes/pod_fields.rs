@@ -61,7 +61,9 @@ struct StatusFields {
     pod_ips: Option<Vec<core::PodIP>>,
 }
 
-fn metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
+/// The metadata fields the agent reads, of a Pod or of any other kind it reads in part (a
+/// Node's has no namespace, owners or deletion time: those stay `None`).
+pub(super) fn metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
     let fields = MetadataFields::deserialize(deserializer)?;
     Ok(ObjectMeta {
         name: fields.name,
