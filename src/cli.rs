@@ -37,6 +37,7 @@ pub mod load;
 pub mod logging;
 pub mod malloc;
 pub mod reader_token;
+pub mod ruleset_flags;
 pub mod suggest;
 pub mod ui;
 pub mod uninstall;

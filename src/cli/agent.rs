@@ -10,9 +10,9 @@ use clap::Args;
 use tracing::error;
 
 use super::Outcome;
+use super::ruleset_flags::RulesetFlags;
 use crate::access;
 use crate::agent::{self, Config, DropLogOptions, PostureOptions, Source, State};
-use crate::compile::Options;
 use crate::flow_line;
 use crate::http;
 
@@ -30,25 +30,9 @@ pub struct AgentArgs {
     /// ~/.kube/config]
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
-    /// NFLOG group for default-deny drop logs
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    pub nflog_group: u16,
-    /// Audit every namespace: default deny logs (`"action":"audit"`) and counts what it would
-    /// drop, and lets it through. Without it, only namespaces annotated
-    /// `kube-nftpol.io/enforcement: audit` are audited
-    #[arg(long)]
-    pub audit: bool,
-    /// Observe every namespace: log the first packet of every new connection of every pod
-    /// with its verdict (`"action":"allow"` with the rule that allowed it, or not isolated;
-    /// denials are always logged). Without it, only namespaces annotated
-    /// `kube-nftpol.io/observe: "true"` are observed
-    #[arg(long)]
-    pub observe: bool,
-    /// Leave established connections alone when a change denies them. Without it, the agent
-    /// ends them after each change (deletes their conntrack entries; their next packets get a
-    /// TCP reset or an ICMP port unreachable) and logs each with `"action":"revoke"`
-    #[arg(long)]
-    pub keep_established: bool,
+    /// What shapes the ruleset: the log group, audit, observe, revocation.
+    #[command(flatten)]
+    pub ruleset: RulesetFlags,
     /// Address for /healthz, /readyz, /metrics, /flows and /hints (read-only)
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:9640")]
     pub metrics_addr: SocketAddr,
@@ -119,13 +103,7 @@ impl AgentArgs {
                     kubeconfig: self.kubeconfig.clone(),
                 },
             },
-            compile: Options {
-                nflog_group: self.nflog_group,
-                audit_all: self.audit,
-                observe_all: self.observe,
-                revoke_established: !self.keep_established,
-                ..Options::default()
-            },
+            compile: self.ruleset.options(),
             metrics_addr: self.metrics_addr,
             resync_interval: Duration::from_secs(self.resync_interval_secs),
             drop_log: DropLogOptions {

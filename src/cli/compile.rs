@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use clap::builder::NonEmptyStringValueParser;
 
+use super::ruleset_flags::RulesetFlags;
 use super::{Outcome, load, write_stdout};
 use crate::compile::{self, Options};
 
@@ -23,21 +24,9 @@ pub struct CompileArgs {
     /// Output format: an `nft -f` script, or libnftables JSON for `nft -j -f`
     #[arg(long, value_enum, default_value_t = Format::Nft)]
     pub format: Format,
-    /// NFLOG group that default-deny drops are logged to
-    #[arg(long, value_name = "GROUP", default_value_t = Options::default().nflog_group)]
-    pub nflog_group: u16,
-    /// Compile every namespace in audit mode, as `agent --audit` does (namespaces annotated
-    /// `kube-nftpol.io/enforcement: audit` are audited without it)
-    #[arg(long)]
-    pub audit: bool,
-    /// Compile every namespace in observe mode, as `agent --observe` does (namespaces
-    /// annotated `kube-nftpol.io/observe: "true"` are observed without it)
-    #[arg(long)]
-    pub observe: bool,
-    /// Compile without the revoked-connection sets and chains, as `agent --keep-established`
-    /// does
-    #[arg(long)]
-    pub keep_established: bool,
+    /// What shapes the ruleset: the log group, audit, observe, revocation.
+    #[command(flatten)]
+    pub ruleset: RulesetFlags,
 }
 
 /// How `compile` prints the ruleset.
@@ -52,13 +41,7 @@ pub enum Format {
 impl CompileArgs {
     /// The compiler options these arguments select.
     pub fn options(&self) -> Options {
-        Options {
-            nflog_group: self.nflog_group,
-            audit_all: self.audit,
-            observe_all: self.observe,
-            revoke_established: !self.keep_established,
-            ..Options::default()
-        }
+        self.ruleset.options()
     }
 }
 
