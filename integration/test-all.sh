@@ -19,6 +19,8 @@ cd "$(dirname "$0")/.."
 root_suites="nft_accepts dataplane interfaces flowlog sim apiserver_smoke flows_access"
 # Not root, but a browser, Node.js's npm package and the API server (test = false as well).
 browser_suites="ui_browser"
+# Run by the rig against its cluster (integration/cluster/cnp-conformance.sh), not here: linted.
+rig_suites="cluster_cnp"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -46,7 +48,7 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings (and the root and browser suites, which --all-targets skips)"
 cargo clippy --all-targets --quiet -- -D warnings
-for suite in $root_suites $browser_suites; do cargo clippy --quiet --test "$suite" -- -D warnings; done
+for suite in $root_suites $browser_suites $rig_suites; do cargo clippy --quiet --test "$suite" -- -D warnings; done
 
 step "cargo tests (no root)"
 run_tests cargo test --quiet
@@ -99,10 +101,11 @@ fuzz/run.sh "${KNP_FUZZ_SECONDS:-30}"
 # and kube-proxy in network namespaces, once with ptp (kindnet's model) and once with bridge
 # (flannel's), the agent's image built from deploy/Dockerfile and run as its DaemonSet, a fixed
 # subset of the upstream e2e.test NetworkPolicy specs, and the README's user scenario; the
-# machine's own namespaces are compared before and after each cluster. Every e2e spec:
-# `sudo integration/cluster/run.sh --e2e full` (docs/real-cluster.md).
-step "real-node rig: ptp and bridge, the agent's DaemonSet, e2e NetworkPolicy subset, user scenario (integration/cluster/run.sh)"
-integration/cluster/run.sh --cni both --e2e subset
+# machine's own namespaces are compared before and after each cluster. On ptp also every test
+# and probe of the ClusterNetworkPolicy conformance suite (about 2 minutes; bridge too:
+# --cnp both). Every e2e spec: `sudo integration/cluster/run.sh --e2e full` (docs/real-cluster.md).
+step "real-node rig: ptp and bridge, the agent's DaemonSet, e2e NetworkPolicy subset, user scenario, ClusterNetworkPolicy conformance on ptp (integration/cluster/run.sh)"
+integration/cluster/run.sh --cni both --e2e subset --cnp ptp
 
 step "all suites passed"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -6,7 +6,10 @@
 #   pause.tar    k8s.gcr.io/pause:3.2                       build.sh's pause (pause.c, static)
 #   agnhost.tar  k8s.gcr.io/e2e-test-images/agnhost:2.21    build.sh's agnhost (the v1.20.2
 #                tree's, 2.25 inside) with busybox-static: the 1.20 NetworkPolicy clients run
-#                `/bin/sh -c 'for i in $(seq 1 5); do /agnhost connect ...'`
+#                `/bin/sh -c 'for i in $(seq 1 5); do /agnhost connect ...'`; and /udpprobe
+#                (udpprobe.c, gcc -static): the UDP probes and the host-network UDP servers of
+#                the ClusterNetworkPolicy conformance runner (cnp-conformance.sh), which
+#                agnhost 2.25 cannot do (its connect has no UDP)
 #   busybox.tar  docker.io/library/busybox:1.29             Debian's busybox-static
 #   connrate.tar knp.local/connrate:1                       connrate.c (gcc -static): the
 #                connection-rate load of measure.sh
@@ -22,7 +25,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=$images/test
 fresh() {
   [ -s "$out/$1.tar" ] && [ "$out/$1.tar" -nt "$bin/agnhost" ] && [ "$out/$1.tar" -nt "$bin/pause" ] &&
-    [ "$out/$1.tar" -nt "$here/connrate.c" ]
+    [ "$out/$1.tar" -nt "$here/connrate.c" ] && [ "$out/$1.tar" -nt "$here/udpprobe.c" ]
 }
 if fresh pause && fresh agnhost && fresh busybox && fresh connrate; then
   say "test images cached in $out"
@@ -73,7 +76,10 @@ image() {
 }
 
 image pause "$pause_image" 'ENTRYPOINT ["/pause"]' "$bin/pause:/pause"
-image agnhost "$agnhost_image" $'ENTRYPOINT ["/agnhost"]\nCMD ["pause"]' --busybox "$bin/agnhost:/agnhost"
+gcc -O2 -Wall -Werror -static -o "$work/udpprobe-bin" "$here/udpprobe.c"
+strip "$work/udpprobe-bin"
+image agnhost "$agnhost_image" $'ENTRYPOINT ["/agnhost"]\nCMD ["pause"]' --busybox "$bin/agnhost:/agnhost" \
+  "$work/udpprobe-bin:/udpprobe"
 image busybox "$busybox_image" 'CMD ["sh"]' --busybox
 gcc -O2 -Wall -Werror -static -o "$work/connrate-bin" "$here/connrate.c"
 strip "$work/connrate-bin"

@@ -6,7 +6,9 @@
 # Options: --cni ptp|bridge|both (default both), --e2e subset|full|none (default subset),
 # --no-scenario, --runs N (the e2e specs N times in a row on each cluster, default 1),
 # --upgrade (restart and upgrade the DaemonSet under traffic, upgrade.sh), --measure
-# (programming latency, memory, connection rate with and without the agent, measure.sh).
+# (programming latency, memory, connection rate with and without the agent, measure.sh),
+# --cnp ptp|bridge|both (the ClusterNetworkPolicy conformance suite of network-policy-api
+# v0.2.0 on that CNI's cluster: cnp-conformance.sh; alone: --e2e none --no-scenario --cnp both).
 # Everything: integration/cluster/run.sh --e2e full --runs 2 --upgrade --measure
 # Steps (each named; the first that fails stops the run, says which it was, and the cluster is
 # taken down):
@@ -19,6 +21,8 @@
 #   5. the upstream e2e NetworkPolicy specs (e2e.sh), then the agents' health (check-agents.sh:
 #      no restart, no failed apply, no ERROR line)
 #   6. the user scenario of the README (../user-scenario.sh), then the agents' health again
+#   with --cnp: every test and probe of the ClusterNetworkPolicy conformance suite
+#      (cnp-conformance.sh), then the agents' health again
 #   with --upgrade: `kubectl rollout restart` and a new image tag under traffic (upgrade.sh)
 #   with --measure: the measurements (measure.sh), their table printed
 #   7. the cluster taken down (down.sh), which fails unless the machine's own namespaces are
@@ -31,7 +35,7 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=integration/user-scenario.sh
 . "$repo/integration/user-scenario.sh"
 
-cnis=(ptp bridge) e2e=subset scenario=1 runs=1 upgrade=0 measure=0
+cnis=(ptp bridge) e2e=subset scenario=1 runs=1 upgrade=0 measure=0 cnp=none
 while [ $# -gt 0 ]; do
   case $1 in
     --cni)
@@ -46,6 +50,10 @@ while [ $# -gt 0 ]; do
     --runs) runs=${2:?--runs N}; shift 2 ;;
     --upgrade) upgrade=1; shift ;;
     --measure) measure=1; shift ;;
+    --cnp)
+      case ${2:-} in ptp | bridge | both) cnp=$2 ;; *) echo "--cnp ptp|bridge|both" >&2; exit 2 ;; esac
+      shift 2
+      ;;
     *) sed -n '2,20p' "$0" >&2; exit 2 ;;
   esac
 done
@@ -127,6 +135,13 @@ for cni in "${cnis[@]}"; do
     begin "user scenario ($cni)"
     user_scenario "${node_names[0]}" "${node_names[1]}"
     "$here/check-agents.sh"
+    end
+  fi
+
+  if [ "$cnp" = both ] || [ "$cnp" = "$cni" ]; then
+    begin "ClusterNetworkPolicy conformance ($cni)"
+    "$here/cnp-conformance.sh" | tee "$scenario_dir/cnp.txt"
+    results+=("ClusterNetworkPolicy conformance ($cni): $(grep '^tests:' "$scenario_dir/cnp.txt")")
     end
   fi
 
