@@ -8,7 +8,7 @@
 # a one-iteration run of the compiler benchmark, a quick run of the benchmarks of
 # integration/bench, 30 s of each cargo fuzz target, and the real-node rig (a two-node cluster
 # on ptp and on bridge, the agent as its DaemonSet, upstream e2e NetworkPolicy specs, the
-# README's user scenario).
+# README's user scenario, on ptp the ClusterNetworkPolicy conformance suite).
 # Any suite that cannot run fails loudly; nothing is skipped silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
