@@ -103,9 +103,11 @@ fuzz/run.sh "${KNP_FUZZ_SECONDS:-30}"
 # subset of the upstream e2e.test NetworkPolicy specs, and the README's user scenario; the
 # machine's own namespaces are compared before and after each cluster. On ptp also every test
 # and probe of the ClusterNetworkPolicy conformance suite (about 2 minutes; bridge too:
-# --cnp both). Every e2e spec: `sudo integration/cluster/run.sh --e2e full` (docs/real-cluster.md).
-step "real-node rig: ptp and bridge, the agent's DaemonSet, e2e NetworkPolicy subset, user scenario, ClusterNetworkPolicy conformance on ptp (integration/cluster/run.sh)"
-integration/cluster/run.sh --cni both --e2e subset --cnp ptp
+# --cnp both) and observe mode's closed loop from zero (observe.sh, about 18 s; bridge too:
+# --observe both). Every e2e spec: `sudo integration/cluster/run.sh --e2e full`
+# (docs/real-cluster.md).
+step "real-node rig: ptp and bridge, the agent's DaemonSet, e2e NetworkPolicy subset, user scenario, ClusterNetworkPolicy conformance and observe mode's closed loop on ptp (integration/cluster/run.sh)"
+integration/cluster/run.sh --cni both --e2e subset --cnp ptp --observe ptp
 
 step "all suites passed"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

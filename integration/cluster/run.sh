@@ -7,8 +7,10 @@
 # --no-scenario, --runs N (the e2e specs N times in a row on each cluster, default 1),
 # --upgrade (restart and upgrade the DaemonSet under traffic, upgrade.sh), --measure
 # (programming latency, memory, connection rate with and without the agent, measure.sh),
-# --cnp ptp|bridge|both (the ClusterNetworkPolicy conformance suite of network-policy-api
-# v0.2.0 on that CNI's cluster: cnp-conformance.sh; alone: --e2e none --no-scenario --cnp both).
+# --observe ptp|bridge|both (observe mode's closed loop from zero on that CNI's cluster, right
+# after the agent: observe.sh), --cnp ptp|bridge|both (the ClusterNetworkPolicy conformance
+# suite of network-policy-api v0.2.0 on that CNI's cluster: cnp-conformance.sh; alone:
+# --e2e none --no-scenario --cnp both).
 # Everything: integration/cluster/run.sh --e2e full --runs 2 --upgrade --measure
 # Steps (each named; the first that fails stops the run, says which it was, and the cluster is
 # taken down):
@@ -35,7 +37,7 @@ repo=$(cd "$here/../.." && pwd)
 # shellcheck source=integration/user-scenario.sh
 . "$repo/integration/user-scenario.sh"
 
-cnis=(ptp bridge) e2e=subset scenario=1 runs=1 upgrade=0 measure=0 cnp=none
+cnis=(ptp bridge) e2e=subset scenario=1 runs=1 upgrade=0 measure=0 cnp=none observe=none
 while [ $# -gt 0 ]; do
   case $1 in
     --cni)
@@ -52,6 +54,10 @@ while [ $# -gt 0 ]; do
     --measure) measure=1; shift ;;
     --cnp)
       case ${2:-} in ptp | bridge | both) cnp=$2 ;; *) echo "--cnp ptp|bridge|both" >&2; exit 2 ;; esac
+      shift 2
+      ;;
+    --observe)
+      case ${2:-} in ptp | bridge | both) observe=$2 ;; *) echo "--observe ptp|bridge|both" >&2; exit 2 ;; esac
       shift 2
       ;;
     *) sed -n '2,20p' "$0" >&2; exit 2 ;;
@@ -120,6 +126,13 @@ for cni in "${cnis[@]}"; do
   begin "agent DaemonSet ($cni)"
   "$here/deploy-agent.sh" "$agent_reference" "$agent_archive"
   end
+
+  if [ "$observe" = both ] || [ "$observe" = "$cni" ]; then
+    begin "observe mode's closed loop ($cni)"
+    "$here/observe.sh" "$agent_binary"
+    "$here/check-agents.sh"
+    end
+  fi
 
   if [ "$e2e" != none ]; then
     for ((run_number = 1; run_number <= runs; run_number++)); do
