@@ -122,7 +122,8 @@ if [ -f "$run/created" ]; then
   while read -r path; do
     case $path in
       /sys/fs/cgroup/*) ;; # removed above
-      *) rmdir "$path" 2>/dev/null || problem "cannot remove $path (not empty?)" ;;
+      # Gone already is as wanted (down.sh run a second time).
+      *) [ ! -e "$path" ] || rmdir "$path" 2>/dev/null || problem "cannot remove $path (not empty?)" ;;
     esac
   done <"$run/created"
 fi
