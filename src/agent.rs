@@ -206,6 +206,7 @@ pub async fn run(config: Config, state: Arc<State>) -> anyhow::Result<()> {
         rx.clone(),
         config.posture.clone(),
         metrics.posture,
+        Arc::clone(&state),
     ));
     let (applied_tx, applied_rx) = watch::channel(None);
     let revocation = config.compile.revoke_established.then(|| {

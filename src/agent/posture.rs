@@ -20,9 +20,13 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::State;
 use crate::lint::{self, Finding, RuleId, Severity};
 use crate::metrics::{LabelValue, latency_histogram};
 use crate::source::manifests::Loaded;
+
+/// How often the task looks whether the agent is ready, before its first lint.
+const READY_POLL: Duration = Duration::from_millis(100);
 
 /// How often and with which rules the agent lints its snapshots.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,12 +105,18 @@ impl PostureMetrics {
     }
 }
 
-/// Lints each snapshot the source publishes, at most once per interval, until the source stops.
+/// Lints each snapshot the source publishes, at most once per interval, until the source stops;
+/// the first once the agent is ready: at a start the linter's memory would otherwise add to that
+/// of the first list and compile, the agent's peak.
 pub(super) async fn run(
     mut snapshots: watch::Receiver<Option<Arc<Loaded>>>,
     options: PostureOptions,
     metrics: PostureMetrics,
+    state: Arc<State>,
 ) {
+    while !state.is_ready() {
+        tokio::time::sleep(READY_POLL).await;
+    }
     loop {
         if snapshots.changed().await.is_err() {
             return;
@@ -179,9 +189,14 @@ mod tests {
             interval: Duration::from_secs(3600),
             ..PostureOptions::default()
         };
-        let task = tokio::spawn(run(rx, options, posture.clone()));
+        let state = Arc::new(State::new("node-1"));
+        let task = tokio::spawn(run(rx, options, posture.clone(), Arc::clone(&state)));
         let loaded = load_str(OPEN_NAMESPACE, "shop.yaml").unwrap();
         tx.send_replace(Some(Arc::new(loaded)));
+        // Not before the agent is ready; then the snapshot published meanwhile.
+        tokio::time::sleep(READY_POLL * 3).await;
+        assert_eq!(posture.runs.get(), 0);
+        state.set_ready();
         let deadline = Instant::now() + Duration::from_secs(10);
         while posture.runs.get() == 0 {
             assert!(Instant::now() < deadline, "the posture task never ran");
