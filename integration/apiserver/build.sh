@@ -31,23 +31,9 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 2
 fi
 
-# Installs the packages of the "file package" pairs whose file is missing.
-install_missing() {
-  local need=()
-  while [ $# -gt 0 ]; do
-    [ -e "$1" ] || need+=("$2")
-    shift 2
-  done
-  [ ${#need[@]} -eq 0 ] && return
-  say "installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq "${need[@]}" >&2
-  # The package enables a system etcd on port 2379; ours run on ports of their own.
-  if [[ " ${need[*]} " == *" etcd-server "* ]]; then
-    systemctl disable --now etcd.service >/dev/null 2>&1 || true
-  fi
-}
+# shellcheck source=integration/lib/packages.sh
+. "$(dirname "$0")/../lib/packages.sh"
+install_missing() { knp_need_files "$@"; }
 
 # What running the server needs (start.sh, integration/support/apiserver.rs).
 install_missing /usr/bin/etcd etcd-server /usr/bin/openssl openssl /usr/bin/curl curl

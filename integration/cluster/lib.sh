@@ -85,27 +85,11 @@ wait_for() {
   die "$what: not after $seconds s"
 }
 
-# Installs the Debian packages of the "file package" pairs whose file is missing.
-install_missing() {
-  local need=()
-  while [ $# -gt 0 ]; do
-    [ -e "$1" ] || need+=("$2")
-    shift 2
-  done
-  [ ${#need[@]} -eq 0 ] && return
-  say "installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
-  # The packages enable system services (a containerd, an etcd) in the machine's own
-  # namespaces; the rig runs its own, and nothing of it may stay running.
-  local package
-  for package in containerd etcd-server; do
-    if [[ " ${need[*]} " == *" $package "* ]]; then
-      systemctl disable --now "${package%-server}.service" >/dev/null 2>&1 || true
-    fi
-  done
-}
+# Installs the Debian packages of the "file package" pairs whose file is missing, without their
+# recommends (integration/lib/packages.sh).
+# shellcheck source=integration/lib/packages.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/packages.sh"
+install_missing() { knp_need_files --no-install-recommends "$@"; }
 
 # The Debian packages the rig runs (containerd, runc and the CNI plugins among them).
 install_rig_packages() {

@@ -2,6 +2,7 @@
 #   . "$(dirname "$0")/lib/packages.sh"          (from integration/; adjust the path elsewhere)
 #   knp_need_packages nft:nftables ip:iproute2   # COMMAND:DEBIAN-PACKAGE pairs
 #   knp_need_cargo
+#   knp_need_files [--no-install-recommends] /usr/bin/etcd etcd-server   # FILE DEBIAN-PACKAGE pairs
 #
 # knp_need_packages installs, with apt-get, the package of every command that is not on PATH
 # (Debian 12; it needs root for that, and says which packages to install otherwise).
@@ -44,6 +45,31 @@ knp_need_packages() {
       echo "${pair%%:*} still not found after installing ${pair#*:}" >&2
       return 2
     }
+  done
+}
+
+# Installs the package of every "FILE PACKAGE" pair whose file is missing (for what is not a
+# command on PATH: a library, a Go source tree, a CNI plugin), as root. The packages that enable
+# a system service in the machine's own namespaces (etcd, containerd) have it disabled at once:
+# the scripts run their own, on ports and in namespaces of their own.
+knp_need_files() {
+  local apt_options=() need=() package
+  if [ "${1:-}" = --no-install-recommends ]; then
+    apt_options+=("$1")
+    shift
+  fi
+  while [ $# -gt 0 ]; do
+    [ -e "$1" ] || need+=("$2")
+    shift 2
+  done
+  [ ${#need[@]} -eq 0 ] && return 0
+  echo "==> installing Debian packages: ${need[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_options[@]}" "${need[@]}" >&2
+  for package in containerd etcd-server; do
+    if [[ " ${need[*]} " == *" $package "* ]]; then
+      systemctl disable --now "${package%-server}.service" >/dev/null 2>&1 || true
+    fi
   done
 }
 
