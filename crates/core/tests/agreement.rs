@@ -946,14 +946,7 @@ fn generated_clusters_with_observed_and_audited_namespaces_agree_with_evaluate()
         // were); sometimes the same one.
         let observed = format!("n{}", seed % 3);
         let audited = format!("n{}", (seed / 3) % 3);
-        let namespaces: Vec<_> = snapshot.namespaces().cloned().collect();
-        for mut namespace in namespaces {
-            namespace.observe = namespace.name == observed;
-            if namespace.name == audited {
-                namespace.enforcement = Enforcement::Audit;
-            }
-            snapshot.upsert_namespace(namespace);
-        }
+        support::cluster::set_namespace_modes(&mut snapshot, &observed, &audited);
         let wiring = if seed % 2 == 0 {
             Wiring::Bridged
         } else {

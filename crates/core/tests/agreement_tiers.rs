@@ -343,14 +343,7 @@ fn generated_mixed_clusters_agree_between_the_ruleset_and_evaluate_with_their_lo
         // Audited and observed namespaces from the seed (the clusters stay as they were).
         let audited = format!("n{}", seed % 4);
         let observed = format!("n{}", (seed / 4) % 4);
-        let namespaces: Vec<_> = snapshot.namespaces().cloned().collect();
-        for mut namespace in namespaces {
-            namespace.observe = namespace.name == observed;
-            if namespace.name == audited {
-                namespace.enforcement = Enforcement::Audit;
-            }
-            snapshot.upsert_namespace(namespace);
-        }
+        support::cluster::set_namespace_modes(&mut snapshot, &observed, &audited);
         let wiring = if seed % 2 == 0 {
             Wiring::Bridged
         } else {

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube_nftpol_core::model::{
-    ContainerPort, Labels, Namespace, ObjectKey, Pod, Protocol, Snapshot,
+    ContainerPort, Enforcement, Labels, Namespace, ObjectKey, Pod, Protocol, Snapshot,
 };
 
 /// Labels from `key=value` pairs.
@@ -62,4 +62,17 @@ pub fn snapshot(
             .expect("named policy");
     }
     snapshot
+}
+
+/// Puts namespace `observed` in observe mode and namespace `audited` in audit mode (the same
+/// one when they are equal), and every other namespace of `snapshot` in neither.
+pub fn set_namespace_modes(snapshot: &mut Snapshot, observed: &str, audited: &str) {
+    let namespaces: Vec<_> = snapshot.namespaces().cloned().collect();
+    for mut namespace in namespaces {
+        namespace.observe = namespace.name == observed;
+        if namespace.name == audited {
+            namespace.enforcement = Enforcement::Audit;
+        }
+        snapshot.upsert_namespace(namespace);
+    }
 }
