@@ -161,18 +161,7 @@ async fn flood() -> Result<String> {
         .collect::<Result<_>>()?;
     let started = Instant::now();
     let sender = tokio::task::spawn_blocking(move || send_flood(&sockets, to));
-    let probing = futures::future::join_all(
-        probes
-            .iter()
-            .map(|(flow, probe)| probe_while(*flow, *probe, &flooding)),
-    );
-    let stop_probing = async {
-        let sent = sender.await;
-        flooding.store(false, Ordering::SeqCst);
-        sent
-    };
-    let (sent, probed) = futures::join!(stop_probing, probing);
-    let (sent, failed) = sent.map_err(|e| format!("the flood sender panicked: {e}"))?;
+    let ((sent, failed), probed) = probe_during(sender, &probes, &flooding).await?;
     let flood_took = started.elapsed();
 
     // The flow's window closes 10 s after its first record; wait for everything received to
@@ -383,18 +372,7 @@ async fn observed_flood() -> Result<String> {
         }
         (sent, failed)
     });
-    let probing = futures::future::join_all(
-        probes
-            .iter()
-            .map(|(flow, probe)| probe_while(*flow, *probe, &flooding)),
-    );
-    let stop_probing = async {
-        let sent = sender.await;
-        flooding.store(false, Ordering::SeqCst);
-        sent
-    };
-    let (sent, probed) = futures::join!(stop_probing, probing);
-    let (sent, failed) = sent.map_err(|e| format!("the flood sender panicked: {e}"))?;
+    let ((sent, failed), probed) = probe_during(sender, &probes, &flooding).await?;
     let flood_took = started.elapsed();
 
     // Each record is a flow of its own (a new port), logged at once; wait until the counts add
@@ -519,6 +497,28 @@ fn send_flood(sockets: &[Socket], to: SocketAddr) -> (u64, u64) {
 }
 
 /// Probes `flow` back to back while `flooding`; the outcomes of the probes started during it.
+/// Probes each of `probes` until `sender` (the flood) ends, then stops: what it sent and failed
+/// to send, and each flow's outcomes.
+async fn probe_during(
+    sender: tokio::task::JoinHandle<(u64, u64)>,
+    probes: &[(Flow, Probe<'_>)],
+    flooding: &AtomicBool,
+) -> Result<((u64, u64), Vec<(Flow, Vec<Outcome>)>)> {
+    let probing = futures::future::join_all(
+        probes
+            .iter()
+            .map(|(flow, probe)| probe_while(*flow, *probe, flooding)),
+    );
+    let stop_probing = async {
+        let sent = sender.await;
+        flooding.store(false, Ordering::SeqCst);
+        sent
+    };
+    let (sent, probed) = futures::join!(stop_probing, probing);
+    let sent = sent.map_err(|e| format!("the flood sender panicked: {e}"))?;
+    Ok((sent, probed))
+}
+
 async fn probe_while(flow: Flow, probe: Probe<'_>, flooding: &AtomicBool) -> (Flow, Vec<Outcome>) {
     let mut outcomes = Vec::new();
     while flooding.load(Ordering::SeqCst) {
